@@ -1,0 +1,22 @@
+"""rnncompiler: write a recurrent cell's equations in Python; get compiled forward and
+backward-through-time kernels over whole sequences on numpy arrays.
+
+    >>> import rnncompiler as rc
+    >>> @rc.cell(states=("h",))
+    ... def elman(x, h, p):
+    ...     return {"h": rc.tanh(p.linear("W", rc.concat(h, x), bias="b"))}
+    >>> elman.states
+    {'h': Size(terms=(('H', 1),), const=0)}
+"""
+from .errors import CellError, CompileError, CacheSecurityError, NonFiniteError
+from .dsl import (Cell, cell, concat, elementwise, activation, sigmoid, tanh, relu, exp, log,
+                  softplus, softsign, hard_sigmoid, clip, sum, mean)
+from .pipeline import compile, VERSION as __version__
+from .kernel import Kernel, ForwardResult, Gradients
+from .unroll import unroll
+from .check import gradcheck, GradcheckReport
+
+__all__ = ["CellError", "CompileError", "CacheSecurityError", "NonFiniteError", "Cell", "cell",
+           "concat", "elementwise", "activation", "sigmoid", "tanh", "relu", "exp", "log",
+           "softplus", "softsign", "hard_sigmoid", "clip", "sum", "mean", "compile", "Kernel",
+           "ForwardResult", "Gradients", "unroll", "gradcheck", "GradcheckReport"]

@@ -1,0 +1,122 @@
+"""Fused elementwise loops: one loop over (row b, unit j) per elementwise node, its
+expression (forward) or its operands' adjoint contributions (backward) printed by sympy's
+C99 printer after sympy.cse.
+"""
+from __future__ import annotations
+
+import sympy
+
+from .. import mathfn
+from ..autodiff import G, Y
+from .layout import param_offset
+
+
+def operand_kind(g, a):
+    """row (a per-row vector), rowscalar (per-row scalar), pvec or pscalar (parameters)."""
+    d = g.nodes[a]
+    if d["op"] == "param":
+        return "pscalar" if d["scalar"] else "pvec"
+    return "rowscalar" if d["scalar"] else "row"
+
+
+def cse_lines(exprs, printer, ctype, indent):
+    """Common subexpressions as `const T tK = ...;` lines, and the reduced expressions."""
+    exprs = [mathfn.expand_activations(e) for e in exprs]
+    temps, reduced = sympy.cse(exprs, symbols=sympy.numbered_symbols("t", real=True),
+                               order="canonical")
+    lines = ["%sconst %s %s = %s;" % (indent, ctype, s, printer.doprint(e)) for s, e in temps]
+    return lines, [printer.doprint(e) for e in reduced]
+
+
+def comment(text):
+    return "/* %s */" % text.replace("*/", "* /")
+
+
+def _load(g, L, a, k, ctype, indent):
+    """The C line that binds a_k for one (b, j)."""
+    kind = operand_kind(g, a)
+    if kind == "row":
+        return "%sconst %s a%d = r%d[j];" % (indent, ctype, k, k)
+    if kind == "rowscalar":
+        return "%sconst %s a%d = %s[b];" % (indent, ctype, k, L.cvar[a])
+    off = param_offset(L, a)
+    if kind == "pvec":
+        return "%sconst %s a%d = params[%d + j];" % (indent, ctype, k, off)
+    return "%sconst %s a%d = params[%d];" % (indent, ctype, k, off)
+
+
+def _row_pointers(g, L, args, used, ctype, indent):
+    out = []
+    for k, a in enumerate(args):
+        if k in used and operand_kind(g, a) == "row":
+            out.append("%sconst %s *restrict r%d = %s + b * %d;"
+                       % (indent, ctype, k, L.cvar[a], g.nodes[a]["size"]))
+    return out
+
+
+def _label_expr(expr, g, L, args):
+    return str(expr.xreplace({sympy.Symbol("a%d" % k, real=True):
+                              sympy.Symbol(L.cvar[a], real=True) for k, a in enumerate(args)}))
+
+
+def forward_loop(g, L, n, printer, ctype):
+    """The loop computing elementwise node n for every valid row."""
+    d = g.nodes[n]
+    N, args, out = d["size"], d["args"], L.cvar[n]
+    lines, (value,) = cse_lines([d["expr"]], printer, ctype, " " * 12)
+    used = {int(s.name[1:]) for s in d["expr"].free_symbols}
+    code = [comment("%s = %s" % (out, _label_expr(d["expr"], g, L, args))),
+            "for (ptrdiff_t b = 0; b < B; ++b) {",
+            "    %s *restrict o = %s + b * %d;" % (ctype, out, N),
+            "    if (!VALID(b)) { for (ptrdiff_t j = 0; j < %d; ++j) o[j] = 0; continue; }" % N]
+    code += _row_pointers(g, L, args, used, ctype, " " * 4)
+    code.append("    for (ptrdiff_t j = 0; j < %d; ++j) {" % N)
+    code += [_load(g, L, a, k, ctype, " " * 8) for k, a in enumerate(args) if k in used]
+    code += [ln[4:] for ln in lines]
+    code += ["        o[j] = %s;" % value, "    }", "}"]
+    return code
+
+
+def backward_loop(g, L, op, printer, ctype):
+    """The loop adding each operand's adjoint contribution g * df/da_k, valid rows only."""
+    d = g.nodes[op.node]
+    N, args, node = d["size"], op.args, L.cvar[op.node]
+    if not op.contributions:
+        return []
+    exprs = [c for _, c in op.contributions]
+    lines, values = cse_lines(exprs, printer, ctype, " " * 8)
+    used = set()
+    for e in exprs:
+        used |= {int(s.name[1:]) for s in e.free_symbols if s.name.startswith("a")}
+    code = [comment("adjoints of the operands of %s" % node),
+            "for (ptrdiff_t b = 0; b < B; ++b) {",
+            "    if (!VALID(b)) continue;",
+            "    const %s *restrict gr = d_%s + b * %d;" % (ctype, node, N)]
+    if op.uses_y:
+        code.append("    const %s *restrict yr = %s + b * %d;" % (ctype, node, N))
+    code += _row_pointers(g, L, args, used, ctype, " " * 4)
+    accum, after = [], []
+    for (k, _), value in zip(op.contributions, values, strict=True):
+        a, kind = args[k], operand_kind(g, args[k])
+        if kind == "row":
+            code.append("    %s *restrict dr%d = d_%s + b * %d;"
+                        % (ctype, k, L.cvar[a], g.nodes[a]["size"]))
+            accum.append("        dr%d[j] += %s;" % (k, value))
+        elif kind == "pvec":
+            accum.append("        dparams[%d + j] += %s;" % (param_offset(L, a), value))
+        else:
+            code.append("    %s acc%d = 0;" % (ctype, k))
+            accum.append("        acc%d += %s;" % (k, value))
+            target = ("d_%s[b]" % L.cvar[a]) if kind == "rowscalar" \
+                else "dparams[%d]" % param_offset(L, a)
+            after.append("    %s += acc%d;" % (target, k))
+    code.append("    for (ptrdiff_t j = 0; j < %d; ++j) {" % N)
+    code.append("        const %s g = gr[j];" % ctype)
+    if op.uses_y:
+        code.append("        const %s y = yr[j];" % ctype)
+    code += [_load(g, L, a, k, ctype, " " * 8) for k, a in enumerate(args) if k in used]
+    code += lines + accum + ["    }"] + after + ["}"]
+    return code
+
+
+assert G.name == "g" and Y.name == "y"   # the names the loops bind above

@@ -1,0 +1,461 @@
+"""The cell language: `@rc.cell` traces a Python function over symbolic vectors into a
+frozen CellSpec (a list of nodes in trace order). Every arithmetic operation becomes one
+small elementwise node; the graph stage fuses chains of them later.
+"""
+from __future__ import annotations
+
+import builtins
+import inspect
+import keyword
+import os
+import re
+from dataclasses import dataclass, field
+
+import sympy
+
+from . import mathfn
+from .errors import CellError
+
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+_PKG_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+# ---------------------------------------------------------------- sizes
+
+@dataclass(frozen=True, order=True)
+class Size:
+    """A size expression: sum of coeff*name terms plus a constant (e.g. H+I, 2*H)."""
+    terms: tuple = ()
+    const: int = 0
+
+    def __add__(self, other):
+        coeffs = dict(self.terms)
+        for name, c in other.terms:
+            coeffs[name] = coeffs.get(name, 0) + c
+        return Size(tuple(sorted(coeffs.items())), self.const + other.const)
+
+    def bind(self, sizes):
+        """The integer value of this size given name -> int bindings."""
+        missing = [n for n, _ in self.terms if n not in sizes]
+        if missing:
+            raise CellError("size %r is not bound: pass rc.compile(..., sizes={%r: n})"
+                            % (missing[0], missing[0]))
+        return self.const + builtins.sum(c * sizes[n] for n, c in self.terms)
+
+    def __str__(self):
+        parts = [(n if c == 1 else "%d*%s" % (c, n)) for n, c in self.terms]
+        if self.const or not parts:
+            parts.append(str(self.const))
+        return "+".join(parts)
+
+
+def as_size(spec, what):
+    """Parse a size spec: an int, "H", "I", a bound name, or a sum like "H+I"."""
+    if isinstance(spec, Size):
+        return spec
+    if isinstance(spec, bool) or not isinstance(spec, (int, str)):
+        raise CellError("%s: a size must be an int, 'H', 'I' or a name, got %r" % (what, spec))
+    if isinstance(spec, int):
+        if spec < 1:
+            raise CellError("%s: a size must be >= 1, got %d" % (what, spec))
+        return Size((), spec)
+    total = Size()
+    for part in spec.replace(" ", "").split("+"):
+        if part.isdigit():
+            total = total + Size((), int(part))
+        elif _IDENT.match(part):
+            total = total + Size(((part, 1),), 0)
+        else:
+            raise CellError("%s: cannot read the size %r (use an int, 'H', 'I' or a name)"
+                            % (what, spec))
+    return total
+
+
+def check_identifier(name, what):
+    """Names reach generated code only as validated identifiers."""
+    if not isinstance(name, str) or not _IDENT.match(name) or keyword.iskeyword(name):
+        raise CellError("%s: %r is not a valid name (expected an identifier "
+                        "[A-Za-z_][A-Za-z0-9_]*)" % (what, name))
+    return name
+
+
+# ---------------------------------------------------------------- the spec
+
+@dataclass(frozen=True)
+class Node:
+    """One traced operation. op is input/state/param/ew/linear/concat/reduce."""
+    id: str
+    op: str
+    args: tuple = ()
+    size: Size = Size((), 1)
+    scalar: bool = False       # broadcast scalar: a p.scalar or a per-row reduction
+    expr: object = None        # ew: sympy expression in a0..a{k-1} (one per arg)
+    how: str = ""              # reduce: "sum"/"mean"; param: "matrix"/"vector"/"scalar"
+    shape: tuple = ()          # param: tuple of Size
+    where: str = ""
+
+
+@dataclass(frozen=True)
+class CellSpec:
+    """What a cell means, independent of sizes: nodes in trace order and the results."""
+    name: str
+    states: tuple             # ((name, Size), ...)
+    nodes: tuple              # (Node, ...)
+    new_states: tuple         # ((state name, node id), ...)
+    output: str               # node id of the step output
+    params: tuple             # param node ids in declaration order
+    where: str
+
+
+@dataclass(frozen=True, eq=False)
+class Cell:
+    """A traced cell: `.name`, `.states` (name -> size spec) and its frozen `.spec`."""
+    name: str
+    states: dict
+    spec: CellSpec
+    fn: object = field(repr=False, default=None)
+
+    def __call__(self, *args, **kwargs):
+        return self.fn(*args, **kwargs)
+
+
+# ---------------------------------------------------------------- tracing
+
+def _user_where():
+    """file:line of the innermost frame outside this package (the cell's line)."""
+    frame = inspect.currentframe()
+    while frame is not None:
+        path = os.path.abspath(frame.f_code.co_filename)
+        if not path.startswith(_PKG_DIR + os.sep):
+            return "%s:%d" % (os.path.basename(path), frame.f_lineno)
+        frame = frame.f_back
+    return "<cell>"
+
+
+class _Tracer:
+    """Collects nodes while a cell function runs."""
+
+    def __init__(self):
+        self.nodes = {}
+        self.params = []
+
+    def add(self, op, **kw):
+        node_id = kw.pop("id", None) or "n%d" % len(self.nodes)
+        node = Node(node_id, op, where=kw.pop("where", None) or _user_where(), **kw)
+        self.nodes[node_id] = node
+        return Vec(self, node_id, node.size, node.scalar)
+
+    def param(self, name, how, shape, where):
+        check_identifier(name, "%s: parameter name" % where)
+        if name == "x":
+            raise CellError("%s: 'x' is reserved for the input" % where)
+        node_id = "param." + name
+        old = self.nodes.get(node_id)
+        if old is not None:
+            if old.how != how or old.shape != shape:
+                raise CellError(
+                    "%s: parameter %r was declared at %s as a %s of shape (%s); here it is a %s "
+                    "of shape (%s) — use another name, or the same shape to share it"
+                    % (where, name, old.where, old.how, ", ".join(map(str, old.shape)),
+                       how, ", ".join(map(str, shape))))
+            return Vec(self, node_id, old.size, old.scalar)
+        self.params.append(node_id)
+        size = shape[0] if shape else Size((), 1)
+        return self.add("param", id=node_id, how=how, shape=shape, size=size,
+                        scalar=(how == "scalar"), where=where)
+
+
+def _to_vec(tracer, value, where):
+    if isinstance(value, Vec):
+        if value._tracer is not tracer:
+            raise CellError("%s: a vector from another cell was used here" % where)
+        return value
+    return None
+
+
+def _number(value, where):
+    try:
+        num = sympy.sympify(value, strict=True)
+    except (sympy.SympifyError, TypeError):
+        num = None
+    if num is None or not num.is_number or not num.is_real:
+        raise CellError("%s: expected a vector or a real number, got %r" % (where, value))
+    return num
+
+
+def _elementwise(fn, operands, where, what="elementwise"):
+    """Trace one elementwise node: fn maps one sympy symbol per Vec operand to an expression."""
+    tracer = next(v._tracer for v in operands if isinstance(v, Vec))
+    vecs, leaves = [], []
+    for value in operands:
+        vec = _to_vec(tracer, value, where)
+        if vec is None:
+            leaves.append(_number(value, where))
+        else:
+            leaves.append(sympy.Symbol("a%d" % len(vecs), real=True))
+            vecs.append(vec)
+    expr = sympy.sympify(fn(*leaves))
+    if not isinstance(expr, sympy.Expr):
+        raise CellError("%s: %s must give a sympy expression, got %r" % (where, what, expr))
+    mathfn.check_expression(expr, where)
+    vectors = [v for v in vecs if not v.scalar]
+    size = vectors[0].size if vectors else Size((), 1)
+    for v in vectors[1:]:
+        if not v.size.terms and not size.terms and v.size != size:
+            raise CellError("%s: elementwise operands have sizes %s and %s" % (where, size, v.size))
+    return tracer.add("ew", args=tuple(v.id for v in vecs), expr=expr, size=size,
+                      scalar=not vectors, where=where)
+
+
+class Vec:
+    """A symbolic vector (one value per unit and batch row) inside a traced cell."""
+    __slots__ = ("_tracer", "id", "size", "scalar")
+    __array_priority__ = 1000
+
+    def __init__(self, tracer, node_id, size, scalar):
+        self._tracer, self.id, self.size, self.scalar = tracer, node_id, size, scalar
+
+    def __repr__(self):
+        return "Vec(%s, size=%s%s)" % (self.id, self.size, ", scalar" if self.scalar else "")
+
+    def __len__(self):
+        raise TypeError("the size of a symbolic vector is %s, known at compile time" % self.size)
+
+    def __bool__(self):
+        raise CellError("%s: a symbolic vector has no truth value; use sympy.Piecewise "
+                        "inside rc.elementwise for conditions" % _user_where())
+
+
+def _binary(op):
+    def forward(self, other):
+        return _elementwise(op, (self, other), _user_where())
+
+    def reverse(self, other):
+        return _elementwise(op, (other, self), _user_where())
+    return forward, reverse
+
+
+for _name, _op in {"add": lambda a, b: a + b, "sub": lambda a, b: a - b,
+                   "mul": lambda a, b: a * b, "truediv": lambda a, b: a / b,
+                   "pow": lambda a, b: a ** b}.items():
+    _fwd, _rev = _binary(_op)
+    setattr(Vec, "__%s__" % _name, _fwd)
+    setattr(Vec, "__r%s__" % _name, _rev)
+Vec.__neg__ = lambda self: _elementwise(lambda a: -a, (self,), _user_where())
+Vec.__pos__ = lambda self: self
+
+
+class Params:
+    """The parameter factory `p` passed to a cell: linear maps, vectors, scalars."""
+
+    def __init__(self, tracer):
+        self._tracer = tracer
+
+    def linear(self, weight, v, *, bias=None, size=None):
+        """W v (+ b): W has shape (size, len(v)), b shape (size,); size defaults to H."""
+        where = _user_where()
+        vec = self._operand(v, where, "p.linear(%r, v)" % weight)
+        rows = as_size("H" if size is None else size, "%s: size of %s" % (where, weight))
+        W = self._tracer.param(weight, "matrix", (rows, vec.size), where)
+        args = (vec.id, W.id)
+        if bias is not None:
+            args += (self._tracer.param(bias, "vector", (rows,), where).id,)
+        return self._tracer.add("linear", args=args, size=rows, where=where)
+
+    def vector(self, name, size=None):
+        """A learnable vector of `size` units (default H)."""
+        where = _user_where()
+        return self._tracer.param(name, "vector",
+                                  (as_size("H" if size is None else size, where),), where)
+
+    def scalar(self, name):
+        """A learnable scalar, broadcast in every elementwise use."""
+        return self._tracer.param(name, "scalar", (), _user_where())
+
+    def _operand(self, v, where, what):
+        if not isinstance(v, Vec) or v._tracer is not self._tracer:
+            raise CellError("%s: %s needs a vector of this cell, got %r" % (where, what, v))
+        if v.scalar:
+            raise CellError("%s: %s needs a vector, got a broadcast scalar" % (where, what))
+        return v
+
+
+# ---------------------------------------------------------------- public DSL functions
+
+def _unary(fn, name):
+    def apply(v):
+        return _elementwise(fn, (v,), _user_where(), name)
+    apply.__name__ = name
+    apply.__doc__ = "Elementwise %s of a vector." % name
+    return apply
+
+
+sigmoid = _unary(mathfn.Sigmoid, "sigmoid")
+tanh = _unary(sympy.tanh, "tanh")
+relu = _unary(mathfn.Relu, "relu")
+exp = _unary(sympy.exp, "exp")
+log = _unary(sympy.log, "log")
+softplus = _unary(mathfn.Softplus, "softplus")
+softsign = _unary(mathfn.Softsign, "softsign")
+hard_sigmoid = _unary(mathfn.HardSigmoid, "hard_sigmoid")
+
+
+def clip(v, lo, hi):
+    """clip(v, lo, hi) with constant bounds; derivative 1 on [lo, hi] (torch.clamp's)."""
+    where = _user_where()
+    lo_n, hi_n = _number(lo, where), _number(hi, where)
+    if not lo_n <= hi_n:
+        raise CellError("%s: rc.clip needs lo <= hi, got %s > %s" % (where, lo, hi))
+    return _elementwise(lambda a: mathfn.Clip(a, lo_n, hi_n), (v,), where, "clip")
+
+
+def elementwise(fn, *vectors):
+    """Any elementwise math: fn gets one real sympy symbol per vector, returns an expression."""
+    where = _user_where()
+    if not vectors or not any(isinstance(v, Vec) for v in vectors):
+        raise CellError("%s: rc.elementwise needs at least one vector" % where)
+    return _elementwise(fn, vectors, where)
+
+
+def activation(name, forward, derivative=None):
+    """A named elementwise function; derivative(u, y) optionally hand-written."""
+    check_identifier(name, "rc.activation name")
+    fn_class = mathfn.make_activation(name, forward, derivative)
+    u = sympy.Symbol("u", real=True)
+    mathfn.check_expression(sympy.sympify(forward(u)), "rc.activation(%r)" % name)
+
+    def apply(v):
+        return _elementwise(fn_class, (v,), _user_where(), name)
+    apply.__name__ = name
+    apply.sympy_function = fn_class
+    return apply
+
+
+def concat(*vectors):
+    """Stack vectors: concat(h, x) has size H+I."""
+    where = _user_where()
+    if not vectors:
+        raise CellError("%s: rc.concat needs at least one vector" % where)
+    tracer = None
+    for v in vectors:
+        if not isinstance(v, Vec) or v.scalar:
+            raise CellError("%s: rc.concat takes vectors, got %r" % (where, v))
+        tracer = tracer or v._tracer
+    size = Size()
+    for v in vectors:
+        size = size + v.size
+    return tracer.add("concat", args=tuple(v.id for v in vectors), size=size, where=where)
+
+
+def _reduction(how):
+    def reduce(v):
+        where = _user_where()
+        if not isinstance(v, Vec) or v.scalar:
+            raise CellError("%s: rc.%s takes a vector, got %r" % (where, how, v))
+        return v._tracer.add("reduce", args=(v.id,), how=how, scalar=True, where=where)
+    reduce.__name__ = how
+    reduce.__doc__ = "The %s over the units of a vector: a per-row scalar." % how
+    return reduce
+
+
+sum = _reduction("sum")    # noqa: A001 - rc.sum is the contract's name
+mean = _reduction("mean")
+
+
+# ---------------------------------------------------------------- @rc.cell
+
+def _states_spec(states, where):
+    if isinstance(states, str):
+        states = (states,)
+    if isinstance(states, dict):
+        items = list(states.items())
+    elif isinstance(states, (tuple, list)):
+        items = [(s, "H") for s in states]
+    else:
+        raise CellError("%s: states= must be a tuple of names or a dict name -> size" % where)
+    if not items:
+        raise CellError("%s: a cell needs at least one state" % where)
+    out = {}
+    for name, size in items:
+        check_identifier(name, "%s: state name" % where)
+        if name == "x" or name in out:
+            raise CellError("%s: state name %r is reserved or repeated" % (where, name))
+        out[name] = as_size(size, "%s: size of state %r" % (where, name))
+    return out
+
+
+def trace_cell(fn, states, output):
+    """Run `fn` on symbolic vectors and return its CellSpec."""
+    code = fn.__code__
+    where = "%s:%d" % (os.path.basename(code.co_filename), code.co_firstlineno)
+    state_sizes = _states_spec(states, where)
+    n_args = len(inspect.signature(fn).parameters)
+    if n_args != len(state_sizes) + 2:
+        raise CellError("%s: %s takes %d arguments; expected x, one per state (%s), then p"
+                        % (where, fn.__name__, n_args, ", ".join(state_sizes)))
+    tracer = _Tracer()
+    x = tracer.add("input", id="x", size=Size((("I", 1),), 0), where=where)
+    prev = [tracer.add("state", id="state." + s, size=size, where=where)
+            for s, size in state_sizes.items()]
+    result = fn(x, *prev, Params(tracer))
+    new_states, y = _split_result(result, state_sizes, output, where)
+    new_ids = tuple((s, _materialise(tracer, v, "state %r" % s, where).id)
+                    for s, v in new_states.items())
+    y_id = _materialise(tracer, y, "output", where).id
+    for s, node_id in new_ids:
+        node = tracer.nodes[node_id]
+        if node.size != state_sizes[s] and not (node.size.terms or state_sizes[s].terms):
+            raise CellError("%s: state %r has size %s but the cell returns a vector of size %s"
+                            % (node.where, s, state_sizes[s], node.size))
+    return CellSpec(fn.__name__, tuple(state_sizes.items()), tuple(tracer.nodes.values()),
+                    new_ids, y_id, tuple(tracer.params), where)
+
+
+def _split_result(result, state_sizes, output, where):
+    if isinstance(result, tuple) and len(result) == 2 and isinstance(result[0], dict):
+        if output is not None:
+            raise CellError("%s: the cell returns an explicit output y and also names "
+                            "output=%r; drop one of them" % (where, output))
+        new_states, y = result
+    elif isinstance(result, dict):
+        new_states = result
+        if output is None:
+            if len(state_sizes) != 1:
+                raise CellError("%s: with several states, name the output (output='h') or "
+                                "return (states, y)" % where)
+            output = next(iter(state_sizes))
+        if output not in new_states:
+            raise CellError("%s: output=%r is not one of the returned states %s"
+                            % (where, output, sorted(new_states)))
+        y = new_states[output]
+    else:
+        raise CellError("%s: a cell returns a dict of new states or (states_dict, y), got %r"
+                        % (where, type(result).__name__))
+    missing = [s for s in state_sizes if s not in new_states]
+    extra = [s for s in new_states if s not in state_sizes]
+    if missing or extra:
+        raise CellError("%s: the cell must return exactly its states %s; missing %s, unknown %s"
+                        % (where, list(state_sizes), missing, extra))
+    return new_states, y
+
+
+def _materialise(tracer, value, what, where):
+    """A fresh node for a result, so that states and outputs are never leaves or params."""
+    if not isinstance(value, Vec) or value._tracer is not tracer:
+        raise CellError("%s: %s must be a vector of this cell, got %r" % (where, what, value))
+    if value.scalar:
+        raise CellError("%s: %s is a broadcast scalar; results must be vectors" % (where, what))
+    a0 = sympy.Symbol("a0", real=True)
+    return tracer.add("ew", args=(value.id,), expr=a0, size=value.size, where=where)
+
+
+def cell(fn=None, *, states=("h",), output=None):
+    """Declare a recurrent cell: ``@rc.cell(states=("h", "c"), output="h")``.
+
+    The function receives x, one vector per state (its value at t-1), and the parameter
+    factory p; it returns a dict of new states, or (states_dict, y).
+    """
+    def decorate(f):
+        spec = trace_cell(f, states, output)
+        return Cell(f.__name__, dict(spec.states), spec, f)
+    return decorate(fn) if fn is not None else decorate

@@ -1,0 +1,162 @@
+"""The forward and derived backward equations of a cell, as text and LaTeX, written in the
+notation of the docs: v[t] for a value at step t, δv for dL/dv, Σ_t for sums over time.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import sympy
+
+from .autodiff import G, Y, EwGrad, LinearGrad, ConcatGrad, ReduceGrad
+from .graph import topo_order, param_name
+
+
+@dataclass(frozen=True)
+class Equations:
+    """forward/backward: tuples of (lhs, op, rhs) text; *_latex the same in LaTeX."""
+    forward: tuple
+    backward: tuple
+    forward_latex: tuple
+    backward_latex: tuple
+
+    def __str__(self):
+        out = ["Forward (step t):"]
+        out += ["  %s %s %s" % eq for eq in self.forward]
+        out += ["", "Backward (step t, from t = T-1 down to 0; δv = dL/dv):"]
+        out += ["  %s %s %s" % eq for eq in self.backward]
+        return "\n".join(out)
+
+    def latex(self):
+        """Both systems as LaTeX align environments."""
+        def block(eqs):
+            rows = [r"%s &%s %s" % (l, "=" if op == "=" else r"\mathrel{+}=", r) for l, op, r in eqs]
+            return "\\begin{align*}\n" + " \\\\\n".join(rows) + "\n\\end{align*}"
+        return "Forward:\n%s\nBackward:\n%s" % (block(self.forward_latex),
+                                                block(self.backward_latex))
+
+
+def display_names(g):
+    """node id -> (text, latex) names: h[t], h[t-1], x[t], W_f, a_f[t], z[t], v1[t]."""
+    names = {"x": ("x[t]", "x_{t}")}
+    for s, _ in g.graph["states"]:
+        names["state." + s] = ("%s[t-1]" % s, "%s_{t-1}" % _tex(s))
+    for p, _ in g.graph["params"]:
+        names["param." + p] = (p, _tex(p))
+    for s, node in g.graph["new_states"]:
+        names.setdefault(node, ("%s[t]" % s, "%s_{t}" % _tex(s)))
+    names.setdefault(g.graph["output"], ("y[t]", "y_{t}"))
+    counters = {}
+    for n in topo_order(g):
+        if n in names:
+            continue
+        d = g.nodes[n]
+        if d["op"] == "linear":
+            w = param_name(d["args"][1])
+            stem = "a_" + (w[2:] if w.startswith("W_") and len(w) > 2 else w)
+        else:
+            stem = {"concat": "z", "reduce": "m"}.get(d["op"], "v")
+        counters[stem] = counters.get(stem, 0) + 1
+        label = stem if counters[stem] == 1 and stem != "v" else "%s%d" % (stem, counters[stem])
+        names[n] = ("%s[t]" % label, "%s_{t}" % _tex(label))
+    return names
+
+
+def _tex(name):
+    head, _, tail = name.partition("_")
+    return "%s_{%s}" % (head, tail.replace("_", r"\_")) if tail else name
+
+
+def _render(expr, args, names, node=None):
+    """(text, latex) of an expression in a0..ak (and g, y) with display names."""
+    subs_t, subs_l = {}, {}
+    for k, a in enumerate(args):
+        sym = sympy.Symbol("a%d" % k, real=True)
+        subs_t[sym] = sympy.Symbol(names[a][0], real=True)
+        subs_l[sym] = sympy.Symbol(names[a][1], real=True)
+    if node is not None:
+        subs_t[G] = sympy.Symbol("δ" + names[node][0], real=True)
+        subs_l[G] = sympy.Symbol(r"\delta " + names[node][1], real=True)
+        subs_t[Y] = sympy.Symbol(names[node][0], real=True)
+        subs_l[Y] = sympy.Symbol(names[node][1], real=True)
+    return str(expr.xreplace(subs_t)), sympy.latex(expr.xreplace(subs_l))
+
+
+def derive_equations(g, bwd):
+    """Equations of fused step graph g and its backward step bwd."""
+    names = display_names(g)
+    fwd, fwd_l = [], []
+    for n in topo_order(g):
+        d = g.nodes[n]
+        t, l = names[n]
+        args = d["args"]
+        if d["op"] == "ew":
+            rt, rl = _render(d["expr"], args, names)
+        elif d["op"] == "linear":
+            rt = "%s %s" % (names[args[1]][0], names[args[0]][0])
+            rl = "%s %s" % (names[args[1]][1], names[args[0]][1])
+            if len(args) == 3:
+                rt += " + " + names[args[2]][0]
+                rl += " + " + names[args[2]][1]
+        elif d["op"] == "concat":
+            rt = "[%s]" % "; ".join(names[a][0] for a in args)
+            rl = r"\begin{bmatrix} %s \end{bmatrix}" % r" \\ ".join(names[a][1] for a in args)
+        else:
+            rt = "%s(%s)" % (d["how"], names[args[0]][0])
+            rl = r"\operatorname{%s}(%s)" % (d["how"], names[args[0]][1])
+        fwd.append((t, "=", rt))
+        fwd_l.append((l, "=", rl))
+    bwd_t, bwd_l = _seed_equations(g, names)
+    for op in bwd.ops:
+        for eq_t, eq_l in _backward_equations(g, op, names):
+            bwd_t.append(eq_t)
+            bwd_l.append(eq_l)
+    for s, _ in g.graph["states"]:
+        leaf = names["state." + s]
+        bwd_t.append(("δ%s[t-1]" % s, "=", "δ%s (carried to step t-1)" % leaf[0]))
+        bwd_l.append((r"\delta %s_{t-1}" % _tex(s), "=", r"\delta %s" % leaf[1]))
+    return Equations(tuple(fwd), tuple(bwd_t), tuple(fwd_l), tuple(bwd_l))
+
+
+def _seed_equations(g, names):
+    out_t, out_l = [], []
+    y = g.graph["output"]
+    seeds = {y: ["dL/dy[t]"]}
+    for s, node in g.graph["new_states"]:
+        seeds.setdefault(node, []).append("δ%s[t] (from step t+1)" % s)
+    for node, terms in seeds.items():
+        out_t.append(("δ" + names[node][0], "=", " + ".join(terms)))
+        out_l.append((r"\delta " + names[node][1], "=",
+                      " + ".join(r"\partial L / \partial y_{t}" if tt.startswith("dL") else
+                                 r"\delta %s_{t}" % _tex(tt[1:].split("[")[0]) for tt in terms)))
+    return out_t, out_l
+
+
+def _backward_equations(g, op, names):
+    n = op.node
+    if isinstance(op, EwGrad):
+        for k, contrib in op.contributions:
+            a = op.args[k]
+            rt, rl = _render(contrib, op.args, names, node=n)
+            sum_t = "Σ_t " if g.nodes[a]["op"] == "param" else ""
+            sum_l = r"\sum_t " if sum_t else ""
+            yield ("δ" + names[a][0], "+=", sum_t + rt), (r"\delta " + names[a][1], "+=", sum_l + rl)
+    elif isinstance(op, LinearGrad):
+        dt, dl = "δ" + names[n][0], r"\delta " + names[n][1]
+        W, v = names[op.W], names[op.v]
+        yield ("δ" + v[0], "+=", "%sᵀ %s" % (W[0], dt)), (r"\delta " + v[1], "+=", "%s^T %s" % (W[1], dl))
+        yield ("δ" + W[0], "+=", "Σ_t %s %sᵀ" % (dt, v[0])), \
+            (r"\delta " + W[1], "+=", r"\sum_t %s %s^T" % (dl, v[1]))
+        if op.b is not None:
+            b = names[op.b]
+            yield ("δ" + b[0], "+=", "Σ_t " + dt), (r"\delta " + b[1], "+=", r"\sum_t " + dl)
+    elif isinstance(op, ConcatGrad):
+        off = 0
+        for a in op.parts:
+            m = g.nodes[a]["size"]
+            yield (("δ" + names[a][0], "+=", "δ%s[%d:%d]" % (names[n][0], off, off + m)),
+                   (r"\delta " + names[a][1], "+=", r"\delta %s[%d{:}%d]" % (names[n][1], off, off + m)))
+            off += m
+    elif isinstance(op, ReduceGrad):
+        scale = " / %d" % g.nodes[op.v]["size"] if op.how == "mean" else ""
+        yield (("δ" + names[op.v][0], "+=", "δ%s%s (every unit)" % (names[n][0], scale)),
+               (r"\delta " + names[op.v][1], "+=", r"\delta %s%s" % (names[n][1], scale)))

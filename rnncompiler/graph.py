@@ -1,0 +1,225 @@
+"""The step graph: a networkx.DiGraph of one time step with every size bound, checked,
+and (for the compiled path) with elementwise chains fused. `evaluate` runs the unfused
+graph in numpy: it is the executable definition of what a cell computes.
+
+Node attributes: op (input/state/param/ew/linear/concat/reduce), args (ordered operand
+ids), size (int; 1 for broadcast scalars), scalar, expr (ew: sympy in a0..ak), how, shape
+(params), where (the cell's file:line). Graph attributes: name, sizes, states
+[(name, size)], new_states [(name, node id)], output, params [(name, shape)].
+"""
+from __future__ import annotations
+
+import networkx as nx
+import numpy as np
+import sympy
+
+from . import mathfn
+from .errors import CellError
+
+LEAVES = ("input", "state", "param")
+MAX_FUSED_TERMS = 160   # cap on a fused expression's size: keeps sympy fast and predictable
+
+
+def param_name(node_id):
+    return node_id[len("param."):]
+
+
+def build_graph(spec, sizes):
+    """Bind sizes (name -> int, incl. H and I) and return the checked step graph."""
+    g = nx.DiGraph(name=spec.name, sizes=dict(sizes))
+    for node in spec.nodes:
+        size = 1 if node.scalar else node.size.bind(sizes)
+        shape = tuple(s.bind(sizes) for s in node.shape)
+        g.add_node(node.id, op=node.op, args=node.args, size=size, scalar=node.scalar,
+                   expr=node.expr, how=node.how, shape=shape, where=node.where)
+        for a in node.args:
+            g.add_edge(a, node.id)
+    g.graph["states"] = [(s, size.bind(sizes)) for s, size in spec.states]
+    g.graph["new_states"] = list(spec.new_states)
+    g.graph["output"] = spec.output
+    g.graph["params"] = [(param_name(p), g.nodes[p]["shape"]) for p in spec.params]
+    check_sizes(g)
+    verify(g)
+    return g
+
+
+def check_sizes(g):
+    """Elementwise operands and returned states must agree in size once sizes are bound."""
+    for n, d in g.nodes(data=True):
+        if d["op"] == "ew":
+            vectors = [a for a in d["args"] if not g.nodes[a]["scalar"]]
+            for a in vectors[1:]:
+                if g.nodes[a]["size"] != g.nodes[vectors[0]]["size"]:
+                    raise CellError(
+                        "%s: elementwise operands have different sizes: %s has size %d but %s "
+                        "has size %d — did you mean to map one with p.linear(..., size=%d)?"
+                        % (d["where"], describe(g, vectors[0]), g.nodes[vectors[0]]["size"],
+                           describe(g, a), g.nodes[a]["size"], g.nodes[vectors[0]]["size"]))
+    for s, size in g.graph["states"]:
+        node = dict(g.graph["new_states"])[s]
+        if g.nodes[node]["size"] != size:
+            raise CellError("%s: state %r has size %d but the cell returns a vector of size %d"
+                            % (g.nodes[node]["where"], s, size, g.nodes[node]["size"]))
+
+
+def describe(g, node_id):
+    """A reader's name for a node: x, h (t-1), W_f, or the line that made it."""
+    d = g.nodes[node_id]
+    if d["op"] == "input":
+        return "x"
+    if d["op"] == "state":
+        return node_id.split(".", 1)[1] + " (t-1)"
+    if d["op"] == "param":
+        return param_name(node_id)
+    return "the %s at %s" % ({"ew": "value", "linear": "linear map"}.get(d["op"], d["op"]),
+                             d["where"])
+
+
+def verify(g):
+    """Cheap invariants between stages: acyclic, operands exist, ew arity matches."""
+    if not nx.is_directed_acyclic_graph(g):
+        raise CellError("the step graph has a cycle")
+    for n, d in g.nodes(data=True):
+        for a in d["args"]:
+            if a not in g:
+                raise CellError("node %s uses %s, which is not in the graph" % (n, a))
+        if d["op"] == "ew":
+            syms = {s.name for s in d["expr"].free_symbols}
+            allowed = {"a%d" % k for k in range(len(d["args"]))}
+            if not syms <= allowed:
+                raise CellError("node %s: expression symbols %s do not match its %d operands"
+                                % (n, sorted(syms), len(d["args"])))
+    for _, node in g.graph["new_states"] + [(None, g.graph["output"])]:
+        if node not in g or g.nodes[node]["scalar"]:
+            raise CellError("a result refers to %s, which is not a vector node" % node)
+    return g
+
+
+def topo_order(g):
+    """Operation nodes in a deterministic topological order (trace order is one)."""
+    return [n for n in g.nodes if g.nodes[n]["op"] not in LEAVES]
+
+
+# ---------------------------------------------------------------- fusion
+
+def fuse_elementwise(g):
+    """Inline every elementwise node used once, by another elementwise node, into it.
+
+    Results (states, output) are never inlined; identity copies made for results are
+    dropped when their operand is already a computed node.
+    """
+    g = g.copy()
+    _drop_result_copies(g)
+    uses = _use_counts(g)
+    merged = {}
+    for n in topo_order(g):
+        d = g.nodes[n]
+        if d["op"] != "ew":
+            continue
+        expr = d["expr"].xreplace({sympy.Symbol("a%d" % k, real=True): sympy.Symbol(a, real=True)
+                                   for k, a in enumerate(d["args"])})
+        args = []
+        for a in d["args"]:
+            if a in merged and uses[a] == 1 and _terms(merged[a][0]) <= MAX_FUSED_TERMS:
+                inner_expr, inner_args = merged.pop(a)
+                expr = expr.xreplace({sympy.Symbol(a, real=True): inner_expr})
+                args += [b for b in inner_args if b not in args]
+                g.remove_node(a)
+            elif a not in args:
+                args.append(a)
+        merged[n] = (expr, args)
+    for n, (expr, args) in merged.items():
+        _set_ew(g, n, expr, args)
+    return verify(g)
+
+
+def _set_ew(g, n, expr, args):
+    local = {sympy.Symbol(a, real=True): sympy.Symbol("a%d" % k, real=True)
+             for k, a in enumerate(args)}
+    g.remove_edges_from(list(g.in_edges(n)))
+    g.nodes[n]["expr"] = expr.xreplace(local)
+    g.nodes[n]["args"] = tuple(args)
+    g.add_edges_from((a, n) for a in args)
+
+
+def _terms(expr):
+    return sum(1 for _ in sympy.preorder_traversal(expr))
+
+
+def _use_counts(g):
+    uses = {n: 0 for n in g}
+    for n, d in g.nodes(data=True):
+        for a in set(d["args"]):
+            uses[a] += 1
+    for _, node in g.graph["new_states"] + [(None, g.graph["output"])]:
+        uses[node] += 1
+    return uses
+
+
+def _drop_result_copies(g):
+    a0 = sympy.Symbol("a0", real=True)
+    redirect = {}
+    for _, node in g.graph["new_states"] + [(None, g.graph["output"])]:
+        d = g.nodes[node]
+        if (d["op"] == "ew" and d["expr"] == a0 and g.out_degree(node) == 0
+                and g.nodes[d["args"][0]]["op"] not in LEAVES):
+            redirect[node] = d["args"][0]
+    g.remove_nodes_from(redirect)
+    g.graph["new_states"] = [(s, redirect.get(n, n)) for s, n in g.graph["new_states"]]
+    g.graph["output"] = redirect.get(g.graph["output"], g.graph["output"])
+
+
+# ---------------------------------------------------------------- the numpy reference
+
+def lambdify_node(expr, n_args):
+    """A numpy function of the node's operands (user activations expanded)."""
+    syms = [sympy.Symbol("a%d" % k, real=True) for k in range(n_args)]
+    return sympy.lambdify(syms, mathfn.expand_activations(expr),
+                          modules=[mathfn.NUMPY_FUNCTIONS, "numpy"])
+
+
+def evaluate_step(g, params, x_t, states, fns=None):
+    """One step of the graph in numpy: (new states dict, output, all node values)."""
+    B = x_t.shape[0]
+    fns = fns if fns is not None else {}
+    val = {"x": x_t}
+    for s, _ in g.graph["states"]:
+        val["state." + s] = states[s]
+    for name, _ in g.graph["params"]:
+        val["param." + name] = params[name]
+    for n in topo_order(g):
+        d = g.nodes[n]
+        args = [val[a] for a in d["args"]]
+        if d["op"] == "ew":
+            if n not in fns:
+                fns[n] = lambdify_node(d["expr"], len(args))
+            out = np.asarray(fns[n](*args), dtype=x_t.dtype)
+            val[n] = np.array(np.broadcast_to(out, (B, d["size"])))
+        elif d["op"] == "linear":
+            out = args[0] @ args[1].T
+            val[n] = out + args[2] if len(args) == 3 else out
+        elif d["op"] == "concat":
+            val[n] = np.concatenate(args, axis=1)
+        elif d["op"] == "reduce":
+            red = args[0].sum(axis=1, keepdims=True)
+            val[n] = red / args[0].shape[1] if d["how"] == "mean" else red
+    new = {s: val[node] for s, node in g.graph["new_states"]}
+    return new, val[g.graph["output"]], val
+
+
+def evaluate(g, params, x, state0=None, lengths=None):
+    """Run the step graph over x (T, B, I) in numpy; returns (outputs, final states)."""
+    T, B, _ = x.shape
+    states = {s: np.zeros((B, size), x.dtype) for s, size in g.graph["states"]}
+    for s, v in (state0 or {}).items():
+        states[s] = np.array(np.broadcast_to(v, states[s].shape), x.dtype)
+    lengths = np.full(B, T) if lengths is None else np.asarray(lengths)
+    out_size = g.nodes[g.graph["output"]]["size"]
+    ys = np.zeros((T, B, out_size), x.dtype)
+    fns = {}
+    for t in range(T):
+        new, y, _ = evaluate_step(g, params, x[t], states, fns)
+        valid = (t < lengths)[:, None]
+        states = {s: np.where(valid, new[s], states[s]) for s in states}
+        ys[t] = np.where(valid, y, 0)
+    return ys, states

@@ -1,0 +1,296 @@
+"""The runtime: `Kernel` checks numpy arguments, allocates buffers and calls the compiled
+C (no sympy, no networkx here). cffi releases the GIL during each call and every call
+has its own workspace, so threads may share a kernel.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .errors import NonFiniteError
+
+_INT_MAX = 2**31 - 1
+_SIZE_MAX = 2**64 - 1
+
+
+@dataclass
+class ForwardResult:
+    """What forward returns: outputs (T, B, O), final states, and the tape for backward."""
+    outputs: np.ndarray
+    states: dict
+    _key: str = field(repr=False, default="")
+    _args: tuple = field(repr=False, default=())     # (T, B, params, x, lengths, state0)
+    _work: np.ndarray = field(repr=False, default=None)
+
+
+@dataclass
+class Gradients:
+    """What backward returns: gradients of params, x (T, B, I), state0, and optionally
+    of every state at every step (state_grads=True)."""
+    params: dict
+    x: np.ndarray
+    state0: dict
+    states: dict = None
+
+
+class Kernel:
+    """A compiled cell: forward/backward/infer/step over whole sequences on numpy arrays."""
+
+    def __init__(self, module, meta, key, rebuild, equations=None):
+        self._module, self._lib, self._ffi = module, module.lib, module.ffi
+        self._meta, self._key, self._rebuild = meta, key, rebuild
+        self._equations = equations
+        p = meta["prefix"]
+        self._fn = {n: getattr(self._lib, "%s_%s" % (p, n)) for n in
+                    ("forward", "infer", "backward", "backward_states", "workspace_size",
+                     "infer_workspace_size")}
+        if hasattr(self._lib, p + "_set_blas_threads"):
+            getattr(self._lib, p + "_set_blas_threads")(1)
+        self.name = meta["name"]
+        self.input_size = meta["input_size"]
+        self.hidden_size = meta["hidden_size"]
+        self.dtype = np.dtype(meta["dtype"])
+        self.sizes = dict(meta["sizes"])
+        self.state_sizes = {s: n for s, n in meta["states"]}
+        self.output_size = meta["output_size"]
+        self.param_shapes = {name: tuple(shape) for name, shape in meta["params"]}
+        self._ctype = "float" if self.dtype == np.float32 else "double"
+        self._S = sum(self.state_sizes.values())
+
+    def __repr__(self):
+        return "<rnncompiler.Kernel %s I=%d H=%d %s>" % (self.name, self.input_size,
+                                                        self.hidden_size, self.dtype.name)
+
+    # ------------------------------------------------------------ pickling
+
+    def __reduce__(self):
+        return (_rebuild_kernel, (self._rebuild, self.equations_or_none()))
+
+    def equations_or_none(self):
+        try:
+            return self.equations()
+        except Exception:
+            return None
+
+    def equations(self):
+        """The forward and derived backward equations (`str()` text, `.latex()`)."""
+        if callable(self._equations):
+            self._equations = self._equations()
+        if self._equations is None:
+            raise RuntimeError("this kernel was unpickled without its equations")
+        return self._equations
+
+    # ------------------------------------------------------------ parameters
+
+    def init_params(self, seed=0):
+        """Parameters drawn uniform(-1/sqrt(H), 1/sqrt(H)), as PyTorch's RNN layers do."""
+        rng = np.random.default_rng(seed)
+        k = 1.0 / np.sqrt(self.hidden_size)
+        return {name: rng.uniform(-k, k, size=shape).astype(self.dtype)
+                for name, shape in self.param_shapes.items()}
+
+    # ------------------------------------------------------------ running
+
+    def forward(self, params, x, state0=None, lengths=None, *, check_finite=False):
+        """Run the whole sequence, keeping the tape for backward."""
+        args = self._prepare(params, x, state0, lengths)
+        T, B = args[0], args[1]
+        work = self._workspace(self._fn["workspace_size"](T, B), "T*B")
+        y, states = self._run("forward", args, work)
+        res = ForwardResult(y, states, self._key, args, work)
+        if check_finite:
+            self._check_finite(x=args[3], y=y, states=states)
+        return res
+
+    def infer(self, params, x, state0=None, lengths=None):
+        """Forward without a tape (less memory): (outputs, final states)."""
+        args = self._prepare(params, x, state0, lengths, copy=False)
+        work = self._workspace(self._fn["infer_workspace_size"](args[1]), "B")
+        return self._run("infer", args, work)
+
+    def step(self, params, x_t, states=None):
+        """One step: x_t (B, I) -> (y_t (B, O), new states)."""
+        x_t = self._array("x_t", x_t)
+        if x_t.ndim != 2 or x_t.shape[1] != self.input_size:
+            raise ValueError("x_t: expected shape (B, %d), got %s" % (self.input_size, x_t.shape))
+        y, new = self.infer(params, x_t[None], states)
+        return y[0], new
+
+    def backward(self, result, d_outputs=None, d_states=None, *, state_grads=False,
+                 check_finite=False):
+        """Exact gradients of the forward function (BPTT over all T), for one result."""
+        if not isinstance(result, ForwardResult) or result._key != self._key:
+            raise ValueError("result: expected the ForwardResult of this kernel's forward "
+                             "(%s), got one from another kernel" % self.name)
+        T, B, params, x, lengths, state0 = result._args
+        dy = None
+        if d_outputs is not None:
+            dy = self._shaped("d_outputs", d_outputs, (T, B, self.output_size))
+        dst = self._state_rows("d_states", d_states, B) if d_states else None
+        dparams = np.empty(params.size, self.dtype)
+        dx = np.empty((T, B, self.input_size), self.dtype)
+        dstate0 = np.empty((B, self._S), self.dtype)
+        dstates = np.empty((T, B, self._S), self.dtype) if state_grads else None
+        ptr = self._ptr
+        rc = self._fn["backward_states"](
+            T, B, ptr(params), ptr(x), self._iptr(lengths), ptr(state0), ptr(result._work),
+            ptr(dy), ptr(dst), ptr(dparams), ptr(dx), ptr(dstate0), ptr(dstates))
+        self._raise_on_code(rc)
+        grads = Gradients(self._split_params(dparams), dx, self._split_states(dstate0),
+                          self._split_states(dstates) if state_grads else None)
+        if check_finite:
+            self._check_finite(d_outputs=dy, x_grad=dx, state0_grad=grads.state0,
+                               param_grads=grads.params)
+        return grads
+
+    # ------------------------------------------------------------ helpers
+
+    def _run(self, which, args, work):
+        T, B, params, x, lengths, state0 = args
+        y = np.empty((T, B, self.output_size), self.dtype)
+        state_T = np.empty((B, self._S), self.dtype)
+        ptr = self._ptr
+        rc = self._fn[which](T, B, ptr(params), ptr(x), self._iptr(lengths), ptr(state0),
+                             ptr(y), ptr(state_T), ptr(work))
+        self._raise_on_code(rc)
+        return y, self._split_states(state_T)
+
+    def _ptr(self, arr):
+        if arr is None:
+            return self._ffi.NULL
+        # dtypes were checked before: cffi itself would accept float32 memory as double[]
+        assert arr.dtype == self.dtype and arr.flags.c_contiguous
+        return self._ffi.from_buffer(self._ctype + "[]", arr)
+
+    def _iptr(self, lengths):
+        return self._ffi.NULL if lengths is None else self._ffi.from_buffer("int[]", lengths)
+
+    @staticmethod
+    def _raise_on_code(rc):
+        if rc:
+            raise ValueError("the kernel rejected its arguments (code %d)" % rc)
+
+    def _workspace(self, n, what):
+        if n >= _SIZE_MAX or n * self.dtype.itemsize >= 2**62:
+            raise ValueError("the workspace for these sizes (%s) overflows; use shorter "
+                             "sequences or smaller batches" % what)
+        return np.empty(max(n, 1), self.dtype)
+
+    def _array(self, name, value):
+        arr = np.asarray(value)
+        if not np.can_cast(arr.dtype, self.dtype, casting="same_kind"):
+            raise TypeError("%s: expected real numbers convertible to %s, got dtype %s"
+                            % (name, self.dtype.name, arr.dtype))
+        return arr
+
+    def _shaped(self, name, value, shape, copy=False):
+        arr = self._array(name, value)
+        if arr.shape != tuple(shape):
+            raise ValueError("%s: expected shape %s, got %s" % (name, tuple(shape), arr.shape))
+        return np.array(arr, dtype=self.dtype, order="C", copy=True if copy else None)
+
+    def _prepare(self, params, x, state0, lengths, copy=True):
+        """(T, B, flat params, x, lengths, state rows): checked, converted, owned."""
+        x = self._array("x", x)
+        if x.ndim != 3 or x.shape[2] != self.input_size or 0 in x.shape[:2]:
+            raise ValueError("x: expected shape (T, B, %d) with T, B >= 1, got %s"
+                             % (self.input_size, x.shape))
+        T, B = x.shape[0], x.shape[1]
+        if T > _INT_MAX or B > _INT_MAX:
+            raise ValueError("x: T and B must be below 2**31, got %s" % (x.shape,))
+        x = self._shaped("x", x, x.shape, copy=copy)
+        flat = self._flat_params(params)
+        rows = self._state_rows("state0", state0, B) if state0 else None
+        return T, B, flat, x, self._lengths(lengths, T, B), rows
+
+    def _flat_params(self, params):
+        if not isinstance(params, dict):
+            raise TypeError("params: expected a dict name -> array, got %s" % type(params).__name__)
+        unknown = [k for k in params if k not in self.param_shapes]
+        if unknown:
+            raise KeyError("params: unknown parameter %r; this kernel has %s"
+                           % (unknown[0], list(self.param_shapes)))
+        parts = []
+        for name, shape in self.param_shapes.items():
+            if name not in params:
+                raise KeyError("params: missing parameter %r of shape %s" % (name, shape))
+            parts.append(self._shaped("params[%r]" % name, params[name], shape).ravel())
+        return np.concatenate(parts) if parts else np.empty(0, self.dtype)
+
+    def _state_rows(self, name, states, B):
+        if not isinstance(states, dict):
+            raise TypeError("%s: expected a dict state name -> array, got %s"
+                            % (name, type(states).__name__))
+        rows = np.zeros((B, self._S), self.dtype)
+        off = 0
+        for s, size in self.state_sizes.items():
+            if s in states and states[s] is not None:
+                v = self._array("%s[%r]" % (name, s), states[s])
+                if v.shape not in ((B, size), (size,)):
+                    raise ValueError("%s[%r]: expected shape (%d, %d) or (%d,), got %s"
+                                     % (name, s, B, size, size, v.shape))
+                rows[:, off:off + size] = v
+            off += size
+        unknown = [s for s in states if s not in self.state_sizes]
+        if unknown:
+            raise KeyError("%s: unknown state %r; this kernel has %s"
+                           % (name, unknown[0], list(self.state_sizes)))
+        return rows
+
+    @staticmethod
+    def _lengths(lengths, T, B):
+        if lengths is None:
+            return None
+        arr = np.asarray(lengths)
+        if arr.dtype.kind not in "iu":
+            raise TypeError("lengths: expected integers, got dtype %s" % arr.dtype)
+        if arr.shape != (B,):
+            raise ValueError("lengths: expected shape (%d,), got %s" % (B, arr.shape))
+        if arr.size and (arr.min() < 0 or arr.max() > T):
+            raise ValueError("lengths: every length must be in [0, %d], got %s"
+                             % (T, arr.tolist()))
+        return np.array(arr, dtype=np.intc, order="C")
+
+    def _split_params(self, flat):
+        out, off = {}, 0
+        for name, shape in self.param_shapes.items():
+            n = int(np.prod(shape, dtype=np.int64))
+            out[name] = flat[off:off + n].reshape(shape)
+            off += n
+        return out
+
+    def _split_states(self, rows):
+        out, off = {}, 0
+        for s, size in self.state_sizes.items():
+            out[s] = np.ascontiguousarray(rows[..., off:off + size])
+            off += size
+        return out
+
+    def _check_finite(self, **named):
+        for name, value in named.items():
+            if value is None:
+                continue
+            items = value.items() if isinstance(value, dict) else [(None, value)]
+            for key, arr in items:
+                bad = np.argwhere(~np.isfinite(arr))
+                if bad.size:
+                    label = name if key is None else "%s[%r]" % (name, key)
+                    raise NonFiniteError(_describe_nonfinite(label, arr, bad[0]))
+
+
+def _describe_nonfinite(label, arr, index):
+    where = ""
+    if label in ("x", "y", "d_outputs", "x_grad") and len(index) == 3:
+        where = " at step %d, batch row %d" % (index[0], index[1])
+    elif arr.ndim == 2 and not label.startswith("param_grads"):
+        where = " at batch row %d" % index[0]
+    return "%s is not finite (%r)%s, element %s" % (label, arr[tuple(index)], where,
+                                                    tuple(int(i) for i in index))
+
+
+def _rebuild_kernel(rebuild, equations):
+    kern = rebuild()
+    if equations is not None and kern._equations is None:
+        kern._equations = equations
+    return kern

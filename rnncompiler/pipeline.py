@@ -1,0 +1,142 @@
+"""rc.compile: the stages in order — graph, fuse, differentiate, render C, build — with the
+on-disk cache in front, keyed by everything that shapes the binary.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+import sys
+
+import numpy as np
+import sympy
+
+from . import build, mathfn
+from .autodiff import differentiate
+from .codegen import render_c
+from .dsl import Cell, check_identifier
+from .errors import CellError
+from .graph import build_graph, fuse_elementwise
+from .kernel import Kernel
+
+VERSION = "0.1.0"
+DTYPES = ("float32", "float64")
+
+
+def _debug_level():
+    try:
+        return int(os.environ.get("RNNC_DEBUG", "0"))
+    except ValueError:
+        return 0
+
+
+def bind_sizes(cell, input_size, hidden_size, sizes):
+    """name -> int for every size the cell uses, H and I included."""
+    for what, v in (("input_size", input_size), ("hidden_size", hidden_size)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+            raise ValueError("%s: expected an int >= 1, got %r" % (what, v))
+    bound = {"H": int(hidden_size), "I": int(input_size)}
+    for name, v in (sizes or {}).items():
+        check_identifier(name, "sizes")
+        if name in ("H", "I"):
+            raise CellError("sizes: %r is set by %s" % (name, "hidden_size" if name == "H"
+                                                          else "input_size"))
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+            raise ValueError("sizes[%r]: expected an int >= 1, got %r" % (name, v))
+        bound[name] = int(v)
+    return bound
+
+
+def fingerprint(spec):
+    """A stable text of everything in a cell spec that shapes the generated code."""
+    parts = [repr(spec.states), repr(spec.new_states), spec.output, repr(spec.params)]
+    acts = {}
+    for node in spec.nodes:
+        parts.append("%s|%s|%s|%s|%s|%s|%s" % (node.id, node.op, node.args, node.size,
+                                               node.scalar, node.how, node.shape))
+        if node.expr is not None:
+            parts.append(sympy.srepr(node.expr))
+            for f in node.expr.atoms(sympy.Function):
+                if hasattr(f, "_rnnc_forward"):
+                    acts[type(f).__name__] = f
+    u = sympy.Symbol("u", real=True)
+    for name in sorted(acts):
+        f = type(acts[name])(u)
+        parts.append("%s=%s;%s" % (name, sympy.srepr(f._rnnc_forward(u)), sympy.srepr(f.fdiff())))
+    return "\n".join(parts)
+
+
+def cache_key(cell, sizes, dtype, opt_level, blas):
+    ident = {"cell": fingerprint(cell.spec), "sizes": sorted(sizes.items()), "dtype": dtype,
+             "opt": opt_level, "blas": blas, "version": VERSION, "py": sys.implementation.cache_tag,
+             "machine": build.machine_identity(), "sympy": sympy.__version__}
+    return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()
+
+
+def lower(cell, sizes, dtype, blas, prefix="rnnc"):
+    """Cell -> (fused step graph, backward step, C source): the whole symbolic part."""
+    g = fuse_elementwise(build_graph(cell.spec, sizes))
+    bwd = differentiate(g)
+    csrc = render_c(g, bwd, dtype, prefix=prefix, blas=blas)
+    if _debug_level() >= 1:
+        print("rnncompiler: %s: %d nodes, tape %s" % (cell.name, g.number_of_nodes(), bwd.tape),
+              file=sys.stderr)
+    if _debug_level() >= 2:
+        print(csrc.text, file=sys.stderr)
+    return g, bwd, csrc
+
+
+def _meta(cell, g, sizes, dtype, csrc):
+    return {"name": cell.name, "dtype": dtype, "prefix": csrc.prefix, "cdef": csrc.cdef,
+            "input_size": sizes["I"], "hidden_size": sizes["H"], "sizes": sizes,
+            "states": g.graph["states"], "output_size": csrc.layout.O,
+            "params": [(n, list(s)) for n, s in g.graph["params"]]}
+
+
+def compile(cell, input_size, hidden_size, dtype="float32", *, sizes=None, opt_level=None,
+            blas=True):
+    """Compile a cell into a Kernel of forward/backward functions over whole sequences.
+
+    Parameters: the cell (from @rc.cell), the input size I and hidden size H, the dtype
+    ("float32" or "float64"), sizes for other size names, the gcc optimisation level
+    (default $RNNC_OPT_LEVEL or 2), and whether linear maps call OpenBLAS.
+    """
+    if not isinstance(cell, Cell):
+        raise TypeError("cell: expected a cell made with @rc.cell, got %r" % (cell,))
+    dtype = np.dtype(dtype).name if not isinstance(dtype, str) else dtype
+    if dtype not in DTYPES:
+        raise ValueError("dtype: expected 'float32' or 'float64', got %r" % (dtype,))
+    if opt_level is None:
+        opt_level = int(os.environ.get("RNNC_OPT_LEVEL", "2"))
+    bound = bind_sizes(cell, input_size, hidden_size, sizes)
+    key = cache_key(cell, bound, dtype, opt_level, blas)
+
+    def generate():
+        g, _, csrc = lower(cell, bound, dtype, blas)
+        return csrc, _meta(cell, g, bound, dtype, csrc)
+
+    module, meta = build.load_or_build(key, generate, opt_level=opt_level, blas=blas)
+    rebuild = functools.partial(load_kernel, key, build.read_kept_c(key), meta, opt_level, blas)
+    return Kernel(module, meta, key, rebuild,
+                  equations=functools.partial(_equations, cell, bound, dtype))
+
+
+def load_kernel(key, c_text, meta, opt_level, blas):
+    """A kernel from its cache entry, rebuilt from its C text if the entry is gone."""
+    hit = build.load_cached(key)
+    if hit is None:
+        hit = build.build_from_source(key, c_text, meta["cdef"], meta,
+                                      opt_level=opt_level, blas=blas)
+    module, meta = hit
+    rebuild = functools.partial(load_kernel, key, c_text, meta, opt_level, blas)
+    return Kernel(module, meta, key, rebuild)
+
+
+def _equations(cell, sizes, dtype):
+    from .equations import derive_equations
+    g = fuse_elementwise(build_graph(cell.spec, sizes))
+    return derive_equations(g, differentiate(g))
+
+
+assert mathfn  # the function table is part of every expression the key covers
