@@ -8,10 +8,12 @@ kernel if the process dies), in a private temp dir, then os.replace into place.
 """
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import importlib.machinery
 import importlib.util
+import io
 import json
 import os
 import platform
@@ -139,7 +141,8 @@ def _build(root, key, csrc, meta, opt_level, blas):
         ffi.cdef(csrc.cdef)
         ffi.set_source(module, csrc.text)
         c_file = os.path.join(tmp, module + ".c")
-        ffi.emit_c_code(c_file)
+        with contextlib.redirect_stdout(io.StringIO()):   # cffi announces "generating ..."
+            ffi.emit_c_code(c_file)
         binary = os.path.join(tmp, module + sysconfig.get_config_var("EXT_SUFFIX"))
         _run_gcc(c_file, binary, opt_level, blas)
         final = os.path.join(root, os.path.basename(binary))
