@@ -343,12 +343,15 @@ def _backward(g, bwd, L, printer, ctype, p):
     seeds += ["if (dy) for (ptrdiff_t b = 0; b < B; ++b) if (VALID(b))",
               "    for (ptrdiff_t j = 0; j < %d; ++j) d_%s[b * %d + j] += dy[((ptrdiff_t)t * B + b) * %d + j];"
               % (L.O, out_v, L.O, L.O)]
-    carry = [comment("dL/d(state after step t), complete now; rows past their length: the carry")]
+    seeds.append(comment("dL/d(state after step t), the other states held fixed: the carry, "
+                         "plus dy_t for the state that is the output"))
     for k, (name, size, off, leaf, node) in enumerate(L.states):
-        carry += ["if (dstates) for (ptrdiff_t b = 0; b < B; ++b) for (ptrdiff_t j = 0; j < %d; ++j)" % size,
-                  "    dstates[((ptrdiff_t)t * B + b) * %d + %d + j] = VALID(b) ? d_%s[b * %d + j] : dcarry[(ptrdiff_t)B * %d + b * %d + j];"
-                  % (L.S, off, L.cvar[node], size, off, size)]
-    carry += [comment("adjoints of the states at t-1; rows past their length pass theirs through")]
+        direct = ("(dy && VALID(b) ? dy[((ptrdiff_t)t * B + b) * %d + j] : 0) + " % L.O
+                  if node == g.graph["output"] else "")
+        seeds += ["if (dstates) for (ptrdiff_t b = 0; b < B; ++b) for (ptrdiff_t j = 0; j < %d; ++j)" % size,
+                  "    dstates[((ptrdiff_t)t * B + b) * %d + %d + j] = %sdcarry[(ptrdiff_t)B * %d + b * %d + j];"
+                  % (L.S, off, direct, off, size)]
+    carry = [comment("adjoints of the states at t-1; rows past their length pass theirs through")]
     for k, (name, size, off, leaf, node) in enumerate(L.states):
         seeds += ["for (ptrdiff_t b = 0; b < B; ++b) if (VALID(b))",
                   "    for (ptrdiff_t j = 0; j < %d; ++j) d_%s[b * %d + j] += dcarry[(ptrdiff_t)B * %d + b * %d + j];"
