@@ -1,0 +1,46 @@
+"""Every example, the demo and the README's code run (with small settings)."""
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SMALL = {
+    "quickstart.py": ["--hidden", "4", "--steps", "5", "--batch", "2"],
+    "custom_gate.py": ["--iters", "5", "--hidden", "4"],
+}
+
+
+def run(args):
+    proc = subprocess.run([sys.executable] + args, cwd=ROOT, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    return proc.stdout
+
+
+def test_every_example_has_small_settings():
+    examples = sorted(f for f in os.listdir(os.path.join(ROOT, "examples")) if f.endswith(".py"))
+    assert examples == sorted(SMALL)
+
+
+@pytest.mark.parametrize("name", sorted(SMALL))
+def test_example_runs(name):
+    out = run([os.path.join("examples", name)] + SMALL[name])
+    assert "FAILED" not in out
+
+
+def test_demo_runs():
+    out = run(["-m", "rnncompiler.demo", "--hidden", "8", "--steps", "5", "--batch", "2",
+               "--repeats", "1"])
+    assert "gradcheck against central finite differences" in out and ": OK" in out
+    assert "δc[t-1] += " in out and "forward+backward" in out
+
+
+def test_readme_code_runs():
+    with open(os.path.join(ROOT, "README.md")) as f:
+        blocks = re.findall(r"```python\n(.*?)```", f.read(), re.S)
+    assert blocks
+    for block in blocks:
+        run(["-c", block])
