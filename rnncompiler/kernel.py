@@ -159,8 +159,9 @@ class Kernel:
     def _ptr(self, arr):
         if arr is None:
             return self._ffi.NULL
-        # dtypes were checked before: cffi itself would accept float32 memory as double[]
-        assert arr.dtype == self.dtype and arr.flags.c_contiguous
+        # cffi itself would accept float32 memory as double[]: check before every call
+        if arr.dtype != self.dtype or not arr.flags.c_contiguous:
+            raise TypeError("internal: a %s buffer reached a %s kernel" % (arr.dtype, self.dtype))
         return self._ffi.from_buffer(self._ctype + "[]", arr)
 
     def _iptr(self, lengths):
