@@ -22,7 +22,8 @@ class Equations:
     def __str__(self):
         out = ["Forward (step t):"]
         out += ["  %s %s %s" % eq for eq in self.forward]
-        out += ["", "Backward (step t, from t = T-1 down to 0; δv = dL/dv):"]
+        out += ["", "Backward (step t = T-1 down to 0; δv = dL/dv; δs[t]⁺ is the adjoint of "
+                "state s carried back from step t+1, dL/ds[T-1] at the last step):"]
         out += ["  %s %s %s" % eq for eq in self.backward]
         return "\n".join(out)
 
@@ -36,15 +37,15 @@ class Equations:
 
 
 def display_names(g):
-    """node id -> (text, latex) names: h[t], h[t-1], x[t], W_f, a_f[t], z[t], v1[t]."""
-    names = {"x": ("x[t]", "x_{t}")}
+    """node id -> (text, latex) names: h[t] / h_{t}, c[t-1] / c_{t-1}, W_f / W_{f}, a_f[t]."""
+    names = {"x": _at("x", "t")}
     for s, _ in g.graph["states"]:
-        names["state." + s] = ("%s[t-1]" % s, "%s_{t-1}" % _tex(s))
+        names["state." + s] = _at(s, "t-1")
     for p, _ in g.graph["params"]:
         names["param." + p] = (p, _tex(p))
     for s, node in g.graph["new_states"]:
-        names.setdefault(node, ("%s[t]" % s, "%s_{t}" % _tex(s)))
-    names.setdefault(g.graph["output"], ("y[t]", "y_{t}"))
+        names.setdefault(node, _at(s, "t"))
+    names.setdefault(g.graph["output"], _at("y", "t"))
     counters = {}
     for n in topo_order(g):
         if n in names:
@@ -57,8 +58,18 @@ def display_names(g):
             stem = {"concat": "z", "reduce": "m"}.get(d["op"], "v")
         counters[stem] = counters.get(stem, 0) + 1
         label = stem if counters[stem] == 1 and stem != "v" else "%s%d" % (stem, counters[stem])
-        names[n] = ("%s[t]" % label, "%s_{t}" % _tex(label))
+        names[n] = _at(label, "t")
     return names
+
+
+def _at(name, when):
+    """(text, latex) of a value at a step: c[t-1] and c_{t-1}; a_f[t] and a_{f,t}."""
+    head, _, tail = name.partition("_")
+    if not tail and head[-1:].isdigit():           # v1 -> v_{1,t}
+        stem = head.rstrip("0123456789")
+        head, tail = stem, head[len(stem):]
+    sub = "%s,%s" % (tail.replace("_", r"\_"), when) if tail else when
+    return "%s[%s]" % (name, when), "%s_{%s}" % (head, sub)
 
 
 def _tex(name):
@@ -110,10 +121,6 @@ def derive_equations(g, bwd):
         for eq_t, eq_l in _backward_equations(g, op, names):
             bwd_t.append(eq_t)
             bwd_l.append(eq_l)
-    for s, _ in g.graph["states"]:
-        leaf = names["state." + s]
-        bwd_t.append(("δ%s[t-1]" % s, "=", "δ%s (carried to step t-1)" % leaf[0]))
-        bwd_l.append((r"\delta %s_{t-1}" % _tex(s), "=", r"\delta %s" % leaf[1]))
     return Equations(tuple(fwd), tuple(bwd_t), tuple(fwd_l), tuple(bwd_l))
 
 
@@ -122,12 +129,12 @@ def _seed_equations(g, names):
     y = g.graph["output"]
     seeds = {y: ["dL/dy[t]"]}
     for s, node in g.graph["new_states"]:
-        seeds.setdefault(node, []).append("δ%s[t] (from step t+1)" % s)
+        seeds.setdefault(node, []).append("δ%s[t]⁺" % s)
     for node, terms in seeds.items():
         out_t.append(("δ" + names[node][0], "=", " + ".join(terms)))
         out_l.append((r"\delta " + names[node][1], "=",
                       " + ".join(r"\partial L / \partial y_{t}" if tt.startswith("dL") else
-                                 r"\delta %s_{t}" % _tex(tt[1:].split("[")[0]) for tt in terms)))
+                                 r"\delta %s^{+}" % _at(tt[1:].split("[")[0], "t")[1] for tt in terms)))
     return out_t, out_l
 
 

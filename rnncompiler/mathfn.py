@@ -35,6 +35,9 @@ class Sigmoid(sympy.Function):
     def _latex(self, printer):
         return r"\sigma\left(%s\right)" % printer._print(self.args[0])
 
+    def _sympystr(self, printer):
+        return "σ(%s)" % printer._print(self.args[0])
+
 
 class Softplus(sympy.Function):
     """softplus(u) = log(1 + exp(u)), computed as max(u, 0) + log1p(exp(-|u|))."""
