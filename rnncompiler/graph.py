@@ -223,3 +223,16 @@ def evaluate(g, params, x, state0=None, lengths=None):
         states = {s: np.where(valid, new[s], states[s]) for s in states}
         ys[t] = np.where(valid, y, 0)
     return ys, states
+
+
+def format_graph(g):
+    """The step graph as text, one line per operation (RNNC_DEBUG=1 prints it)."""
+    lines = ["step graph %s: sizes %s, states %s, output %s"
+             % (g.graph["name"], g.graph["sizes"], g.graph["states"], g.graph["output"])]
+    for n in topo_order(g):
+        d = g.nodes[n]
+        what = str(d["expr"]) if d["op"] == "ew" else d["how"] or ""
+        lines.append("  %-6s %-7s size %-4d %s(%s) %s" % (n, d["op"], d["size"],
+                                                       what + " " if what else "",
+                                                       ", ".join(d["args"]), d["where"]))
+    return "\n".join(lines)

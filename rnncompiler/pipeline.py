@@ -17,7 +17,7 @@ from .autodiff import differentiate
 from .codegen import render_c
 from .dsl import Cell, check_identifier
 from .errors import CellError
-from .graph import build_graph, fuse_elementwise
+from .graph import build_graph, format_graph, fuse_elementwise
 from .kernel import Kernel
 
 VERSION = "0.1.0"
@@ -80,7 +80,9 @@ def lower(cell, sizes, dtype, blas, prefix="rnnc"):
     bwd = differentiate(g)
     csrc = render_c(g, bwd, dtype, prefix=prefix, blas=blas)
     if _debug_level() >= 1:
-        print("rnncompiler: %s: %d nodes, tape %s" % (cell.name, g.number_of_nodes(), bwd.tape),
+        print(format_graph(g), file=sys.stderr)
+        print("backward: %s\ntape (per step): %s" % (", ".join(type(op).__name__ + "(" + op.node + ")"
+                                                        for op in bwd.ops), ", ".join(bwd.tape)),
               file=sys.stderr)
     if _debug_level() >= 2:
         print(csrc.text, file=sys.stderr)
