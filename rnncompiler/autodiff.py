@@ -80,7 +80,7 @@ def differentiate(g):
         d = g.nodes[n]
         if d["op"] == "ew":
             op = _ew_grad(g, n, d)
-            tape |= _ew_reads(op)
+            tape |= ew_reads(op)
         elif d["op"] == "linear":
             op = LinearGrad(n, d["args"][0], d["args"][1],
                             d["args"][2] if len(d["args"]) == 3 else None)
@@ -113,7 +113,7 @@ def _check_finite_form(expr, where):
         raise CellError("%s: the derivative %s is not finite" % (where, expr))
 
 
-def _ew_reads(op):
+def ew_reads(op):
     """Operands (and the node itself, via y) that the partials read."""
     reads = set()
     for _, c in op.contributions:

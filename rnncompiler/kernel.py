@@ -106,7 +106,7 @@ class Kernel:
     def infer(self, params, x, state0=None, lengths=None):
         """Forward without a tape (less memory): (outputs, final states)."""
         args = self._prepare(params, x, state0, lengths, copy=False)
-        work = self._workspace(self._fn["infer_workspace_size"](args[1]), "B")
+        work = self._workspace(self._fn["infer_workspace_size"](args[0], args[1]), "T*B")
         return self._run("infer", args, work)
 
     def step(self, params, x_t, states=None):

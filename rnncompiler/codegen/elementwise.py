@@ -7,8 +7,13 @@ from __future__ import annotations
 import sympy
 
 from .. import mathfn
-from ..autodiff import G, Y
 from .layout import param_offset
+
+
+def ref(L, n, adjoint=False):
+    """(C pointer expression, row stride) of node n's value (or adjoint) at this step."""
+    name, col, stride = (L.adjoint if adjoint else L.value)[n]
+    return (name if col == 0 else "(%s + %d)" % (name, col)), stride
 
 
 def operand_kind(g, a):
@@ -32,13 +37,22 @@ def comment(text):
     return "/* %s */" % text.replace("*/", "* /")
 
 
+def label(L, n):
+    """The name a node has in comments: its array (and column) or its C identifier."""
+    if n in L.cvar:
+        return L.cvar[n]
+    name, col, _ = L.value[n]
+    return name if col == 0 else "%s[%d:]" % (name, col)
+
+
 def _load(g, L, a, k, ctype, indent):
     """The C line that binds a_k for one (b, j)."""
     kind = operand_kind(g, a)
     if kind == "row":
         return "%sconst %s a%d = r%d[j];" % (indent, ctype, k, k)
     if kind == "rowscalar":
-        return "%sconst %s a%d = %s[b];" % (indent, ctype, k, L.cvar[a])
+        ptr, stride = ref(L, a)
+        return "%sconst %s a%d = %s[b * %d];" % (indent, ctype, k, ptr, stride)
     off = param_offset(L, a)
     if kind == "pvec":
         return "%sconst %s a%d = params[%d + j];" % (indent, ctype, k, off)
@@ -49,25 +63,26 @@ def _row_pointers(g, L, args, used, ctype, indent):
     out = []
     for k, a in enumerate(args):
         if k in used and operand_kind(g, a) == "row":
-            out.append("%sconst %s *restrict r%d = %s + b * %d;"
-                       % (indent, ctype, k, L.cvar[a], g.nodes[a]["size"]))
+            ptr, stride = ref(L, a)
+            out.append("%sconst %s *restrict r%d = %s + b * %d;" % (indent, ctype, k, ptr, stride))
     return out
 
 
 def _label_expr(expr, g, L, args):
     return str(expr.xreplace({sympy.Symbol("a%d" % k, real=True):
-                              sympy.Symbol(L.cvar[a], real=True) for k, a in enumerate(args)}))
+                              sympy.Symbol(label(L, a), real=True) for k, a in enumerate(args)}))
 
 
 def forward_loop(g, L, n, printer, ctype):
     """The loop computing elementwise node n for every valid row."""
     d = g.nodes[n]
-    N, args, out = d["size"], d["args"], L.cvar[n]
+    N, args = d["size"], d["args"]
+    out, stride = ref(L, n)
     lines, (value,) = cse_lines([d["expr"]], printer, ctype, " " * 12)
     used = {int(s.name[1:]) for s in d["expr"].free_symbols}
-    code = [comment("%s = %s" % (out, _label_expr(d["expr"], g, L, args))),
+    code = [comment("%s = %s" % (label(L, n), _label_expr(d["expr"], g, L, args))),
             "for (ptrdiff_t b = 0; b < B; ++b) {",
-            "    %s *restrict o = %s + b * %d;" % (ctype, out, N),
+            "    %s *restrict o = %s + b * %d;" % (ctype, out, stride),
             "    if (!VALID(b)) { for (ptrdiff_t j = 0; j < %d; ++j) o[j] = 0; continue; }" % N]
     code += _row_pointers(g, L, args, used, ctype, " " * 4)
     code.append("    for (ptrdiff_t j = 0; j < %d; ++j) {" % N)
@@ -80,7 +95,7 @@ def forward_loop(g, L, n, printer, ctype):
 def backward_loop(g, L, op, printer, ctype):
     """The loop adding each operand's adjoint contribution g * df/da_k, valid rows only."""
     d = g.nodes[op.node]
-    N, args, node = d["size"], op.args, L.cvar[op.node]
+    N, args = d["size"], op.args
     if not op.contributions:
         return []
     exprs = [c for _, c in op.contributions]
@@ -88,27 +103,32 @@ def backward_loop(g, L, op, printer, ctype):
     used = set()
     for e in exprs:
         used |= {int(s.name[1:]) for s in e.free_symbols if s.name.startswith("a")}
-    code = [comment("adjoints of the operands of %s" % node),
+    gptr, gstride = ref(L, op.node, adjoint=True)
+    code = [comment("adjoints of the operands of %s" % label(L, op.node)),
             "for (ptrdiff_t b = 0; b < B; ++b) {",
             "    if (!VALID(b)) continue;",
-            "    const %s *restrict gr = d_%s + b * %d;" % (ctype, node, N)]
+            "    const %s *restrict gr = %s + b * %d;" % (ctype, gptr, gstride)]
     if op.uses_y:
-        code.append("    const %s *restrict yr = %s + b * %d;" % (ctype, node, N))
+        yptr, ystride = ref(L, op.node)
+        code.append("    const %s *restrict yr = %s + b * %d;" % (ctype, yptr, ystride))
     code += _row_pointers(g, L, args, used, ctype, " " * 4)
     accum, after = [], []
     for (k, _), value in zip(op.contributions, values, strict=True):
         a, kind = args[k], operand_kind(g, args[k])
         if kind == "row":
-            code.append("    %s *restrict dr%d = d_%s + b * %d;"
-                        % (ctype, k, L.cvar[a], g.nodes[a]["size"]))
+            dptr, dstride = ref(L, a, adjoint=True)
+            code.append("    %s *restrict dr%d = %s + b * %d;" % (ctype, k, dptr, dstride))
             accum.append("        dr%d[j] += %s;" % (k, value))
         elif kind == "pvec":
             accum.append("        dparams[%d + j] += %s;" % (param_offset(L, a), value))
         else:
             code.append("    %s acc%d = 0;" % (ctype, k))
             accum.append("        acc%d += %s;" % (k, value))
-            target = ("d_%s[b]" % L.cvar[a]) if kind == "rowscalar" \
-                else "dparams[%d]" % param_offset(L, a)
+            if kind == "rowscalar":
+                dptr, dstride = ref(L, a, adjoint=True)
+                target = "%s[b * %d]" % (dptr, dstride)
+            else:
+                target = "dparams[%d]" % param_offset(L, a)
             after.append("    %s += acc%d;" % (target, k))
     code.append("    for (ptrdiff_t j = 0; j < %d; ++j) {" % N)
     code.append("        const %s g = gr[j];" % ctype)
@@ -117,6 +137,3 @@ def backward_loop(g, L, op, printer, ctype):
     code += [_load(g, L, a, k, ctype, " " * 8) for k, a in enumerate(args) if k in used]
     code += lines + accum + ["    }"] + after + ["}"]
     return code
-
-
-assert G.name == "g" and Y.name == "y"   # the names the loops bind above

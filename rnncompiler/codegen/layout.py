@@ -1,28 +1,79 @@
-"""Where every value lives: the flat parameter vector, the state rows, the tape, the
-scratch and the adjoint buffers. Offsets are in scalars per batch row (times B at run time)
-except for parameters, which are absolute.
+"""Where every value lives, and how linear maps become GEMMs.
+
+Linear maps are lowered in bundles: the linear nodes that read the same operands (after
+splitting a concat into its parts) share one output buffer, one packed weight matrix per
+operand and one GEMM per operand (the four LSTM gates are one [4H, H+I] product). A part
+whose operand is x_t is hoisted: one GEMM over a chunk of T·B rows before the steps; in
+the backward pass weight gradients and dx are GEMMs over a chunk of rows after its steps.
+
+Values are stored value-major: an array of (slots, B, width); a taped array keeps all T
+slots so that every operand of an after-chunk GEMM is one contiguous (rows, width) matrix.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..autodiff import EwGrad, ew_reads
 from ..graph import LEAVES, param_name, topo_order
+
+CHUNK = 64      # steps per hoisted GEMM: bounds memory without a tape, keeps GEMMs large
+
+
+@dataclass(frozen=True)
+class Part:
+    """One operand of a bundle: its packed weight (rows x width) and each member's columns."""
+    operand: str
+    width: int
+    static: bool          # operand is x: hoisted out of the time loop
+    cols: tuple           # per member: first column of this part in the member's W
+    pack: int             # offset of the packed weight in the pack region
+
+
+@dataclass(frozen=True)
+class Bundle:
+    name: str             # C identifier stem, "L0"
+    members: tuple        # linear node ids, in topological order
+    offsets: tuple        # per member: first column in the bundle's rows
+    sizes: tuple          # per member: rows of its W
+    width: int            # total rows
+    parts: tuple          # (Part, ...)
+    bias_pack: int        # offset of the packed bias (width), -1 without biases
+    weights: tuple        # per member: W param id
+    biases: tuple         # per member: b param id or None
+
+    @property
+    def hoisted(self):
+        return any(p.static for p in self.parts)
+
+
+@dataclass(frozen=True)
+class Array:
+    """A value array: (slots, B, width), slots depending on taped/hoisted and the mode."""
+    name: str
+    width: int
+    taped: bool
+    hoisted: bool
 
 
 @dataclass(frozen=True)
 class Layout:
     I: int
-    S: int                    # all states of one row, concatenated in declaration order
+    S: int
     O: int
-    states: tuple             # ((name, size, offset in the row, leaf id, node id), ...)
-    params: tuple             # ((name, shape, offset, count), ...)
+    states: tuple          # ((name, size, offset in the state row, leaf id, node id), ...)
+    params: tuple          # ((name, shape, offset, count), ...)
     param_count: int
-    NT: int                   # tape scalars per row and step
-    NS: int                   # forward scratch scalars per row
-    NA: int                   # adjoint scalars per row
-    value_at: dict            # op node -> ("tape" | "scratch", offset per row)
-    adjoint_at: dict          # op node or x/state leaf -> offset per row
-    cvar: dict                # node id -> short C identifier stem (v3, s0, P2, x)
+    bundles: tuple
+    bundle_of: dict        # linear node -> Bundle
+    elided: frozenset      # concat nodes read only by linear maps: never materialised
+    arrays: tuple          # value arrays (Array)
+    array_of: dict         # name -> Array
+    value: dict            # node -> (array name, column, stride)
+    adjoint: dict          # node -> (adjoint array name, column, stride)
+    adj_arrays: tuple      # ((name, width, chunked), ...)
+    pack_size: int         # packed weights and biases
+    gpack_size: int        # their gradients
+    cvar: dict             # leaf/param id -> C identifier
 
 
 def _count(shape):
@@ -32,42 +83,125 @@ def _count(shape):
     return n
 
 
+def linear_parts(g, n):
+    """The (operand, width) parts of linear node n's operand, concats flattened."""
+    def flatten(v):
+        d = g.nodes[v]
+        if d["op"] == "concat":
+            return [p for a in d["args"] for p in flatten(a)]
+        return [(v, d["size"])]
+    return flatten(g.nodes[n]["args"][0])
+
+
+def plan_bundles(g, params):
+    """Group linear nodes by their parts and pack their weights."""
+    groups = {}
+    for n in topo_order(g):
+        if g.nodes[n]["op"] != "linear":
+            continue
+        parts, seen = [], {}
+        for v, w in linear_parts(g, n):
+            seen[v] = seen.get(v, 0) + 1
+            parts.append((v, seen[v], w))
+        groups.setdefault(tuple(parts), []).append(n)
+    bundles, pack = [], 0
+    for k, (sig, members) in enumerate(groups.items()):
+        sizes = tuple(g.nodes[m]["size"] for m in members)
+        offsets = tuple(sum(sizes[:i]) for i in range(len(sizes)))
+        width = sum(sizes)
+        out_parts, col = [], 0
+        for v, _, w in sig:
+            out_parts.append(Part(v, w, v == "x", tuple(col for _ in members), pack))
+            pack += width * w
+            col += w
+        biases = tuple(g.nodes[m]["args"][2] if len(g.nodes[m]["args"]) == 3 else None
+                       for m in members)
+        bias_pack = -1
+        if any(biases):
+            bias_pack, pack = pack, pack + width
+        bundles.append(Bundle("L%d" % k, tuple(members), offsets, sizes, width, tuple(out_parts),
+                              bias_pack, tuple(g.nodes[m]["args"][1] for m in members), biases))
+    return bundles, pack
+
+
+def _elided(g, bundle_of):
+    """Concats whose every consumer is a linear map (which reads the parts directly)."""
+    out = set()
+    for n in topo_order(g):
+        d = g.nodes[n]
+        results = {node for _, node in g.graph["new_states"]} | {g.graph["output"]}
+        if d["op"] == "concat" and n not in results and all(
+                s in bundle_of for s in g.successors(n)):
+            out.add(n)
+    # a concat read only by elided concats is elided too
+    changed = True
+    while changed:
+        changed = False
+        for n in topo_order(g):
+            if (g.nodes[n]["op"] == "concat" and n not in out and n not in results
+                    and all(s in bundle_of or s in out for s in g.successors(n))):
+                out.add(n)
+                changed = True
+    return frozenset(out)
+
+
+def tape_of(g, bwd, bundles):
+    """Op nodes the backward pass reads: operands of elementwise partials (and their own
+    outputs when a partial is written through them), and every operand of a bundle."""
+    reads = set()
+    for op in bwd.ops:
+        if isinstance(op, EwGrad):
+            reads |= ew_reads(op)
+    for b in bundles:
+        reads |= {p.operand for p in b.parts}
+    return {n for n in reads if g.nodes[n]["op"] not in LEAVES}
+
+
 def plan_layout(g, bwd):
     """Assign buffers for graph g and its backward step bwd."""
     states, off = [], 0
     for (s, size), (s2, node) in zip(g.graph["states"], g.graph["new_states"], strict=True):
-        assert s == s2
         states.append((s, size, off, "state." + s, node))
         off += size
-    params, p_off = [], 0
-    for name, shape in g.graph["params"]:
+    params, p_off, cvar = [], 0, {"x": "x_t"}
+    for k, (name, shape) in enumerate(g.graph["params"]):
         params.append((name, shape, p_off, _count(shape)))
+        cvar["param." + name] = "P%d" % k
         p_off += _count(shape)
-    ops = topo_order(g)
-    tape = set(bwd.tape)
-    value_at, nt, ns = {}, 0, 0
-    for n in ops:
-        size = g.nodes[n]["size"]
-        if n in tape:
-            value_at[n] = ("tape", nt)
-            nt += size
-        else:
-            value_at[n] = ("scratch", ns)
-            ns += size
-    adjoint_at, na = {}, 0
-    for n in ["x"] + [st[3] for st in states] + ops:
-        adjoint_at[n] = na
-        na += g.nodes[n]["size"]
-    cvar = {"x": "x_t"}
     for k, st in enumerate(states):
         cvar[st[3]] = "s%d" % k
-    for k, p in enumerate(g.graph["params"]):
-        cvar["param." + p[0]] = "P%d" % k
-    for k, n in enumerate(ops):
-        cvar[n] = "v%d" % k
+    bundles, pack = plan_bundles(g, params)
+    bundle_of = {m: b for b in bundles for m in b.members}
+    elided = _elided(g, bundle_of)
+    taped = tape_of(g, bwd, bundles)
+    arrays, value, adjoint, adj_arrays = [], {}, {}, []
+    value["x"] = ("x_t", 0, g.graph["sizes"]["I"])
+    adjoint["x"] = ("d_x_t", 0, g.graph["sizes"]["I"])
+    adj_arrays.append(("d_x_t", g.graph["sizes"]["I"], False))
+    for k, (s, size, _, leaf, _) in enumerate(states):
+        value[leaf] = ("s%d" % k, 0, size)
+        adjoint[leaf] = ("d_s%d" % k, 0, size)
+        adj_arrays.append(("d_s%d" % k, size, False))
+    for b in bundles:
+        arrays.append(Array(b.name, b.width, any(m in taped for m in b.members), b.hoisted))
+        adj_arrays.append(("d_" + b.name, b.width, True))
+        for m, o in zip(b.members, b.offsets, strict=True):
+            value[m] = (b.name, o, b.width)
+            adjoint[m] = ("d_" + b.name, o, b.width)
+    for k, n in enumerate(topo_order(g)):
+        if n in bundle_of or n in elided:
+            continue
+        name, size = "v%d" % k, g.nodes[n]["size"]
+        arrays.append(Array(name, size, n in taped, False))
+        value[n] = (name, 0, size)
+        adjoint[n] = ("d_" + name, 0, size)
+        adj_arrays.append(("d_" + name, size, False))
+    gpack = pack
     return Layout(I=g.graph["sizes"]["I"], S=off, O=g.nodes[g.graph["output"]]["size"],
                   states=tuple(states), params=tuple(params), param_count=p_off,
-                  NT=nt, NS=ns, NA=na, value_at=value_at, adjoint_at=adjoint_at, cvar=cvar)
+                  bundles=tuple(bundles), bundle_of=bundle_of, elided=elided,
+                  arrays=tuple(arrays), array_of={a.name: a for a in arrays}, value=value, adjoint=adjoint,
+                  adj_arrays=tuple(adj_arrays), pack_size=pack, gpack_size=gpack, cvar=cvar)
 
 
 def param_offset(layout, node_id):
@@ -76,7 +210,3 @@ def param_offset(layout, node_id):
         if p[0] == name:
             return p[2]
     raise KeyError(node_id)
-
-
-def is_leaf(g, n):
-    return g.nodes[n]["op"] in LEAVES

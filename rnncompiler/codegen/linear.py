@@ -1,0 +1,132 @@
+"""GEMM code for bundles of linear maps: packing, the hoisted chunk GEMMs over T·B rows,
+the per-step recurrent GEMMs, and the backward GEMMs (in the loop only dh += δa W_h)."""
+from __future__ import annotations
+
+from .elementwise import comment, ref
+from .layout import param_offset
+
+
+def pack_weights(g, L, b, ctype):
+    """Copy each member's weight columns and bias into the bundle's packed matrices."""
+    K = sum(p.width for p in b.parts)
+    code = [comment("pack %s: one (%d x w) matrix per operand, members stacked" % (b.name, b.width))]
+    for k, (W, off, R) in enumerate(zip(b.weights, b.offsets, b.sizes, strict=True)):
+        w_off = param_offset(L, W)
+        for p in b.parts:
+            code.append("for (ptrdiff_t r = 0; r < %d; ++r) for (ptrdiff_t j = 0; j < %d; ++j)"
+                        % (R, p.width))
+            code.append("    pack[%d + (%d + r) * %d + j] = params[%d + r * %d + %d + j];"
+                        % (p.pack, off, p.width, w_off, K, p.cols[k]))
+        if b.bias_pack >= 0:
+            bias = b.biases[k]
+            src = "params[%d + r]" % param_offset(L, bias) if bias else "0"
+            code.append("for (ptrdiff_t r = 0; r < %d; ++r) pack[%d + %d + r] = %s;"
+                        % (R, b.bias_pack, off, src))
+    return code
+
+
+def _init_rows(b, dest, rows):
+    """dest (rows x width) = the packed bias, or 0."""
+    src = "pack[%d + r]" % b.bias_pack if b.bias_pack >= 0 else "0"
+    return ["for (ptrdiff_t i = 0; i < %s; ++i) for (ptrdiff_t r = 0; r < %d; ++r)" % (rows, b.width),
+            "    %s[i * %d + r] = %s;" % (dest, b.width, src)]
+
+
+def hoisted_forward(L, b, ctype):
+    """Before a chunk's steps: the bundle's rows = bias + x W_x^T over tc*B rows at once."""
+    dest = b.name + "_chunk"
+    code = [comment("%s for steps t0..t0+tc-1 at once: bias + x W_x^T (hoisted)" % b.name),
+            "%s *%s = A_%s + (ptrdiff_t)%s * B * %d;" % (ctype, dest, b.name, _chunk_slot(L, b), b.width)]
+    code += _init_rows(b, dest, "(ptrdiff_t)tc * B")
+    for p in b.parts:
+        if p.static:
+            code.append("gemm_nt((ptrdiff_t)tc * B, %d, %d, x + (ptrdiff_t)t0 * B * %d, %d, "
+                        "pack + %d, %d, %s, %d);"
+                        % (b.width, p.width, p.width, p.width, p.pack, p.width, dest, b.width))
+    return ["{"] + ["    " + ln for ln in code] + ["}"]
+
+
+def _chunk_slot(L, b):
+    return "(keep ? t0 : 0)" if L.array_of[b.name].taped else "0"
+
+
+def step_forward(L, b, ctype):
+    """In the loop: the bundle's rows += (recurrent operand) W^T, one GEMM per operand."""
+    code = [comment("%s = %s" % (b.name, " + ".join(
+        ["bias"] + ["%s W_%s^T" % (_operand_label(L, p.operand), "x" if p.static else k)
+                    for k, p in enumerate(b.parts)])))]
+    if not b.hoisted:
+        code += _init_rows(b, b.name, "B")
+    for p in b.parts:
+        if not p.static:
+            src, stride = ref(L, p.operand)
+            code.append("gemm_nt(B, %d, %d, %s, %d, pack + %d, %d, %s, %d);"
+                        % (b.width, p.width, src, stride, p.pack, p.width, b.name, b.width))
+    return code
+
+
+def _operand_label(L, n):
+    return L.cvar.get(n) or L.value[n][0]
+
+
+def step_backward(L, b):
+    """In the loop: d(recurrent operand) += d(bundle rows) W, one GEMM per operand."""
+    code = []
+    for p in b.parts:
+        if not p.static:
+            dst, stride = ref(L, p.operand, adjoint=True)
+            code.append(comment("d%s += d%s W" % (_operand_label(L, p.operand), b.name)))
+            code.append("gemm_nn(B, %d, %d, d_%s, %d, pack + %d, %d, %s, %d);"
+                        % (p.width, b.width, b.name, b.width, p.pack, p.width, dst, stride))
+    return code
+
+
+def operand_rows(L, n, g):
+    """Pointer to operand n's row for (step t0, batch row 0), and its stride, in backward."""
+    if n == "x":
+        return "x + (ptrdiff_t)t0 * B * %d" % L.I, L.I
+    for k, st in enumerate(L.states):
+        if st[3] == n:
+            return "hist%d + (ptrdiff_t)t0 * B * %d" % (k, st[1]), st[1]
+    name, col, stride = L.value[n]
+    base = "A_%s + (ptrdiff_t)t0 * B * %d" % (name, stride)
+    return (base if col == 0 else "%s + %d" % (base, col)), stride
+
+
+def chunk_backward(g, L, b, ctype):
+    """After a chunk's steps: weight and bias gradients over its tc*B rows, and dx."""
+    d = "dch_" + b.name
+    code = [comment("%s over steps t0..t0+tc-1 at once: dW += d%s^T v, db += sums, dx += d%s W_x"
+                    % (b.name, b.name, b.name)),
+            "{",
+            "    const %s *%s = d_%s_all;" % (ctype, d, b.name)]
+    for p in b.parts:
+        src, stride = operand_rows(L, p.operand, g)
+        code.append("    gemm_tn(%d, %d, (ptrdiff_t)tc * B, %s, %d, %s, %d, gpack + %d, %d);"
+                    % (b.width, p.width, d, b.width, src, stride, p.pack, p.width))
+        if p.static:
+            code.append("    if (dx) gemm_nn((ptrdiff_t)tc * B, %d, %d, %s, %d, pack + %d, %d, "
+                        "dx + (ptrdiff_t)t0 * B * %d, %d);"
+                        % (p.width, b.width, d, b.width, p.pack, p.width, L.I, L.I))
+    if b.bias_pack >= 0:
+        code.append("    for (ptrdiff_t i = 0; i < (ptrdiff_t)tc * B; ++i) "
+                    "for (ptrdiff_t r = 0; r < %d; ++r)" % b.width)
+        code.append("        gpack[%d + r] += %s[i * %d + r];" % (b.bias_pack, d, b.width))
+    return code + ["}"]
+
+
+def scatter_gradients(L, b):
+    """Add the packed gradients back into dparams, member by member (weights may be shared)."""
+    K = sum(p.width for p in b.parts)
+    code = [comment("unpack the gradients of %s" % b.name)]
+    for k, (W, off, R) in enumerate(zip(b.weights, b.offsets, b.sizes, strict=True)):
+        w_off = param_offset(L, W)
+        for p in b.parts:
+            code.append("for (ptrdiff_t r = 0; r < %d; ++r) for (ptrdiff_t j = 0; j < %d; ++j)"
+                        % (R, p.width))
+            code.append("    dparams[%d + r * %d + %d + j] += gpack[%d + (%d + r) * %d + j];"
+                        % (w_off, K, p.cols[k], p.pack, off, p.width))
+        if b.biases[k]:
+            code.append("for (ptrdiff_t r = 0; r < %d; ++r) dparams[%d + r] += gpack[%d + %d + r];"
+                        % (R, param_offset(L, b.biases[k]), b.bias_pack, off))
+    return code
