@@ -78,7 +78,7 @@ def lower(cell, sizes, dtype, blas, prefix="rnnc"):
     """Cell -> (fused step graph, backward step, C source): the whole symbolic part."""
     g = fuse_elementwise(build_graph(cell.spec, sizes))
     bwd = differentiate(g)
-    csrc = render_c(g, bwd, dtype, prefix=prefix, blas=blas)
+    csrc = render_c(g, bwd, dtype, prefix=prefix, blas=blas, fast_math=True)
     if _debug_level() >= 1:
         print(format_graph(g), file=sys.stderr)
         print("backward: %s\ntape (per step): %s" % (", ".join(type(op).__name__ + "(" + op.node + ")"
@@ -102,7 +102,7 @@ def compile(cell, input_size, hidden_size, dtype="float32", *, sizes=None, opt_l
 
     Parameters: the cell (from @rc.cell), the input size I and hidden size H, the dtype
     ("float32" or "float64"), sizes for other size names, the gcc optimisation level
-    (default $RNNC_OPT_LEVEL or 2), and whether linear maps call OpenBLAS.
+    (default $RNNC_OPT_LEVEL or 3), and whether linear maps call OpenBLAS.
     """
     if not isinstance(cell, Cell):
         raise TypeError("cell: expected a cell made with @rc.cell, got %r" % (cell,))
@@ -110,7 +110,7 @@ def compile(cell, input_size, hidden_size, dtype="float32", *, sizes=None, opt_l
     if dtype not in DTYPES:
         raise ValueError("dtype: expected 'float32' or 'float64', got %r" % (dtype,))
     if opt_level is None:
-        opt_level = int(os.environ.get("RNNC_OPT_LEVEL", "2"))
+        opt_level = int(os.environ.get("RNNC_OPT_LEVEL", "3"))
     bound = bind_sizes(cell, input_size, hidden_size, sizes)
     key = cache_key(cell, bound, dtype, opt_level, blas)
 
