@@ -15,8 +15,10 @@ from .pipeline import compile, VERSION as __version__
 from .kernel import Kernel, ForwardResult, Gradients
 from .unroll import unroll
 from .check import gradcheck, GradcheckReport
+from .threads import set_num_threads, get_num_threads
 
 __all__ = ["CellError", "CompileError", "CacheSecurityError", "NonFiniteError", "Cell", "cell",
            "concat", "elementwise", "activation", "sigmoid", "tanh", "relu", "exp", "log",
            "softplus", "softsign", "hard_sigmoid", "clip", "sum", "mean", "compile", "Kernel",
-           "ForwardResult", "Gradients", "unroll", "gradcheck", "GradcheckReport"]
+           "ForwardResult", "Gradients", "unroll", "gradcheck", "GradcheckReport",
+           "set_num_threads", "get_num_threads"]

@@ -87,7 +87,8 @@ def blas_flags():
     """Compile and link flags for scipy-openblas32 (OpenBLAS with a C header)."""
     import scipy_openblas32 as ob
     lib = ob.get_lib_dir()
-    return ["-I" + ob.get_include_dir()], ["-L" + lib, "-l" + ob.get_library(), "-Wl,-rpath," + lib]
+    return (["-I" + ob.get_include_dir(), "-pthread"],
+            ["-L" + lib, "-l" + ob.get_library(), "-Wl,-rpath," + lib, "-pthread"])
 
 
 # ---------------------------------------------------------------- the cache

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from . import threads
 from .errors import NonFiniteError
 
 _INT_MAX = 2**31 - 1
@@ -67,8 +68,7 @@ class Kernel:
         self._equations = equations
         p = meta["prefix"]
         self._fn = {n: getattr(self._lib, "%s_%s" % (p, n)) for n in
-                    ("forward", "infer", "backward", "backward_states", "workspace_size",
-                     "infer_workspace_size")}
+                    ("run_forward", "run_backward", "workspace_size", "infer_workspace_size")}
         if hasattr(self._lib, p + "_set_blas_threads"):
             getattr(self._lib, p + "_set_blas_threads")(1)
         self.name = meta["name"]
@@ -122,7 +122,7 @@ class Kernel:
         args = self._prepare(params, x, state0, lengths)
         T, B = args[0], args[1]
         work = self._workspace(self._fn["workspace_size"](T, B), "T*B")
-        y, states = self._run("forward", args, work)
+        y, states = self._run(1, args, work)
         res = ForwardResult(y, states, self._key, args, work)
         weakref.finalize(res, self._pool.give, work)
         if check_finite:
@@ -134,7 +134,7 @@ class Kernel:
         args = self._prepare(params, x, state0, lengths, copy=False)
         work = self._workspace(self._fn["infer_workspace_size"](args[0], args[1]), "T*B")
         try:
-            return self._run("infer", args, work)
+            return self._run(0, args, work)
         finally:
             self._pool.give(work)
 
@@ -162,9 +162,10 @@ class Kernel:
         dstate0 = np.empty((B, self._S), self.dtype)
         dstates = np.empty((T, B, self._S), self.dtype) if state_grads else None
         ptr = self._ptr
-        rc = self._fn["backward_states"](
+        rc = self._fn["run_backward"](
             T, B, ptr(params), ptr(x), self._iptr(lengths), ptr(state0), ptr(result._work),
-            ptr(dy), ptr(dst), ptr(dparams), ptr(dx), ptr(dstate0), ptr(dstates))
+            ptr(dy), ptr(dst), ptr(dparams), ptr(dx), ptr(dstate0), ptr(dstates),
+            threads.get_num_threads())
         self._raise_on_code(rc)
         grads = Gradients(self._split_params(dparams), dx, self._split_states(dstate0),
                           self._split_states(dstates) if state_grads else None)
@@ -175,13 +176,14 @@ class Kernel:
 
     # ------------------------------------------------------------ helpers
 
-    def _run(self, which, args, work):
+    def _run(self, keep, args, work):
         T, B, params, x, lengths, state0 = args
         y = np.empty((T, B, self.output_size), self.dtype)
         state_T = np.empty((B, self._S), self.dtype)
         ptr = self._ptr
-        rc = self._fn[which](T, B, ptr(params), ptr(x), self._iptr(lengths), ptr(state0),
-                             ptr(y), ptr(state_T), ptr(work))
+        rc = self._fn["run_forward"](T, B, ptr(params), ptr(x), self._iptr(lengths),
+                                     ptr(state0), ptr(y), ptr(state_T), ptr(work), keep,
+                                     threads.get_num_threads())
         self._raise_on_code(rc)
         return y, self._split_states(state_T)
 

@@ -67,9 +67,24 @@ def fingerprint(spec):
     return "\n".join(parts)
 
 
+@functools.lru_cache(maxsize=None)
+def generator_fingerprint():
+    """A hash of the sources that shape the generated C and its build, so that a changed
+    generator never loads a binary made by another one."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    h = hashlib.sha256()
+    for root, _, files in sorted(os.walk(here)):
+        for name in sorted(files):
+            if name.endswith(".py"):
+                with open(os.path.join(root, name), "rb") as f:
+                    h.update(name.encode() + b"\0" + f.read())
+    return h.hexdigest()
+
+
 def cache_key(cell, sizes, dtype, opt_level, blas):
     ident = {"cell": fingerprint(cell.spec), "sizes": sorted(sizes.items()), "dtype": dtype,
-             "opt": opt_level, "blas": blas, "version": VERSION, "py": sys.implementation.cache_tag,
+             "opt": opt_level, "blas": blas, "version": VERSION, "generator": generator_fingerprint(),
+             "py": sys.implementation.cache_tag,
              "machine": build.machine_identity(), "sympy": sympy.__version__}
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()
 

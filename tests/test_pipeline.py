@@ -328,3 +328,71 @@ def test_c_uses_64_bit_indexing_and_no_user_names():
     code = re.sub(r"/\*.*?\*/", "", csrc.text, flags=re.S)   # float functions in float32 code
     assert "tanhf(" in code and "expf(" in code
     assert not re.search(r"\b(exp|tanh|log1p|fabs)\(", code)
+
+
+def directional_check(kern, params, x, state0, lengths, seed=0, directions=3):
+    """<grad, v> against central differences along random directions v (all inputs)."""
+    rng = np.random.default_rng(seed)
+    T, B = x.shape[:2]
+    u_y = rng.standard_normal((T, B, kern.output_size))
+    u_s = {s: rng.standard_normal((B, n)) for s, n in kern.state_sizes.items()}
+    res = kern.forward(params, x, state0, lengths)
+    g = kern.backward(res, u_y, u_s)
+
+    def loss(p, xx, s0):
+        r = kern.forward(p, xx, s0, lengths)
+        return np.sum(r.outputs * u_y) + sum(np.sum(r.states[k] * u_s[k]) for k in u_s)
+
+    for _ in range(directions):
+        vp = {k: rng.standard_normal(v.shape) for k, v in params.items()}
+        vx = rng.standard_normal(x.shape)
+        vs = {k: rng.standard_normal(v.shape) for k, v in state0.items()}
+        eps = 1e-6
+        up = loss({k: params[k] + eps * vp[k] for k in params}, x + eps * vx,
+                  {k: state0[k] + eps * vs[k] for k in state0})
+        dn = loss({k: params[k] - eps * vp[k] for k in params}, x - eps * vx,
+                  {k: state0[k] - eps * vs[k] for k in state0})
+        numeric = (up - dn) / (2 * eps)
+        analytic = (sum(np.sum(g.params[k] * vp[k]) for k in params) + np.sum(g.x * vx)
+                    + sum(np.sum(g.state0[k] * vs[k]) for k in state0))
+        assert abs(analytic - numeric) <= 1e-6 * max(1.0, abs(numeric)), (analytic, numeric)
+    return g
+
+
+@pytest.mark.parametrize("name", ["lstm", "gru", "two_sizes"])
+def test_long_sequences_across_chunks(name):
+    """T = 150 crosses the 64-step chunks of the hoisted GEMMs, the last one partial."""
+    kern = compiled(name)
+    cell, sizes = CELLS[name]
+    params = kern.init_params(seed=10)
+    x, state0 = random_inputs(kern, T=150, B=3)
+    lengths = np.array([150, 70, 64])
+    y, st = evaluate(build_graph(cell.spec, bind_sizes(cell, I, H, sizes)), params, x, state0,
+                     lengths)
+    res = kern.forward(params, x, state0, lengths)
+    np.testing.assert_allclose(res.outputs, y, rtol=1e-11, atol=1e-12)
+    directional_check(kern, params, x, state0, lengths)
+
+
+def test_threads_give_the_same_results():
+    """Big hoisted GEMMs split over threads compute what one thread computes."""
+    kern = rc.compile(lstm, input_size=48, hidden_size=64, dtype="float64")
+    params = kern.init_params(seed=11)
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((130, 40, 48))
+    dy = rng.standard_normal((130, 40, 64))
+    before = rc.get_num_threads()
+    try:
+        out = {}
+        for n in (1, 3):
+            rc.set_num_threads(n)
+            res = kern.forward(params, x)
+            out[n] = (res.outputs, kern.backward(res, dy))
+    finally:
+        rc.set_num_threads(before)
+    np.testing.assert_allclose(out[1][0], out[3][0], rtol=1e-12, atol=1e-13)
+    for k in params:
+        np.testing.assert_allclose(out[1][1].params[k], out[3][1].params[k], rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(out[1][1].x, out[3][1].x, rtol=1e-10, atol=1e-12)
+    with pytest.raises(ValueError, match="n: expected an int >= 1"):
+        rc.set_num_threads(0)

@@ -45,9 +45,11 @@ int {p}_infer(int T, int B, const {r} *params, const {r} *x, const int *lengths,
 int {p}_backward(int T, int B, const {r} *params, const {r} *x, const int *lengths,
                  const {r} *state0, {r} *work, const {r} *dy, const {r} *dstate_T,
                  {r} *dparams, {r} *dx, {r} *dstate0);
-int {p}_backward_states(int T, int B, const {r} *params, const {r} *x, const int *lengths,
-                        const {r} *state0, {r} *work, const {r} *dy, const {r} *dstate_T,
-                        {r} *dparams, {r} *dx, {r} *dstate0, {r} *dstates);
+int {p}_run_forward(int T, int B, const {r} *params, const {r} *x, const int *lengths,
+                    const {r} *state0, {r} *y, {r} *state_T, {r} *work, int keep, int threads);
+int {p}_run_backward(int T, int B, const {r} *params, const {r} *x, const int *lengths,
+                     const {r} *state0, {r} *work, const {r} *dy, const {r} *dstate_T,
+                     {r} *dparams, {r} *dx, {r} *dstate0, {r} *dstates, int threads);
 """
 
 
@@ -118,7 +120,59 @@ def _gemm_helpers(ctype, blas):
         out.append("/* %s */\nstatic void gemm_%s(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, "
                    "const R *A, ptrdiff_t lda, const R *Bm, ptrdiff_t ldb, R *C, ptrdiff_t ldc)\n"
                    "{\n    %s\n}" % (doc[k], k, body[k]))
+    out.append(_GEMM_BIG_THREADED if blas else _GEMM_BIG_SERIAL)
     return "\n".join(out).replace("R ", ctype + " ").replace("R *", ctype + " *")
+
+
+_GEMM_JOB = """\
+enum { NT, NN, TN };
+typedef struct { int kind; ptrdiff_t M, N, K; const R *A; ptrdiff_t lda; const R *Bm; ptrdiff_t ldb;
+                 R *C; ptrdiff_t ldc; } gemm_job;
+static void gemm_run(const gemm_job *j)
+{
+    if (j->kind == NT) gemm_nt(j->M, j->N, j->K, j->A, j->lda, j->Bm, j->ldb, j->C, j->ldc);
+    else if (j->kind == NN) gemm_nn(j->M, j->N, j->K, j->A, j->lda, j->Bm, j->ldb, j->C, j->ldc);
+    else gemm_tn(j->M, j->N, j->K, j->A, j->lda, j->Bm, j->ldb, j->C, j->ldc);
+}"""
+
+_GEMM_BIG_SERIAL = _GEMM_JOB + """
+/* the GEMMs over chunks of T*B rows */
+static void gemm_big(int kind, int threads, ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const R *A,
+                     ptrdiff_t lda, const R *Bm, ptrdiff_t ldb, R *C, ptrdiff_t ldc)
+{
+    const gemm_job job = {kind, M, N, K, A, lda, Bm, ldb, C, ldc};
+    (void)threads;
+    gemm_run(&job);
+}"""
+
+_GEMM_BIG_THREADED = "#include <pthread.h>\n" + _GEMM_JOB + """
+static void *gemm_thread(void *job) { gemm_run((const gemm_job *)job); return NULL; }
+/* the GEMMs over chunks of T*B rows, split by rows of C over `threads` threads, each a
+   single-threaded BLAS call (OpenBLAS's own threads collapse on a busy machine) */
+static void gemm_big(int kind, int threads, ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const R *A,
+                     ptrdiff_t lda, const R *Bm, ptrdiff_t ldb, R *C, ptrdiff_t ldc)
+{
+    gemm_job jobs[8];
+    pthread_t tid[8];
+    int started[8] = {0};
+    if (threads > 8) threads = 8;
+    if (threads > 1 && M * N * K < (ptrdiff_t)1 << 21) threads = 1;   /* too small to share */
+    if (threads > M) threads = (int)M;
+    const ptrdiff_t step = (M + threads - 1) / threads;
+    for (int i = 0; i < threads; ++i) {
+        const ptrdiff_t m0 = i * step, m = M - m0 < step ? M - m0 : step;
+        const gemm_job job = {kind, m > 0 ? m : 0, N, K, kind == TN ? A + m0 : A + m0 * lda, lda,
+                              Bm, ldb, C + m0 * ldc, ldc};
+        jobs[i] = job;
+    }
+    for (int i = 1; i < threads; ++i)
+        if (jobs[i].M > 0) started[i] = pthread_create(&tid[i], NULL, gemm_thread, &jobs[i]) == 0;
+    if (jobs[0].M > 0) gemm_run(&jobs[0]);
+    for (int i = 1; i < threads; ++i) {
+        if (started[i]) pthread_join(tid[i], NULL);
+        else if (jobs[i].M > 0) gemm_run(&jobs[i]);
+    }
+}"""
 
 
 def _slots(a, keep):
@@ -287,9 +341,10 @@ def _forward(g, L, printer, ctype, p):
     last = ", ".join("hist%d + (ptrdiff_t)(keep ? T : (T & 1)) * B * %d" % (k, st[1])
                      for k, st in enumerate(L.states))
     lines = [
-        "/* keep = 1: a tape for backward; keep = 0: two state slots and a chunk of values */",
-        "static int run_forward(int T, int B, const {r} *params, const {r} *x, const int *lengths,",
-        "                       const {r} *state0, {r} *y, {r} *state_T, {r} *work, int keep)",
+        "/* keep = 1: a tape for backward; keep = 0: two state slots and a chunk of values;",
+        "   threads: for the hoisted GEMMs */",
+        "int {p}_run_forward(int T, int B, const {r} *params, const {r} *x, const int *lengths,",
+        "                    const {r} *state0, {r} *y, {r} *state_T, {r} *work, int keep, int threads)",
         "{",
         "    int rc = check_args(T, B, lengths, keep);",
         "    if (rc) return rc;",
@@ -311,11 +366,11 @@ def _forward(g, L, printer, ctype, p):
         "",
         "int {p}_forward(int T, int B, const {r} *params, const {r} *x, const int *lengths,",
         "                const {r} *state0, {r} *y, {r} *state_T, {r} *work)",
-        "{ return run_forward(T, B, params, x, lengths, state0, y, state_T, work, 1); }",
+        "{ return {p}_run_forward(T, B, params, x, lengths, state0, y, state_T, work, 1, 1); }",
         "",
         "int {p}_infer(int T, int B, const {r} *params, const {r} *x, const int *lengths,",
         "              const {r} *state0, {r} *y, {r} *state_T, {r} *work)",
-        "{ return run_forward(T, B, params, x, lengths, state0, y, state_T, work, 0); }",
+        "{ return {p}_run_forward(T, B, params, x, lengths, state0, y, state_T, work, 0, 1); }",
     ]
     return "\n".join(lines).replace("{r}", ctype).replace("{p}", p)
 
@@ -442,10 +497,11 @@ def _backward(g, bwd, L, printer, ctype, p):
     dcarry_args = ", ".join("dcarry + (ptrdiff_t)B * %d" % sum(st[1] for st in L.states[:k])
                             for k in range(len(L.states)))
     lines = [
-        "/* dstates (T x B x S, or NULL): dL/d(state after step t), every t */",
-        "static int run_backward(int T, int B, const {r} *params, const {r} *x, const int *lengths,",
-        "                        const {r} *state0, {r} *work, const {r} *dy, const {r} *dstate_T,",
-        "                        {r} *dparams, {r} *dx, {r} *dstate0, {r} *dstates)",
+        "/* dstates (T x B x S, or NULL): dL/d(state after step t), every t;",
+        "   threads: for the GEMMs after each chunk */",
+        "int {p}_run_backward(int T, int B, const {r} *params, const {r} *x, const int *lengths,",
+        "                     const {r} *state0, {r} *work, const {r} *dy, const {r} *dstate_T,",
+        "                     {r} *dparams, {r} *dx, {r} *dstate0, {r} *dstates, int threads)",
         "{",
         "    int rc = check_args(T, B, lengths, 1);",
         "    if (rc) return rc;",
@@ -473,11 +529,6 @@ def _backward(g, bwd, L, printer, ctype, p):
         "int {p}_backward(int T, int B, const {r} *params, const {r} *x, const int *lengths,",
         "                 const {r} *state0, {r} *work, const {r} *dy, const {r} *dstate_T,",
         "                 {r} *dparams, {r} *dx, {r} *dstate0)",
-        "{ return run_backward(T, B, params, x, lengths, state0, work, dy, dstate_T, dparams, dx, dstate0, NULL); }",
-        "",
-        "int {p}_backward_states(int T, int B, const {r} *params, const {r} *x, const int *lengths,",
-        "                        const {r} *state0, {r} *work, const {r} *dy, const {r} *dstate_T,",
-        "                        {r} *dparams, {r} *dx, {r} *dstate0, {r} *dstates)",
-        "{ return run_backward(T, B, params, x, lengths, state0, work, dy, dstate_T, dparams, dx, dstate0, dstates); }",
+        "{ return {p}_run_backward(T, B, params, x, lengths, state0, work, dy, dstate_T, dparams, dx, dstate0, NULL, 1); }",
     ]
     return "\n".join(lines).replace("{r}", ctype).replace("{p}", p)

@@ -40,7 +40,7 @@ def hoisted_forward(L, b, ctype):
     code += _init_rows(b, dest, "(ptrdiff_t)tc * B")
     for p in b.parts:
         if p.static:
-            code.append("gemm_nt((ptrdiff_t)tc * B, %d, %d, x + (ptrdiff_t)t0 * B * %d, %d, "
+            code.append("gemm_big(NT, threads, (ptrdiff_t)tc * B, %d, %d, x + (ptrdiff_t)t0 * B * %d, %d, "
                         "pack + %d, %d, %s, %d);"
                         % (b.width, p.width, p.width, p.width, p.pack, p.width, dest, b.width))
     return ["{"] + ["    " + ln for ln in code] + ["}"]
@@ -102,10 +102,10 @@ def chunk_backward(g, L, b, ctype):
             "    const %s *%s = d_%s_all;" % (ctype, d, b.name)]
     for p in b.parts:
         src, stride = operand_rows(L, p.operand, g)
-        code.append("    gemm_tn(%d, %d, (ptrdiff_t)tc * B, %s, %d, %s, %d, gpack + %d, %d);"
+        code.append("    gemm_big(TN, threads, %d, %d, (ptrdiff_t)tc * B, %s, %d, %s, %d, gpack + %d, %d);"
                     % (b.width, p.width, d, b.width, src, stride, p.pack, p.width))
         if p.static:
-            code.append("    if (dx) gemm_nn((ptrdiff_t)tc * B, %d, %d, %s, %d, pack + %d, %d, "
+            code.append("    if (dx) gemm_big(NN, threads, (ptrdiff_t)tc * B, %d, %d, %s, %d, pack + %d, %d, "
                         "dx + (ptrdiff_t)t0 * B * %d, %d);"
                         % (p.width, b.width, d, b.width, p.pack, p.width, L.I, L.I))
     if b.bias_pack >= 0:
