@@ -106,6 +106,19 @@ class Kernel:
             raise RuntimeError("this kernel was unpickled without its equations")
         return self._equations
 
+    def tape_plan(self, T=100, B=32):
+        """What forward keeps per step for backward, and the workspace bytes for (T, B)."""
+        lines = ["tape of %s (%s), per step and batch row:" % (self.name, self.dtype.name)]
+        for row in self._meta["tape"]:
+            if row["taped"]:
+                lines.append("  %4d scalars  %s" % (row["width"], ", ".join(row["holds"])))
+        lines.append("not kept (recomputed or not needed): %s" % ", ".join(
+            h for row in self._meta["tape"] if not row["taped"] for h in row["holds"]) or "-")
+        n = self._fn["workspace_size"](T, B)
+        lines.append("workspace for T=%d, B=%d: %.2f MB (tape and backward scratch)"
+                     % (T, B, n * self.dtype.itemsize / 1e6))
+        return "\n".join(lines)
+
     # ------------------------------------------------------------ parameters
 
     def init_params(self, seed=0):

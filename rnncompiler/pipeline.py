@@ -108,7 +108,21 @@ def _meta(cell, g, sizes, dtype, csrc):
     return {"name": cell.name, "dtype": dtype, "prefix": csrc.prefix, "cdef": csrc.cdef,
             "input_size": sizes["I"], "hidden_size": sizes["H"], "sizes": sizes,
             "states": g.graph["states"], "output_size": csrc.layout.O,
-            "params": [(n, list(s)) for n, s in g.graph["params"]]}
+            "params": [(n, list(s)) for n, s in g.graph["params"]],
+            "tape": tape_plan_rows(g, csrc.layout)}
+
+
+def tape_plan_rows(g, layout):
+    """What each value array holds, its width per batch row, and whether it is taped."""
+    from .equations import display_names
+    names = display_names(g)
+    rows = [{"holds": [s + "[t-1]" for s, _ in g.graph["states"]], "width": layout.S,
+             "taped": True}]
+    for a in layout.arrays:
+        held = [names[n][0] for n, (arr, _, _) in layout.value.items()
+                if arr == a.name and n in names and n != "x" and not n.startswith("state.")]
+        rows.append({"holds": held, "width": a.width, "taped": a.taped})
+    return rows
 
 
 def compile(cell, input_size, hidden_size, dtype="float32", *, sizes=None, opt_level=None,

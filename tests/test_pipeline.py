@@ -396,3 +396,10 @@ def test_threads_give_the_same_results():
     np.testing.assert_allclose(out[1][1].x, out[3][1].x, rtol=1e-10, atol=1e-12)
     with pytest.raises(ValueError, match="n: expected an int >= 1"):
         rc.set_num_threads(0)
+
+
+def test_tape_plan_names_what_is_kept():
+    plan = compiled("lstm").tape_plan(T=10, B=2)
+    assert "a_f[t], a_i[t], a_g[t], a_o[t]" in plan and "c[t]" in plan
+    assert "not kept (recomputed or not needed): h[t]" in plan
+    assert "workspace for T=10, B=2" in plan
