@@ -207,6 +207,15 @@ def _elementwise(fn, operands, where, what="elementwise"):
                       scalar=not vectors, where=where)
 
 
+def _per_row(v, where):
+    """A learnable vector used where per-row values are needed (a linear map's operand, a
+    concat, a reduction) becomes a broadcast copy: those operations read rows."""
+    if v._tracer.nodes[v.id].op != "param":
+        return v
+    a0 = sympy.Symbol("a0", real=True)
+    return v._tracer.add("ew", args=(v.id,), expr=a0, size=v.size, where=where)
+
+
 class Vec:
     """A symbolic vector (one value per unit and batch row) inside a traced cell."""
     __slots__ = ("_tracer", "id", "size", "scalar")
@@ -277,7 +286,7 @@ class Params:
             raise CellError("%s: %s needs a vector of this cell, got %r" % (where, what, v))
         if v.scalar:
             raise CellError("%s: %s needs a vector, got a broadcast scalar" % (where, what))
-        return v
+        return _per_row(v, where)
 
 
 # ---------------------------------------------------------------- public DSL functions
@@ -341,6 +350,7 @@ def concat(*vectors):
         if not isinstance(v, Vec) or v.scalar:
             raise CellError("%s: rc.concat takes vectors, got %r" % (where, v))
         tracer = tracer or v._tracer
+    vectors = [_per_row(v, where) for v in vectors]
     size = Size()
     for v in vectors:
         size = size + v.size
@@ -352,6 +362,7 @@ def _reduction(how):
         where = _user_where()
         if not isinstance(v, Vec) or v.scalar:
             raise CellError("%s: rc.%s takes a vector, got %r" % (where, how, v))
+        v = _per_row(v, where)
         return v._tracer.add("reduce", args=(v.id,), how=how, scalar=True, where=where)
     reduce.__name__ = how
     reduce.__doc__ = "The %s over the units of a vector: a per-row scalar." % how

@@ -403,3 +403,29 @@ def test_tape_plan_names_what_is_kept():
     assert "a_f[t], a_i[t], a_g[t], a_o[t]" in plan and "c[t]" in plan
     assert "not kept (recomputed or not needed): h[t]" in plan
     assert "workspace for T=10, B=2" in plan
+
+
+@rc.cell(states=("h", "c"), output="h")
+def odd_corners(x, h, c, p):
+    """Learnable vectors where rows are needed, an unused input, a constant state part."""
+    u = p.vector("u")
+    a = p.linear("W", rc.concat(h, u), bias="b") + p.linear("V", u, size="H")
+    m = rc.mean(u) + rc.sum(p.vector("w") * h)
+    return {"h": rc.tanh(a + m), "c": c * 0.5 + p.vector("k")}
+
+
+@rc.cell(states=("h",))
+def ignores_x(x, h, p):
+    return {"h": rc.tanh(p.linear("W", h)) + h * p.scalar("s")}
+
+
+@pytest.mark.parametrize("cell", [odd_corners, ignores_x], ids=lambda c: c.name)
+def test_corner_cells(cell):
+    report = rc.gradcheck(cell, input_size=2, hidden_size=3, T=4, B=2, lengths=[4, 1])
+    assert report.ok, str(report)
+    kern = rc.compile(cell, 2, 3, "float64")
+    g = build_graph(cell.spec, {"H": 3, "I": 2})
+    params = kern.init_params(seed=1)
+    x, state0 = random_inputs(kern, T=4, B=2)
+    y_ref, _ = evaluate(g, params, x, state0)
+    np.testing.assert_allclose(kern.forward(params, x, state0).outputs, y_ref, rtol=1e-12)
