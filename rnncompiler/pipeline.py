@@ -13,12 +13,12 @@ import numpy as np
 import sympy
 
 from . import build
-from .autodiff import differentiate
-from .codegen import render_c
 from .dsl import Cell, check_identifier
 from .errors import CellError
-from .graph import build_graph, format_graph, fuse_elementwise
 from .kernel import Kernel
+
+# graph (networkx), autodiff and codegen are imported when a kernel is first built: a
+# cache hit needs none of them
 
 VERSION = "0.1.0"
 DTYPES = ("float32", "float64")
@@ -91,6 +91,9 @@ def cache_key(cell, sizes, dtype, opt_level, blas):
 
 def lower(cell, sizes, dtype, blas, prefix="rnnc"):
     """Cell -> (fused step graph, backward step, C source): the whole symbolic part."""
+    from .autodiff import differentiate
+    from .codegen import render_c
+    from .graph import build_graph, format_graph, fuse_elementwise
     g = fuse_elementwise(build_graph(cell.spec, sizes))
     bwd = differentiate(g)
     csrc = render_c(g, bwd, dtype, prefix=prefix, blas=blas, fast_math=True)
@@ -165,7 +168,9 @@ def load_kernel(key, c_text, meta, opt_level, blas):
 
 
 def _equations(cell, sizes, dtype):
+    from .autodiff import differentiate
     from .equations import derive_equations
+    from .graph import build_graph, fuse_elementwise
     g = fuse_elementwise(build_graph(cell.spec, sizes))
     return derive_equations(g, differentiate(g))
 

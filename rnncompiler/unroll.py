@@ -6,13 +6,12 @@ step t is the node that produced it at step t-1, and state0 is ("state0.<s>", No
 """
 from __future__ import annotations
 
-import networkx as nx
-
-from .graph import build_graph, param_name
 
 
 def unroll_graph(g, T):
     """The time DAG of step graph `g` over T steps."""
+    import networkx as nx
+    from .graph import param_name
     if not isinstance(T, int) or T < 1:
         raise ValueError("T: expected an int >= 1, got %r" % (T,))
     dag = nx.DiGraph(name=g.graph["name"], T=T, states=g.graph["states"])
@@ -44,5 +43,6 @@ def unroll_graph(g, T):
 
 def unroll(cell, T, *, input_size=3, hidden_size=4, sizes=None):
     """rc.unroll(cell, T): the networkx.DiGraph of the cell unrolled over T steps."""
+    from .graph import build_graph
     bound = dict(sizes or {}, H=hidden_size, I=input_size)
     return unroll_graph(build_graph(cell.spec, bound), T)
