@@ -8,6 +8,7 @@ one step of adjoints, a chunk of bundle adjoints and the carried state adjoints.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from .. import mathfn
@@ -271,15 +272,37 @@ def _state_io(L, ctype):
 
 # ---------------------------------------------------------------- forward
 
+def step_pointers(L):
+    """Names of the pointers a step declares: value arrays, x_t and states, adjoints."""
+    names = ["x_t"] + ["s%d" % k for k in range(len(L.states))] + [a.name for a in L.arrays]
+    return names + [name for name, _, _ in L.adj_arrays] + ["params", "dparams"]
+
+
+def as_function(name, loop, ctype, L, writable):
+    """A fused loop as a static function of the step pointers it uses, and the line that
+    calls it: small functions keep gcc -O3 fast, and each equation reads on its own."""
+    if not loop:
+        return [], []
+    comment_line, body = loop[0], loop[1:]
+    text = "\n".join(body)
+    used = [v for v in step_pointers(L) if re.search(r"\b%s\b" % v, text)]
+    args = ["int t", "int B", "const int *lengths"] + [
+        "%s%s *%s" % ("" if v in writable else "const ", ctype, v) for v in used]
+    definition = [comment_line, "static void %s(%s)" % (name, ", ".join(args)), "{",
+                  "    (void)t; (void)lengths;"] + ["    " + ln for ln in body] + ["}"]
+    return ["\n".join(definition)], ["%s(%s);" % (name, ", ".join(["t", "B", "lengths"] + used))]
+
+
 def _op_forward(g, L, n, printer, ctype):
     d = g.nodes[n]
     if n in L.elided:
-        return []
+        return [], []
     if d["op"] == "ew":
-        return forward_loop(g, L, n, printer, ctype)
+        return as_function("fwd_" + L.value[n][0], forward_loop(g, L, n, printer, ctype),
+                           ctype, L, writable={L.value[n][0]})
     if d["op"] == "linear":
         b = L.bundle_of[n]
-        return linear.step_forward(L, b, ctype) if b.members[0] == n else []
+        return [], (linear.step_forward(L, b, ctype) if b.members[0] == n else [])
     out, ostride = ref(L, n)
     if d["op"] == "concat":
         code = [comment("%s = [%s]" % (label(L, n), "; ".join(label(L, a) for a in d["args"]))),
@@ -291,12 +314,12 @@ def _op_forward(g, L, n, printer, ctype):
             code.append("    for (ptrdiff_t j = 0; j < %d; ++j) %s[b * %d + %d + j] = %s[b * %d + j];"
                         % (m, out, ostride, off, src, stride))
             off += m
-        return code + ["}"]
+        return [], code + ["}"]
     if d["op"] == "reduce":
         src, stride = ref(L, d["args"][0])
         m = g.nodes[d["args"][0]]["size"]
         scale = " / %d" % m if d["how"] == "mean" else ""
-        return [comment("%s = %s(%s)" % (label(L, n), d["how"], label(L, d["args"][0]))),
+        return [], [comment("%s = %s(%s)" % (label(L, n), d["how"], label(L, d["args"][0]))),
                 "for (ptrdiff_t b = 0; b < B; ++b) {",
                 "    %s acc = 0;" % ctype,
                 "    for (ptrdiff_t j = 0; j < %d; ++j) acc += %s[b * %d + j];" % (m, src, stride),
@@ -323,9 +346,11 @@ def _forward(g, L, printer, ctype, p):
     for a in L.arrays:
         pointers.append("%s%s *restrict %s = A_%s + (ptrdiff_t)%s * B * %d; (void)%s;"
                         % (ind, ctype, a.name, a.name, _step_index(a), a.width, a.name))
-    body = []
+    defs, body = [], []
     for n in topo_order(g):
-        body += _op_forward(g, L, n, printer, ctype)
+        d, code = _op_forward(g, L, n, printer, ctype)
+        defs += d
+        body += code
     out, ostride = ref(L, g.graph["output"])
     update = [comment("the new states; rows past their length keep the old ones")]
     for k, (_, size, _, _, node) in enumerate(L.states):
@@ -372,7 +397,7 @@ def _forward(g, L, printer, ctype, p):
         "              const {r} *state0, {r} *y, {r} *state_T, {r} *work)",
         "{ return {p}_run_forward(T, B, params, x, lengths, state0, y, state_T, work, 0, 1); }",
     ]
-    return "\n".join(lines).replace("{r}", ctype).replace("{p}", p)
+    return "\n\n".join(defs + ["\n".join(lines).replace("{r}", ctype).replace("{p}", p)])
 
 
 def _forward_regions(L, ctype, keep):
@@ -398,13 +423,14 @@ def _forward_regions(L, ctype, keep):
 
 def _op_backward(g, L, op, printer, ctype):
     if isinstance(op, EwGrad):
-        return backward_loop(g, L, op, printer, ctype)
+        return as_function("bwd_" + L.value[op.node][0], backward_loop(g, L, op, printer, ctype),
+                           ctype, L, writable={v for v in step_pointers(L) if v.startswith("d")})
     if isinstance(op, LinearGrad):
         b = L.bundle_of[op.node]
-        return linear.step_backward(L, b) if b.members[0] == op.node else []
+        return [], (linear.step_backward(L, b) if b.members[0] == op.node else [])
     if isinstance(op, ConcatGrad):
         if op.node in L.elided:
-            return []
+            return [], []
         src, sstride = ref(L, op.node, adjoint=True)
         code = [comment("split d%s" % label(L, op.node)), "for (ptrdiff_t b = 0; b < B; ++b) {"]
         off = 0
@@ -414,13 +440,13 @@ def _op_backward(g, L, op, printer, ctype):
             code.append("    for (ptrdiff_t j = 0; j < %d; ++j) %s[b * %d + j] += %s[b * %d + %d + j];"
                         % (m, dst, stride, src, sstride, off))
             off += m
-        return code + ["}"]
+        return [], code + ["}"]
     if isinstance(op, ReduceGrad):
         m = g.nodes[op.v]["size"]
         src, sstride = ref(L, op.node, adjoint=True)
         dst, stride = ref(L, op.v, adjoint=True)
         scale = " / %d" % m if op.how == "mean" else ""
-        return [comment("d%s += d%s, every unit" % (label(L, op.v), label(L, op.node))),
+        return [], [comment("d%s += d%s, every unit" % (label(L, op.v), label(L, op.node))),
                 "for (ptrdiff_t b = 0; b < B; ++b) {",
                 "    const %s gb = %s[b * %d]%s;" % (ctype, src, sstride, scale),
                 "    for (ptrdiff_t j = 0; j < %d; ++j) %s[b * %d + j] += gb;" % (m, dst, stride),
@@ -489,9 +515,11 @@ def _backward(g, bwd, L, printer, ctype, p):
         soff += size
     carry += ["if (dx) memcpy(dx + (ptrdiff_t)t * B * %d, d_x_t, sizeof(%s) * (size_t)B * %d);"
               % (L.I, ctype, L.I)]
-    body = []
+    defs, body = [], []
     for op in bwd.ops:
-        body += _op_backward(g, L, op, printer, ctype)
+        d, code = _op_backward(g, L, op, printer, ctype)
+        defs += d
+        body += code
     after = [ln for b in L.bundles for ln in linear.chunk_backward(g, L, b, ctype)]
     scatter = [ln for b in L.bundles for ln in linear.scatter_gradients(L, b)]
     dcarry_args = ", ".join("dcarry + (ptrdiff_t)B * %d" % sum(st[1] for st in L.states[:k])
@@ -531,4 +559,4 @@ def _backward(g, bwd, L, printer, ctype, p):
         "                 {r} *dparams, {r} *dx, {r} *dstate0)",
         "{ return {p}_run_backward(T, B, params, x, lengths, state0, work, dy, dstate_T, dparams, dx, dstate0, NULL, 1); }",
     ]
-    return "\n".join(lines).replace("{r}", ctype).replace("{p}", p)
+    return "\n\n".join(defs + ["\n".join(lines).replace("{r}", ctype).replace("{p}", p)])

@@ -167,6 +167,21 @@ static void states_to_rows(int B, const float *h0, float *rows)
         rows[b * 4 + 0 + j] = h0[b * 4 + j];
 }
 
+/* v2 = tanh(L0) */
+static void fwd_v2(int t, int B, const int *lengths, const float *L0, float *v2)
+{
+    (void)t; (void)lengths;
+    for (ptrdiff_t b = 0; b < B; ++b) {
+        float *restrict o = v2 + b * 4;
+        if (!VALID(b)) { for (ptrdiff_t j = 0; j < 4; ++j) o[j] = 0; continue; }
+        const float *restrict r0 = L0 + b * 4;
+        for (ptrdiff_t j = 0; j < 4; ++j) {
+            const float a0 = r0[j];
+            o[j] = rnnc_tanhf(a0);
+        }
+    }
+}
+
 /* keep = 1: a tape for backward; keep = 0: two state slots and a chunk of values;
    threads: for the hoisted GEMMs */
 int rnnc_run_forward(int T, int B, const float *params, const float *x, const int *lengths,
@@ -205,16 +220,7 @@ int rnnc_run_forward(int T, int B, const float *params, const float *x, const in
             float *restrict v2 = A_v2 + (ptrdiff_t)(keep ? t : 0) * B * 4; (void)v2;
             /* L0 = bias + s0 W_0^T + x_t W_x^T */
             gemm_nt(B, 4, 4, s0, 4, pack + 0, 4, L0, 4);
-            /* v2 = tanh(L0) */
-            for (ptrdiff_t b = 0; b < B; ++b) {
-                float *restrict o = v2 + b * 4;
-                if (!VALID(b)) { for (ptrdiff_t j = 0; j < 4; ++j) o[j] = 0; continue; }
-                const float *restrict r0 = L0 + b * 4;
-                for (ptrdiff_t j = 0; j < 4; ++j) {
-                    const float a0 = r0[j];
-                    o[j] = rnnc_tanhf(a0);
-                }
-            }
+            fwd_v2(t, B, lengths, L0, v2);
             /* the new states; rows past their length keep the old ones */
             for (ptrdiff_t b = 0; b < B; ++b) for (ptrdiff_t j = 0; j < 4; ++j)
                 next0[b * 4 + j] = VALID(b) ? v2[b * 4 + j] : s0[b * 4 + j];
@@ -233,6 +239,23 @@ int rnnc_forward(int T, int B, const float *params, const float *x, const int *l
 int rnnc_infer(int T, int B, const float *params, const float *x, const int *lengths,
               const float *state0, float *y, float *state_T, float *work)
 { return rnnc_run_forward(T, B, params, x, lengths, state0, y, state_T, work, 0, 1); }
+
+/* adjoints of the operands of v2 */
+static void bwd_v2(int t, int B, const int *lengths, const float *v2, float *d_L0, float *d_v2)
+{
+    (void)t; (void)lengths;
+    for (ptrdiff_t b = 0; b < B; ++b) {
+        if (!VALID(b)) continue;
+        const float *restrict gr = d_v2 + b * 4;
+        const float *restrict yr = v2 + b * 4;
+        float *restrict dr0 = d_L0 + b * 4;
+        for (ptrdiff_t j = 0; j < 4; ++j) {
+            const float g = gr[j];
+            const float y = yr[j];
+            dr0[j] += g*(1 - (y*y));
+        }
+    }
+}
 
 /* dstates (T x B x S, or NULL): dL/d(state after step t), every t;
    threads: for the GEMMs after each chunk */
@@ -277,18 +300,7 @@ int rnnc_run_backward(int T, int B, const float *params, const float *x, const i
             /* dL/d(state after step t), the other states held fixed: the carry, plus dy_t for the state that is the output */
             if (dstates) for (ptrdiff_t b = 0; b < B; ++b) for (ptrdiff_t j = 0; j < 4; ++j)
                 dstates[((ptrdiff_t)t * B + b) * 4 + 0 + j] = (dy && VALID(b) ? dy[((ptrdiff_t)t * B + b) * 4 + j] : 0) + dcarry[(ptrdiff_t)B * 0 + b * 4 + j];
-            /* adjoints of the operands of v2 */
-            for (ptrdiff_t b = 0; b < B; ++b) {
-                if (!VALID(b)) continue;
-                const float *restrict gr = d_v2 + b * 4;
-                const float *restrict yr = v2 + b * 4;
-                float *restrict dr0 = d_L0 + b * 4;
-                for (ptrdiff_t j = 0; j < 4; ++j) {
-                    const float g = gr[j];
-                    const float y = yr[j];
-                    dr0[j] += g*(1 - (y*y));
-                }
-            }
+            bwd_v2(t, B, lengths, v2, d_L0, d_v2);
             /* ds0 += dL0 W */
             gemm_nn(B, 4, 4, d_L0, 4, pack + 0, 4, d_s0, 4);
             /* adjoints of the states at t-1; rows past their length pass theirs through */

@@ -171,6 +171,48 @@ static void states_to_rows(int B, const float *h0, float *rows)
         rows[b * 4 + 0 + j] = h0[b * 4 + j];
 }
 
+/* v4 = σ(L0[4:] + L1[4:]) */
+static void fwd_v4(int t, int B, const int *lengths, const float *L0, const float *L1, float *v4)
+{
+    (void)t; (void)lengths;
+    for (ptrdiff_t b = 0; b < B; ++b) {
+        float *restrict o = v4 + b * 4;
+        if (!VALID(b)) { for (ptrdiff_t j = 0; j < 4; ++j) o[j] = 0; continue; }
+        const float *restrict r0 = (L0 + 4) + b * 12;
+        const float *restrict r1 = (L1 + 4) + b * 12;
+        for (ptrdiff_t j = 0; j < 4; ++j) {
+            const float a0 = r0[j];
+            const float a1 = r1[j];
+            o[j] = rnnc_sigmoidf(a0 + a1);
+        }
+    }
+}
+
+/* v7 = s0*v4 + (1 - v4)*tanh(L0[8:] + L1[8:]*σ(L0 + L1)) */
+static void fwd_v7(int t, int B, const int *lengths, const float *s0, const float *L0, const float *L1, const float *v4, float *v7)
+{
+    (void)t; (void)lengths;
+    for (ptrdiff_t b = 0; b < B; ++b) {
+        float *restrict o = v7 + b * 4;
+        if (!VALID(b)) { for (ptrdiff_t j = 0; j < 4; ++j) o[j] = 0; continue; }
+        const float *restrict r0 = v4 + b * 4;
+        const float *restrict r1 = (L0 + 8) + b * 12;
+        const float *restrict r2 = L0 + b * 12;
+        const float *restrict r3 = L1 + b * 12;
+        const float *restrict r4 = (L1 + 8) + b * 12;
+        const float *restrict r5 = s0 + b * 4;
+        for (ptrdiff_t j = 0; j < 4; ++j) {
+            const float a0 = r0[j];
+            const float a1 = r1[j];
+            const float a2 = r2[j];
+            const float a3 = r3[j];
+            const float a4 = r4[j];
+            const float a5 = r5[j];
+            o[j] = a0*a5 + (1 - a0)*rnnc_tanhf(a1 + a4*rnnc_sigmoidf(a2 + a3));
+        }
+    }
+}
+
 /* keep = 1: a tape for backward; keep = 0: two state slots and a chunk of values;
    threads: for the hoisted GEMMs */
 int rnnc_run_forward(int T, int B, const float *params, const float *x, const int *lengths,
@@ -230,38 +272,8 @@ int rnnc_run_forward(int T, int B, const float *params, const float *x, const in
             for (ptrdiff_t i = 0; i < B; ++i) for (ptrdiff_t r = 0; r < 12; ++r)
                 L1[i * 12 + r] = pack[96 + r];
             gemm_nt(B, 12, 4, s0, 4, pack + 48, 4, L1, 12);
-            /* v4 = σ(L0[4:] + L1[4:]) */
-            for (ptrdiff_t b = 0; b < B; ++b) {
-                float *restrict o = v4 + b * 4;
-                if (!VALID(b)) { for (ptrdiff_t j = 0; j < 4; ++j) o[j] = 0; continue; }
-                const float *restrict r0 = (L0 + 4) + b * 12;
-                const float *restrict r1 = (L1 + 4) + b * 12;
-                for (ptrdiff_t j = 0; j < 4; ++j) {
-                    const float a0 = r0[j];
-                    const float a1 = r1[j];
-                    o[j] = rnnc_sigmoidf(a0 + a1);
-                }
-            }
-            /* v7 = s0*v4 + (1 - v4)*tanh(L0[8:] + L1[8:]*σ(L0 + L1)) */
-            for (ptrdiff_t b = 0; b < B; ++b) {
-                float *restrict o = v7 + b * 4;
-                if (!VALID(b)) { for (ptrdiff_t j = 0; j < 4; ++j) o[j] = 0; continue; }
-                const float *restrict r0 = v4 + b * 4;
-                const float *restrict r1 = (L0 + 8) + b * 12;
-                const float *restrict r2 = L0 + b * 12;
-                const float *restrict r3 = L1 + b * 12;
-                const float *restrict r4 = (L1 + 8) + b * 12;
-                const float *restrict r5 = s0 + b * 4;
-                for (ptrdiff_t j = 0; j < 4; ++j) {
-                    const float a0 = r0[j];
-                    const float a1 = r1[j];
-                    const float a2 = r2[j];
-                    const float a3 = r3[j];
-                    const float a4 = r4[j];
-                    const float a5 = r5[j];
-                    o[j] = a0*a5 + (1 - a0)*rnnc_tanhf(a1 + a4*rnnc_sigmoidf(a2 + a3));
-                }
-            }
+            fwd_v4(t, B, lengths, L0, L1, v4);
+            fwd_v7(t, B, lengths, s0, L0, L1, v4, v7);
             /* the new states; rows past their length keep the old ones */
             for (ptrdiff_t b = 0; b < B; ++b) for (ptrdiff_t j = 0; j < 4; ++j)
                 next0[b * 4 + j] = VALID(b) ? v7[b * 4 + j] : s0[b * 4 + j];
@@ -280,6 +292,68 @@ int rnnc_forward(int T, int B, const float *params, const float *x, const int *l
 int rnnc_infer(int T, int B, const float *params, const float *x, const int *lengths,
               const float *state0, float *y, float *state_T, float *work)
 { return rnnc_run_forward(T, B, params, x, lengths, state0, y, state_T, work, 0, 1); }
+
+/* adjoints of the operands of v7 */
+static void bwd_v7(int t, int B, const int *lengths, const float *s0, const float *L0, const float *L1, const float *v4, float *d_s0, float *d_L0, float *d_L1, float *d_v4, float *d_v7)
+{
+    (void)t; (void)lengths;
+    for (ptrdiff_t b = 0; b < B; ++b) {
+        if (!VALID(b)) continue;
+        const float *restrict gr = d_v7 + b * 4;
+        const float *restrict r0 = v4 + b * 4;
+        const float *restrict r1 = (L0 + 8) + b * 12;
+        const float *restrict r2 = L0 + b * 12;
+        const float *restrict r3 = L1 + b * 12;
+        const float *restrict r4 = (L1 + 8) + b * 12;
+        const float *restrict r5 = s0 + b * 4;
+        float *restrict dr0 = d_v4 + b * 4;
+        float *restrict dr1 = (d_L0 + 8) + b * 12;
+        float *restrict dr2 = d_L0 + b * 12;
+        float *restrict dr3 = d_L1 + b * 12;
+        float *restrict dr4 = (d_L1 + 8) + b * 12;
+        float *restrict dr5 = d_s0 + b * 4;
+        for (ptrdiff_t j = 0; j < 4; ++j) {
+            const float g = gr[j];
+            const float a0 = r0[j];
+            const float a1 = r1[j];
+            const float a2 = r2[j];
+            const float a3 = r3[j];
+            const float a4 = r4[j];
+            const float a5 = r5[j];
+            const float t0 = rnnc_sigmoidf(a2 + a3);
+            const float t1 = a4*t0;
+            const float t2 = rnnc_tanhf(a1 + t1);
+            const float t3 = g*(1 - a0)*(1 - (t2*t2));
+            const float t4 = t1*t3*(1 - t0);
+            dr0[j] += g*(a5 - t2);
+            dr1[j] += t3;
+            dr2[j] += t4;
+            dr3[j] += t4;
+            dr4[j] += t0*t3;
+            dr5[j] += a0*g;
+        }
+    }
+}
+
+/* adjoints of the operands of v4 */
+static void bwd_v4(int t, int B, const int *lengths, const float *v4, float *d_L0, float *d_L1, float *d_v4)
+{
+    (void)t; (void)lengths;
+    for (ptrdiff_t b = 0; b < B; ++b) {
+        if (!VALID(b)) continue;
+        const float *restrict gr = d_v4 + b * 4;
+        const float *restrict yr = v4 + b * 4;
+        float *restrict dr0 = (d_L0 + 4) + b * 12;
+        float *restrict dr1 = (d_L1 + 4) + b * 12;
+        for (ptrdiff_t j = 0; j < 4; ++j) {
+            const float g = gr[j];
+            const float y = yr[j];
+            const float t0 = g*y*(1 - y);
+            dr0[j] += t0;
+            dr1[j] += t0;
+        }
+    }
+}
 
 /* dstates (T x B x S, or NULL): dL/d(state after step t), every t;
    threads: for the GEMMs after each chunk */
@@ -332,58 +406,8 @@ int rnnc_run_backward(int T, int B, const float *params, const float *x, const i
             /* dL/d(state after step t), the other states held fixed: the carry, plus dy_t for the state that is the output */
             if (dstates) for (ptrdiff_t b = 0; b < B; ++b) for (ptrdiff_t j = 0; j < 4; ++j)
                 dstates[((ptrdiff_t)t * B + b) * 4 + 0 + j] = (dy && VALID(b) ? dy[((ptrdiff_t)t * B + b) * 4 + j] : 0) + dcarry[(ptrdiff_t)B * 0 + b * 4 + j];
-            /* adjoints of the operands of v7 */
-            for (ptrdiff_t b = 0; b < B; ++b) {
-                if (!VALID(b)) continue;
-                const float *restrict gr = d_v7 + b * 4;
-                const float *restrict r0 = v4 + b * 4;
-                const float *restrict r1 = (L0 + 8) + b * 12;
-                const float *restrict r2 = L0 + b * 12;
-                const float *restrict r3 = L1 + b * 12;
-                const float *restrict r4 = (L1 + 8) + b * 12;
-                const float *restrict r5 = s0 + b * 4;
-                float *restrict dr0 = d_v4 + b * 4;
-                float *restrict dr1 = (d_L0 + 8) + b * 12;
-                float *restrict dr2 = d_L0 + b * 12;
-                float *restrict dr3 = d_L1 + b * 12;
-                float *restrict dr4 = (d_L1 + 8) + b * 12;
-                float *restrict dr5 = d_s0 + b * 4;
-                for (ptrdiff_t j = 0; j < 4; ++j) {
-                    const float g = gr[j];
-                    const float a0 = r0[j];
-                    const float a1 = r1[j];
-                    const float a2 = r2[j];
-                    const float a3 = r3[j];
-                    const float a4 = r4[j];
-                    const float a5 = r5[j];
-                    const float t0 = rnnc_sigmoidf(a2 + a3);
-                    const float t1 = a4*t0;
-                    const float t2 = rnnc_tanhf(a1 + t1);
-                    const float t3 = g*(1 - a0)*(1 - (t2*t2));
-                    const float t4 = t1*t3*(1 - t0);
-                    dr0[j] += g*(a5 - t2);
-                    dr1[j] += t3;
-                    dr2[j] += t4;
-                    dr3[j] += t4;
-                    dr4[j] += t0*t3;
-                    dr5[j] += a0*g;
-                }
-            }
-            /* adjoints of the operands of v4 */
-            for (ptrdiff_t b = 0; b < B; ++b) {
-                if (!VALID(b)) continue;
-                const float *restrict gr = d_v4 + b * 4;
-                const float *restrict yr = v4 + b * 4;
-                float *restrict dr0 = (d_L0 + 4) + b * 12;
-                float *restrict dr1 = (d_L1 + 4) + b * 12;
-                for (ptrdiff_t j = 0; j < 4; ++j) {
-                    const float g = gr[j];
-                    const float y = yr[j];
-                    const float t0 = g*y*(1 - y);
-                    dr0[j] += t0;
-                    dr1[j] += t0;
-                }
-            }
+            bwd_v7(t, B, lengths, s0, L0, L1, v4, d_s0, d_L0, d_L1, d_v4, d_v7);
+            bwd_v4(t, B, lengths, v4, d_L0, d_L1, d_v4);
             /* ds0 += dL1 W */
             gemm_nn(B, 4, 12, d_L1, 12, pack + 48, 4, d_s0, 4);
             /* adjoints of the states at t-1; rows past their length pass theirs through */

@@ -175,6 +175,44 @@ static void states_to_rows(int B, const float *h0, const float *h1, float *rows)
         rows[b * 8 + 4 + j] = h1[b * 4 + j];
 }
 
+/* v5 = s1*σ(L0) + tanh(L0[8:])*σ(L0[4:]) */
+static void fwd_v5(int t, int B, const int *lengths, const float *s1, const float *L0, float *v5)
+{
+    (void)t; (void)lengths;
+    for (ptrdiff_t b = 0; b < B; ++b) {
+        float *restrict o = v5 + b * 4;
+        if (!VALID(b)) { for (ptrdiff_t j = 0; j < 4; ++j) o[j] = 0; continue; }
+        const float *restrict r0 = L0 + b * 16;
+        const float *restrict r1 = s1 + b * 4;
+        const float *restrict r2 = (L0 + 4) + b * 16;
+        const float *restrict r3 = (L0 + 8) + b * 16;
+        for (ptrdiff_t j = 0; j < 4; ++j) {
+            const float a0 = r0[j];
+            const float a1 = r1[j];
+            const float a2 = r2[j];
+            const float a3 = r3[j];
+            o[j] = a1*rnnc_sigmoidf(a0) + rnnc_tanhf(a3)*rnnc_sigmoidf(a2);
+        }
+    }
+}
+
+/* v6 = tanh(v5)*σ(L0[12:]) */
+static void fwd_v6(int t, int B, const int *lengths, const float *L0, const float *v5, float *v6)
+{
+    (void)t; (void)lengths;
+    for (ptrdiff_t b = 0; b < B; ++b) {
+        float *restrict o = v6 + b * 4;
+        if (!VALID(b)) { for (ptrdiff_t j = 0; j < 4; ++j) o[j] = 0; continue; }
+        const float *restrict r0 = (L0 + 12) + b * 16;
+        const float *restrict r1 = v5 + b * 4;
+        for (ptrdiff_t j = 0; j < 4; ++j) {
+            const float a0 = r0[j];
+            const float a1 = r1[j];
+            o[j] = rnnc_tanhf(a1)*rnnc_sigmoidf(a0);
+        }
+    }
+}
+
 /* keep = 1: a tape for backward; keep = 0: two state slots and a chunk of values;
    threads: for the hoisted GEMMs */
 int rnnc_run_forward(int T, int B, const float *params, const float *x, const int *lengths,
@@ -233,34 +271,8 @@ int rnnc_run_forward(int T, int B, const float *params, const float *x, const in
             float *restrict v6 = A_v6 + (ptrdiff_t)0 * B * 4; (void)v6;
             /* L0 = bias + s0 W_0^T + x_t W_x^T */
             gemm_nt(B, 16, 4, s0, 4, pack + 0, 4, L0, 16);
-            /* v5 = s1*σ(L0) + tanh(L0[8:])*σ(L0[4:]) */
-            for (ptrdiff_t b = 0; b < B; ++b) {
-                float *restrict o = v5 + b * 4;
-                if (!VALID(b)) { for (ptrdiff_t j = 0; j < 4; ++j) o[j] = 0; continue; }
-                const float *restrict r0 = L0 + b * 16;
-                const float *restrict r1 = s1 + b * 4;
-                const float *restrict r2 = (L0 + 4) + b * 16;
-                const float *restrict r3 = (L0 + 8) + b * 16;
-                for (ptrdiff_t j = 0; j < 4; ++j) {
-                    const float a0 = r0[j];
-                    const float a1 = r1[j];
-                    const float a2 = r2[j];
-                    const float a3 = r3[j];
-                    o[j] = a1*rnnc_sigmoidf(a0) + rnnc_tanhf(a3)*rnnc_sigmoidf(a2);
-                }
-            }
-            /* v6 = tanh(v5)*σ(L0[12:]) */
-            for (ptrdiff_t b = 0; b < B; ++b) {
-                float *restrict o = v6 + b * 4;
-                if (!VALID(b)) { for (ptrdiff_t j = 0; j < 4; ++j) o[j] = 0; continue; }
-                const float *restrict r0 = (L0 + 12) + b * 16;
-                const float *restrict r1 = v5 + b * 4;
-                for (ptrdiff_t j = 0; j < 4; ++j) {
-                    const float a0 = r0[j];
-                    const float a1 = r1[j];
-                    o[j] = rnnc_tanhf(a1)*rnnc_sigmoidf(a0);
-                }
-            }
+            fwd_v5(t, B, lengths, s1, L0, v5);
+            fwd_v6(t, B, lengths, L0, v5, v6);
             /* the new states; rows past their length keep the old ones */
             for (ptrdiff_t b = 0; b < B; ++b) for (ptrdiff_t j = 0; j < 4; ++j)
                 next0[b * 4 + j] = VALID(b) ? v6[b * 4 + j] : s0[b * 4 + j];
@@ -281,6 +293,64 @@ int rnnc_forward(int T, int B, const float *params, const float *x, const int *l
 int rnnc_infer(int T, int B, const float *params, const float *x, const int *lengths,
               const float *state0, float *y, float *state_T, float *work)
 { return rnnc_run_forward(T, B, params, x, lengths, state0, y, state_T, work, 0, 1); }
+
+/* adjoints of the operands of v6 */
+static void bwd_v6(int t, int B, const int *lengths, const float *L0, const float *v5, float *d_L0, float *d_v5, float *d_v6)
+{
+    (void)t; (void)lengths;
+    for (ptrdiff_t b = 0; b < B; ++b) {
+        if (!VALID(b)) continue;
+        const float *restrict gr = d_v6 + b * 4;
+        const float *restrict r0 = (L0 + 12) + b * 16;
+        const float *restrict r1 = v5 + b * 4;
+        float *restrict dr0 = (d_L0 + 12) + b * 16;
+        float *restrict dr1 = d_v5 + b * 4;
+        for (ptrdiff_t j = 0; j < 4; ++j) {
+            const float g = gr[j];
+            const float a0 = r0[j];
+            const float a1 = r1[j];
+            const float t0 = rnnc_sigmoidf(a0);
+            const float t1 = rnnc_tanhf(a1);
+            const float t2 = g*t0;
+            dr0[j] += t1*t2*(1 - t0);
+            dr1[j] += t2*(1 - (t1*t1));
+        }
+    }
+}
+
+/* adjoints of the operands of v5 */
+static void bwd_v5(int t, int B, const int *lengths, const float *s1, const float *L0, float *d_s1, float *d_L0, float *d_v5)
+{
+    (void)t; (void)lengths;
+    for (ptrdiff_t b = 0; b < B; ++b) {
+        if (!VALID(b)) continue;
+        const float *restrict gr = d_v5 + b * 4;
+        const float *restrict r0 = L0 + b * 16;
+        const float *restrict r1 = s1 + b * 4;
+        const float *restrict r2 = (L0 + 4) + b * 16;
+        const float *restrict r3 = (L0 + 8) + b * 16;
+        float *restrict dr0 = d_L0 + b * 16;
+        float *restrict dr1 = d_s1 + b * 4;
+        float *restrict dr2 = (d_L0 + 4) + b * 16;
+        float *restrict dr3 = (d_L0 + 8) + b * 16;
+        for (ptrdiff_t j = 0; j < 4; ++j) {
+            const float g = gr[j];
+            const float a0 = r0[j];
+            const float a1 = r1[j];
+            const float a2 = r2[j];
+            const float a3 = r3[j];
+            const float t0 = rnnc_sigmoidf(a0);
+            const float t1 = g*t0;
+            const float t2 = rnnc_sigmoidf(a2);
+            const float t3 = rnnc_tanhf(a3);
+            const float t4 = g*t2;
+            dr0[j] += a1*t1*(1 - t0);
+            dr1[j] += t1;
+            dr2[j] += t3*t4*(1 - t2);
+            dr3[j] += t4*(1 - (t3*t3));
+        }
+    }
+}
 
 /* dstates (T x B x S, or NULL): dL/d(state after step t), every t;
    threads: for the GEMMs after each chunk */
@@ -335,54 +405,8 @@ int rnnc_run_backward(int T, int B, const float *params, const float *x, const i
                 dstates[((ptrdiff_t)t * B + b) * 8 + 0 + j] = (dy && VALID(b) ? dy[((ptrdiff_t)t * B + b) * 4 + j] : 0) + dcarry[(ptrdiff_t)B * 0 + b * 4 + j];
             if (dstates) for (ptrdiff_t b = 0; b < B; ++b) for (ptrdiff_t j = 0; j < 4; ++j)
                 dstates[((ptrdiff_t)t * B + b) * 8 + 4 + j] = dcarry[(ptrdiff_t)B * 4 + b * 4 + j];
-            /* adjoints of the operands of v6 */
-            for (ptrdiff_t b = 0; b < B; ++b) {
-                if (!VALID(b)) continue;
-                const float *restrict gr = d_v6 + b * 4;
-                const float *restrict r0 = (L0 + 12) + b * 16;
-                const float *restrict r1 = v5 + b * 4;
-                float *restrict dr0 = (d_L0 + 12) + b * 16;
-                float *restrict dr1 = d_v5 + b * 4;
-                for (ptrdiff_t j = 0; j < 4; ++j) {
-                    const float g = gr[j];
-                    const float a0 = r0[j];
-                    const float a1 = r1[j];
-                    const float t0 = rnnc_sigmoidf(a0);
-                    const float t1 = rnnc_tanhf(a1);
-                    const float t2 = g*t0;
-                    dr0[j] += t1*t2*(1 - t0);
-                    dr1[j] += t2*(1 - (t1*t1));
-                }
-            }
-            /* adjoints of the operands of v5 */
-            for (ptrdiff_t b = 0; b < B; ++b) {
-                if (!VALID(b)) continue;
-                const float *restrict gr = d_v5 + b * 4;
-                const float *restrict r0 = L0 + b * 16;
-                const float *restrict r1 = s1 + b * 4;
-                const float *restrict r2 = (L0 + 4) + b * 16;
-                const float *restrict r3 = (L0 + 8) + b * 16;
-                float *restrict dr0 = d_L0 + b * 16;
-                float *restrict dr1 = d_s1 + b * 4;
-                float *restrict dr2 = (d_L0 + 4) + b * 16;
-                float *restrict dr3 = (d_L0 + 8) + b * 16;
-                for (ptrdiff_t j = 0; j < 4; ++j) {
-                    const float g = gr[j];
-                    const float a0 = r0[j];
-                    const float a1 = r1[j];
-                    const float a2 = r2[j];
-                    const float a3 = r3[j];
-                    const float t0 = rnnc_sigmoidf(a0);
-                    const float t1 = g*t0;
-                    const float t2 = rnnc_sigmoidf(a2);
-                    const float t3 = rnnc_tanhf(a3);
-                    const float t4 = g*t2;
-                    dr0[j] += a1*t1*(1 - t0);
-                    dr1[j] += t1;
-                    dr2[j] += t3*t4*(1 - t2);
-                    dr3[j] += t4*(1 - (t3*t3));
-                }
-            }
+            bwd_v6(t, B, lengths, L0, v5, d_L0, d_v5, d_v6);
+            bwd_v5(t, B, lengths, s1, L0, d_s1, d_L0, d_v5);
             /* ds0 += dL0 W */
             gemm_nn(B, 4, 16, d_L0, 16, pack + 0, 4, d_s0, 4);
             /* adjoints of the states at t-1; rows past their length pass theirs through */

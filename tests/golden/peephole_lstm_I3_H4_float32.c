@@ -175,6 +175,47 @@ static void states_to_rows(int B, const float *h0, const float *h1, float *rows)
         rows[b * 8 + 4 + j] = h1[b * 4 + j];
 }
 
+/* v4 = s1*σ(L0 + P2*s1) + tanh(L0[8:])*σ(L0[4:] + P5*s1) */
+static void fwd_v4(int t, int B, const int *lengths, const float *s1, const float *L0, float *v4, const float *params)
+{
+    (void)t; (void)lengths;
+    for (ptrdiff_t b = 0; b < B; ++b) {
+        float *restrict o = v4 + b * 4;
+        if (!VALID(b)) { for (ptrdiff_t j = 0; j < 4; ++j) o[j] = 0; continue; }
+        const float *restrict r0 = L0 + b * 16;
+        const float *restrict r2 = s1 + b * 4;
+        const float *restrict r3 = (L0 + 4) + b * 16;
+        const float *restrict r5 = (L0 + 8) + b * 16;
+        for (ptrdiff_t j = 0; j < 4; ++j) {
+            const float a0 = r0[j];
+            const float a1 = params[32 + j];
+            const float a2 = r2[j];
+            const float a3 = r3[j];
+            const float a4 = params[68 + j];
+            const float a5 = r5[j];
+            o[j] = a2*rnnc_sigmoidf(a0 + a1*a2) + rnnc_tanhf(a5)*rnnc_sigmoidf(a2*a4 + a3);
+        }
+    }
+}
+
+/* v6 = tanh(v4)*σ(L0[12:] + P10*v4) */
+static void fwd_v6(int t, int B, const int *lengths, const float *L0, const float *v4, float *v6, const float *params)
+{
+    (void)t; (void)lengths;
+    for (ptrdiff_t b = 0; b < B; ++b) {
+        float *restrict o = v6 + b * 4;
+        if (!VALID(b)) { for (ptrdiff_t j = 0; j < 4; ++j) o[j] = 0; continue; }
+        const float *restrict r0 = (L0 + 12) + b * 16;
+        const float *restrict r2 = v4 + b * 4;
+        for (ptrdiff_t j = 0; j < 4; ++j) {
+            const float a0 = r0[j];
+            const float a1 = params[136 + j];
+            const float a2 = r2[j];
+            o[j] = rnnc_tanhf(a2)*rnnc_sigmoidf(a0 + a1*a2);
+        }
+    }
+}
+
 /* keep = 1: a tape for backward; keep = 0: two state slots and a chunk of values;
    threads: for the hoisted GEMMs */
 int rnnc_run_forward(int T, int B, const float *params, const float *x, const int *lengths,
@@ -233,37 +274,8 @@ int rnnc_run_forward(int T, int B, const float *params, const float *x, const in
             float *restrict v6 = A_v6 + (ptrdiff_t)0 * B * 4; (void)v6;
             /* L0 = bias + s0 W_0^T + x_t W_x^T */
             gemm_nt(B, 16, 4, s0, 4, pack + 0, 4, L0, 16);
-            /* v4 = s1*σ(L0 + P2*s1) + tanh(L0[8:])*σ(L0[4:] + P5*s1) */
-            for (ptrdiff_t b = 0; b < B; ++b) {
-                float *restrict o = v4 + b * 4;
-                if (!VALID(b)) { for (ptrdiff_t j = 0; j < 4; ++j) o[j] = 0; continue; }
-                const float *restrict r0 = L0 + b * 16;
-                const float *restrict r2 = s1 + b * 4;
-                const float *restrict r3 = (L0 + 4) + b * 16;
-                const float *restrict r5 = (L0 + 8) + b * 16;
-                for (ptrdiff_t j = 0; j < 4; ++j) {
-                    const float a0 = r0[j];
-                    const float a1 = params[32 + j];
-                    const float a2 = r2[j];
-                    const float a3 = r3[j];
-                    const float a4 = params[68 + j];
-                    const float a5 = r5[j];
-                    o[j] = a2*rnnc_sigmoidf(a0 + a1*a2) + rnnc_tanhf(a5)*rnnc_sigmoidf(a2*a4 + a3);
-                }
-            }
-            /* v6 = tanh(v4)*σ(L0[12:] + P10*v4) */
-            for (ptrdiff_t b = 0; b < B; ++b) {
-                float *restrict o = v6 + b * 4;
-                if (!VALID(b)) { for (ptrdiff_t j = 0; j < 4; ++j) o[j] = 0; continue; }
-                const float *restrict r0 = (L0 + 12) + b * 16;
-                const float *restrict r2 = v4 + b * 4;
-                for (ptrdiff_t j = 0; j < 4; ++j) {
-                    const float a0 = r0[j];
-                    const float a1 = params[136 + j];
-                    const float a2 = r2[j];
-                    o[j] = rnnc_tanhf(a2)*rnnc_sigmoidf(a0 + a1*a2);
-                }
-            }
+            fwd_v4(t, B, lengths, s1, L0, v4, params);
+            fwd_v6(t, B, lengths, L0, v4, v6, params);
             /* the new states; rows past their length keep the old ones */
             for (ptrdiff_t b = 0; b < B; ++b) for (ptrdiff_t j = 0; j < 4; ++j)
                 next0[b * 4 + j] = VALID(b) ? v6[b * 4 + j] : s0[b * 4 + j];
@@ -284,6 +296,75 @@ int rnnc_forward(int T, int B, const float *params, const float *x, const int *l
 int rnnc_infer(int T, int B, const float *params, const float *x, const int *lengths,
               const float *state0, float *y, float *state_T, float *work)
 { return rnnc_run_forward(T, B, params, x, lengths, state0, y, state_T, work, 0, 1); }
+
+/* adjoints of the operands of v6 */
+static void bwd_v6(int t, int B, const int *lengths, const float *L0, const float *v4, float *d_L0, float *d_v4, float *d_v6, const float *params, float *dparams)
+{
+    (void)t; (void)lengths;
+    for (ptrdiff_t b = 0; b < B; ++b) {
+        if (!VALID(b)) continue;
+        const float *restrict gr = d_v6 + b * 4;
+        const float *restrict r0 = (L0 + 12) + b * 16;
+        const float *restrict r2 = v4 + b * 4;
+        float *restrict dr0 = (d_L0 + 12) + b * 16;
+        float *restrict dr2 = d_v4 + b * 4;
+        for (ptrdiff_t j = 0; j < 4; ++j) {
+            const float g = gr[j];
+            const float a0 = r0[j];
+            const float a1 = params[136 + j];
+            const float a2 = r2[j];
+            const float t0 = rnnc_sigmoidf(a0 + a1*a2);
+            const float t1 = rnnc_tanhf(a2);
+            const float t2 = t0*t1*(1 - t0);
+            const float t3 = g*t2;
+            dr0[j] += t3;
+            dparams[136 + j] += a2*t3;
+            dr2[j] += g*(a1*t2 + t0*(1 - (t1*t1)));
+        }
+    }
+}
+
+/* adjoints of the operands of v4 */
+static void bwd_v4(int t, int B, const int *lengths, const float *s1, const float *L0, float *d_s1, float *d_L0, float *d_v4, const float *params, float *dparams)
+{
+    (void)t; (void)lengths;
+    for (ptrdiff_t b = 0; b < B; ++b) {
+        if (!VALID(b)) continue;
+        const float *restrict gr = d_v4 + b * 4;
+        const float *restrict r0 = L0 + b * 16;
+        const float *restrict r2 = s1 + b * 4;
+        const float *restrict r3 = (L0 + 4) + b * 16;
+        const float *restrict r5 = (L0 + 8) + b * 16;
+        float *restrict dr0 = d_L0 + b * 16;
+        float *restrict dr2 = d_s1 + b * 4;
+        float *restrict dr3 = (d_L0 + 4) + b * 16;
+        float *restrict dr5 = (d_L0 + 8) + b * 16;
+        for (ptrdiff_t j = 0; j < 4; ++j) {
+            const float g = gr[j];
+            const float a0 = r0[j];
+            const float a1 = params[32 + j];
+            const float a2 = r2[j];
+            const float a3 = r3[j];
+            const float a4 = params[68 + j];
+            const float a5 = r5[j];
+            const float t0 = a1*a2;
+            const float t1 = rnnc_sigmoidf(a0 + t0);
+            const float t2 = t1*(1 - t1);
+            const float t3 = g*t2;
+            const float t4 = rnnc_sigmoidf(a2*a4 + a3);
+            const float t5 = rnnc_tanhf(a5);
+            const float t6 = t5*(1 - t4);
+            const float t7 = g*t4;
+            const float t8 = t6*t7;
+            dr0[j] += a2*t3;
+            dparams[32 + j] += (a2*a2)*t3;
+            dr2[j] += g*(a4*t4*t6 + t0*t2 + t1);
+            dr3[j] += t8;
+            dparams[68 + j] += a2*t8;
+            dr5[j] += t7*(1 - (t5*t5));
+        }
+    }
+}
 
 /* dstates (T x B x S, or NULL): dL/d(state after step t), every t;
    threads: for the GEMMs after each chunk */
@@ -338,65 +419,8 @@ int rnnc_run_backward(int T, int B, const float *params, const float *x, const i
                 dstates[((ptrdiff_t)t * B + b) * 8 + 0 + j] = (dy && VALID(b) ? dy[((ptrdiff_t)t * B + b) * 4 + j] : 0) + dcarry[(ptrdiff_t)B * 0 + b * 4 + j];
             if (dstates) for (ptrdiff_t b = 0; b < B; ++b) for (ptrdiff_t j = 0; j < 4; ++j)
                 dstates[((ptrdiff_t)t * B + b) * 8 + 4 + j] = dcarry[(ptrdiff_t)B * 4 + b * 4 + j];
-            /* adjoints of the operands of v6 */
-            for (ptrdiff_t b = 0; b < B; ++b) {
-                if (!VALID(b)) continue;
-                const float *restrict gr = d_v6 + b * 4;
-                const float *restrict r0 = (L0 + 12) + b * 16;
-                const float *restrict r2 = v4 + b * 4;
-                float *restrict dr0 = (d_L0 + 12) + b * 16;
-                float *restrict dr2 = d_v4 + b * 4;
-                for (ptrdiff_t j = 0; j < 4; ++j) {
-                    const float g = gr[j];
-                    const float a0 = r0[j];
-                    const float a1 = params[136 + j];
-                    const float a2 = r2[j];
-                    const float t0 = rnnc_sigmoidf(a0 + a1*a2);
-                    const float t1 = rnnc_tanhf(a2);
-                    const float t2 = t0*t1*(1 - t0);
-                    const float t3 = g*t2;
-                    dr0[j] += t3;
-                    dparams[136 + j] += a2*t3;
-                    dr2[j] += g*(a1*t2 + t0*(1 - (t1*t1)));
-                }
-            }
-            /* adjoints of the operands of v4 */
-            for (ptrdiff_t b = 0; b < B; ++b) {
-                if (!VALID(b)) continue;
-                const float *restrict gr = d_v4 + b * 4;
-                const float *restrict r0 = L0 + b * 16;
-                const float *restrict r2 = s1 + b * 4;
-                const float *restrict r3 = (L0 + 4) + b * 16;
-                const float *restrict r5 = (L0 + 8) + b * 16;
-                float *restrict dr0 = d_L0 + b * 16;
-                float *restrict dr2 = d_s1 + b * 4;
-                float *restrict dr3 = (d_L0 + 4) + b * 16;
-                float *restrict dr5 = (d_L0 + 8) + b * 16;
-                for (ptrdiff_t j = 0; j < 4; ++j) {
-                    const float g = gr[j];
-                    const float a0 = r0[j];
-                    const float a1 = params[32 + j];
-                    const float a2 = r2[j];
-                    const float a3 = r3[j];
-                    const float a4 = params[68 + j];
-                    const float a5 = r5[j];
-                    const float t0 = a1*a2;
-                    const float t1 = rnnc_sigmoidf(a0 + t0);
-                    const float t2 = t1*(1 - t1);
-                    const float t3 = g*t2;
-                    const float t4 = rnnc_sigmoidf(a2*a4 + a3);
-                    const float t5 = rnnc_tanhf(a5);
-                    const float t6 = t5*(1 - t4);
-                    const float t7 = g*t4;
-                    const float t8 = t6*t7;
-                    dr0[j] += a2*t3;
-                    dparams[32 + j] += (a2*a2)*t3;
-                    dr2[j] += g*(a4*t4*t6 + t0*t2 + t1);
-                    dr3[j] += t8;
-                    dparams[68 + j] += a2*t8;
-                    dr5[j] += t7*(1 - (t5*t5));
-                }
-            }
+            bwd_v6(t, B, lengths, L0, v4, d_L0, d_v4, d_v6, params, dparams);
+            bwd_v4(t, B, lengths, s1, L0, d_s1, d_L0, d_v4, params, dparams);
             /* ds0 += dL0 W */
             gemm_nn(B, 4, 16, d_L0, 16, pack + 0, 4, d_s0, 4);
             /* adjoints of the states at t-1; rows past their length pass theirs through */
