@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import sympy
 
+from . import mathfn
 from .errors import CellError
 from .graph import LEAVES, topo_order
 
@@ -57,16 +58,31 @@ class Backward:
     tape: tuple               # op nodes whose forward values the backward pass reads
 
 
-def local_partials(expr, n_args):
+# Piecewise-constant functions: derivative 0 wherever it exists, and 0 at their jumps too
+# (PyTorch's choice for sign, floor, ceil and round); sympy would give DiracDelta or leave
+# the derivative unevaluated.
+STEP_FUNCTIONS = (sympy.sign, sympy.floor, sympy.ceiling, sympy.Heaviside)
+
+
+def _diff(f, a):
+    """df/da with the derivatives of step functions set to 0 (kinks as in PyTorch)."""
+    d = sympy.diff(f, a)
+    d = d.replace(lambda e: isinstance(e, sympy.Derivative) and isinstance(e.expr, STEP_FUNCTIONS),
+                  lambda e: sympy.S.Zero)
+    return d.replace(lambda e: isinstance(e, sympy.DiracDelta), lambda e: sympy.S.Zero)
+
+
+def local_partials(expr, n_args, where=""):
     """Each df/da_k of an elementwise expression, written through y = f where possible."""
     f = expr
     out = []
     for k in range(n_args):
         a = sympy.Symbol("a%d" % k, real=True)
-        d = sympy.diff(f, a)
+        d = _diff(f, a)
         if d.has(sympy.Derivative) or d.has(sympy.Subs):
-            raise CellError("cannot differentiate %s with respect to its operand %d: %s"
-                            % (f, k, d))
+            raise CellError("%s: cannot differentiate %s with respect to its operand %d: sympy "
+                            "gives %s; write the function with rc.activation(name, forward, "
+                            "derivative=...)" % (where, f, k, d))
         if f.has(sympy.Function) and f not in (a,):
             d = d.xreplace({f: Y})
         out.append(d)
@@ -98,11 +114,12 @@ def differentiate(g):
 
 
 def _ew_grad(g, n, d):
-    partials = local_partials(d["expr"], len(d["args"]))
+    partials = local_partials(d["expr"], len(d["args"]), d["where"])
     contributions = []
     for k, (a, p) in enumerate(zip(d["args"], partials, strict=True)):
         if p != 0:
             _check_finite_form(p, d["where"])
+            mathfn.check_expression(p, d["where"], what="the derivative of %s" % d["expr"])
             contributions.append((k, G * p))
     uses_y = any(c.has(Y) for _, c in contributions)
     return EwGrad(n, d["args"], tuple(contributions), uses_y)

@@ -8,6 +8,8 @@ closed forms, and whose C forms are numerically stable.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import sympy
 from sympy.core.function import AppliedUndef
@@ -114,6 +116,10 @@ def _np_clip(u, lo, hi):
 
 NUMPY_FUNCTIONS = {name: row[2] for name, row in FUNCTIONS.items()}
 NUMPY_FUNCTIONS["Clip"] = _np_clip
+# C99 functions numpy lacks: the reference evaluator takes them from math, element by element
+for _name in ("erf", "erfc", "gamma"):
+    NUMPY_FUNCTIONS[_name] = np.vectorize(getattr(math, _name), otypes=[float])
+NUMPY_FUNCTIONS["loggamma"] = np.vectorize(math.lgamma, otypes=[float])
 
 
 # Vectorisable exp, expm1 (of arguments <= 0) and tanh: Cody-Waite range reduction
@@ -241,7 +247,7 @@ class CPrinter(C99CodePrinter):
         return text
 
 
-def check_expression(expr, where):
+def check_expression(expr, where, what=None):
     """Raise CellError unless `expr` is real elementwise math that C and numpy can compute."""
     undefined = sorted(str(f.func) for f in expr.atoms(AppliedUndef))
     if undefined:
@@ -250,13 +256,18 @@ def check_expression(expr, where):
                         "e.g. with rc.activation(name, forward=lambda u: ...)"
                         % (where, ", ".join(undefined)))
     if expr.has(sympy.I) or expr.has(sympy.zoo) or expr.has(sympy.nan):
-        raise CellError("%s: the expression %s is not real-valued" % (where, expr))
+        raise CellError("%s: %s is not real-valued" % (where, _describe(expr, what)))
     try:
         CPrinter().doprint(expand_activations(expr))
     except Exception as exc:  # sympy raises several types for unprintable math
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise CellError("%s: %s cannot be written as C (%s); use functions such as exp, "
-                        "log, tanh, Abs, Piecewise or rc.activation" % (where, expr, first))
+                        "log, tanh, Abs, Piecewise, or rc.activation with a derivative"
+                        % (where, _describe(expr, what), first)) from None
+
+
+def _describe(expr, what):
+    return str(expr) if what is None else "%s, %s," % (what, expr)
 
 
 def expand_activations(expr):
