@@ -6,7 +6,7 @@ backward-through-time kernels over whole sequences on numpy arrays.
     ... def elman(x, h, p):
     ...     return {"h": rc.tanh(p.linear("W", rc.concat(h, x), bias="b"))}
     >>> elman.states
-    {'h': Size(terms=(('H', 1),), const=0)}
+    {'h': 'H'}
 """
 from .errors import CellError, CompileError, CacheSecurityError, NonFiniteError
 from .dsl import (Cell, cell, concat, elementwise, activation, sigmoid, tanh, relu, exp, log,

@@ -109,7 +109,8 @@ class CellSpec:
 
 @dataclass(frozen=True, eq=False)
 class Cell:
-    """A traced cell: `.name`, `.states` (name -> size spec) and its frozen `.spec`."""
+    """A traced cell: `.name`, `.states` (name -> size spec as declared, e.g. "H") and
+    its frozen `.spec`."""
     name: str
     states: dict
     spec: CellSpec
@@ -376,6 +377,7 @@ mean = _reduction("mean")
 # ---------------------------------------------------------------- @rc.cell
 
 def _states_spec(states, where):
+    """name -> Size, in declaration order."""
     if isinstance(states, str):
         states = (states,)
     if isinstance(states, dict):
@@ -468,5 +470,7 @@ def cell(fn=None, *, states=("h",), output=None):
     """
     def decorate(f):
         spec = trace_cell(f, states, output)
-        return Cell(f.__name__, dict(spec.states), spec, f)
+        given = dict(states) if isinstance(states, dict) else {s: "H" for s in (
+            (states,) if isinstance(states, str) else states)}
+        return Cell(f.__name__, given, spec, f)
     return decorate(fn) if fn is not None else decorate
