@@ -1,5 +1,8 @@
 """The forward and derived backward equations of a cell, as text and LaTeX, written in the
 notation of the docs: v[t] for a value at step t, δv for dL/dv, Σ_t for sums over time.
+
+`Equations` is a plain value stored with each compiled kernel, so a kernel loaded from the
+cache shows its equations without the graph stages; deriving them imports those stages.
 """
 from __future__ import annotations
 
@@ -7,8 +10,6 @@ from dataclasses import dataclass
 
 import sympy
 
-from .autodiff import G, Y, EwGrad, LinearGrad, ConcatGrad, ReduceGrad
-from .graph import topo_order, param_name
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,15 @@ class Equations:
         out += ["  %s %s %s" % eq for eq in self.backward]
         return "\n".join(out)
 
+    def as_dict(self):
+        """Plain lists of strings, for the kernel's JSON manifest."""
+        return {k: [list(eq) for eq in getattr(self, k)] for k in
+                ("forward", "backward", "forward_latex", "backward_latex")}
+
+    @classmethod
+    def from_dict(cls, d):
+        return cls(**{k: tuple(tuple(eq) for eq in v) for k, v in d.items()})
+
     def latex(self):
         """Both systems as LaTeX align environments."""
         def block(eqs):
@@ -38,6 +48,7 @@ class Equations:
 
 def display_names(g):
     """node id -> (text, latex) names: h[t] / h_{t}, c[t-1] / c_{t-1}, W_f / W_{f}, a_f[t]."""
+    from .graph import topo_order, param_name
     names = {"x": _at("x", "t")}
     for s, _ in g.graph["states"]:
         names["state." + s] = _at(s, "t-1")
@@ -79,6 +90,7 @@ def _tex(name):
 
 def _render(expr, args, names, node=None):
     """(text, latex) of an expression in a0..ak (and g, y) with display names."""
+    from .autodiff import G, Y
     subs_t, subs_l = {}, {}
     for k, a in enumerate(args):
         sym = sympy.Symbol("a%d" % k, real=True)
@@ -94,6 +106,7 @@ def _render(expr, args, names, node=None):
 
 def derive_equations(g, bwd):
     """Equations of fused step graph g and its backward step bwd."""
+    from .graph import topo_order
     names = display_names(g)
     fwd, fwd_l = [], []
     for n in topo_order(g):
@@ -139,6 +152,7 @@ def _seed_equations(g, names):
 
 
 def _backward_equations(g, op, names):
+    from .autodiff import EwGrad, LinearGrad, ConcatGrad, ReduceGrad
     n = op.node
     if isinstance(op, EwGrad):
         for k, contrib in op.contributions:

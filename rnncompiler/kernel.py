@@ -10,8 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import threads
-from .errors import NonFiniteError
+from . import finite, threads
 
 _INT_MAX = 2**31 - 1
 _SIZE_MAX = 2**64 - 1
@@ -62,10 +61,9 @@ class Gradients:
 class Kernel:
     """A compiled cell: forward/backward/infer/step over whole sequences on numpy arrays."""
 
-    def __init__(self, module, meta, key, rebuild, equations=None):
+    def __init__(self, module, meta, key, rebuild):
         self._module, self._lib, self._ffi = module, module.lib, module.ffi
         self._meta, self._key, self._rebuild = meta, key, rebuild
-        self._equations = equations
         p = meta["prefix"]
         self._fn = {n: getattr(self._lib, "%s_%s" % (p, n)) for n in
                     ("run_forward", "run_backward", "workspace_size", "infer_workspace_size")}
@@ -90,21 +88,12 @@ class Kernel:
     # ------------------------------------------------------------ pickling
 
     def __reduce__(self):
-        return (_rebuild_kernel, (self._rebuild, self.equations_or_none()))
-
-    def equations_or_none(self):
-        try:
-            return self.equations()
-        except Exception:
-            return None
+        return (_rebuild_kernel, (self._rebuild,))
 
     def equations(self):
         """The forward and derived backward equations (`str()` text, `.latex()`)."""
-        if callable(self._equations):
-            self._equations = self._equations()
-        if self._equations is None:
-            raise RuntimeError("this kernel was unpickled without its equations")
-        return self._equations
+        from .equations import Equations
+        return Equations.from_dict(self._meta["equations"])
 
     def tape_plan(self, T=100, B=32):
         """What forward keeps per step for backward, and the workspace bytes for (T, B)."""
@@ -139,7 +128,9 @@ class Kernel:
         res = ForwardResult(y, states, self._key, args, work)
         weakref.finalize(res, self._pool.give, work)
         if check_finite:
-            self._check_finite(x=args[3], y=y, states=states)
+            finite.check_forward(self._split_params(args[2]), self._split_states(args[5])
+                                 if args[5] is not None else {}, args[3],
+                                 self._state_history(work, T, B), y)
         return res
 
     def infer(self, params, x, state0=None, lengths=None):
@@ -173,7 +164,7 @@ class Kernel:
         dparams = np.empty(params.size, self.dtype)
         dx = np.empty((T, B, self.input_size), self.dtype)
         dstate0 = np.empty((B, self._S), self.dtype)
-        dstates = np.empty((T, B, self._S), self.dtype) if state_grads else None
+        dstates = np.empty((T, B, self._S), self.dtype) if state_grads or check_finite else None
         ptr = self._ptr
         rc = self._fn["run_backward"](
             T, B, ptr(params), ptr(x), self._iptr(lengths), ptr(state0), ptr(result._work),
@@ -183,8 +174,9 @@ class Kernel:
         grads = Gradients(self._split_params(dparams), dx, self._split_states(dstate0),
                           self._split_states(dstates) if state_grads else None)
         if check_finite:
-            self._check_finite(d_outputs=dy, x_grad=dx, state0_grad=grads.state0,
-                               param_grads=grads.params)
+            named = {"params[%r]" % k: v for k, v in grads.params.items()}
+            named.update({"state0[%r]" % k: v for k, v in grads.state0.items()})
+            finite.check_backward(dy, d_states, self._split_states(dstates), dx, named)
         return grads
 
     # ------------------------------------------------------------ helpers
@@ -312,30 +304,15 @@ class Kernel:
             off += size
         return out
 
-    def _check_finite(self, **named):
-        for name, value in named.items():
-            if value is None:
-                continue
-            items = value.items() if isinstance(value, dict) else [(None, value)]
-            for key, arr in items:
-                bad = np.argwhere(~np.isfinite(arr))
-                if bad.size:
-                    label = name if key is None else "%s[%r]" % (name, key)
-                    raise NonFiniteError(_describe_nonfinite(label, arr, bad[0]))
+    def _state_history(self, work, T, B):
+        """state -> (T+1, B, size) view of the tape: the states before step 0 .. after T-1."""
+        out, off = {}, self._meta["pack_size"]
+        for s, size in self.state_sizes.items():
+            n = (T + 1) * B * size
+            out[s] = work[off:off + n].reshape(T + 1, B, size)
+            off += n
+        return out
 
 
-def _describe_nonfinite(label, arr, index):
-    where = ""
-    if label in ("x", "y", "d_outputs", "x_grad") and len(index) == 3:
-        where = " at step %d, batch row %d" % (index[0], index[1])
-    elif arr.ndim == 2 and not label.startswith("param_grads"):
-        where = " at batch row %d" % index[0]
-    return "%s is not finite (%r)%s, element %s" % (label, arr[tuple(index)], where,
-                                                    tuple(int(i) for i in index))
-
-
-def _rebuild_kernel(rebuild, equations):
-    kern = rebuild()
-    if equations is not None and kern._equations is None:
-        kern._equations = equations
-    return kern
+def _rebuild_kernel(rebuild):
+    return rebuild()

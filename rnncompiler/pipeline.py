@@ -50,7 +50,8 @@ def bind_sizes(cell, input_size, hidden_size, sizes):
 
 def fingerprint(spec):
     """A stable text of everything in a cell spec that shapes the generated code."""
-    parts = [repr(spec.states), repr(spec.new_states), spec.output, repr(spec.params)]
+    parts = [spec.name, repr(spec.states), repr(spec.new_states), spec.output,
+             repr(spec.params)]
     acts = {}
     for node in spec.nodes:
         parts.append("%s|%s|%s|%s|%s|%s|%s" % (node.id, node.op, node.args, node.size,
@@ -107,12 +108,15 @@ def lower(cell, sizes, dtype, blas, prefix="rnnc"):
     return g, bwd, csrc
 
 
-def _meta(cell, g, sizes, dtype, csrc):
+def _meta(cell, g, bwd, sizes, dtype, csrc):
+    from .equations import derive_equations
     return {"name": cell.name, "dtype": dtype, "prefix": csrc.prefix, "cdef": csrc.cdef,
             "input_size": sizes["I"], "hidden_size": sizes["H"], "sizes": sizes,
             "states": g.graph["states"], "output_size": csrc.layout.O,
+            "pack_size": csrc.layout.pack_size,
             "params": [(n, list(s)) for n, s in g.graph["params"]],
-            "tape": tape_plan_rows(g, csrc.layout)}
+            "tape": tape_plan_rows(g, csrc.layout),
+            "equations": derive_equations(g, bwd).as_dict()}
 
 
 def tape_plan_rows(g, layout):
@@ -147,13 +151,12 @@ def compile(cell, input_size, hidden_size, dtype="float32", *, sizes=None, opt_l
     key = cache_key(cell, bound, dtype, opt_level, blas)
 
     def generate():
-        g, _, csrc = lower(cell, bound, dtype, blas)
-        return csrc, _meta(cell, g, bound, dtype, csrc)
+        g, bwd, csrc = lower(cell, bound, dtype, blas)
+        return csrc, _meta(cell, g, bwd, bound, dtype, csrc)
 
     module, meta = build.load_or_build(key, generate, opt_level=opt_level, blas=blas)
     rebuild = functools.partial(load_kernel, key, build.read_kept_c(key), meta, opt_level, blas)
-    return Kernel(module, meta, key, rebuild,
-                  equations=functools.partial(_equations, cell, bound, dtype))
+    return Kernel(module, meta, key, rebuild)
 
 
 def load_kernel(key, c_text, meta, opt_level, blas):
@@ -165,12 +168,3 @@ def load_kernel(key, c_text, meta, opt_level, blas):
     module, meta = hit
     rebuild = functools.partial(load_kernel, key, c_text, meta, opt_level, blas)
     return Kernel(module, meta, key, rebuild)
-
-
-def _equations(cell, sizes, dtype):
-    from .autodiff import differentiate
-    from .equations import derive_equations
-    from .graph import build_graph, fuse_elementwise
-    g = fuse_elementwise(build_graph(cell.spec, sizes))
-    return derive_equations(g, differentiate(g))
-
