@@ -429,3 +429,87 @@ def test_corner_cells(cell):
     x, state0 = random_inputs(kern, T=4, B=2)
     y_ref, _ = evaluate(g, params, x, state0)
     np.testing.assert_allclose(kern.forward(params, x, state0).outputs, y_ref, rtol=1e-12)
+
+
+SYMPY_MATH = {
+    "abs": lambda u: sympy.Abs(u),
+    "sign": lambda u: u * sympy.sign(u) + sympy.sign(u),
+    "heaviside": lambda u: sympy.Heaviside(u) * u,
+    "floor": lambda u: sympy.floor(u) + u,
+    "max_min": lambda u: sympy.Max(u, u / 10) + sympy.Min(u, 1),
+    "erf_atan": lambda u: sympy.erf(u) + sympy.atan(u),
+    "sqrt_pow": lambda u: sympy.sqrt(1 + u ** 2) + (1 + u ** 2) ** sympy.Rational(3, 2) / 4,
+    "trig_hyp": lambda u: sympy.sin(u) * sympy.cos(u) + sympy.asinh(u) + sympy.cosh(u) / 4,
+    "exp2": lambda u: 2 ** u,
+    "piecewise": lambda u: sympy.Piecewise((u ** 2, u > 0), (sympy.exp(u) - 1, True)),
+    "lambda": sympy.Lambda(sympy.Symbol("z"), sympy.Symbol("z") ** 3),
+}
+
+
+@pytest.mark.parametrize("name", SYMPY_MATH)
+def test_sympy_math_in_elementwise(name):
+    """Any sympy math sympy can differentiate and print works; step functions have
+    derivative 0 (PyTorch's choice for sign, floor, heaviside), never a DiracDelta."""
+    fn = SYMPY_MATH[name]
+
+    @rc.cell(states=("h",))
+    def cell(x, h, p):
+        return {"h": rc.elementwise(fn, p.linear("W", rc.concat(h, x), bias="b")) * 0.3}
+
+    report = rc.gradcheck(cell, T=3, B=2, seed=3, rtol=1e-6, atol=1e-9)
+    assert report.ok, str(report)
+    kern = rc.compile(cell, 3, 4, "float64")
+    params = kern.init_params(seed=1)
+    x, state0 = random_inputs(kern, T=3, B=2)
+    y_ref, _ = evaluate(build_graph(cell.spec, {"H": 4, "I": 3}), params, x, state0)
+    np.testing.assert_allclose(kern.forward(params, x, state0).outputs, y_ref, rtol=1e-12,
+                               atol=1e-13)
+
+
+def test_step_functions_have_zero_derivative():
+    @rc.cell(states=("h",))
+    def cell(x, h, p):
+        v = p.linear("W", x)
+        return {"h": rc.elementwise(lambda u: sympy.sign(u) + sympy.floor(u)
+                                    + sympy.Heaviside(u), v)}
+
+    kern = rc.compile(cell, 1, 1, "float64")
+    res = kern.forward({"W": np.ones((1, 1))}, np.array([[[0.0]], [[1.5]], [[-2.0]]]))
+    np.testing.assert_array_equal(res.outputs[:, 0, 0], [0.5, 3.0, -3.0])
+    g = kern.backward(res, np.ones_like(res.outputs))
+    np.testing.assert_array_equal(g.x, 0.0)
+
+
+def test_a_derivative_with_no_c_form_is_a_cell_error():
+    with pytest.raises(rc.CellError, match=r"test_pipeline.py:\d+: the derivative of .*gamma"
+                                           r".* cannot be written as C .*polygamma"):
+        @rc.cell(states=("h",))
+        def cell(x, h, p):
+            return {"h": rc.elementwise(lambda u: sympy.gamma(2 + u ** 2), p.linear("W", x))}
+
+        rc.compile(cell, 3, 4, "float64")
+
+
+def test_cell_states_are_the_declared_size_specs():
+    assert lstm.name == "lstm" and lstm.states == {"h": "H", "c": "H"}
+    assert list(two_sizes.states.items()) == [("h", "P"), ("c", "H")]
+
+
+def test_equations_come_with_the_kernel_without_the_graph_stages(tmp_path):
+    """A cache hit in a new process shows the equations with no networkx loaded."""
+    import os
+    import subprocess
+    import sys
+    here = os.path.dirname(os.path.abspath(__file__))
+    code = ("import sys; sys.path.insert(0, %r)\n"
+            "import rnncompiler as rc\nfrom cells import lstm\n"
+            "k = rc.compile(lstm, 3, 4, 'float64')\n"
+            "print(k.equations()); print('networkx' in sys.modules)\n" % here)
+    env = dict(os.environ, RNNC_CACHE_DIR=str(tmp_path))
+    outs = [subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                           text=True, timeout=300) for _ in range(2)]
+    for out in outs:
+        assert out.returncode == 0, out.stderr
+    assert outs[0].stdout.split("\n")[:-2] == outs[1].stdout.split("\n")[:-2]
+    assert "δc[t-1] += δc[t]*σ(a_f[t])" in outs[1].stdout
+    assert outs[0].stdout.split()[-1] == "True" and outs[1].stdout.split()[-1] == "False"
