@@ -12,6 +12,7 @@ from rnncompiler.graph import build_graph, evaluate
 from rnncompiler.pipeline import bind_sizes
 
 from cells import elman, lstm, gru, peephole_lstm, gated_bump, two_sizes
+from corner_cells import CORNER_CELLS
 
 CELLS = {"elman": (elman, {}), "lstm": (lstm, {}), "gru": (gru, {}),
          "peephole_lstm": (peephole_lstm, {}), "gated_bump": (gated_bump, {}),
@@ -513,3 +514,22 @@ def test_equations_come_with_the_kernel_without_the_graph_stages(tmp_path):
     assert outs[0].stdout.split("\n")[:-2] == outs[1].stdout.split("\n")[:-2]
     assert "δc[t-1] += δc[t]*σ(a_f[t])" in outs[1].stdout
     assert outs[0].stdout.split()[-1] == "True" and outs[1].stdout.split()[-1] == "False"
+
+
+@pytest.mark.parametrize("name", sorted(CORNER_CELLS))
+def test_corner_cells_of_lowering(name):
+    """Gradients against finite differences, and outputs against the reference evaluator
+    over 70 steps (two chunks), with lengths."""
+    cell = CORNER_CELLS[name]
+    report = rc.gradcheck(cell, input_size=3, hidden_size=4, T=4, B=3, lengths=[4, 0, 2],
+                          rtol=1e-6, atol=1e-9)
+    assert report.ok, str(report)
+    kern = rc.compile(cell, 3, 4, "float64")
+    params = kern.init_params(seed=1)
+    x, state0 = random_inputs(kern, T=70, B=3)
+    lengths = [70, 3, 66]
+    y_ref, s_ref = evaluate(build_graph(cell.spec, {"H": 4, "I": 3}), params, x, state0, lengths)
+    res = kern.forward(params, x, state0, lengths)
+    np.testing.assert_allclose(res.outputs, y_ref, rtol=1e-11, atol=1e-12)
+    for s in s_ref:
+        np.testing.assert_allclose(res.states[s], s_ref[s], rtol=1e-11, atol=1e-12)
