@@ -411,7 +411,7 @@ def _forward_regions(L, ctype, keep):
     prev = "pack + %d" % L.pack_size
     for k, (_, size, _, _, _) in enumerate(L.states):
         lines.append("    %s *hist%d = %s;" % (ctype, k, prev))
-        prev = "hist%d + (ptrdiff_t)%s * B * %d" % (k, pick("(T + 1)", "2"), size)
+        prev = "hist%d + (ptrdiff_t)%s * B * %d" % (k, pick("((ptrdiff_t)T + 1)", "2"), size)
     for a in L.arrays:
         lines.append("    %s *A_%s = %s;" % (ctype, a.name, prev))
         prev = "A_%s + (ptrdiff_t)%s * B * %d" % (a.name, pick(_slots(a, True), _slots(a, False)),

@@ -193,7 +193,7 @@ int rnnc_run_forward(int T, int B, const float *params, const float *x, const in
     const int CH = T < CHUNK ? T : CHUNK;
     float *pack = work;
     float *hist0 = pack + 32;
-    float *A_L0 = hist0 + (ptrdiff_t)(keep ? (T + 1) : 2) * B * 4;
+    float *A_L0 = hist0 + (ptrdiff_t)(keep ? ((ptrdiff_t)T + 1) : 2) * B * 4;
     float *A_v2 = A_L0 + (ptrdiff_t)CH * B * 4;
     /* pack L0: one (4 x w) matrix per operand, members stacked */
     for (ptrdiff_t r = 0; r < 4; ++r) for (ptrdiff_t j = 0; j < 4; ++j)
@@ -270,7 +270,7 @@ int rnnc_run_backward(int T, int B, const float *params, const float *x, const i
     const int CH = T < CHUNK ? T : CHUNK;
     float *pack = work;
     float *hist0 = pack + 32;
-    float *A_L0 = hist0 + (ptrdiff_t)(T + 1) * B * 4;
+    float *A_L0 = hist0 + (ptrdiff_t)((ptrdiff_t)T + 1) * B * 4;
     float *A_v2 = A_L0 + (ptrdiff_t)CH * B * 4;
     float *gpack = A_v2 + (ptrdiff_t)T * B * 4;
     float *adj = gpack + 32;

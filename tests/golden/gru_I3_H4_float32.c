@@ -224,7 +224,7 @@ int rnnc_run_forward(int T, int B, const float *params, const float *x, const in
     const int CH = T < CHUNK ? T : CHUNK;
     float *pack = work;
     float *hist0 = pack + 108;
-    float *A_L0 = hist0 + (ptrdiff_t)(keep ? (T + 1) : 2) * B * 4;
+    float *A_L0 = hist0 + (ptrdiff_t)(keep ? ((ptrdiff_t)T + 1) : 2) * B * 4;
     float *A_L1 = A_L0 + (ptrdiff_t)(keep ? T : CH) * B * 12;
     float *A_v4 = A_L1 + (ptrdiff_t)(keep ? T : 1) * B * 12;
     float *A_v7 = A_v4 + (ptrdiff_t)(keep ? T : 1) * B * 4;
@@ -368,7 +368,7 @@ int rnnc_run_backward(int T, int B, const float *params, const float *x, const i
     const int CH = T < CHUNK ? T : CHUNK;
     float *pack = work;
     float *hist0 = pack + 108;
-    float *A_L0 = hist0 + (ptrdiff_t)(T + 1) * B * 4;
+    float *A_L0 = hist0 + (ptrdiff_t)((ptrdiff_t)T + 1) * B * 4;
     float *A_L1 = A_L0 + (ptrdiff_t)T * B * 12;
     float *A_v4 = A_L1 + (ptrdiff_t)T * B * 12;
     float *A_v7 = A_v4 + (ptrdiff_t)T * B * 4;

@@ -224,8 +224,8 @@ int rnnc_run_forward(int T, int B, const float *params, const float *x, const in
     const int CH = T < CHUNK ? T : CHUNK;
     float *pack = work;
     float *hist0 = pack + 128;
-    float *hist1 = hist0 + (ptrdiff_t)(keep ? (T + 1) : 2) * B * 4;
-    float *A_L0 = hist1 + (ptrdiff_t)(keep ? (T + 1) : 2) * B * 4;
+    float *hist1 = hist0 + (ptrdiff_t)(keep ? ((ptrdiff_t)T + 1) : 2) * B * 4;
+    float *A_L0 = hist1 + (ptrdiff_t)(keep ? ((ptrdiff_t)T + 1) : 2) * B * 4;
     float *A_v5 = A_L0 + (ptrdiff_t)(keep ? T : CH) * B * 16;
     float *A_v6 = A_v5 + (ptrdiff_t)(keep ? T : 1) * B * 4;
     /* pack L0: one (16 x w) matrix per operand, members stacked */
@@ -365,8 +365,8 @@ int rnnc_run_backward(int T, int B, const float *params, const float *x, const i
     const int CH = T < CHUNK ? T : CHUNK;
     float *pack = work;
     float *hist0 = pack + 128;
-    float *hist1 = hist0 + (ptrdiff_t)(T + 1) * B * 4;
-    float *A_L0 = hist1 + (ptrdiff_t)(T + 1) * B * 4;
+    float *hist1 = hist0 + (ptrdiff_t)((ptrdiff_t)T + 1) * B * 4;
+    float *A_L0 = hist1 + (ptrdiff_t)((ptrdiff_t)T + 1) * B * 4;
     float *A_v5 = A_L0 + (ptrdiff_t)T * B * 16;
     float *A_v6 = A_v5 + (ptrdiff_t)T * B * 4;
     float *gpack = A_v6 + (ptrdiff_t)1 * B * 4;
