@@ -132,6 +132,17 @@ def tape_plan_rows(g, layout):
     return rows
 
 
+def _dtype_name(dtype):
+    """'float32' or 'float64' from any numpy spelling of them ("f4", np.float64, ...)."""
+    try:
+        name = np.dtype(dtype).name
+    except TypeError:
+        name = None
+    if dtype is None or name not in DTYPES:
+        raise ValueError("dtype: expected 'float32' or 'float64', got %r" % (dtype,))
+    return name
+
+
 def compile(cell, input_size, hidden_size, dtype="float32", *, sizes=None, opt_level=None,
             blas=True):
     """Compile a cell into a Kernel of forward/backward functions over whole sequences.
@@ -142,9 +153,7 @@ def compile(cell, input_size, hidden_size, dtype="float32", *, sizes=None, opt_l
     """
     if not isinstance(cell, Cell):
         raise TypeError("cell: expected a cell made with @rc.cell, got %r" % (cell,))
-    dtype = np.dtype(dtype).name if not isinstance(dtype, str) else dtype
-    if dtype not in DTYPES:
-        raise ValueError("dtype: expected 'float32' or 'float64', got %r" % (dtype,))
+    dtype = _dtype_name(dtype)
     if opt_level is None:
         opt_level = int(os.environ.get("RNNC_OPT_LEVEL", "3"))
     bound = bind_sizes(cell, input_size, hidden_size, sizes)
