@@ -146,21 +146,27 @@ def _build(root, key, csrc, meta, opt_level, blas):
             ffi.emit_c_code(c_file)
         binary = os.path.join(tmp, module + sysconfig.get_config_var("EXT_SUFFIX"))
         _run_gcc(c_file, binary, opt_level, blas)
+        os.chmod(binary, 0o700)          # whatever the umask: entries are private
         final = os.path.join(root, os.path.basename(binary))
         kept_c = os.path.join(root, key + ".c")
-        with open(os.path.join(tmp, "kernel.c"), "w") as f:
-            f.write(csrc.text)
+        _write_private(os.path.join(tmp, "kernel.c"), csrc.text)
         os.replace(os.path.join(tmp, "kernel.c"), kept_c)
         os.replace(binary, final)
         entry = {"module": module, "binary": os.path.basename(final), "sha256": _sha256(final),
                  "c_file": os.path.basename(kept_c), "meta": meta}
         manifest_tmp = os.path.join(tmp, "manifest.json")
-        with open(manifest_tmp, "w") as f:
-            json.dump(entry, f)
+        _write_private(manifest_tmp, json.dumps(entry))
         os.replace(manifest_tmp, os.path.join(root, key + ".json"))
         return _import(module, final), meta
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _write_private(path, text):
+    """Write a new file readable and writable by its owner only, whatever the umask."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
 
 
 def compiler_command(c_file, binary, opt_level, blas):

@@ -186,7 +186,10 @@ def _number(value, where):
 
 def _elementwise(fn, operands, where, what="elementwise"):
     """Trace one elementwise node: fn maps one sympy symbol per Vec operand to an expression."""
-    tracer = next(v._tracer for v in operands if isinstance(v, Vec))
+    tracer = next((v._tracer for v in operands if isinstance(v, Vec)), None)
+    if tracer is None:
+        raise CellError("%s: %s takes a vector of the cell, got %s"
+                        % (where, what, ", ".join(repr(v) for v in operands)))
     vecs, leaves = [], []
     for value in operands:
         vec = _to_vec(tracer, value, where)
@@ -198,6 +201,10 @@ def _elementwise(fn, operands, where, what="elementwise"):
     expr = sympy.sympify(fn(*leaves))
     if not isinstance(expr, sympy.Expr):
         raise CellError("%s: %s must give a sympy expression, got %r" % (where, what, expr))
+    stray = sorted(str(s) for s in expr.free_symbols - set(leaves))
+    if stray:
+        raise CellError("%s: %s uses the symbol %s, which is none of its operands; pass it "
+                        "as a vector, or make it a parameter (p.scalar)" % (where, what, stray[0]))
     mathfn.check_expression(expr, where)
     vectors = [v for v in vecs if not v.scalar]
     size = vectors[0].size if vectors else Size((), 1)
@@ -234,6 +241,13 @@ class Vec:
     def __bool__(self):
         raise CellError("%s: a symbolic vector has no truth value; use sympy.Piecewise "
                         "inside rc.elementwise for conditions" % _user_where())
+
+    def _compare(self, other):
+        raise CellError("%s: symbolic vectors cannot be compared in Python; write the "
+                        "condition inside rc.elementwise, e.g. rc.elementwise(lambda u: "
+                        "sympy.Piecewise((u, u > 0), (0, True)), v)" % _user_where())
+
+    __lt__ = __le__ = __gt__ = __ge__ = _compare
 
 
 def _binary(op):

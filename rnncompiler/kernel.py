@@ -121,9 +121,9 @@ class Kernel:
 
     def forward(self, params, x, state0=None, lengths=None, *, check_finite=False):
         """Run the whole sequence, keeping the tape for backward."""
-        args = self._prepare(params, x, state0, lengths)
+        args, n_work = self._prepare(params, x, state0, lengths, keep=True)
         T, B = args[0], args[1]
-        work = self._workspace(self._fn["workspace_size"](T, B), "T*B")
+        work = self._pool.take(n_work, self.dtype)
         y, states = self._run(1, args, work)
         res = ForwardResult(y, states, self._key, args, work)
         weakref.finalize(res, self._pool.give, work)
@@ -135,8 +135,8 @@ class Kernel:
 
     def infer(self, params, x, state0=None, lengths=None):
         """Forward without a tape (less memory): (outputs, final states)."""
-        args = self._prepare(params, x, state0, lengths, copy=False)
-        work = self._workspace(self._fn["infer_workspace_size"](args[0], args[1]), "T*B")
+        args, n_work = self._prepare(params, x, state0, lengths, keep=False)
+        work = self._pool.take(n_work, self.dtype)
         try:
             return self._run(0, args, work)
         finally:
@@ -153,14 +153,17 @@ class Kernel:
     def backward(self, result, d_outputs=None, d_states=None, *, state_grads=False,
                  check_finite=False):
         """Exact gradients of the forward function (BPTT over all T), for one result."""
-        if not isinstance(result, ForwardResult) or result._key != self._key:
+        if not isinstance(result, ForwardResult):
+            raise TypeError("result: expected the ForwardResult of this kernel's forward, "
+                            "got %s" % type(result).__name__)
+        if result._key != self._key:
             raise ValueError("result: expected the ForwardResult of this kernel's forward "
                              "(%s), got one from another kernel" % self.name)
         T, B, params, x, lengths, state0 = result._args
         dy = None
         if d_outputs is not None:
             dy = self._shaped("d_outputs", d_outputs, (T, B, self.output_size))
-        dst = self._state_rows("d_states", d_states, B) if d_states else None
+        dst = self._state_rows("d_states", d_states, B) if d_states is not None else None
         dparams = np.empty(params.size, self.dtype)
         dx = np.empty((T, B, self.input_size), self.dtype)
         dstate0 = np.empty((B, self._S), self.dtype)
@@ -208,11 +211,15 @@ class Kernel:
         if rc:
             raise ValueError("the kernel rejected its arguments (code %d)" % rc)
 
-    def _workspace(self, n, what):
+    def _workspace_size(self, keep, T, B):
+        """Scalars of workspace for (T, B), refused before anything is allocated when the
+        sizes overflow."""
+        n = self._fn["workspace_size" if keep else "infer_workspace_size"](T, B)
         if n >= _SIZE_MAX or n * self.dtype.itemsize >= 2**62:
-            raise ValueError("the workspace for these sizes (%s) overflows; use shorter "
-                             "sequences or smaller batches" % what)
-        return self._pool.take(n, self.dtype)
+            raise ValueError("x: a sequence of T=%d steps and B=%d rows needs a workspace "
+                             "beyond the address space; use shorter sequences or smaller "
+                             "batches" % (T, B))
+        return n
 
     def _array(self, name, value):
         arr = np.asarray(value)
@@ -227,8 +234,9 @@ class Kernel:
             raise ValueError("%s: expected shape %s, got %s" % (name, tuple(shape), arr.shape))
         return np.array(arr, dtype=self.dtype, order="C", copy=True if copy else None)
 
-    def _prepare(self, params, x, state0, lengths, copy=True):
-        """(T, B, flat params, x, lengths, state rows): checked, converted, owned."""
+    def _prepare(self, params, x, state0, lengths, keep):
+        """(T, B, flat params, x, lengths, state rows) checked, converted and owned (x is
+        copied when the tape keeps it), and the workspace size."""
         x = self._array("x", x)
         if x.ndim != 3 or x.shape[2] != self.input_size or 0 in x.shape[:2]:
             raise ValueError("x: expected shape (T, B, %d) with T, B >= 1, got %s"
@@ -236,10 +244,11 @@ class Kernel:
         T, B = x.shape[0], x.shape[1]
         if T > _INT_MAX or B > _INT_MAX:
             raise ValueError("x: T and B must be below 2**31, got %s" % (x.shape,))
-        x = self._shaped("x", x, x.shape, copy=copy)
+        n_work = self._workspace_size(keep, T, B)
+        x = self._shaped("x", x, x.shape, copy=keep)
         flat = self._flat_params(params)
-        rows = self._state_rows("state0", state0, B) if state0 else None
-        return T, B, flat, x, self._lengths(lengths, T, B), rows
+        rows = self._state_rows("state0", state0, B) if state0 is not None else None
+        return (T, B, flat, x, self._lengths(lengths, T, B), rows), n_work
 
     def _flat_params(self, params):
         if not isinstance(params, dict):
