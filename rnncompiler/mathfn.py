@@ -27,6 +27,12 @@ def _step(u, strict_lo, lo=0, hi=None):
     return sympy.Piecewise((1, cond), (0, True))
 
 
+def _latex_call(head, f, printer, exp=None):
+    """LaTeX of f(u), or f^{exp}(u) when sympy prints a power of it."""
+    power = "^{%s}" % exp if exp is not None else ""
+    return r"%s%s\left(%s\right)" % (head, power, printer._print(f.args[0]))
+
+
 class Sigmoid(sympy.Function):
     """sigma(u) = 1 / (1 + exp(-u)); sigma' = sigma (1 - sigma)."""
     nargs = 1
@@ -34,8 +40,8 @@ class Sigmoid(sympy.Function):
     def fdiff(self, argindex=1):
         return self * (1 - self)
 
-    def _latex(self, printer):
-        return r"\sigma\left(%s\right)" % printer._print(self.args[0])
+    def _latex(self, printer, exp=None):
+        return _latex_call(r"\sigma", self, printer, exp)
 
     def _sympystr(self, printer):
         return "σ(%s)" % printer._print(self.args[0])
@@ -48,8 +54,8 @@ class Softplus(sympy.Function):
     def fdiff(self, argindex=1):
         return Sigmoid(self.args[0])
 
-    def _latex(self, printer):
-        return r"\operatorname{softplus}\left(%s\right)" % printer._print(self.args[0])
+    def _latex(self, printer, exp=None):
+        return _latex_call(r"\operatorname{softplus}", self, printer, exp)
 
 
 class Softsign(sympy.Function):
@@ -292,6 +298,6 @@ def make_activation(name, forward, derivative):
     return type("Act_" + name, (sympy.Function,), {
         "nargs": 1, "fdiff": fdiff, "_rnnc_forward": rnnc_forward,
         "_rnnc_name": name, "_rnnc_has_derivative": derivative is not None,
-        "_latex": lambda self, printer: r"\operatorname{%s}\left(%s\right)"
-        % (name.replace("_", r"\_"), printer._print(self.args[0])),
+        "_latex": lambda self, printer, exp=None: _latex_call(
+            r"\operatorname{%s}" % name.replace("_", r"\_"), self, printer, exp),
     })
