@@ -16,9 +16,10 @@ from .kernel import Kernel, ForwardResult, Gradients
 from .unroll import unroll
 from .check import gradcheck, GradcheckReport
 from .threads import set_num_threads, get_num_threads
+from .diagnostics import gradient_flow, GradientFlow
 
 __all__ = ["CellError", "CompileError", "CacheSecurityError", "NonFiniteError", "Cell", "cell",
            "concat", "elementwise", "activation", "sigmoid", "tanh", "relu", "exp", "log",
            "softplus", "softsign", "hard_sigmoid", "clip", "sum", "mean", "compile", "Kernel",
            "ForwardResult", "Gradients", "unroll", "gradcheck", "GradcheckReport",
-           "set_num_threads", "get_num_threads"]
+           "set_num_threads", "get_num_threads", "gradient_flow", "GradientFlow"]

@@ -10,6 +10,7 @@ if _OWNED:
     os.environ["RNNC_TEST_CACHE"] = tempfile.mkdtemp(prefix="rnnc-test-cache-")
 os.environ["RNNC_CACHE_DIR"] = os.environ["RNNC_TEST_CACHE"]
 os.environ.setdefault("RNNC_OPT_LEVEL", "1")
+os.environ.setdefault("MPLBACKEND", "Agg")      # plots render off screen
 
 
 def pytest_unconfigure(config):
