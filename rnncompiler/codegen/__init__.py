@@ -54,9 +54,19 @@ int {p}_run_backward(int T, int B, const {r} *params, const {r} *x, const int *l
 """
 
 
+# How linear maps are computed: (header, prefix of the cblas_?gemm names, the big GEMMs
+# split over pthreads). "openblas" is scipy-openblas32 (its symbols carry "scipy_"), the
+# JIT kernels' choice; "cblas" any CBLAS, for exported kernels; False plain C loops.
+BLAS_FLAVOURS = {False: None, "openblas": ("scipy_", True), "cblas": ("", False)}
+
+
 def render_c(g, bwd, dtype="float64", *, prefix="rnnc", blas=False, fast_math=False):
-    """C source for fused step graph g and its backward step bwd. blas: linear maps call
-    OpenBLAS (else plain loops); fast_math: the vectorisable exp/tanh (else libm's)."""
+    """C source for fused step graph g and its backward step bwd. blas: one of
+    BLAS_FLAVOURS (True means "openblas"); fast_math: the vectorisable exp/tanh (else
+    libm's)."""
+    blas = "openblas" if blas is True else blas
+    if blas not in BLAS_FLAVOURS:
+        raise ValueError("blas: expected one of %s, got %r" % (list(BLAS_FLAVOURS), blas))
     ctype = "float" if dtype == "float32" else "double"
     L = plan_layout(g, bwd)
     printer = mathfn.CPrinter(dtype, fast=fast_math)
@@ -65,7 +75,7 @@ def render_c(g, bwd, dtype="float64", *, prefix="rnnc", blas=False, fast_math=Fa
         "#include <math.h>\n#include <stddef.h>\n#include <stdint.h>\n#include <string.h>",
         "#include <cblas.h>" if blas else "",
         mathfn.c_helpers(dtype, fast=fast_math),
-        _gemm_helpers(ctype, blas),
+        _gemm_helpers(ctype, BLAS_FLAVOURS[blas]),
         "#define VALID(b) (lengths == NULL || t < lengths[b])\n#define CHUNK %d" % CHUNK,
         _size_functions(L, prefix),
         _check_function(prefix),
@@ -73,20 +83,22 @@ def render_c(g, bwd, dtype="float64", *, prefix="rnnc", blas=False, fast_math=Fa
         _forward(g, L, printer, ctype, prefix),
         _backward(g, bwd, L, printer, ctype, prefix),
     ]
-    if blas:
+    if blas == "openblas":
         parts.append("void %s_set_blas_threads(int n) { scipy_openblas_set_num_threads(n); }"
                      % prefix)
     text = "\n\n".join(p for p in parts if p) + "\n"
     cdef = SIGNATURES.format(p=prefix, r=ctype)
-    if blas:
+    if blas == "openblas":
         cdef += "void %s_set_blas_threads(int n);\n" % prefix
     return CSource(text, cdef, L, prefix, dtype, blas)
 
 
 # ---------------------------------------------------------------- fixed helpers
 
-def _gemm_helpers(ctype, blas):
-    """C += A op B for the three shapes linear maps need; BLAS or plain loops."""
+def _gemm_helpers(ctype, flavour):
+    """C += A op B for the three shapes linear maps need; BLAS (flavour: the gemm names'
+    prefix and whether the big GEMMs use pthreads) or plain loops (flavour None)."""
+    blas = flavour is not None
     doc = {"nt": "C (MxN) += A (MxK) B^T, B (NxK)", "nn": "C (MxN) += A (MxK) B (KxN)",
            "tn": "C (MxN) += A^T B, A (KxM), B (KxN)"}
     if blas:
@@ -121,8 +133,9 @@ def _gemm_helpers(ctype, blas):
         out.append("/* %s */\nstatic void gemm_%s(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, "
                    "const R *A, ptrdiff_t lda, const R *Bm, ptrdiff_t ldb, R *C, ptrdiff_t ldc)\n"
                    "{\n    %s\n}" % (doc[k], k, body[k]))
-    out.append(_GEMM_BIG_THREADED if blas else _GEMM_BIG_SERIAL)
-    return "\n".join(out).replace("R ", ctype + " ").replace("R *", ctype + " *")
+    out.append(_GEMM_BIG_THREADED if blas and flavour[1] else _GEMM_BIG_SERIAL)
+    text = "\n".join(out).replace("R ", ctype + " ").replace("R *", ctype + " *")
+    return text.replace("scipy_cblas_", flavour[0] + "cblas_") if blas else text
 
 
 _GEMM_JOB = """\
