@@ -11,10 +11,11 @@ slots so that every operand of an after-chunk GEMM is one contiguous (rows, widt
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ..autodiff import EwGrad, ew_reads
 from ..graph import LEAVES, param_name, topo_order
+from .microkernel import panel_size
 
 CHUNK = 64      # steps per hoisted GEMM: bounds memory without a tape, keeps GEMMs large
 
@@ -27,6 +28,7 @@ class Part:
     static: bool          # operand is x: hoisted out of the time loop
     cols: tuple           # per member: first column of this part in the member's W
     pack: int             # offset of the packed weight in the pack region
+    panels: tuple = ()    # (forward, backward) offsets of microkernel panels, per-step parts
 
 
 @dataclass(frozen=True)
@@ -71,8 +73,8 @@ class Layout:
     value: dict            # node -> (array name, column, stride)
     adjoint: dict          # node -> (adjoint array name, column, stride)
     adj_arrays: tuple      # ((name, width, chunked), ...)
-    pack_size: int         # packed weights and biases
-    gpack_size: int        # their gradients
+    pack_size: int         # packed weights and biases, then the microkernel panels
+    gpack_size: int        # the gradients of the packed weights and biases
     cvar: dict             # leaf/param id -> C identifier
 
 
@@ -157,8 +159,26 @@ def tape_of(g, bwd, bundles):
     return {n for n in reads if g.nodes[n]["op"] not in LEAVES}
 
 
-def plan_layout(g, bwd):
-    """Assign buffers for graph g and its backward step bwd."""
+def plan_panels(bundles, pack, ctype):
+    """Place microkernel panels for every per-step part after the packed weights: one
+    for the forward product (rows = bundle width) and one for the backward (rows = the
+    part's width)."""
+    out = []
+    for b in bundles:
+        parts = []
+        for p in b.parts:
+            if not p.static:
+                fwd, bwd = pack, pack + panel_size(b.width, p.width, ctype)
+                pack = bwd + panel_size(p.width, b.width, ctype)
+                p = replace(p, panels=(fwd, bwd))
+            parts.append(p)
+        out.append(replace(b, parts=tuple(parts)))
+    return out, pack
+
+
+def plan_layout(g, bwd, microkernel=None):
+    """Assign buffers for graph g and its backward step bwd; microkernel: the C real type
+    when per-step products use the microkernel (its panels need room)."""
     states, off = [], 0
     for (s, size), (s2, node) in zip(g.graph["states"], g.graph["new_states"], strict=True):
         states.append((s, size, off, "state." + s, node))
@@ -171,6 +191,9 @@ def plan_layout(g, bwd):
     for k, st in enumerate(states):
         cvar[st[3]] = "s%d" % k
     bundles, pack = plan_bundles(g, params)
+    gpack = pack
+    if microkernel:
+        bundles, pack = plan_panels(bundles, pack, microkernel)
     bundle_of = {m: b for b in bundles for m in b.members}
     elided = _elided(g, bundle_of)
     taped = tape_of(g, bwd, bundles)
@@ -196,7 +219,6 @@ def plan_layout(g, bwd):
         value[n] = (name, 0, size)
         adjoint[n] = ("d_" + name, 0, size)
         adj_arrays.append(("d_" + name, size, False))
-    gpack = pack
     return Layout(I=g.graph["sizes"]["I"], S=off, O=g.nodes[g.graph["output"]]["size"],
                   states=tuple(states), params=tuple(params), param_count=p_off,
                   bundles=tuple(bundles), bundle_of=bundle_of, elided=elided,

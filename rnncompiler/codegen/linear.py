@@ -22,7 +22,17 @@ def pack_weights(g, L, b, ctype):
             src = "params[%d + r]" % param_offset(L, bias) if bias else "0"
             code.append("for (ptrdiff_t r = 0; r < %d; ++r) pack[%d + %d + r] = %s;"
                         % (R, b.bias_pack, off, src))
+    for p in b.parts:
+        if p.panels:
+            code.append("mk_pack_nt(%d, %d, pack + %d, %d, pack + %d);"
+                        % (b.width, p.width, p.pack, p.width, p.panels[0]))
     return code
+
+
+def pack_backward_panels(L, b):
+    """In backward: panels of each per-step part's packed weight for d(operand) += d(rows) W."""
+    return ["mk_pack_nn(%d, %d, pack + %d, %d, pack + %d);"
+            % (p.width, b.width, p.pack, p.width, p.panels[1]) for p in b.parts if p.panels]
 
 
 def _init_rows(b, dest, rows):
@@ -40,7 +50,7 @@ def hoisted_forward(L, b, ctype):
     code += _init_rows(b, dest, "(ptrdiff_t)tc * B")
     for p in b.parts:
         if p.static:
-            code.append("gemm_big(NT, threads, (ptrdiff_t)tc * B, %d, %d, x + (ptrdiff_t)t0 * B * %d, %d, "
+            code.append("gemm_big(RNNC_NT, threads, (ptrdiff_t)tc * B, %d, %d, x + (ptrdiff_t)t0 * B * %d, %d, "
                         "pack + %d, %d, %s, %d);"
                         % (b.width, p.width, p.width, p.width, p.pack, p.width, dest, b.width))
     return ["{"] + ["    " + ln for ln in code] + ["}"]
@@ -58,7 +68,11 @@ def step_forward(L, b, ctype):
     if not b.hoisted:
         code += _init_rows(b, b.name, "B")
     for p in b.parts:
-        if not p.static:
+        if p.panels:
+            src, stride = ref(L, p.operand)
+            code.append("mk_gemm(B, %d, %d, %s, %d, pack + %d, %s, %d);"
+                        % (b.width, p.width, src, stride, p.panels[0], b.name, b.width))
+        elif not p.static:
             src, stride = ref(L, p.operand)
             code.append("gemm_nt(B, %d, %d, %s, %d, pack + %d, %d, %s, %d);"
                         % (b.width, p.width, src, stride, p.pack, p.width, b.name, b.width))
@@ -76,8 +90,12 @@ def step_backward(L, b):
         if not p.static:
             dst, stride = ref(L, p.operand, adjoint=True)
             code.append(comment("d%s += d%s W" % (_operand_label(L, p.operand), b.name)))
-            code.append("gemm_nn(B, %d, %d, d_%s, %d, pack + %d, %d, %s, %d);"
-                        % (p.width, b.width, b.name, b.width, p.pack, p.width, dst, stride))
+            if p.panels:
+                code.append("mk_gemm(B, %d, %d, d_%s, %d, pack + %d, %s, %d);"
+                            % (p.width, b.width, b.name, b.width, p.panels[1], dst, stride))
+            else:
+                code.append("gemm_nn(B, %d, %d, d_%s, %d, pack + %d, %d, %s, %d);"
+                            % (p.width, b.width, b.name, b.width, p.pack, p.width, dst, stride))
     return code
 
 
@@ -102,10 +120,10 @@ def chunk_backward(g, L, b, ctype):
             "    const %s *%s = d_%s_all;" % (ctype, d, b.name)]
     for p in b.parts:
         src, stride = operand_rows(L, p.operand, g)
-        code.append("    gemm_big(TN, threads, %d, %d, (ptrdiff_t)tc * B, %s, %d, %s, %d, gpack + %d, %d);"
+        code.append("    gemm_big(RNNC_TN, threads, %d, %d, (ptrdiff_t)tc * B, %s, %d, %s, %d, gpack + %d, %d);"
                     % (b.width, p.width, d, b.width, src, stride, p.pack, p.width))
         if p.static:
-            code.append("    if (dx) gemm_big(NN, threads, (ptrdiff_t)tc * B, %d, %d, %s, %d, pack + %d, %d, "
+            code.append("    if (dx) gemm_big(RNNC_NN, threads, (ptrdiff_t)tc * B, %d, %d, %s, %d, pack + %d, %d, "
                         "dx + (ptrdiff_t)t0 * B * %d, %d);"
                         % (p.width, b.width, d, b.width, p.pack, p.width, L.I, L.I))
     if b.bias_pack >= 0:

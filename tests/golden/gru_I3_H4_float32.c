@@ -5,8 +5,6 @@
 #include <stdint.h>
 #include <string.h>
 
-#include <cblas.h>
-
 static inline float rnnc_pow2if(int32_t n) { float v; int32_t bits = (n + 127) << 23; memcpy(&v, &bits, sizeof v); return v; }
 /* e^x for all x: inf above the range, subnormals and 0 below, NaN kept */
 static inline float rnnc_expf(float x)
@@ -43,61 +41,16 @@ static inline float rnnc_hardsigmoidf(float u) { const float v = u / 6 + (float)
 static inline float rnnc_reluf(float u) { return u > 0 ? u : 0; }
 static inline float rnnc_clipf(float u, float lo, float hi) { return u < lo ? lo : (u > hi ? hi : u); }
 
-/* C (MxN) += A (MxK) B^T, B (NxK) */
-static void gemm_nt(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const float *A, ptrdiff_t lda, const float *Bm, ptrdiff_t ldb, float *C, ptrdiff_t ldc)
-{
-    for (; M > 0; M -= (1 << 30), A += (ptrdiff_t)lda << 30, C += (ptrdiff_t)ldc << 30)
-        scipy_cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)(M < (1 << 30) ? M : (1 << 30)), (int)N, (int)K, 1, A, (int)lda, Bm, (int)ldb, 1, C, (int)ldc);
-}
-/* C (MxN) += A (MxK) B (KxN) */
-static void gemm_nn(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const float *A, ptrdiff_t lda, const float *Bm, ptrdiff_t ldb, float *C, ptrdiff_t ldc)
-{
-    for (; M > 0; M -= (1 << 30), A += (ptrdiff_t)lda << 30, C += (ptrdiff_t)ldc << 30)
-        scipy_cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)(M < (1 << 30) ? M : (1 << 30)), (int)N, (int)K, 1, A, (int)lda, Bm, (int)ldb, 1, C, (int)ldc);
-}
-/* C (MxN) += A^T B, A (KxM), B (KxN) */
-static void gemm_tn(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const float *A, ptrdiff_t lda, const float *Bm, ptrdiff_t ldb, float *C, ptrdiff_t ldc)
-{
-    for (; K > 0; K -= (1 << 30), A += (ptrdiff_t)lda << 30, Bm += (ptrdiff_t)ldb << 30)
-        scipy_cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)M, (int)N, (int)(K < (1 << 30) ? K : (1 << 30)), 1, A, (int)lda, Bm, (int)ldb, 1, C, (int)ldc);
-}
+#include <cblas.h>
 #include <pthread.h>
-enum { NT, NN, TN };
-typedef struct { int kind; ptrdiff_t M, N, K; const float *A; ptrdiff_t lda; const float *Bm; ptrdiff_t ldb;
-                 float *C; ptrdiff_t ldc; } gemm_job;
-static void gemm_run(const gemm_job *j)
-{
-    if (j->kind == NT) gemm_nt(j->M, j->N, j->K, j->A, j->lda, j->Bm, j->ldb, j->C, j->ldc);
-    else if (j->kind == NN) gemm_nn(j->M, j->N, j->K, j->A, j->lda, j->Bm, j->ldb, j->C, j->ldc);
-    else gemm_tn(j->M, j->N, j->K, j->A, j->lda, j->Bm, j->ldb, j->C, j->ldc);
-}
-static void *gemm_thread(void *job) { gemm_run((const gemm_job *)job); return NULL; }
-/* the GEMMs over chunks of T*B rows, split by rows of C over `threads` threads, each a
-   single-threaded BLAS call (OpenBLAS's own threads collapse on a busy machine) */
-static void gemm_big(int kind, int threads, ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const float *A,
-                     ptrdiff_t lda, const float *Bm, ptrdiff_t ldb, float *C, ptrdiff_t ldc)
-{
-    gemm_job jobs[8];
-    pthread_t tid[8];
-    int started[8] = {0};
-    if (threads > 8) threads = 8;
-    if (threads > 1 && M * N * K < (ptrdiff_t)1 << 21) threads = 1;   /* too small to share */
-    if (threads > M) threads = (int)M;
-    const ptrdiff_t step = (M + threads - 1) / threads;
-    for (int i = 0; i < threads; ++i) {
-        const ptrdiff_t m0 = i * step, m = M - m0 < step ? M - m0 : step;
-        const gemm_job job = {kind, m > 0 ? m : 0, N, K, kind == TN ? A + m0 : A + m0 * lda, lda,
-                              Bm, ldb, C + m0 * ldc, ldc};
-        jobs[i] = job;
-    }
-    for (int i = 1; i < threads; ++i)
-        if (jobs[i].M > 0) started[i] = pthread_create(&tid[i], NULL, gemm_thread, &jobs[i]) == 0;
-    if (jobs[0].M > 0) gemm_run(&jobs[0]);
-    for (int i = 1; i < threads; ++i) {
-        if (started[i]) pthread_join(tid[i], NULL);
-        else if (jobs[i].M > 0) gemm_run(&jobs[i]);
-    }
-}
+enum { RNNC_NT, RNNC_NN, RNNC_TN };
+__attribute__((visibility("hidden"))) void rnnc_s_gemm_nt(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const float *A, ptrdiff_t lda, const float *Bm, ptrdiff_t ldb, float *C, ptrdiff_t ldc);
+__attribute__((visibility("hidden"))) void rnnc_s_gemm_nn(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const float *A, ptrdiff_t lda, const float *Bm, ptrdiff_t ldb, float *C, ptrdiff_t ldc);
+__attribute__((visibility("hidden"))) void rnnc_s_gemm_tn(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const float *A, ptrdiff_t lda, const float *Bm, ptrdiff_t ldb, float *C, ptrdiff_t ldc);
+__attribute__((visibility("hidden"))) void rnnc_s_gemm_big(int kind, int threads, ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const float *A, ptrdiff_t lda, const float *Bm, ptrdiff_t ldb, float *C, ptrdiff_t ldc);
+__attribute__((visibility("hidden"))) void rnnc_s_mk_pack_nt(ptrdiff_t N, ptrdiff_t K, const float *W, ptrdiff_t ldw, float *P);
+__attribute__((visibility("hidden"))) void rnnc_s_mk_pack_nn(ptrdiff_t N, ptrdiff_t K, const float *W, ptrdiff_t ldw, float *P);
+__attribute__((visibility("hidden"))) void rnnc_s_mk_gemm(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const float *A, ptrdiff_t lda, const float *P, float *C, ptrdiff_t ldc);
 
 #define VALID(b) (lengths == NULL || t < lengths[b])
 #define CHUNK 64
@@ -124,7 +77,7 @@ size_t rnnc_workspace_size(int T, int B)
 {
     if (T < 1 || B < 1) return SIZE_MAX;
     const size_t CH = (size_t)(T < CHUNK ? T : CHUNK);
-    size_t n = 216;
+    size_t n = 728;
     n = add_sz(n, mul_sz(mul_sz((size_t)T + 1, (size_t)B), 4));
     n = add_sz(n, mul_sz(mul_sz((size_t)T, (size_t)B), 12));
     n = add_sz(n, mul_sz(mul_sz((size_t)T, (size_t)B), 12));
@@ -141,7 +94,7 @@ size_t rnnc_infer_workspace_size(int T, int B)
 {
     if (T < 1 || B < 1) return SIZE_MAX;
     const size_t CH = (size_t)(T < CHUNK ? T : CHUNK);
-    size_t n = 108;
+    size_t n = 620;
     n = add_sz(n, mul_sz(mul_sz(2, (size_t)B), 4));
     n = add_sz(n, mul_sz(mul_sz((size_t)CH, (size_t)B), 12));
     n = add_sz(n, mul_sz(mul_sz(1, (size_t)B), 12));
@@ -223,7 +176,7 @@ int rnnc_run_forward(int T, int B, const float *params, const float *x, const in
     if (!params || !x || !y || !state_T || !work) return 2;
     const int CH = T < CHUNK ? T : CHUNK;
     float *pack = work;
-    float *hist0 = pack + 108;
+    float *hist0 = pack + 620;
     float *A_L0 = hist0 + (ptrdiff_t)(keep ? ((ptrdiff_t)T + 1) : 2) * B * 4;
     float *A_L1 = A_L0 + (ptrdiff_t)(keep ? T : CH) * B * 12;
     float *A_v4 = A_L1 + (ptrdiff_t)(keep ? T : 1) * B * 12;
@@ -248,6 +201,7 @@ int rnnc_run_forward(int T, int B, const float *params, const float *x, const in
     for (ptrdiff_t r = 0; r < 4; ++r) for (ptrdiff_t j = 0; j < 4; ++j)
         pack[48 + (8 + r) * 4 + j] = params[88 + r * 4 + 0 + j];
     for (ptrdiff_t r = 0; r < 4; ++r) pack[96 + 8 + r] = params[104 + r];
+    rnnc_s_mk_pack_nt(12, 4, pack + 48, 4, pack + 108);
     rows_to_states(B, state0, hist0);
     for (int t0 = 0; t0 < T; t0 += CH) {
         const int tc = T - t0 < CH ? T - t0 : CH;
@@ -256,7 +210,7 @@ int rnnc_run_forward(int T, int B, const float *params, const float *x, const in
             float *L0_chunk = A_L0 + (ptrdiff_t)(keep ? t0 : 0) * B * 12;
             for (ptrdiff_t i = 0; i < (ptrdiff_t)tc * B; ++i) for (ptrdiff_t r = 0; r < 12; ++r)
                 L0_chunk[i * 12 + r] = pack[36 + r];
-            gemm_big(NT, threads, (ptrdiff_t)tc * B, 12, 3, x + (ptrdiff_t)t0 * B * 3, 3, pack + 0, 3, L0_chunk, 12);
+            rnnc_s_gemm_big(RNNC_NT, threads, (ptrdiff_t)tc * B, 12, 3, x + (ptrdiff_t)t0 * B * 3, 3, pack + 0, 3, L0_chunk, 12);
         }
         for (int t = t0; t < t0 + tc; ++t) {
             float *restrict y_t = y + (ptrdiff_t)t * B * 4;
@@ -271,7 +225,7 @@ int rnnc_run_forward(int T, int B, const float *params, const float *x, const in
             /* L1 = bias + s0 W_0^T */
             for (ptrdiff_t i = 0; i < B; ++i) for (ptrdiff_t r = 0; r < 12; ++r)
                 L1[i * 12 + r] = pack[96 + r];
-            gemm_nt(B, 12, 4, s0, 4, pack + 48, 4, L1, 12);
+            rnnc_s_mk_gemm(B, 12, 4, s0, 4, pack + 108, L1, 12);
             fwd_v4(t, B, lengths, L0, L1, v4);
             fwd_v7(t, B, lengths, s0, L0, L1, v4, v7);
             /* the new states; rows past their length keep the old ones */
@@ -367,7 +321,7 @@ int rnnc_run_backward(int T, int B, const float *params, const float *x, const i
     (void)state0;
     const int CH = T < CHUNK ? T : CHUNK;
     float *pack = work;
-    float *hist0 = pack + 108;
+    float *hist0 = pack + 620;
     float *A_L0 = hist0 + (ptrdiff_t)((ptrdiff_t)T + 1) * B * 4;
     float *A_L1 = A_L0 + (ptrdiff_t)T * B * 12;
     float *A_v4 = A_L1 + (ptrdiff_t)T * B * 12;
@@ -382,6 +336,7 @@ int rnnc_run_backward(int T, int B, const float *params, const float *x, const i
     float *d_L1_all = d_L0_all + (ptrdiff_t)CH * B * 12;
     float *dcarry = d_L1_all + (ptrdiff_t)CH * B * 12;
     (void)pack;
+    rnnc_s_mk_pack_nn(4, 12, pack + 48, 4, pack + 236);
     memset(dparams, 0, sizeof(float) * 108);
     memset(gpack, 0, sizeof(float) * 108);
     rows_to_states(B, dstate_T, dcarry + (ptrdiff_t)B * 0);
@@ -409,7 +364,7 @@ int rnnc_run_backward(int T, int B, const float *params, const float *x, const i
             bwd_v7(t, B, lengths, s0, L0, L1, v4, d_s0, d_L0, d_L1, d_v4, d_v7);
             bwd_v4(t, B, lengths, v4, d_L0, d_L1, d_v4);
             /* ds0 += dL1 W */
-            gemm_nn(B, 4, 12, d_L1, 12, pack + 48, 4, d_s0, 4);
+            rnnc_s_mk_gemm(B, 4, 12, d_L1, 12, pack + 236, d_s0, 4);
             /* adjoints of the states at t-1; rows past their length pass theirs through */
             for (ptrdiff_t b = 0; b < B; ++b) if (VALID(b))
                 for (ptrdiff_t j = 0; j < 4; ++j) dcarry[(ptrdiff_t)B * 0 + b * 4 + j] = d_s0[b * 4 + j];
@@ -418,15 +373,15 @@ int rnnc_run_backward(int T, int B, const float *params, const float *x, const i
         /* L0 over steps t0..t0+tc-1 at once: dW += dL0^T v, db += sums, dx += dL0 W_x */
         {
             const float *dch_L0 = d_L0_all;
-            gemm_big(TN, threads, 12, 3, (ptrdiff_t)tc * B, dch_L0, 12, x + (ptrdiff_t)t0 * B * 3, 3, gpack + 0, 3);
-            if (dx) gemm_big(NN, threads, (ptrdiff_t)tc * B, 3, 12, dch_L0, 12, pack + 0, 3, dx + (ptrdiff_t)t0 * B * 3, 3);
+            rnnc_s_gemm_big(RNNC_TN, threads, 12, 3, (ptrdiff_t)tc * B, dch_L0, 12, x + (ptrdiff_t)t0 * B * 3, 3, gpack + 0, 3);
+            if (dx) rnnc_s_gemm_big(RNNC_NN, threads, (ptrdiff_t)tc * B, 3, 12, dch_L0, 12, pack + 0, 3, dx + (ptrdiff_t)t0 * B * 3, 3);
             for (ptrdiff_t i = 0; i < (ptrdiff_t)tc * B; ++i) for (ptrdiff_t r = 0; r < 12; ++r)
                 gpack[36 + r] += dch_L0[i * 12 + r];
         }
         /* L1 over steps t0..t0+tc-1 at once: dW += dL1^T v, db += sums, dx += dL1 W_x */
         {
             const float *dch_L1 = d_L1_all;
-            gemm_big(TN, threads, 12, 4, (ptrdiff_t)tc * B, dch_L1, 12, hist0 + (ptrdiff_t)t0 * B * 4, 4, gpack + 48, 4);
+            rnnc_s_gemm_big(RNNC_TN, threads, 12, 4, (ptrdiff_t)tc * B, dch_L1, 12, hist0 + (ptrdiff_t)t0 * B * 4, 4, gpack + 48, 4);
             for (ptrdiff_t i = 0; i < (ptrdiff_t)tc * B; ++i) for (ptrdiff_t r = 0; r < 12; ++r)
                 gpack[96 + r] += dch_L1[i * 12 + r];
         }

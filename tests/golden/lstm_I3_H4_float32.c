@@ -5,8 +5,6 @@
 #include <stdint.h>
 #include <string.h>
 
-#include <cblas.h>
-
 static inline float rnnc_pow2if(int32_t n) { float v; int32_t bits = (n + 127) << 23; memcpy(&v, &bits, sizeof v); return v; }
 /* e^x for all x: inf above the range, subnormals and 0 below, NaN kept */
 static inline float rnnc_expf(float x)
@@ -43,61 +41,16 @@ static inline float rnnc_hardsigmoidf(float u) { const float v = u / 6 + (float)
 static inline float rnnc_reluf(float u) { return u > 0 ? u : 0; }
 static inline float rnnc_clipf(float u, float lo, float hi) { return u < lo ? lo : (u > hi ? hi : u); }
 
-/* C (MxN) += A (MxK) B^T, B (NxK) */
-static void gemm_nt(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const float *A, ptrdiff_t lda, const float *Bm, ptrdiff_t ldb, float *C, ptrdiff_t ldc)
-{
-    for (; M > 0; M -= (1 << 30), A += (ptrdiff_t)lda << 30, C += (ptrdiff_t)ldc << 30)
-        scipy_cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)(M < (1 << 30) ? M : (1 << 30)), (int)N, (int)K, 1, A, (int)lda, Bm, (int)ldb, 1, C, (int)ldc);
-}
-/* C (MxN) += A (MxK) B (KxN) */
-static void gemm_nn(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const float *A, ptrdiff_t lda, const float *Bm, ptrdiff_t ldb, float *C, ptrdiff_t ldc)
-{
-    for (; M > 0; M -= (1 << 30), A += (ptrdiff_t)lda << 30, C += (ptrdiff_t)ldc << 30)
-        scipy_cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)(M < (1 << 30) ? M : (1 << 30)), (int)N, (int)K, 1, A, (int)lda, Bm, (int)ldb, 1, C, (int)ldc);
-}
-/* C (MxN) += A^T B, A (KxM), B (KxN) */
-static void gemm_tn(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const float *A, ptrdiff_t lda, const float *Bm, ptrdiff_t ldb, float *C, ptrdiff_t ldc)
-{
-    for (; K > 0; K -= (1 << 30), A += (ptrdiff_t)lda << 30, Bm += (ptrdiff_t)ldb << 30)
-        scipy_cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)M, (int)N, (int)(K < (1 << 30) ? K : (1 << 30)), 1, A, (int)lda, Bm, (int)ldb, 1, C, (int)ldc);
-}
+#include <cblas.h>
 #include <pthread.h>
-enum { NT, NN, TN };
-typedef struct { int kind; ptrdiff_t M, N, K; const float *A; ptrdiff_t lda; const float *Bm; ptrdiff_t ldb;
-                 float *C; ptrdiff_t ldc; } gemm_job;
-static void gemm_run(const gemm_job *j)
-{
-    if (j->kind == NT) gemm_nt(j->M, j->N, j->K, j->A, j->lda, j->Bm, j->ldb, j->C, j->ldc);
-    else if (j->kind == NN) gemm_nn(j->M, j->N, j->K, j->A, j->lda, j->Bm, j->ldb, j->C, j->ldc);
-    else gemm_tn(j->M, j->N, j->K, j->A, j->lda, j->Bm, j->ldb, j->C, j->ldc);
-}
-static void *gemm_thread(void *job) { gemm_run((const gemm_job *)job); return NULL; }
-/* the GEMMs over chunks of T*B rows, split by rows of C over `threads` threads, each a
-   single-threaded BLAS call (OpenBLAS's own threads collapse on a busy machine) */
-static void gemm_big(int kind, int threads, ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const float *A,
-                     ptrdiff_t lda, const float *Bm, ptrdiff_t ldb, float *C, ptrdiff_t ldc)
-{
-    gemm_job jobs[8];
-    pthread_t tid[8];
-    int started[8] = {0};
-    if (threads > 8) threads = 8;
-    if (threads > 1 && M * N * K < (ptrdiff_t)1 << 21) threads = 1;   /* too small to share */
-    if (threads > M) threads = (int)M;
-    const ptrdiff_t step = (M + threads - 1) / threads;
-    for (int i = 0; i < threads; ++i) {
-        const ptrdiff_t m0 = i * step, m = M - m0 < step ? M - m0 : step;
-        const gemm_job job = {kind, m > 0 ? m : 0, N, K, kind == TN ? A + m0 : A + m0 * lda, lda,
-                              Bm, ldb, C + m0 * ldc, ldc};
-        jobs[i] = job;
-    }
-    for (int i = 1; i < threads; ++i)
-        if (jobs[i].M > 0) started[i] = pthread_create(&tid[i], NULL, gemm_thread, &jobs[i]) == 0;
-    if (jobs[0].M > 0) gemm_run(&jobs[0]);
-    for (int i = 1; i < threads; ++i) {
-        if (started[i]) pthread_join(tid[i], NULL);
-        else if (jobs[i].M > 0) gemm_run(&jobs[i]);
-    }
-}
+enum { RNNC_NT, RNNC_NN, RNNC_TN };
+__attribute__((visibility("hidden"))) void rnnc_s_gemm_nt(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const float *A, ptrdiff_t lda, const float *Bm, ptrdiff_t ldb, float *C, ptrdiff_t ldc);
+__attribute__((visibility("hidden"))) void rnnc_s_gemm_nn(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const float *A, ptrdiff_t lda, const float *Bm, ptrdiff_t ldb, float *C, ptrdiff_t ldc);
+__attribute__((visibility("hidden"))) void rnnc_s_gemm_tn(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const float *A, ptrdiff_t lda, const float *Bm, ptrdiff_t ldb, float *C, ptrdiff_t ldc);
+__attribute__((visibility("hidden"))) void rnnc_s_gemm_big(int kind, int threads, ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const float *A, ptrdiff_t lda, const float *Bm, ptrdiff_t ldb, float *C, ptrdiff_t ldc);
+__attribute__((visibility("hidden"))) void rnnc_s_mk_pack_nt(ptrdiff_t N, ptrdiff_t K, const float *W, ptrdiff_t ldw, float *P);
+__attribute__((visibility("hidden"))) void rnnc_s_mk_pack_nn(ptrdiff_t N, ptrdiff_t K, const float *W, ptrdiff_t ldw, float *P);
+__attribute__((visibility("hidden"))) void rnnc_s_mk_gemm(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const float *A, ptrdiff_t lda, const float *P, float *C, ptrdiff_t ldc);
 
 #define VALID(b) (lengths == NULL || t < lengths[b])
 #define CHUNK 64
@@ -124,7 +77,7 @@ size_t rnnc_workspace_size(int T, int B)
 {
     if (T < 1 || B < 1) return SIZE_MAX;
     const size_t CH = (size_t)(T < CHUNK ? T : CHUNK);
-    size_t n = 256;
+    size_t n = 896;
     n = add_sz(n, mul_sz(mul_sz((size_t)T + 1, (size_t)B), 4));
     n = add_sz(n, mul_sz(mul_sz((size_t)T + 1, (size_t)B), 4));
     n = add_sz(n, mul_sz(mul_sz((size_t)T, (size_t)B), 16));
@@ -141,7 +94,7 @@ size_t rnnc_infer_workspace_size(int T, int B)
 {
     if (T < 1 || B < 1) return SIZE_MAX;
     const size_t CH = (size_t)(T < CHUNK ? T : CHUNK);
-    size_t n = 128;
+    size_t n = 768;
     n = add_sz(n, mul_sz(mul_sz(2, (size_t)B), 4));
     n = add_sz(n, mul_sz(mul_sz(2, (size_t)B), 4));
     n = add_sz(n, mul_sz(mul_sz((size_t)CH, (size_t)B), 16));
@@ -223,7 +176,7 @@ int rnnc_run_forward(int T, int B, const float *params, const float *x, const in
     if (!params || !x || !y || !state_T || !work) return 2;
     const int CH = T < CHUNK ? T : CHUNK;
     float *pack = work;
-    float *hist0 = pack + 128;
+    float *hist0 = pack + 768;
     float *hist1 = hist0 + (ptrdiff_t)(keep ? ((ptrdiff_t)T + 1) : 2) * B * 4;
     float *A_L0 = hist1 + (ptrdiff_t)(keep ? ((ptrdiff_t)T + 1) : 2) * B * 4;
     float *A_v5 = A_L0 + (ptrdiff_t)(keep ? T : CH) * B * 16;
@@ -249,6 +202,7 @@ int rnnc_run_forward(int T, int B, const float *params, const float *x, const in
     for (ptrdiff_t r = 0; r < 4; ++r) for (ptrdiff_t j = 0; j < 3; ++j)
         pack[64 + (12 + r) * 3 + j] = params[96 + r * 7 + 4 + j];
     for (ptrdiff_t r = 0; r < 4; ++r) pack[112 + 12 + r] = params[124 + r];
+    rnnc_s_mk_pack_nt(16, 4, pack + 0, 4, pack + 128);
     rows_to_states(B, state0, hist0, hist1);
     for (int t0 = 0; t0 < T; t0 += CH) {
         const int tc = T - t0 < CH ? T - t0 : CH;
@@ -257,7 +211,7 @@ int rnnc_run_forward(int T, int B, const float *params, const float *x, const in
             float *L0_chunk = A_L0 + (ptrdiff_t)(keep ? t0 : 0) * B * 16;
             for (ptrdiff_t i = 0; i < (ptrdiff_t)tc * B; ++i) for (ptrdiff_t r = 0; r < 16; ++r)
                 L0_chunk[i * 16 + r] = pack[112 + r];
-            gemm_big(NT, threads, (ptrdiff_t)tc * B, 16, 3, x + (ptrdiff_t)t0 * B * 3, 3, pack + 64, 3, L0_chunk, 16);
+            rnnc_s_gemm_big(RNNC_NT, threads, (ptrdiff_t)tc * B, 16, 3, x + (ptrdiff_t)t0 * B * 3, 3, pack + 64, 3, L0_chunk, 16);
         }
         for (int t = t0; t < t0 + tc; ++t) {
             float *restrict y_t = y + (ptrdiff_t)t * B * 4;
@@ -270,7 +224,7 @@ int rnnc_run_forward(int T, int B, const float *params, const float *x, const in
             float *restrict v5 = A_v5 + (ptrdiff_t)(keep ? t : 0) * B * 4; (void)v5;
             float *restrict v6 = A_v6 + (ptrdiff_t)0 * B * 4; (void)v6;
             /* L0 = bias + s0 W_0^T + x_t W_x^T */
-            gemm_nt(B, 16, 4, s0, 4, pack + 0, 4, L0, 16);
+            rnnc_s_mk_gemm(B, 16, 4, s0, 4, pack + 128, L0, 16);
             fwd_v5(t, B, lengths, s1, L0, v5);
             fwd_v6(t, B, lengths, L0, v5, v6);
             /* the new states; rows past their length keep the old ones */
@@ -364,7 +318,7 @@ int rnnc_run_backward(int T, int B, const float *params, const float *x, const i
     (void)state0;
     const int CH = T < CHUNK ? T : CHUNK;
     float *pack = work;
-    float *hist0 = pack + 128;
+    float *hist0 = pack + 768;
     float *hist1 = hist0 + (ptrdiff_t)((ptrdiff_t)T + 1) * B * 4;
     float *A_L0 = hist1 + (ptrdiff_t)((ptrdiff_t)T + 1) * B * 4;
     float *A_v5 = A_L0 + (ptrdiff_t)T * B * 16;
@@ -379,6 +333,7 @@ int rnnc_run_backward(int T, int B, const float *params, const float *x, const i
     float *d_L0_all = adj + (ptrdiff_t)B * 19;
     float *dcarry = d_L0_all + (ptrdiff_t)CH * B * 16;
     (void)pack;
+    rnnc_s_mk_pack_nn(4, 16, pack + 0, 4, pack + 256);
     memset(dparams, 0, sizeof(float) * 128);
     memset(gpack, 0, sizeof(float) * 128);
     rows_to_states(B, dstate_T, dcarry + (ptrdiff_t)B * 0, dcarry + (ptrdiff_t)B * 4);
@@ -408,7 +363,7 @@ int rnnc_run_backward(int T, int B, const float *params, const float *x, const i
             bwd_v6(t, B, lengths, L0, v5, d_L0, d_v5, d_v6);
             bwd_v5(t, B, lengths, s1, L0, d_s1, d_L0, d_v5);
             /* ds0 += dL0 W */
-            gemm_nn(B, 4, 16, d_L0, 16, pack + 0, 4, d_s0, 4);
+            rnnc_s_mk_gemm(B, 4, 16, d_L0, 16, pack + 256, d_s0, 4);
             /* adjoints of the states at t-1; rows past their length pass theirs through */
             for (ptrdiff_t b = 0; b < B; ++b) if (VALID(b))
                 for (ptrdiff_t j = 0; j < 4; ++j) dcarry[(ptrdiff_t)B * 0 + b * 4 + j] = d_s0[b * 4 + j];
@@ -419,9 +374,9 @@ int rnnc_run_backward(int T, int B, const float *params, const float *x, const i
         /* L0 over steps t0..t0+tc-1 at once: dW += dL0^T v, db += sums, dx += dL0 W_x */
         {
             const float *dch_L0 = d_L0_all;
-            gemm_big(TN, threads, 16, 4, (ptrdiff_t)tc * B, dch_L0, 16, hist0 + (ptrdiff_t)t0 * B * 4, 4, gpack + 0, 4);
-            gemm_big(TN, threads, 16, 3, (ptrdiff_t)tc * B, dch_L0, 16, x + (ptrdiff_t)t0 * B * 3, 3, gpack + 64, 3);
-            if (dx) gemm_big(NN, threads, (ptrdiff_t)tc * B, 3, 16, dch_L0, 16, pack + 64, 3, dx + (ptrdiff_t)t0 * B * 3, 3);
+            rnnc_s_gemm_big(RNNC_TN, threads, 16, 4, (ptrdiff_t)tc * B, dch_L0, 16, hist0 + (ptrdiff_t)t0 * B * 4, 4, gpack + 0, 4);
+            rnnc_s_gemm_big(RNNC_TN, threads, 16, 3, (ptrdiff_t)tc * B, dch_L0, 16, x + (ptrdiff_t)t0 * B * 3, 3, gpack + 64, 3);
+            if (dx) rnnc_s_gemm_big(RNNC_NN, threads, (ptrdiff_t)tc * B, 3, 16, dch_L0, 16, pack + 64, 3, dx + (ptrdiff_t)t0 * B * 3, 3);
             for (ptrdiff_t i = 0; i < (ptrdiff_t)tc * B; ++i) for (ptrdiff_t r = 0; r < 16; ++r)
                 gpack[112 + r] += dch_L0[i * 16 + r];
         }
