@@ -93,10 +93,10 @@ def blas_flags():
 
 # ---------------------------------------------------------------- the cache
 
-def load_cached(key):
-    """(module, meta) for a valid cache entry, or None (missing or corrupt)."""
-    root = cache_root()
-    manifest = os.path.join(root, key + ".json")
+def _verified_entry(root, name):
+    """(manifest dict, binary path) of a private entry whose binary matches its SHA-256,
+    or None (missing or corrupt); an entry others can write raises CacheSecurityError."""
+    manifest = os.path.join(root, name + ".json")
     if not os.path.exists(manifest):
         return None
     check_private(manifest)
@@ -105,13 +105,72 @@ def load_cached(key):
             entry = json.load(f)
         binary = os.path.join(root, entry["binary"])
         check_private(binary)
-        if _sha256(binary) != entry["sha256"]:
-            return None
-        return _import(entry["module"], binary), entry["meta"]
+        return (entry, binary) if _sha256(binary) == entry["sha256"] else None
     except CacheSecurityError:
         raise
-    except (OSError, ValueError, KeyError, TypeError, ImportError):
+    except (OSError, ValueError, KeyError, TypeError):
         return None
+
+
+def _install(root, tmp, name, binary, entry):
+    """Move a built binary into the cache and write its manifest, atomically."""
+    os.chmod(binary, 0o700)          # whatever the umask: entries are private
+    final = os.path.join(root, os.path.basename(binary))
+    os.replace(binary, final)
+    entry = dict(entry, binary=os.path.basename(final), sha256=_sha256(final))
+    manifest_tmp = os.path.join(tmp, "manifest.json")
+    _write_private(manifest_tmp, json.dumps(entry))
+    os.replace(manifest_tmp, os.path.join(root, name + ".json"))
+    return final
+
+
+@contextlib.contextmanager
+def _locked(root, name):
+    """An flock on NAME.lock: released by the kernel if the process dies."""
+    fd = os.open(os.path.join(root, name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def load_cached(key):
+    """(module, meta) for a valid cache entry, or None (missing or corrupt)."""
+    hit = _verified_entry(cache_root(), key)
+    if hit is None:
+        return None
+    entry, binary = hit
+    try:
+        return _import(entry["module"], binary), entry["meta"]
+    except (ImportError, KeyError):
+        return None
+
+
+def runtime_object():
+    """The runtime object file every JIT kernel links (the GEMM helpers and microkernel),
+    built once per machine, compiler and generator, and verified like any entry."""
+    from .codegen.helpers import runtime_c
+    text = runtime_c()
+    root = cache_root()
+    flags = compiler_command("runtime.c", "runtime.o", 3, True, compile_only=True)
+    ident = json.dumps([text, flags, machine_identity()], sort_keys=True)
+    name = "runtime-" + hashlib.sha256(ident.encode()).hexdigest()[:40]
+    hit = _verified_entry(root, name)
+    if hit is not None:
+        return hit[1]
+    with _locked(root, name):
+        hit = _verified_entry(root, name)
+        if hit is not None:
+            return hit[1]
+        tmp = tempfile.mkdtemp(prefix="build-", dir=root)
+        try:
+            c_file, obj = os.path.join(tmp, name + ".c"), os.path.join(tmp, name + ".o")
+            _write_private(c_file, text)
+            _run_gcc([(compiler_command(c_file, obj, 3, True, compile_only=True), c_file)])
+            return _install(root, tmp, name, obj, {"what": "runtime object"})
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def load_or_build(key, generate, *, opt_level=2, blas=True):
@@ -120,46 +179,63 @@ def load_or_build(key, generate, *, opt_level=2, blas=True):
     if hit is not None:
         return hit
     root = cache_root()
-    lock_path = os.path.join(root, key + ".lock")
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+    with _locked(root, key):
         hit = load_cached(key)          # another process may have built it meanwhile
         if hit is not None:
             return hit
         csrc, meta = generate()
         return _build(root, key, csrc, meta, opt_level, blas)
-    finally:
-        os.close(fd)
 
 
 def _build(root, key, csrc, meta, opt_level, blas):
-    import cffi
     tmp = tempfile.mkdtemp(prefix="build-", dir=root)
     try:
         module = "_rnnc_%s_%s" % (key[:16], os.urandom(4).hex())
-        ffi = cffi.FFI()
-        ffi.cdef(csrc.cdef)
-        ffi.set_source(module, csrc.text)
-        c_file = os.path.join(tmp, module + ".c")
-        with contextlib.redirect_stdout(io.StringIO()):   # cffi announces "generating ..."
-            ffi.emit_c_code(c_file)
         binary = os.path.join(tmp, module + sysconfig.get_config_var("EXT_SUFFIX"))
-        _run_gcc(c_file, binary, opt_level, blas)
-        os.chmod(binary, 0o700)          # whatever the umask: entries are private
-        final = os.path.join(root, os.path.basename(binary))
+        # the runtime object is made (once per machine) after the kernel's own code compiled
+        objects = lambda: [runtime_object()] if meta.get("runtime") else []  # noqa: E731
+        if csrc.units:
+            _build_units(tmp, module, csrc, binary, objects, opt_level, blas)
+        else:
+            c_file = _emit_wrapper(tmp, module, csrc.cdef, csrc.text)
+            _run_gcc([(compiler_command(c_file, binary, opt_level, blas, objects()), c_file)])
         kept_c = os.path.join(root, key + ".c")
         _write_private(os.path.join(tmp, "kernel.c"), csrc.text)
         os.replace(os.path.join(tmp, "kernel.c"), kept_c)
-        os.replace(binary, final)
-        entry = {"module": module, "binary": os.path.basename(final), "sha256": _sha256(final),
-                 "c_file": os.path.basename(kept_c), "meta": meta}
-        manifest_tmp = os.path.join(tmp, "manifest.json")
-        _write_private(manifest_tmp, json.dumps(entry))
-        os.replace(manifest_tmp, os.path.join(root, key + ".json"))
+        final = _install(root, tmp, key, binary, {"module": module, "c_file": os.path.basename(kept_c),
+                                                   "meta": meta})
         return _import(module, final), meta
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _emit_wrapper(tmp, module, cdef, source):
+    """cffi's C for an extension module exposing `cdef`, around `source`."""
+    import cffi
+    ffi = cffi.FFI()
+    ffi.cdef(cdef)
+    ffi.set_source(module, source)
+    c_file = os.path.join(tmp, module + ".c")
+    with contextlib.redirect_stdout(io.StringIO()):   # cffi announces "generating ..."
+        ffi.emit_c_code(c_file)
+    return c_file
+
+
+def _build_units(tmp, module, csrc, binary, objects, opt_level, blas):
+    """Compile the cffi wrapper (prototypes only) and the kernel's translation units in
+    parallel, then link them with objects()."""
+    jobs = []
+    for k, text in enumerate(csrc.units):
+        path = os.path.join(tmp, "unit%d.c" % k)
+        _write_private(path, text)
+        jobs.append((path, opt_level))
+    # the wrapper last: a compiler error is reported for the kernel's own code first
+    jobs.append((_emit_wrapper(tmp, module, csrc.cdef, "#include <stddef.h>\n" + csrc.cdef), 1))
+    commands = [(compiler_command(c, c[:-2] + ".o", level, blas, compile_only=True), c)
+                for c, level in jobs]
+    _run_gcc(commands)
+    objs = [c[:-2] + ".o" for c, _ in jobs]
+    _run_gcc([(link_command(objs + objects(), binary, blas), jobs[0][0])])
 
 
 def _write_private(path, text):
@@ -169,36 +245,57 @@ def _write_private(path, text):
         f.write(text)
 
 
-def compiler_command(c_file, binary, opt_level, blas):
-    """The gcc command line for one extension module."""
+def compiler_command(c_file, binary, opt_level, blas, objects=(), compile_only=False):
+    """The gcc command line for one extension module (linked with `objects`), or for an
+    object file (compile_only)."""
     cc = os.environ.get("CC", "gcc")
     inc = sysconfig.get_paths()["include"]
     # -fno-math-errno lets gcc inline and vectorise sqrt/fmin; no -ffast-math anywhere
-    cmd = [cc, "-shared", "-fPIC", "-O%d" % opt_level, "-fno-math-errno", "-I" + inc,
-           c_file, "-o", binary, "-lm"]
+    cflags = ["-fPIC", "-O%d" % opt_level, "-fno-math-errno", "-I" + inc]
     if platform.machine() in ("x86_64", "AMD64"):
-        cmd.insert(4, "-march=native")
+        cflags.insert(2, "-march=native")
+    ldflags = ["-lm"]
     if blas:
-        cflags, ldflags = blas_flags()
-        cmd[4:4] = cflags
-        cmd += ldflags
-    return cmd
+        blas_cflags, blas_ldflags = blas_flags()
+        cflags += blas_cflags
+        ldflags += blas_ldflags
+    if compile_only:
+        return [cc, "-c"] + cflags + [c_file, "-o", binary]
+    return [cc, "-shared"] + cflags + [c_file] + list(objects) + ["-o", binary] + ldflags
 
 
-def _run_gcc(c_file, binary, opt_level, blas):
-    cmd = compiler_command(c_file, binary, opt_level, blas)
-    if os.environ.get("RNNC_DEBUG", "") >= "3":
-        print(" ".join(cmd), file=sys.stderr)
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-    except FileNotFoundError as exc:
-        raise CompileError("no C compiler: %s (set CC or install gcc)" % exc) from None
-    if proc.returncode != 0:
+def link_command(objects, binary, blas):
+    """The gcc command line that links object files into an extension module."""
+    ldflags = ["-lm"] + (blas_flags()[1] if blas else [])
+    return [os.environ.get("CC", "gcc"), "-shared"] + list(objects) + ["-o", binary] + ldflags
+
+
+def _run_gcc(commands):
+    """Run compiler commands [(argv, C file)] at once; CompileError for the first that fails."""
+    debug = os.environ.get("RNNC_DEBUG", "") >= "3"
+    procs = []
+    for cmd, c_file in commands:
+        if debug:
+            print(" ".join(cmd), file=sys.stderr)
+        try:
+            procs.append((subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                           text=True), c_file))
+        except FileNotFoundError as exc:
+            for p, _ in procs:
+                p.kill()
+            raise CompileError("no C compiler: %s (set CC or install gcc)" % exc) from None
+    failed = None
+    for proc, c_file in procs:
+        stderr = proc.communicate()[1]
+        if proc.returncode != 0 and failed is None:
+            failed = (proc.returncode, c_file, stderr)
+    if failed:
+        code, c_file, stderr = failed
         kept = os.path.join(tempfile.gettempdir(), os.path.basename(c_file))
         shutil.copyfile(c_file, kept)
-        tail = "\n".join(proc.stderr.strip().splitlines()[-20:])
+        tail = "\n".join(stderr.strip().splitlines()[-20:])
         raise CompileError("the C compiler failed (exit %d); C file kept at %s:\n%s"
-                           % (proc.returncode, kept, tail), c_file=kept, stderr=proc.stderr)
+                           % (code, kept, tail), c_file=kept, stderr=stderr)
 
 
 def _import(module_name, path):
@@ -216,7 +313,8 @@ def _import(module_name, path):
 def build_from_source(key, csrc_text, cdef, meta, *, opt_level=2, blas=True):
     """Rebuild an entry from kept C text (unpickling a kernel whose entry is gone)."""
     from .codegen import CSource
-    csrc = CSource(csrc_text, cdef, None, meta.get("prefix", "rnnc"), meta["dtype"], blas)
+    csrc = CSource(csrc_text, cdef, None, meta.get("prefix", "rnnc"), meta["dtype"], blas,
+                   meta.get("runtime", False))
     return load_or_build(key, lambda: (csrc, meta), opt_level=opt_level, blas=blas)
 
 

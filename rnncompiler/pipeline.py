@@ -97,7 +97,8 @@ def lower(cell, sizes, dtype, blas, prefix="rnnc"):
     from .graph import build_graph, format_graph, fuse_elementwise
     g = fuse_elementwise(build_graph(cell.spec, sizes))
     bwd = differentiate(g)
-    csrc = render_c(g, bwd, dtype, prefix=prefix, blas=blas, fast_math=True)
+    csrc = render_c(g, bwd, dtype, prefix=prefix, blas=blas, fast_math=True, microkernel=True,
+                    runtime=bool(blas))
     if _debug_level() >= 1:
         print(format_graph(g), file=sys.stderr)
         print("backward: %s\ntape (per step): %s" % (", ".join(type(op).__name__ + "(" + op.node + ")"
@@ -111,6 +112,7 @@ def lower(cell, sizes, dtype, blas, prefix="rnnc"):
 def _meta(cell, g, bwd, sizes, dtype, csrc):
     from .equations import derive_equations
     return {"name": cell.name, "dtype": dtype, "prefix": csrc.prefix, "cdef": csrc.cdef,
+            "runtime": csrc.runtime,
             "input_size": sizes["I"], "hidden_size": sizes["H"], "sizes": sizes,
             "states": g.graph["states"], "output_size": csrc.layout.O,
             "pack_size": csrc.layout.pack_size,
