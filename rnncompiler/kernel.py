@@ -101,8 +101,8 @@ class Kernel:
         for row in self._meta["tape"]:
             if row["taped"]:
                 lines.append("  %4d scalars  %s" % (row["width"], ", ".join(row["holds"])))
-        lines.append("not kept (recomputed or not needed): %s" % ", ".join(
-            h for row in self._meta["tape"] if not row["taped"] for h in row["holds"]) or "-")
+        dropped = [h for row in self._meta["tape"] if not row["taped"] for h in row["holds"]]
+        lines.append("not kept (recomputed or not needed): %s" % (", ".join(dropped) or "-"))
         n = self._fn["workspace_size"](T, B)
         lines.append("workspace for T=%d, B=%d: %.2f MB (tape and backward scratch)"
                      % (T, B, n * self.dtype.itemsize / 1e6))

@@ -125,7 +125,7 @@ def tape_plan_rows(g, layout):
     """What each value array holds, its width per batch row, and whether it is taped."""
     from .equations import display_names
     names = display_names(g)
-    rows = [{"holds": [s + "[t-1]" for s, _ in g.graph["states"]], "width": layout.S,
+    rows = [{"holds": [s + "[t]" for s, _ in g.graph["states"]], "width": layout.S,
              "taped": True}]
     for a in layout.arrays:
         held = [names[n][0] for n, (arr, _, _) in layout.value.items()

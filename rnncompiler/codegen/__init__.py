@@ -206,6 +206,7 @@ def _state_io(L, ctype):
 def step_pointers(L):
     """Names of the pointers a step declares: value arrays, x_t and states, adjoints."""
     names = ["x_t"] + ["s%d" % k for k in range(len(L.states))] + [a.name for a in L.arrays]
+    names += ["next%d" % k for k in range(len(L.states))]
     return names + [name for name, _, _ in L.adj_arrays] + ["params", "dparams"]
 
 
@@ -285,6 +286,8 @@ def _forward(g, L, printer, ctype, p):
     out, ostride = ref(L, g.graph["output"])
     update = [comment("the new states; rows past their length keep the old ones")]
     for k, (_, size, _, _, node) in enumerate(L.states):
+        if L.direct_states.get(node) == k:
+            continue                     # its loop wrote the history slot
         src, stride = ref(L, node)
         update += ["for (ptrdiff_t b = 0; b < B; ++b) for (ptrdiff_t j = 0; j < %d; ++j)" % size,
                    "    next%d[b * %d + j] = VALID(b) ? %s[b * %d + j] : s%d[b * %d + j];"
@@ -406,6 +409,8 @@ def _backward(g, bwd, L, printer, ctype, p):
     pointers = ["%sconst %s *restrict x_t = x + (ptrdiff_t)t * B * %d; (void)x_t;" % (ind, ctype, L.I)]
     for k, (_, size, _, _, _) in enumerate(L.states):
         pointers.append("%sconst %s *restrict s%d = hist%d + (ptrdiff_t)t * B * %d; (void)s%d;"
+                        % (ind, ctype, k, k, size, k))
+        pointers.append("%sconst %s *restrict next%d = s%d + (ptrdiff_t)B * %d; (void)next%d;"
                         % (ind, ctype, k, k, size, k))
     for a in L.arrays:
         if a.taped:

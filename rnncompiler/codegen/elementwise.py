@@ -83,13 +83,22 @@ def forward_loop(g, L, n, printer, ctype):
     code = [comment("%s = %s" % (label(L, n), _label_expr(d["expr"], g, L, args))),
             "for (ptrdiff_t b = 0; b < B; ++b) {",
             "    %s *restrict o = %s + b * %d;" % (ctype, out, stride),
-            "    if (!VALID(b)) { for (ptrdiff_t j = 0; j < %d; ++j) o[j] = 0; continue; }" % N]
+            "    if (!VALID(b)) { for (ptrdiff_t j = 0; j < %d; ++j) o[j] = %s; continue; }"
+            % (N, _past_length(L, n, N))]
     code += _row_pointers(g, L, args, used, ctype, " " * 4)
     code.append("    for (ptrdiff_t j = 0; j < %d; ++j) {" % N)
     code += [_load(g, L, a, k, ctype, " " * 8) for k, a in enumerate(args) if k in used]
     code += [ln[4:] for ln in lines]
     code += ["        o[j] = %s;" % value, "    }", "}"]
     return code
+
+
+def _past_length(L, n, N):
+    """What a row past its length holds: the old state when n writes a state's history
+    slot, else 0."""
+    if n in L.direct_states:
+        return "s%d[b * %d + j]" % (L.direct_states[n], N)
+    return "0"
 
 
 def backward_loop(g, L, op, printer, ctype):

@@ -76,6 +76,8 @@ class Layout:
     pack_size: int         # packed weights and biases, then the microkernel panels
     gpack_size: int        # the gradients of the packed weights and biases
     cvar: dict             # leaf/param id -> C identifier
+    direct_states: dict    # new-state node computed by a fused loop -> its state's index:
+                           # the loop writes the state history slot itself, no copy
 
 
 def _count(shape):
@@ -211,19 +213,27 @@ def plan_layout(g, bwd, microkernel=None):
         for m, o in zip(b.members, b.offsets, strict=True):
             value[m] = (b.name, o, b.width)
             adjoint[m] = ("d_" + b.name, o, b.width)
+    direct = {}
+    for k, st in enumerate(states):
+        if g.nodes[st[4]]["op"] == "ew" and st[4] not in direct:
+            direct[st[4]] = k
     for k, n in enumerate(topo_order(g)):
         if n in bundle_of or n in elided:
             continue
         name, size = "v%d" % k, g.nodes[n]["size"]
-        arrays.append(Array(name, size, n in taped, False))
-        value[n] = (name, 0, size)
+        if n in direct:
+            value[n] = ("next%d" % direct[n], 0, size)
+        else:
+            arrays.append(Array(name, size, n in taped, False))
+            value[n] = (name, 0, size)
         adjoint[n] = ("d_" + name, 0, size)
         adj_arrays.append(("d_" + name, size, False))
     return Layout(I=g.graph["sizes"]["I"], S=off, O=g.nodes[g.graph["output"]]["size"],
                   states=tuple(states), params=tuple(params), param_count=p_off,
                   bundles=tuple(bundles), bundle_of=bundle_of, elided=elided,
                   arrays=tuple(arrays), array_of={a.name: a for a in arrays}, value=value, adjoint=adjoint,
-                  adj_arrays=tuple(adj_arrays), pack_size=pack, gpack_size=gpack, cvar=cvar)
+                  adj_arrays=tuple(adj_arrays), pack_size=pack, gpack_size=gpack, cvar=cvar,
+                  direct_states=direct)
 
 
 def param_offset(layout, node_id):

@@ -106,6 +106,9 @@ def operand_rows(L, n, g):
     for k, st in enumerate(L.states):
         if st[3] == n:
             return "hist%d + (ptrdiff_t)t0 * B * %d" % (k, st[1]), st[1]
+    if n in L.direct_states:            # a new state: its history slot after step t0
+        k = L.direct_states[n]
+        return "hist%d + ((ptrdiff_t)t0 + 1) * B * %d" % (k, L.states[k][1]), L.states[k][1]
     name, col, stride = L.value[n]
     base = "A_%s + (ptrdiff_t)t0 * B * %d" % (name, stride)
     return (base if col == 0 else "%s + %d" % (base, col)), stride

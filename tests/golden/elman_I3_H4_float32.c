@@ -80,7 +80,6 @@ size_t rnnc_workspace_size(int T, int B)
     size_t n = 320;
     n = add_sz(n, mul_sz(mul_sz((size_t)T + 1, (size_t)B), 4));
     n = add_sz(n, mul_sz(mul_sz((size_t)CH, (size_t)B), 4));
-    n = add_sz(n, mul_sz(mul_sz((size_t)T, (size_t)B), 4));
     n = add_sz(n, mul_sz(mul_sz(1, (size_t)B), 11));
     n = add_sz(n, mul_sz(mul_sz((size_t)CH, (size_t)B), 4));
     n = add_sz(n, mul_sz(mul_sz(1, (size_t)B), 4));
@@ -95,7 +94,6 @@ size_t rnnc_infer_workspace_size(int T, int B)
     size_t n = 288;
     n = add_sz(n, mul_sz(mul_sz(2, (size_t)B), 4));
     n = add_sz(n, mul_sz(mul_sz((size_t)CH, (size_t)B), 4));
-    n = add_sz(n, mul_sz(mul_sz(1, (size_t)B), 4));
     return fits(n, T, B);
 }
 
@@ -120,13 +118,13 @@ static void states_to_rows(int B, const float *h0, float *rows)
         rows[b * 4 + 0 + j] = h0[b * 4 + j];
 }
 
-/* v2 = tanh(L0) */
-static void fwd_v2(int t, int B, const int *lengths, const float *L0, float *v2)
+/* next0 = tanh(L0) */
+static void fwd_next0(int t, int B, const int *lengths, const float *s0, const float *L0, float *next0)
 {
     (void)t; (void)lengths;
     for (ptrdiff_t b = 0; b < B; ++b) {
-        float *restrict o = v2 + b * 4;
-        if (!VALID(b)) { for (ptrdiff_t j = 0; j < 4; ++j) o[j] = 0; continue; }
+        float *restrict o = next0 + b * 4;
+        if (!VALID(b)) { for (ptrdiff_t j = 0; j < 4; ++j) o[j] = s0[b * 4 + j]; continue; }
         const float *restrict r0 = L0 + b * 4;
         for (ptrdiff_t j = 0; j < 4; ++j) {
             const float a0 = r0[j];
@@ -147,7 +145,6 @@ int rnnc_run_forward(int T, int B, const float *params, const float *x, const in
     float *pack = work;
     float *hist0 = pack + 288;
     float *A_L0 = hist0 + (ptrdiff_t)(keep ? ((ptrdiff_t)T + 1) : 2) * B * 4;
-    float *A_v2 = A_L0 + (ptrdiff_t)CH * B * 4;
     /* pack L0: one (4 x w) matrix per operand, members stacked */
     for (ptrdiff_t r = 0; r < 4; ++r) for (ptrdiff_t j = 0; j < 4; ++j)
         pack[0 + (0 + r) * 4 + j] = params[0 + r * 7 + 0 + j];
@@ -171,15 +168,12 @@ int rnnc_run_forward(int T, int B, const float *params, const float *x, const in
             const float *restrict s0 = hist0 + (ptrdiff_t)(keep ? t : (t & 1)) * B * 4;
             float *restrict next0 = hist0 + (ptrdiff_t)(keep ? t + 1 : ((t + 1) & 1)) * B * 4;
             float *restrict L0 = A_L0 + (ptrdiff_t)(t - t0) * B * 4; (void)L0;
-            float *restrict v2 = A_v2 + (ptrdiff_t)(keep ? t : 0) * B * 4; (void)v2;
             /* L0 = bias + s0 W_0^T + x_t W_x^T */
             rnnc_s_mk_gemm(B, 4, 4, s0, 4, pack + 32, L0, 4);
-            fwd_v2(t, B, lengths, L0, v2);
+            fwd_next0(t, B, lengths, s0, L0, next0);
             /* the new states; rows past their length keep the old ones */
             for (ptrdiff_t b = 0; b < B; ++b) for (ptrdiff_t j = 0; j < 4; ++j)
-                next0[b * 4 + j] = VALID(b) ? v2[b * 4 + j] : s0[b * 4 + j];
-            for (ptrdiff_t b = 0; b < B; ++b) for (ptrdiff_t j = 0; j < 4; ++j)
-                y_t[b * 4 + j] = VALID(b) ? v2[b * 4 + j] : 0;
+                y_t[b * 4 + j] = VALID(b) ? next0[b * 4 + j] : 0;
         }
     }
     states_to_rows(B, hist0 + (ptrdiff_t)(keep ? T : (T & 1)) * B * 4, state_T);
@@ -194,14 +188,14 @@ int rnnc_infer(int T, int B, const float *params, const float *x, const int *len
               const float *state0, float *y, float *state_T, float *work)
 { return rnnc_run_forward(T, B, params, x, lengths, state0, y, state_T, work, 0, 1); }
 
-/* adjoints of the operands of v2 */
-static void bwd_v2(int t, int B, const int *lengths, const float *v2, float *d_L0, float *d_v2)
+/* adjoints of the operands of next0 */
+static void bwd_next0(int t, int B, const int *lengths, const float *next0, float *d_L0, float *d_v2)
 {
     (void)t; (void)lengths;
     for (ptrdiff_t b = 0; b < B; ++b) {
         if (!VALID(b)) continue;
         const float *restrict gr = d_v2 + b * 4;
-        const float *restrict yr = v2 + b * 4;
+        const float *restrict yr = next0 + b * 4;
         float *restrict dr0 = d_L0 + b * 4;
         for (ptrdiff_t j = 0; j < 4; ++j) {
             const float g = gr[j];
@@ -225,8 +219,7 @@ int rnnc_run_backward(int T, int B, const float *params, const float *x, const i
     float *pack = work;
     float *hist0 = pack + 288;
     float *A_L0 = hist0 + (ptrdiff_t)((ptrdiff_t)T + 1) * B * 4;
-    float *A_v2 = A_L0 + (ptrdiff_t)CH * B * 4;
-    float *gpack = A_v2 + (ptrdiff_t)T * B * 4;
+    float *gpack = A_L0 + (ptrdiff_t)CH * B * 4;
     float *adj = gpack + 32;
     float *d_x_t = adj + (ptrdiff_t)B * 0;
     float *d_s0 = adj + (ptrdiff_t)B * 3;
@@ -243,7 +236,7 @@ int rnnc_run_backward(int T, int B, const float *params, const float *x, const i
         for (int t = t1 - 1; t >= t0; --t) {
             const float *restrict x_t = x + (ptrdiff_t)t * B * 3; (void)x_t;
             const float *restrict s0 = hist0 + (ptrdiff_t)t * B * 4; (void)s0;
-            const float *restrict v2 = A_v2 + (ptrdiff_t)t * B * 4; (void)v2;
+            const float *restrict next0 = s0 + (ptrdiff_t)B * 4; (void)next0;
             float *restrict d_L0 = d_L0_all + (ptrdiff_t)(t - t0) * B * 4;
             memset(adj, 0, sizeof(float) * (size_t)B * 11);
             memset(d_L0, 0, sizeof(float) * (size_t)B * 4);
@@ -255,7 +248,7 @@ int rnnc_run_backward(int T, int B, const float *params, const float *x, const i
             /* dL/d(state after step t), the other states held fixed: the carry, plus dy_t for the state that is the output */
             if (dstates) for (ptrdiff_t b = 0; b < B; ++b) for (ptrdiff_t j = 0; j < 4; ++j)
                 dstates[((ptrdiff_t)t * B + b) * 4 + 0 + j] = (dy && VALID(b) ? dy[((ptrdiff_t)t * B + b) * 4 + j] : 0) + dcarry[(ptrdiff_t)B * 0 + b * 4 + j];
-            bwd_v2(t, B, lengths, v2, d_L0, d_v2);
+            bwd_next0(t, B, lengths, next0, d_L0, d_v2);
             /* ds0 += dL0 W */
             rnnc_s_mk_gemm(B, 4, 4, d_L0, 4, pack + 160, d_s0, 4);
             /* adjoints of the states at t-1; rows past their length pass theirs through */

@@ -82,7 +82,6 @@ size_t rnnc_workspace_size(int T, int B)
     n = add_sz(n, mul_sz(mul_sz((size_t)T, (size_t)B), 12));
     n = add_sz(n, mul_sz(mul_sz((size_t)T, (size_t)B), 12));
     n = add_sz(n, mul_sz(mul_sz((size_t)T, (size_t)B), 4));
-    n = add_sz(n, mul_sz(mul_sz(1, (size_t)B), 4));
     n = add_sz(n, mul_sz(mul_sz(1, (size_t)B), 15));
     n = add_sz(n, mul_sz(mul_sz((size_t)CH, (size_t)B), 24));
     n = add_sz(n, mul_sz(mul_sz(1, (size_t)B), 4));
@@ -98,7 +97,6 @@ size_t rnnc_infer_workspace_size(int T, int B)
     n = add_sz(n, mul_sz(mul_sz(2, (size_t)B), 4));
     n = add_sz(n, mul_sz(mul_sz((size_t)CH, (size_t)B), 12));
     n = add_sz(n, mul_sz(mul_sz(1, (size_t)B), 12));
-    n = add_sz(n, mul_sz(mul_sz(1, (size_t)B), 4));
     n = add_sz(n, mul_sz(mul_sz(1, (size_t)B), 4));
     return fits(n, T, B);
 }
@@ -141,13 +139,13 @@ static void fwd_v4(int t, int B, const int *lengths, const float *L0, const floa
     }
 }
 
-/* v7 = s0*v4 + (1 - v4)*tanh(L0[8:] + L1[8:]*σ(L0 + L1)) */
-static void fwd_v7(int t, int B, const int *lengths, const float *s0, const float *L0, const float *L1, const float *v4, float *v7)
+/* next0 = s0*v4 + (1 - v4)*tanh(L0[8:] + L1[8:]*σ(L0 + L1)) */
+static void fwd_next0(int t, int B, const int *lengths, const float *s0, const float *L0, const float *L1, const float *v4, float *next0)
 {
     (void)t; (void)lengths;
     for (ptrdiff_t b = 0; b < B; ++b) {
-        float *restrict o = v7 + b * 4;
-        if (!VALID(b)) { for (ptrdiff_t j = 0; j < 4; ++j) o[j] = 0; continue; }
+        float *restrict o = next0 + b * 4;
+        if (!VALID(b)) { for (ptrdiff_t j = 0; j < 4; ++j) o[j] = s0[b * 4 + j]; continue; }
         const float *restrict r0 = v4 + b * 4;
         const float *restrict r1 = (L0 + 8) + b * 12;
         const float *restrict r2 = L0 + b * 12;
@@ -180,7 +178,6 @@ int rnnc_run_forward(int T, int B, const float *params, const float *x, const in
     float *A_L0 = hist0 + (ptrdiff_t)(keep ? ((ptrdiff_t)T + 1) : 2) * B * 4;
     float *A_L1 = A_L0 + (ptrdiff_t)(keep ? T : CH) * B * 12;
     float *A_v4 = A_L1 + (ptrdiff_t)(keep ? T : 1) * B * 12;
-    float *A_v7 = A_v4 + (ptrdiff_t)(keep ? T : 1) * B * 4;
     /* pack L0: one (12 x w) matrix per operand, members stacked */
     for (ptrdiff_t r = 0; r < 4; ++r) for (ptrdiff_t j = 0; j < 3; ++j)
         pack[0 + (0 + r) * 3 + j] = params[0 + r * 3 + 0 + j];
@@ -220,19 +217,16 @@ int rnnc_run_forward(int T, int B, const float *params, const float *x, const in
             float *restrict L0 = A_L0 + (ptrdiff_t)(keep ? t : t - t0) * B * 12; (void)L0;
             float *restrict L1 = A_L1 + (ptrdiff_t)(keep ? t : 0) * B * 12; (void)L1;
             float *restrict v4 = A_v4 + (ptrdiff_t)(keep ? t : 0) * B * 4; (void)v4;
-            float *restrict v7 = A_v7 + (ptrdiff_t)0 * B * 4; (void)v7;
             /* L0 = bias + x_t W_x^T */
             /* L1 = bias + s0 W_0^T */
             for (ptrdiff_t i = 0; i < B; ++i) for (ptrdiff_t r = 0; r < 12; ++r)
                 L1[i * 12 + r] = pack[96 + r];
             rnnc_s_mk_gemm(B, 12, 4, s0, 4, pack + 108, L1, 12);
             fwd_v4(t, B, lengths, L0, L1, v4);
-            fwd_v7(t, B, lengths, s0, L0, L1, v4, v7);
+            fwd_next0(t, B, lengths, s0, L0, L1, v4, next0);
             /* the new states; rows past their length keep the old ones */
             for (ptrdiff_t b = 0; b < B; ++b) for (ptrdiff_t j = 0; j < 4; ++j)
-                next0[b * 4 + j] = VALID(b) ? v7[b * 4 + j] : s0[b * 4 + j];
-            for (ptrdiff_t b = 0; b < B; ++b) for (ptrdiff_t j = 0; j < 4; ++j)
-                y_t[b * 4 + j] = VALID(b) ? v7[b * 4 + j] : 0;
+                y_t[b * 4 + j] = VALID(b) ? next0[b * 4 + j] : 0;
         }
     }
     states_to_rows(B, hist0 + (ptrdiff_t)(keep ? T : (T & 1)) * B * 4, state_T);
@@ -247,8 +241,8 @@ int rnnc_infer(int T, int B, const float *params, const float *x, const int *len
               const float *state0, float *y, float *state_T, float *work)
 { return rnnc_run_forward(T, B, params, x, lengths, state0, y, state_T, work, 0, 1); }
 
-/* adjoints of the operands of v7 */
-static void bwd_v7(int t, int B, const int *lengths, const float *s0, const float *L0, const float *L1, const float *v4, float *d_s0, float *d_L0, float *d_L1, float *d_v4, float *d_v7)
+/* adjoints of the operands of next0 */
+static void bwd_next0(int t, int B, const int *lengths, const float *s0, const float *L0, const float *L1, const float *v4, float *d_s0, float *d_L0, float *d_L1, float *d_v4, float *d_v7)
 {
     (void)t; (void)lengths;
     for (ptrdiff_t b = 0; b < B; ++b) {
@@ -325,8 +319,7 @@ int rnnc_run_backward(int T, int B, const float *params, const float *x, const i
     float *A_L0 = hist0 + (ptrdiff_t)((ptrdiff_t)T + 1) * B * 4;
     float *A_L1 = A_L0 + (ptrdiff_t)T * B * 12;
     float *A_v4 = A_L1 + (ptrdiff_t)T * B * 12;
-    float *A_v7 = A_v4 + (ptrdiff_t)T * B * 4;
-    float *gpack = A_v7 + (ptrdiff_t)1 * B * 4;
+    float *gpack = A_v4 + (ptrdiff_t)T * B * 4;
     float *adj = gpack + 108;
     float *d_x_t = adj + (ptrdiff_t)B * 0;
     float *d_s0 = adj + (ptrdiff_t)B * 3;
@@ -345,6 +338,7 @@ int rnnc_run_backward(int T, int B, const float *params, const float *x, const i
         for (int t = t1 - 1; t >= t0; --t) {
             const float *restrict x_t = x + (ptrdiff_t)t * B * 3; (void)x_t;
             const float *restrict s0 = hist0 + (ptrdiff_t)t * B * 4; (void)s0;
+            const float *restrict next0 = s0 + (ptrdiff_t)B * 4; (void)next0;
             const float *restrict L0 = A_L0 + (ptrdiff_t)t * B * 12; (void)L0;
             const float *restrict L1 = A_L1 + (ptrdiff_t)t * B * 12; (void)L1;
             const float *restrict v4 = A_v4 + (ptrdiff_t)t * B * 4; (void)v4;
@@ -361,7 +355,7 @@ int rnnc_run_backward(int T, int B, const float *params, const float *x, const i
             /* dL/d(state after step t), the other states held fixed: the carry, plus dy_t for the state that is the output */
             if (dstates) for (ptrdiff_t b = 0; b < B; ++b) for (ptrdiff_t j = 0; j < 4; ++j)
                 dstates[((ptrdiff_t)t * B + b) * 4 + 0 + j] = (dy && VALID(b) ? dy[((ptrdiff_t)t * B + b) * 4 + j] : 0) + dcarry[(ptrdiff_t)B * 0 + b * 4 + j];
-            bwd_v7(t, B, lengths, s0, L0, L1, v4, d_s0, d_L0, d_L1, d_v4, d_v7);
+            bwd_next0(t, B, lengths, s0, L0, L1, v4, d_s0, d_L0, d_L1, d_v4, d_v7);
             bwd_v4(t, B, lengths, v4, d_L0, d_L1, d_v4);
             /* ds0 += dL1 W */
             rnnc_s_mk_gemm(B, 4, 12, d_L1, 12, pack + 236, d_s0, 4);

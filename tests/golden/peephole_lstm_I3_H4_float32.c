@@ -81,8 +81,6 @@ size_t rnnc_workspace_size(int T, int B)
     n = add_sz(n, mul_sz(mul_sz((size_t)T + 1, (size_t)B), 4));
     n = add_sz(n, mul_sz(mul_sz((size_t)T + 1, (size_t)B), 4));
     n = add_sz(n, mul_sz(mul_sz((size_t)T, (size_t)B), 16));
-    n = add_sz(n, mul_sz(mul_sz((size_t)T, (size_t)B), 4));
-    n = add_sz(n, mul_sz(mul_sz(1, (size_t)B), 4));
     n = add_sz(n, mul_sz(mul_sz(1, (size_t)B), 19));
     n = add_sz(n, mul_sz(mul_sz((size_t)CH, (size_t)B), 16));
     n = add_sz(n, mul_sz(mul_sz(1, (size_t)B), 8));
@@ -98,8 +96,6 @@ size_t rnnc_infer_workspace_size(int T, int B)
     n = add_sz(n, mul_sz(mul_sz(2, (size_t)B), 4));
     n = add_sz(n, mul_sz(mul_sz(2, (size_t)B), 4));
     n = add_sz(n, mul_sz(mul_sz((size_t)CH, (size_t)B), 16));
-    n = add_sz(n, mul_sz(mul_sz(1, (size_t)B), 4));
-    n = add_sz(n, mul_sz(mul_sz(1, (size_t)B), 4));
     return fits(n, T, B);
 }
 
@@ -128,13 +124,13 @@ static void states_to_rows(int B, const float *h0, const float *h1, float *rows)
         rows[b * 8 + 4 + j] = h1[b * 4 + j];
 }
 
-/* v4 = s1*σ(L0 + P2*s1) + tanh(L0[8:])*σ(L0[4:] + P5*s1) */
-static void fwd_v4(int t, int B, const int *lengths, const float *s1, const float *L0, float *v4, const float *params)
+/* next1 = s1*σ(L0 + P2*s1) + tanh(L0[8:])*σ(L0[4:] + P5*s1) */
+static void fwd_next1(int t, int B, const int *lengths, const float *s1, const float *L0, float *next1, const float *params)
 {
     (void)t; (void)lengths;
     for (ptrdiff_t b = 0; b < B; ++b) {
-        float *restrict o = v4 + b * 4;
-        if (!VALID(b)) { for (ptrdiff_t j = 0; j < 4; ++j) o[j] = 0; continue; }
+        float *restrict o = next1 + b * 4;
+        if (!VALID(b)) { for (ptrdiff_t j = 0; j < 4; ++j) o[j] = s1[b * 4 + j]; continue; }
         const float *restrict r0 = L0 + b * 16;
         const float *restrict r2 = s1 + b * 4;
         const float *restrict r3 = (L0 + 4) + b * 16;
@@ -151,15 +147,15 @@ static void fwd_v4(int t, int B, const int *lengths, const float *s1, const floa
     }
 }
 
-/* v6 = tanh(v4)*σ(L0[12:] + P10*v4) */
-static void fwd_v6(int t, int B, const int *lengths, const float *L0, const float *v4, float *v6, const float *params)
+/* next0 = tanh(next1)*σ(L0[12:] + P10*next1) */
+static void fwd_next0(int t, int B, const int *lengths, const float *s0, const float *L0, float *next0, const float *next1, const float *params)
 {
     (void)t; (void)lengths;
     for (ptrdiff_t b = 0; b < B; ++b) {
-        float *restrict o = v6 + b * 4;
-        if (!VALID(b)) { for (ptrdiff_t j = 0; j < 4; ++j) o[j] = 0; continue; }
+        float *restrict o = next0 + b * 4;
+        if (!VALID(b)) { for (ptrdiff_t j = 0; j < 4; ++j) o[j] = s0[b * 4 + j]; continue; }
         const float *restrict r0 = (L0 + 12) + b * 16;
-        const float *restrict r2 = v4 + b * 4;
+        const float *restrict r2 = next1 + b * 4;
         for (ptrdiff_t j = 0; j < 4; ++j) {
             const float a0 = r0[j];
             const float a1 = params[136 + j];
@@ -182,8 +178,6 @@ int rnnc_run_forward(int T, int B, const float *params, const float *x, const in
     float *hist0 = pack + 768;
     float *hist1 = hist0 + (ptrdiff_t)(keep ? ((ptrdiff_t)T + 1) : 2) * B * 4;
     float *A_L0 = hist1 + (ptrdiff_t)(keep ? ((ptrdiff_t)T + 1) : 2) * B * 4;
-    float *A_v4 = A_L0 + (ptrdiff_t)(keep ? T : CH) * B * 16;
-    float *A_v6 = A_v4 + (ptrdiff_t)(keep ? T : 1) * B * 4;
     /* pack L0: one (16 x w) matrix per operand, members stacked */
     for (ptrdiff_t r = 0; r < 4; ++r) for (ptrdiff_t j = 0; j < 4; ++j)
         pack[0 + (0 + r) * 4 + j] = params[0 + r * 7 + 0 + j];
@@ -224,19 +218,13 @@ int rnnc_run_forward(int T, int B, const float *params, const float *x, const in
             const float *restrict s1 = hist1 + (ptrdiff_t)(keep ? t : (t & 1)) * B * 4;
             float *restrict next1 = hist1 + (ptrdiff_t)(keep ? t + 1 : ((t + 1) & 1)) * B * 4;
             float *restrict L0 = A_L0 + (ptrdiff_t)(keep ? t : t - t0) * B * 16; (void)L0;
-            float *restrict v4 = A_v4 + (ptrdiff_t)(keep ? t : 0) * B * 4; (void)v4;
-            float *restrict v6 = A_v6 + (ptrdiff_t)0 * B * 4; (void)v6;
             /* L0 = bias + s0 W_0^T + x_t W_x^T */
             rnnc_s_mk_gemm(B, 16, 4, s0, 4, pack + 128, L0, 16);
-            fwd_v4(t, B, lengths, s1, L0, v4, params);
-            fwd_v6(t, B, lengths, L0, v4, v6, params);
+            fwd_next1(t, B, lengths, s1, L0, next1, params);
+            fwd_next0(t, B, lengths, s0, L0, next0, next1, params);
             /* the new states; rows past their length keep the old ones */
             for (ptrdiff_t b = 0; b < B; ++b) for (ptrdiff_t j = 0; j < 4; ++j)
-                next0[b * 4 + j] = VALID(b) ? v6[b * 4 + j] : s0[b * 4 + j];
-            for (ptrdiff_t b = 0; b < B; ++b) for (ptrdiff_t j = 0; j < 4; ++j)
-                next1[b * 4 + j] = VALID(b) ? v4[b * 4 + j] : s1[b * 4 + j];
-            for (ptrdiff_t b = 0; b < B; ++b) for (ptrdiff_t j = 0; j < 4; ++j)
-                y_t[b * 4 + j] = VALID(b) ? v6[b * 4 + j] : 0;
+                y_t[b * 4 + j] = VALID(b) ? next0[b * 4 + j] : 0;
         }
     }
     states_to_rows(B, hist0 + (ptrdiff_t)(keep ? T : (T & 1)) * B * 4, hist1 + (ptrdiff_t)(keep ? T : (T & 1)) * B * 4, state_T);
@@ -251,15 +239,15 @@ int rnnc_infer(int T, int B, const float *params, const float *x, const int *len
               const float *state0, float *y, float *state_T, float *work)
 { return rnnc_run_forward(T, B, params, x, lengths, state0, y, state_T, work, 0, 1); }
 
-/* adjoints of the operands of v6 */
-static void bwd_v6(int t, int B, const int *lengths, const float *L0, const float *v4, float *d_L0, float *d_v4, float *d_v6, const float *params, float *dparams)
+/* adjoints of the operands of next0 */
+static void bwd_next0(int t, int B, const int *lengths, const float *L0, const float *next1, float *d_L0, float *d_v4, float *d_v6, const float *params, float *dparams)
 {
     (void)t; (void)lengths;
     for (ptrdiff_t b = 0; b < B; ++b) {
         if (!VALID(b)) continue;
         const float *restrict gr = d_v6 + b * 4;
         const float *restrict r0 = (L0 + 12) + b * 16;
-        const float *restrict r2 = v4 + b * 4;
+        const float *restrict r2 = next1 + b * 4;
         float *restrict dr0 = (d_L0 + 12) + b * 16;
         float *restrict dr2 = d_v4 + b * 4;
         for (ptrdiff_t j = 0; j < 4; ++j) {
@@ -278,8 +266,8 @@ static void bwd_v6(int t, int B, const int *lengths, const float *L0, const floa
     }
 }
 
-/* adjoints of the operands of v4 */
-static void bwd_v4(int t, int B, const int *lengths, const float *s1, const float *L0, float *d_s1, float *d_L0, float *d_v4, const float *params, float *dparams)
+/* adjoints of the operands of next1 */
+static void bwd_next1(int t, int B, const int *lengths, const float *s1, const float *L0, float *d_s1, float *d_L0, float *d_v4, const float *params, float *dparams)
 {
     (void)t; (void)lengths;
     for (ptrdiff_t b = 0; b < B; ++b) {
@@ -335,9 +323,7 @@ int rnnc_run_backward(int T, int B, const float *params, const float *x, const i
     float *hist0 = pack + 768;
     float *hist1 = hist0 + (ptrdiff_t)((ptrdiff_t)T + 1) * B * 4;
     float *A_L0 = hist1 + (ptrdiff_t)((ptrdiff_t)T + 1) * B * 4;
-    float *A_v4 = A_L0 + (ptrdiff_t)T * B * 16;
-    float *A_v6 = A_v4 + (ptrdiff_t)T * B * 4;
-    float *gpack = A_v6 + (ptrdiff_t)1 * B * 4;
+    float *gpack = A_L0 + (ptrdiff_t)T * B * 16;
     float *adj = gpack + 128;
     float *d_x_t = adj + (ptrdiff_t)B * 0;
     float *d_s0 = adj + (ptrdiff_t)B * 3;
@@ -356,9 +342,10 @@ int rnnc_run_backward(int T, int B, const float *params, const float *x, const i
         for (int t = t1 - 1; t >= t0; --t) {
             const float *restrict x_t = x + (ptrdiff_t)t * B * 3; (void)x_t;
             const float *restrict s0 = hist0 + (ptrdiff_t)t * B * 4; (void)s0;
+            const float *restrict next0 = s0 + (ptrdiff_t)B * 4; (void)next0;
             const float *restrict s1 = hist1 + (ptrdiff_t)t * B * 4; (void)s1;
+            const float *restrict next1 = s1 + (ptrdiff_t)B * 4; (void)next1;
             const float *restrict L0 = A_L0 + (ptrdiff_t)t * B * 16; (void)L0;
-            const float *restrict v4 = A_v4 + (ptrdiff_t)t * B * 4; (void)v4;
             float *restrict d_L0 = d_L0_all + (ptrdiff_t)(t - t0) * B * 16;
             memset(adj, 0, sizeof(float) * (size_t)B * 19);
             memset(d_L0, 0, sizeof(float) * (size_t)B * 16);
@@ -374,8 +361,8 @@ int rnnc_run_backward(int T, int B, const float *params, const float *x, const i
                 dstates[((ptrdiff_t)t * B + b) * 8 + 0 + j] = (dy && VALID(b) ? dy[((ptrdiff_t)t * B + b) * 4 + j] : 0) + dcarry[(ptrdiff_t)B * 0 + b * 4 + j];
             if (dstates) for (ptrdiff_t b = 0; b < B; ++b) for (ptrdiff_t j = 0; j < 4; ++j)
                 dstates[((ptrdiff_t)t * B + b) * 8 + 4 + j] = dcarry[(ptrdiff_t)B * 4 + b * 4 + j];
-            bwd_v6(t, B, lengths, L0, v4, d_L0, d_v4, d_v6, params, dparams);
-            bwd_v4(t, B, lengths, s1, L0, d_s1, d_L0, d_v4, params, dparams);
+            bwd_next0(t, B, lengths, L0, next1, d_L0, d_v4, d_v6, params, dparams);
+            bwd_next1(t, B, lengths, s1, L0, d_s1, d_L0, d_v4, params, dparams);
             /* ds0 += dL0 W */
             rnnc_s_mk_gemm(B, 4, 16, d_L0, 16, pack + 256, d_s0, 4);
             /* adjoints of the states at t-1; rows past their length pass theirs through */
