@@ -77,6 +77,13 @@ class Kernel:
         self.state_sizes = {s: n for s, n in meta["states"]}
         self.output_size = meta["output_size"]
         self.param_shapes = {name: tuple(shape) for name, shape in meta["params"]}
+        # where each parameter sits in the flat vector the C reads
+        self._param_slices, off = {}, 0
+        for name, shape in self.param_shapes.items():
+            n = int(np.prod(shape, dtype=np.int64))
+            self._param_slices[name] = (slice(off, off + n), shape)
+            off += n
+        self._param_count = off
         self._ctype = "float" if self.dtype == np.float32 else "double"
         self._S = sum(self.state_sizes.values())
         self._pool = _WorkspacePool()
@@ -223,10 +230,13 @@ class Kernel:
 
     def _array(self, name, value):
         arr = np.asarray(value)
-        if not np.can_cast(arr.dtype, self.dtype, casting="same_kind"):
-            raise TypeError("%s: expected real numbers convertible to %s, got dtype %s"
-                            % (name, self.dtype.name, arr.dtype))
+        self._check_kind(name, arr.dtype)
         return arr
+
+    def _check_kind(self, name, dtype):
+        if dtype != self.dtype and not np.can_cast(dtype, self.dtype, casting="same_kind"):
+            raise TypeError("%s: expected real numbers convertible to %s, got dtype %s"
+                            % (name, self.dtype.name, dtype))
 
     def _shaped(self, name, value, shape, copy=False):
         arr = self._array(name, value)
@@ -257,12 +267,19 @@ class Kernel:
         if unknown:
             raise KeyError("params: unknown parameter %r; this kernel has %s"
                            % (unknown[0], list(self.param_shapes)))
-        parts = []
-        for name, shape in self.param_shapes.items():
+        flat = np.empty(self._param_count, self.dtype)
+        for name, (where, shape) in self._param_slices.items():
             if name not in params:
                 raise KeyError("params: missing parameter %r of shape %s" % (name, shape))
-            parts.append(self._shaped("params[%r]" % name, params[name], shape).ravel())
-        return np.concatenate(parts) if parts else np.empty(0, self.dtype)
+            value = params[name]
+            if not (isinstance(value, np.ndarray) and value.shape == shape):
+                value = self._array("params[%r]" % name, value)
+                if value.shape != shape:
+                    raise ValueError("params[%r]: expected shape %s, got %s"
+                                     % (name, shape, value.shape))
+            self._check_kind("params[%r]" % name, value.dtype)
+            flat[where].reshape(shape)[...] = value
+        return flat
 
     def _state_rows(self, name, states, B):
         if not isinstance(states, dict):
@@ -299,12 +316,7 @@ class Kernel:
         return np.array(arr, dtype=np.intc, order="C")
 
     def _split_params(self, flat):
-        out, off = {}, 0
-        for name, shape in self.param_shapes.items():
-            n = int(np.prod(shape, dtype=np.int64))
-            out[name] = flat[off:off + n].reshape(shape)
-            off += n
-        return out
+        return {name: flat[where].reshape(shape) for name, (where, shape) in self._param_slices.items()}
 
     def _split_states(self, rows):
         out, off = {}, 0
