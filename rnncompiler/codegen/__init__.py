@@ -388,6 +388,18 @@ def _op_backward(g, L, op, printer, ctype):
     raise AssertionError(op)
 
 
+def _dx_in_step(L, bwd):
+    """Whether any step adds to dL/dx_t itself (else only the hoisted GEMMs write dx)."""
+    for op in bwd.ops:
+        if isinstance(op, EwGrad) and any(op.args[k] == "x" for k, _ in op.contributions):
+            return True
+        if isinstance(op, ConcatGrad) and op.node not in L.elided and "x" in op.parts:
+            return True
+        if isinstance(op, ReduceGrad) and op.v == "x":
+            return True
+    return False
+
+
 def _backward(g, bwd, L, printer, ctype, p):
     ind = " " * 12
     regions, last = _forward_regions(L, ctype, keep=True)
@@ -449,14 +461,22 @@ def _backward(g, bwd, L, printer, ctype, p):
                   "    dstates[((ptrdiff_t)t * B + b) * %d + %d + j] = %sdcarry[(ptrdiff_t)B * %d + b * %d + j];"
                   % (L.S, off, direct, soff, size)]
         soff += size
-    carry += ["if (dx) memcpy(dx + (ptrdiff_t)t * B * %d, d_x_t, sizeof(%s) * (size_t)B * %d);"
-              % (L.I, ctype, L.I)]
+    # dx: the steps' own contributions (x read by elementwise math or a concat that is
+    # materialised) are copied out; the hoisted bundles' dL/dx come after each chunk
+    stepwise = _dx_in_step(L, bwd)
+    hoisted = [b for b in L.bundles if b.hoisted]
+    if stepwise:
+        carry += ["if (dx) memcpy(dx + (ptrdiff_t)t * B * %d, d_x_t, sizeof(%s) * (size_t)B * %d);"
+                  % (L.I, ctype, L.I)]
     defs, body = [], []
     for op in bwd.ops:
         d, code = _op_backward(g, L, op, printer, ctype)
         defs += d
         body += code
-    after = [ln for b in L.bundles for ln in linear.chunk_backward(g, L, b, ctype)]
+    after = [ln for b in L.bundles for ln in linear.chunk_backward(
+        g, L, b, ctype, dx_beta=0 if not stepwise and hoisted and b is hoisted[0] else 1)]
+    zero_dx = [] if stepwise or hoisted else [
+        "    if (dx) memset(dx, 0, sizeof({r}) * (size_t)T * (size_t)B * %d);" % L.I]
     scatter = [ln for b in L.bundles for ln in linear.scatter_gradients(L, b)]
     dcarry_args = ", ".join("dcarry + (ptrdiff_t)B * %d" % sum(st[1] for st in L.states[:k])
                             for k in range(len(L.states)))
@@ -474,6 +494,7 @@ def _backward(g, bwd, L, printer, ctype, p):
         "    const int CH = T < CHUNK ? T : CHUNK;",
     ] + regions + [
         "    (void)pack;",
+    ] + zero_dx + [
     ] + ["    " + ln for b in L.bundles for ln in linear.pack_backward_panels(L, b)] + [
     ] + ["    memset(%s, 0, sizeof({r}) * %d);" % (buf, n)
          for buf, n in (("dparams", L.param_count), ("gpack", L.gpack_size)) if n] + [

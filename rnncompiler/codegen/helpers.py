@@ -27,58 +27,60 @@ _NAME_RE = re.compile(r"\b(%s)\b" % "|".join(NAMES))
 ENUM = "enum { RNNC_NT, RNNC_NN, RNNC_TN };"
 HIDDEN = '__attribute__((visibility("hidden"))) '
 PROTOTYPES = """\
-void gemm_nt(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const R *A, ptrdiff_t lda, const R *Bm, ptrdiff_t ldb, R *C, ptrdiff_t ldc);
-void gemm_nn(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const R *A, ptrdiff_t lda, const R *Bm, ptrdiff_t ldb, R *C, ptrdiff_t ldc);
-void gemm_tn(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const R *A, ptrdiff_t lda, const R *Bm, ptrdiff_t ldb, R *C, ptrdiff_t ldc);
-void gemm_big(int kind, int threads, ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const R *A, ptrdiff_t lda, const R *Bm, ptrdiff_t ldb, R *C, ptrdiff_t ldc);
+void gemm_nt(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const R *A, ptrdiff_t lda, const R *Bm, ptrdiff_t ldb, int beta, R *C, ptrdiff_t ldc);
+void gemm_nn(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const R *A, ptrdiff_t lda, const R *Bm, ptrdiff_t ldb, int beta, R *C, ptrdiff_t ldc);
+void gemm_tn(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const R *A, ptrdiff_t lda, const R *Bm, ptrdiff_t ldb, int beta, R *C, ptrdiff_t ldc);
+void gemm_big(int kind, int threads, int beta, ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const R *A, ptrdiff_t lda, const R *Bm, ptrdiff_t ldb, R *C, ptrdiff_t ldc);
 void mk_pack_nt(ptrdiff_t N, ptrdiff_t K, const R *W, ptrdiff_t ldw, R *P);
 void mk_pack_nn(ptrdiff_t N, ptrdiff_t K, const R *W, ptrdiff_t ldw, R *P);
-void mk_gemm(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const R *A, ptrdiff_t lda, const R *P, R *C, ptrdiff_t ldc);"""
+void mk_gemm(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const R *A, ptrdiff_t lda, const R *P, const R *bias, int beta, R *C, ptrdiff_t ldc);"""
 
-_DOC = {"nt": "C (MxN) += A (MxK) B^T, B (NxK)", "nn": "C (MxN) += A (MxK) B (KxN)",
-        "tn": "C (MxN) += A^T B, A (KxM), B (KxN)"}
+_DOC = {"nt": "C (MxN) = beta C + A (MxK) B^T, B (NxK)", "nn": "C (MxN) = beta C + A (MxK) B (KxN)",
+        "tn": "C (MxN) = beta C + A^T B, A (KxM), B (KxN)"}
 
 # BLAS takes int sizes: split the long dimension (rows, or K for tn) into pieces of 2^30
 _BLAS_BODY = {
     "nt": "for (; M > 0; M -= (1 << 30), A += (ptrdiff_t)lda << 30, C += (ptrdiff_t)ldc << 30)\n"
           "        scipy_cblas_Xgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)(M < (1 << 30) ? M : (1 << 30)), "
-          "(int)N, (int)K, 1, A, (int)lda, Bm, (int)ldb, 1, C, (int)ldc);",
+          "(int)N, (int)K, 1, A, (int)lda, Bm, (int)ldb, (R)beta, C, (int)ldc);",
     "nn": "for (; M > 0; M -= (1 << 30), A += (ptrdiff_t)lda << 30, C += (ptrdiff_t)ldc << 30)\n"
           "        scipy_cblas_Xgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)(M < (1 << 30) ? M : (1 << 30)), "
-          "(int)N, (int)K, 1, A, (int)lda, Bm, (int)ldb, 1, C, (int)ldc);",
+          "(int)N, (int)K, 1, A, (int)lda, Bm, (int)ldb, (R)beta, C, (int)ldc);",
     "tn": "for (; K > 0; K -= (1 << 30), A += (ptrdiff_t)lda << 30, Bm += (ptrdiff_t)ldb << 30)\n"
           "        scipy_cblas_Xgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)M, (int)N, "
-          "(int)(K < (1 << 30) ? K : (1 << 30)), 1, A, (int)lda, Bm, (int)ldb, 1, C, (int)ldc);",
+          "(int)(K < (1 << 30) ? K : (1 << 30)), 1, A, (int)lda, Bm, (int)ldb, (R)beta, C, (int)ldc);",
 }
+_ZERO = ("if (!beta) for (ptrdiff_t i = 0; i < M; ++i) for (ptrdiff_t j = 0; j < N; ++j) "
+         "C[i * ldc + j] = 0;\n    ")
 _LOOP_BODY = {
-    "nt": "for (ptrdiff_t i = 0; i < M; ++i) for (ptrdiff_t j = 0; j < N; ++j) {\n"
+    "nt": _ZERO + "for (ptrdiff_t i = 0; i < M; ++i) for (ptrdiff_t j = 0; j < N; ++j) {\n"
           "        R acc = 0;\n"
           "        for (ptrdiff_t k = 0; k < K; ++k) acc += A[i * lda + k] * Bm[j * ldb + k];\n"
           "        C[i * ldc + j] += acc;\n    }",
-    "nn": "for (ptrdiff_t i = 0; i < M; ++i) for (ptrdiff_t k = 0; k < K; ++k) {\n"
+    "nn": _ZERO + "for (ptrdiff_t i = 0; i < M; ++i) for (ptrdiff_t k = 0; k < K; ++k) {\n"
           "        const R a = A[i * lda + k];\n"
           "        for (ptrdiff_t j = 0; j < N; ++j) C[i * ldc + j] += a * Bm[k * ldb + j];\n    }",
-    "tn": "for (ptrdiff_t k = 0; k < K; ++k) for (ptrdiff_t i = 0; i < M; ++i) {\n"
+    "tn": _ZERO + "for (ptrdiff_t k = 0; k < K; ++k) for (ptrdiff_t i = 0; i < M; ++i) {\n"
           "        const R a = A[k * lda + i];\n"
           "        for (ptrdiff_t j = 0; j < N; ++j) C[i * ldc + j] += a * Bm[k * ldb + j];\n    }",
 }
 
 _GEMM_JOB = """\
-typedef struct { int kind; ptrdiff_t M, N, K; const R *A; ptrdiff_t lda; const R *Bm; ptrdiff_t ldb;
-                 R *C; ptrdiff_t ldc; } gemm_job;
+typedef struct { int kind, beta; ptrdiff_t M, N, K; const R *A; ptrdiff_t lda; const R *Bm;
+                 ptrdiff_t ldb; R *C; ptrdiff_t ldc; } gemm_job;
 static void gemm_run(const gemm_job *j)
 {
-    if (j->kind == RNNC_NT) gemm_nt(j->M, j->N, j->K, j->A, j->lda, j->Bm, j->ldb, j->C, j->ldc);
-    else if (j->kind == RNNC_NN) gemm_nn(j->M, j->N, j->K, j->A, j->lda, j->Bm, j->ldb, j->C, j->ldc);
-    else gemm_tn(j->M, j->N, j->K, j->A, j->lda, j->Bm, j->ldb, j->C, j->ldc);
+    if (j->kind == RNNC_NT) gemm_nt(j->M, j->N, j->K, j->A, j->lda, j->Bm, j->ldb, j->beta, j->C, j->ldc);
+    else if (j->kind == RNNC_NN) gemm_nn(j->M, j->N, j->K, j->A, j->lda, j->Bm, j->ldb, j->beta, j->C, j->ldc);
+    else gemm_tn(j->M, j->N, j->K, j->A, j->lda, j->Bm, j->ldb, j->beta, j->C, j->ldc);
 }"""
 
 _GEMM_BIG_SERIAL = _GEMM_JOB + """
 /* the GEMMs over chunks of T*B rows */
-STATIC void gemm_big(int kind, int threads, ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const R *A,
-                     ptrdiff_t lda, const R *Bm, ptrdiff_t ldb, R *C, ptrdiff_t ldc)
+STATIC void gemm_big(int kind, int threads, int beta, ptrdiff_t M, ptrdiff_t N, ptrdiff_t K,
+                     const R *A, ptrdiff_t lda, const R *Bm, ptrdiff_t ldb, R *C, ptrdiff_t ldc)
 {
-    const gemm_job job = {kind, M, N, K, A, lda, Bm, ldb, C, ldc};
+    const gemm_job job = {kind, beta, M, N, K, A, lda, Bm, ldb, C, ldc};
     (void)threads;
     gemm_run(&job);
 }"""
@@ -87,8 +89,8 @@ _GEMM_BIG_THREADED = _GEMM_JOB + """
 static void *gemm_thread(void *job) { gemm_run((const gemm_job *)job); return NULL; }
 /* the GEMMs over chunks of T*B rows, split by rows of C over `threads` threads, each a
    single-threaded BLAS call (OpenBLAS's own threads collapse on a busy machine) */
-STATIC void gemm_big(int kind, int threads, ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const R *A,
-                     ptrdiff_t lda, const R *Bm, ptrdiff_t ldb, R *C, ptrdiff_t ldc)
+STATIC void gemm_big(int kind, int threads, int beta, ptrdiff_t M, ptrdiff_t N, ptrdiff_t K,
+                     const R *A, ptrdiff_t lda, const R *Bm, ptrdiff_t ldb, R *C, ptrdiff_t ldc)
 {
     gemm_job jobs[8];
     pthread_t tid[8];
@@ -99,8 +101,8 @@ STATIC void gemm_big(int kind, int threads, ptrdiff_t M, ptrdiff_t N, ptrdiff_t 
     const ptrdiff_t step = (M + threads - 1) / threads;
     for (int i = 0; i < threads; ++i) {
         const ptrdiff_t m0 = i * step, m = M - m0 < step ? M - m0 : step;
-        const gemm_job job = {kind, m > 0 ? m : 0, N, K, kind == RNNC_TN ? A + m0 : A + m0 * lda, lda,
-                              Bm, ldb, C + m0 * ldc, ldc};
+        const gemm_job job = {kind, beta, m > 0 ? m : 0, N, K, kind == RNNC_TN ? A + m0 : A + m0 * lda,
+                              lda, Bm, ldb, C + m0 * ldc, ldc};
         jobs[i] = job;
     }
     for (int i = 1; i < threads; ++i)
@@ -131,7 +133,7 @@ def gemm_c(ctype, flavour, linkage="static"):
     for kind in ("nt", "nn", "tn"):
         body = _BLAS_BODY[kind] if flavour else _LOOP_BODY[kind]
         out.append("/* %s */\nSTATIC void gemm_%s(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, "
-                   "const R *A, ptrdiff_t lda, const R *Bm, ptrdiff_t ldb, R *C, ptrdiff_t ldc)\n"
+                   "const R *A, ptrdiff_t lda, const R *Bm, ptrdiff_t ldb, int beta, R *C, ptrdiff_t ldc)\n"
                    "{\n    %s\n}" % (_DOC[kind], kind, body))
     out.append(_GEMM_BIG_THREADED if flavour and flavour[1] else _GEMM_BIG_SERIAL)
     text = _fill("\n".join(out), ctype, linkage).replace("Xgemm", ("s" if ctype == "float" else "d") + "gemm")

@@ -42,17 +42,28 @@ def _init_rows(b, dest, rows):
             "    %s[i * %d + r] = %s;" % (dest, b.width, src)]
 
 
+def _bias_in_step(b):
+    """The per-step microkernel adds the bias (and so needs no rows set to it before)."""
+    return any(p.panels for p in b.parts)
+
+
 def hoisted_forward(L, b, ctype):
-    """Before a chunk's steps: the bundle's rows = bias + x W_x^T over tc*B rows at once."""
+    """Before a chunk's steps: the bundle's rows = x W_x^T (+ bias, unless the per-step
+    product adds it) over tc*B rows at once."""
     dest = b.name + "_chunk"
-    code = [comment("%s for steps t0..t0+tc-1 at once: bias + x W_x^T (hoisted)" % b.name),
+    in_step = _bias_in_step(b)
+    code = [comment("%s for steps t0..t0+tc-1 at once: %sx W_x^T (hoisted)"
+                    % (b.name, "" if in_step else "bias + ")),
             "%s *%s = A_%s + (ptrdiff_t)%s * B * %d;" % (ctype, dest, b.name, _chunk_slot(L, b), b.width)]
-    code += _init_rows(b, dest, "(ptrdiff_t)tc * B")
+    if not in_step:
+        code += _init_rows(b, dest, "(ptrdiff_t)tc * B")
+    beta = 1 if not in_step else 0
     for p in b.parts:
         if p.static:
-            code.append("gemm_big(RNNC_NT, threads, (ptrdiff_t)tc * B, %d, %d, x + (ptrdiff_t)t0 * B * %d, %d, "
+            code.append("gemm_big(RNNC_NT, threads, %d, (ptrdiff_t)tc * B, %d, %d, x + (ptrdiff_t)t0 * B * %d, %d, "
                         "pack + %d, %d, %s, %d);"
-                        % (b.width, p.width, p.width, p.width, p.pack, p.width, dest, b.width))
+                        % (beta, b.width, p.width, p.width, p.width, p.pack, p.width, dest, b.width))
+            beta = 1
     return ["{"] + ["    " + ln for ln in code] + ["}"]
 
 
@@ -65,16 +76,22 @@ def step_forward(L, b, ctype):
     code = [comment("%s = %s" % (b.name, " + ".join(
         ["bias"] + ["%s W_%s^T" % (_operand_label(L, p.operand), "x" if p.static else k)
                     for k, p in enumerate(b.parts)])))]
-    if not b.hoisted:
+    in_step = _bias_in_step(b)
+    if not b.hoisted and not in_step:
         code += _init_rows(b, b.name, "B")
+    first = True
     for p in b.parts:
         if p.panels:
             src, stride = ref(L, p.operand)
-            code.append("mk_gemm(B, %d, %d, %s, %d, pack + %d, %s, %d);"
-                        % (b.width, p.width, src, stride, p.panels[0], b.name, b.width))
+            # the first product adds the bias, and overwrites the rows unless hoisted
+            bias = "pack + %d" % b.bias_pack if first and b.bias_pack >= 0 else "NULL"
+            beta = 1 if b.hoisted or not first else 0
+            code.append("mk_gemm(B, %d, %d, %s, %d, pack + %d, %s, %d, %s, %d);"
+                        % (b.width, p.width, src, stride, p.panels[0], bias, beta, b.name, b.width))
+            first = False
         elif not p.static:
             src, stride = ref(L, p.operand)
-            code.append("gemm_nt(B, %d, %d, %s, %d, pack + %d, %d, %s, %d);"
+            code.append("gemm_nt(B, %d, %d, %s, %d, pack + %d, %d, 1, %s, %d);"
                         % (b.width, p.width, src, stride, p.pack, p.width, b.name, b.width))
     return code
 
@@ -91,10 +108,10 @@ def step_backward(L, b):
             dst, stride = ref(L, p.operand, adjoint=True)
             code.append(comment("d%s += d%s W" % (_operand_label(L, p.operand), b.name)))
             if p.panels:
-                code.append("mk_gemm(B, %d, %d, d_%s, %d, pack + %d, %s, %d);"
+                code.append("mk_gemm(B, %d, %d, d_%s, %d, pack + %d, NULL, 1, %s, %d);"
                             % (p.width, b.width, b.name, b.width, p.panels[1], dst, stride))
             else:
-                code.append("gemm_nn(B, %d, %d, d_%s, %d, pack + %d, %d, %s, %d);"
+                code.append("gemm_nn(B, %d, %d, d_%s, %d, pack + %d, %d, 1, %s, %d);"
                             % (p.width, b.width, b.name, b.width, p.pack, p.width, dst, stride))
     return code
 
@@ -114,8 +131,9 @@ def operand_rows(L, n, g):
     return (base if col == 0 else "%s + %d" % (base, col)), stride
 
 
-def chunk_backward(g, L, b, ctype):
-    """After a chunk's steps: weight and bias gradients over its tc*B rows, and dx."""
+def chunk_backward(g, L, b, ctype, dx_beta=1):
+    """After a chunk's steps: weight and bias gradients over its tc*B rows, and dx (added
+    to what the steps wrote there, or overwriting it with dx_beta=0)."""
     d = "dch_" + b.name
     code = [comment("%s over steps t0..t0+tc-1 at once: dW += d%s^T v, db += sums, dx += d%s W_x"
                     % (b.name, b.name, b.name)),
@@ -123,12 +141,13 @@ def chunk_backward(g, L, b, ctype):
             "    const %s *%s = d_%s_all;" % (ctype, d, b.name)]
     for p in b.parts:
         src, stride = operand_rows(L, p.operand, g)
-        code.append("    gemm_big(RNNC_TN, threads, %d, %d, (ptrdiff_t)tc * B, %s, %d, %s, %d, gpack + %d, %d);"
+        code.append("    gemm_big(RNNC_TN, threads, 1, %d, %d, (ptrdiff_t)tc * B, %s, %d, %s, %d, gpack + %d, %d);"
                     % (b.width, p.width, d, b.width, src, stride, p.pack, p.width))
         if p.static:
-            code.append("    if (dx) gemm_big(RNNC_NN, threads, (ptrdiff_t)tc * B, %d, %d, %s, %d, pack + %d, %d, "
+            code.append("    if (dx) gemm_big(RNNC_NN, threads, %d, (ptrdiff_t)tc * B, %d, %d, %s, %d, pack + %d, %d, "
                         "dx + (ptrdiff_t)t0 * B * %d, %d);"
-                        % (p.width, b.width, d, b.width, p.pack, p.width, L.I, L.I))
+                        % (dx_beta, p.width, b.width, d, b.width, p.pack, p.width, L.I, L.I))
+            dx_beta = 1
     if b.bias_pack >= 0:
         code.append("    for (ptrdiff_t i = 0; i < (ptrdiff_t)tc * B; ++i) "
                     "for (ptrdiff_t r = 0; r < %d; ++r)" % b.width)

@@ -52,10 +52,10 @@ STATIC void mk_pack_nn(ptrdiff_t N, ptrdiff_t K, const R *W, ptrdiff_t ldw, R *P
                 *P++ = j0 + c < N ? W[k * ldw + j0 + c] : 0;
 }
 
-/* C[mr x nc] += A[mr x K] P[K x NR]; ku partial sums interleaved over k hide the FMA
-   latency when mr is small (one row: a product with a vector) */
+/* C[mr x nc] = beta C + A[mr x K] P[K x NR] + bias; ku partial sums interleaved over k
+   hide the FMA latency when mr is small (one row: a product with a vector) */
 static inline __attribute__((always_inline)) void mk_block(int mr, int ku, ptrdiff_t K,
-    const R *A, ptrdiff_t lda, const R *P, R *C, ptrdiff_t ldc, int nc)
+    const R *A, ptrdiff_t lda, const R *P, const R *bias, int beta, R *C, ptrdiff_t ldc, int nc)
 {
     mk_vec acc[4][MK_MR][2];
     for (int u = 0; u < ku; ++u) for (int r = 0; r < mr; ++r) for (int v = 0; v < 2; ++v)
@@ -83,38 +83,46 @@ static inline __attribute__((always_inline)) void mk_block(int mr, int ku, ptrdi
     for (int u = 1; u < ku; ++u) for (int r = 0; r < mr; ++r) for (int v = 0; v < 2; ++v)
         acc[0][r][v] += acc[u][r][v];
     if (nc == MK_NR) {
-        for (int r = 0; r < mr; ++r) for (int v = 0; v < 2; ++v)
-            *(mk_vec *)(C + r * ldc + v * MK_VL) += acc[0][r][v];
+        mk_vec b0 = {0}, b1 = {0};
+        if (bias) { b0 = *(const mk_vec *)bias; b1 = *(const mk_vec *)(bias + MK_VL); }
+        for (int r = 0; r < mr; ++r) {
+            mk_vec *c = (mk_vec *)(C + r * ldc);
+            c[0] = (beta ? c[0] : (mk_vec){0}) + acc[0][r][0] + b0;
+            c[1] = (beta ? c[1] : (mk_vec){0}) + acc[0][r][1] + b1;
+        }
     } else {
         for (int r = 0; r < mr; ++r) {
             R row[MK_NR];
             memcpy(row, acc[0][r], sizeof row);
-            for (int c = 0; c < nc; ++c) C[r * ldc + c] += row[c];
+            for (int c = 0; c < nc; ++c)
+                C[r * ldc + c] = (beta ? C[r * ldc + c] : 0) + row[c] + (bias ? bias[c] : 0);
         }
     }
 }
 
-/* C (M x N) += A (M x K) P, P packed by mk_pack_nt / mk_pack_nn */
+/* C (M x N) = beta C + A (M x K) P + bias (a row vector, or NULL), P packed by
+   mk_pack_nt / mk_pack_nn */
 STATIC void mk_gemm(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const R *A, ptrdiff_t lda,
-                    const R *P, R *C, ptrdiff_t ldc)
+                    const R *P, const R *bias, int beta, R *C, ptrdiff_t ldc)
 {
     for (ptrdiff_t j0 = 0; j0 < N; j0 += MK_NR) {
         const R *Pj = P + (j0 / MK_NR) * K * MK_NR;
+        const R *bj = bias ? bias + j0 : NULL;
         R *Cj = C + j0;
         const int nc = N - j0 < MK_NR ? (int)(N - j0) : MK_NR;
         ptrdiff_t i = 0;
-        for (; i + MK_MR <= M; i += MK_MR) mk_block(MK_MR, 1, K, A + i * lda, lda, Pj, Cj + i * ldc, ldc, nc);
+        for (; i + MK_MR <= M; i += MK_MR) mk_block(MK_MR, 1, K, A + i * lda, lda, Pj, bj, beta, Cj + i * ldc, ldc, nc);
         const R *Ai = A + i * lda;
         R *Ci = Cj + i * ldc;
         switch (M - i) {
-        case 1: mk_block(1, 4, K, Ai, lda, Pj, Ci, ldc, nc); break;
-        case 2: mk_block(2, 2, K, Ai, lda, Pj, Ci, ldc, nc); break;
-        case 3: mk_block(3, 2, K, Ai, lda, Pj, Ci, ldc, nc); break;
+        case 1: mk_block(1, 4, K, Ai, lda, Pj, bj, beta, Ci, ldc, nc); break;
+        case 2: mk_block(2, 2, K, Ai, lda, Pj, bj, beta, Ci, ldc, nc); break;
+        case 3: mk_block(3, 2, K, Ai, lda, Pj, bj, beta, Ci, ldc, nc); break;
 #if MK_MR > 4
-        case 4: mk_block(4, 1, K, Ai, lda, Pj, Ci, ldc, nc); break;
-        case 5: mk_block(5, 1, K, Ai, lda, Pj, Ci, ldc, nc); break;
-        case 6: mk_block(6, 1, K, Ai, lda, Pj, Ci, ldc, nc); break;
-        case 7: mk_block(7, 1, K, Ai, lda, Pj, Ci, ldc, nc); break;
+        case 4: mk_block(4, 1, K, Ai, lda, Pj, bj, beta, Ci, ldc, nc); break;
+        case 5: mk_block(5, 1, K, Ai, lda, Pj, bj, beta, Ci, ldc, nc); break;
+        case 6: mk_block(6, 1, K, Ai, lda, Pj, bj, beta, Ci, ldc, nc); break;
+        case 7: mk_block(7, 1, K, Ai, lda, Pj, bj, beta, Ci, ldc, nc); break;
 #endif
         default: break;
         }

@@ -44,13 +44,13 @@ static inline float rnnc_clipf(float u, float lo, float hi) { return u < lo ? lo
 #include <cblas.h>
 #include <pthread.h>
 enum { RNNC_NT, RNNC_NN, RNNC_TN };
-__attribute__((visibility("hidden"))) void rnnc_s_gemm_nt(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const float *A, ptrdiff_t lda, const float *Bm, ptrdiff_t ldb, float *C, ptrdiff_t ldc);
-__attribute__((visibility("hidden"))) void rnnc_s_gemm_nn(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const float *A, ptrdiff_t lda, const float *Bm, ptrdiff_t ldb, float *C, ptrdiff_t ldc);
-__attribute__((visibility("hidden"))) void rnnc_s_gemm_tn(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const float *A, ptrdiff_t lda, const float *Bm, ptrdiff_t ldb, float *C, ptrdiff_t ldc);
-__attribute__((visibility("hidden"))) void rnnc_s_gemm_big(int kind, int threads, ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const float *A, ptrdiff_t lda, const float *Bm, ptrdiff_t ldb, float *C, ptrdiff_t ldc);
+__attribute__((visibility("hidden"))) void rnnc_s_gemm_nt(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const float *A, ptrdiff_t lda, const float *Bm, ptrdiff_t ldb, int beta, float *C, ptrdiff_t ldc);
+__attribute__((visibility("hidden"))) void rnnc_s_gemm_nn(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const float *A, ptrdiff_t lda, const float *Bm, ptrdiff_t ldb, int beta, float *C, ptrdiff_t ldc);
+__attribute__((visibility("hidden"))) void rnnc_s_gemm_tn(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const float *A, ptrdiff_t lda, const float *Bm, ptrdiff_t ldb, int beta, float *C, ptrdiff_t ldc);
+__attribute__((visibility("hidden"))) void rnnc_s_gemm_big(int kind, int threads, int beta, ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const float *A, ptrdiff_t lda, const float *Bm, ptrdiff_t ldb, float *C, ptrdiff_t ldc);
 __attribute__((visibility("hidden"))) void rnnc_s_mk_pack_nt(ptrdiff_t N, ptrdiff_t K, const float *W, ptrdiff_t ldw, float *P);
 __attribute__((visibility("hidden"))) void rnnc_s_mk_pack_nn(ptrdiff_t N, ptrdiff_t K, const float *W, ptrdiff_t ldw, float *P);
-__attribute__((visibility("hidden"))) void rnnc_s_mk_gemm(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const float *A, ptrdiff_t lda, const float *P, float *C, ptrdiff_t ldc);
+__attribute__((visibility("hidden"))) void rnnc_s_mk_gemm(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const float *A, ptrdiff_t lda, const float *P, const float *bias, int beta, float *C, ptrdiff_t ldc);
 
 #define VALID(b) (lengths == NULL || t < lengths[b])
 #define CHUNK 64
@@ -156,11 +156,9 @@ int rnnc_run_forward(int T, int B, const float *params, const float *x, const in
     for (int t0 = 0; t0 < T; t0 += CH) {
         const int tc = T - t0 < CH ? T - t0 : CH;
         {
-            /* L0 for steps t0..t0+tc-1 at once: bias + x W_x^T (hoisted) */
+            /* L0 for steps t0..t0+tc-1 at once: x W_x^T (hoisted) */
             float *L0_chunk = A_L0 + (ptrdiff_t)0 * B * 4;
-            for (ptrdiff_t i = 0; i < (ptrdiff_t)tc * B; ++i) for (ptrdiff_t r = 0; r < 4; ++r)
-                L0_chunk[i * 4 + r] = pack[28 + r];
-            rnnc_s_gemm_big(RNNC_NT, threads, (ptrdiff_t)tc * B, 4, 3, x + (ptrdiff_t)t0 * B * 3, 3, pack + 16, 3, L0_chunk, 4);
+            rnnc_s_gemm_big(RNNC_NT, threads, 0, (ptrdiff_t)tc * B, 4, 3, x + (ptrdiff_t)t0 * B * 3, 3, pack + 16, 3, L0_chunk, 4);
         }
         for (int t = t0; t < t0 + tc; ++t) {
             float *restrict y_t = y + (ptrdiff_t)t * B * 4;
@@ -169,7 +167,7 @@ int rnnc_run_forward(int T, int B, const float *params, const float *x, const in
             float *restrict next0 = hist0 + (ptrdiff_t)(keep ? t + 1 : ((t + 1) & 1)) * B * 4;
             float *restrict L0 = A_L0 + (ptrdiff_t)(t - t0) * B * 4; (void)L0;
             /* L0 = bias + s0 W_0^T + x_t W_x^T */
-            rnnc_s_mk_gemm(B, 4, 4, s0, 4, pack + 32, L0, 4);
+            rnnc_s_mk_gemm(B, 4, 4, s0, 4, pack + 32, pack + 28, 1, L0, 4);
             fwd_next0(t, B, lengths, s0, L0, next0);
             /* the new states; rows past their length keep the old ones */
             for (ptrdiff_t b = 0; b < B; ++b) for (ptrdiff_t j = 0; j < 4; ++j)
@@ -250,18 +248,17 @@ int rnnc_run_backward(int T, int B, const float *params, const float *x, const i
                 dstates[((ptrdiff_t)t * B + b) * 4 + 0 + j] = (dy && VALID(b) ? dy[((ptrdiff_t)t * B + b) * 4 + j] : 0) + dcarry[(ptrdiff_t)B * 0 + b * 4 + j];
             bwd_next0(t, B, lengths, next0, d_L0, d_v2);
             /* ds0 += dL0 W */
-            rnnc_s_mk_gemm(B, 4, 4, d_L0, 4, pack + 160, d_s0, 4);
+            rnnc_s_mk_gemm(B, 4, 4, d_L0, 4, pack + 160, NULL, 1, d_s0, 4);
             /* adjoints of the states at t-1; rows past their length pass theirs through */
             for (ptrdiff_t b = 0; b < B; ++b) if (VALID(b))
                 for (ptrdiff_t j = 0; j < 4; ++j) dcarry[(ptrdiff_t)B * 0 + b * 4 + j] = d_s0[b * 4 + j];
-            if (dx) memcpy(dx + (ptrdiff_t)t * B * 3, d_x_t, sizeof(float) * (size_t)B * 3);
         }
         /* L0 over steps t0..t0+tc-1 at once: dW += dL0^T v, db += sums, dx += dL0 W_x */
         {
             const float *dch_L0 = d_L0_all;
-            rnnc_s_gemm_big(RNNC_TN, threads, 4, 4, (ptrdiff_t)tc * B, dch_L0, 4, hist0 + (ptrdiff_t)t0 * B * 4, 4, gpack + 0, 4);
-            rnnc_s_gemm_big(RNNC_TN, threads, 4, 3, (ptrdiff_t)tc * B, dch_L0, 4, x + (ptrdiff_t)t0 * B * 3, 3, gpack + 16, 3);
-            if (dx) rnnc_s_gemm_big(RNNC_NN, threads, (ptrdiff_t)tc * B, 3, 4, dch_L0, 4, pack + 16, 3, dx + (ptrdiff_t)t0 * B * 3, 3);
+            rnnc_s_gemm_big(RNNC_TN, threads, 1, 4, 4, (ptrdiff_t)tc * B, dch_L0, 4, hist0 + (ptrdiff_t)t0 * B * 4, 4, gpack + 0, 4);
+            rnnc_s_gemm_big(RNNC_TN, threads, 1, 4, 3, (ptrdiff_t)tc * B, dch_L0, 4, x + (ptrdiff_t)t0 * B * 3, 3, gpack + 16, 3);
+            if (dx) rnnc_s_gemm_big(RNNC_NN, threads, 0, (ptrdiff_t)tc * B, 3, 4, dch_L0, 4, pack + 16, 3, dx + (ptrdiff_t)t0 * B * 3, 3);
             for (ptrdiff_t i = 0; i < (ptrdiff_t)tc * B; ++i) for (ptrdiff_t r = 0; r < 4; ++r)
                 gpack[28 + r] += dch_L0[i * 4 + r];
         }

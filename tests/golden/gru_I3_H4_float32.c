@@ -44,13 +44,13 @@ static inline float rnnc_clipf(float u, float lo, float hi) { return u < lo ? lo
 #include <cblas.h>
 #include <pthread.h>
 enum { RNNC_NT, RNNC_NN, RNNC_TN };
-__attribute__((visibility("hidden"))) void rnnc_s_gemm_nt(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const float *A, ptrdiff_t lda, const float *Bm, ptrdiff_t ldb, float *C, ptrdiff_t ldc);
-__attribute__((visibility("hidden"))) void rnnc_s_gemm_nn(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const float *A, ptrdiff_t lda, const float *Bm, ptrdiff_t ldb, float *C, ptrdiff_t ldc);
-__attribute__((visibility("hidden"))) void rnnc_s_gemm_tn(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const float *A, ptrdiff_t lda, const float *Bm, ptrdiff_t ldb, float *C, ptrdiff_t ldc);
-__attribute__((visibility("hidden"))) void rnnc_s_gemm_big(int kind, int threads, ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const float *A, ptrdiff_t lda, const float *Bm, ptrdiff_t ldb, float *C, ptrdiff_t ldc);
+__attribute__((visibility("hidden"))) void rnnc_s_gemm_nt(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const float *A, ptrdiff_t lda, const float *Bm, ptrdiff_t ldb, int beta, float *C, ptrdiff_t ldc);
+__attribute__((visibility("hidden"))) void rnnc_s_gemm_nn(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const float *A, ptrdiff_t lda, const float *Bm, ptrdiff_t ldb, int beta, float *C, ptrdiff_t ldc);
+__attribute__((visibility("hidden"))) void rnnc_s_gemm_tn(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const float *A, ptrdiff_t lda, const float *Bm, ptrdiff_t ldb, int beta, float *C, ptrdiff_t ldc);
+__attribute__((visibility("hidden"))) void rnnc_s_gemm_big(int kind, int threads, int beta, ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const float *A, ptrdiff_t lda, const float *Bm, ptrdiff_t ldb, float *C, ptrdiff_t ldc);
 __attribute__((visibility("hidden"))) void rnnc_s_mk_pack_nt(ptrdiff_t N, ptrdiff_t K, const float *W, ptrdiff_t ldw, float *P);
 __attribute__((visibility("hidden"))) void rnnc_s_mk_pack_nn(ptrdiff_t N, ptrdiff_t K, const float *W, ptrdiff_t ldw, float *P);
-__attribute__((visibility("hidden"))) void rnnc_s_mk_gemm(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const float *A, ptrdiff_t lda, const float *P, float *C, ptrdiff_t ldc);
+__attribute__((visibility("hidden"))) void rnnc_s_mk_gemm(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const float *A, ptrdiff_t lda, const float *P, const float *bias, int beta, float *C, ptrdiff_t ldc);
 
 #define VALID(b) (lengths == NULL || t < lengths[b])
 #define CHUNK 64
@@ -207,7 +207,7 @@ int rnnc_run_forward(int T, int B, const float *params, const float *x, const in
             float *L0_chunk = A_L0 + (ptrdiff_t)(keep ? t0 : 0) * B * 12;
             for (ptrdiff_t i = 0; i < (ptrdiff_t)tc * B; ++i) for (ptrdiff_t r = 0; r < 12; ++r)
                 L0_chunk[i * 12 + r] = pack[36 + r];
-            rnnc_s_gemm_big(RNNC_NT, threads, (ptrdiff_t)tc * B, 12, 3, x + (ptrdiff_t)t0 * B * 3, 3, pack + 0, 3, L0_chunk, 12);
+            rnnc_s_gemm_big(RNNC_NT, threads, 1, (ptrdiff_t)tc * B, 12, 3, x + (ptrdiff_t)t0 * B * 3, 3, pack + 0, 3, L0_chunk, 12);
         }
         for (int t = t0; t < t0 + tc; ++t) {
             float *restrict y_t = y + (ptrdiff_t)t * B * 4;
@@ -219,9 +219,7 @@ int rnnc_run_forward(int T, int B, const float *params, const float *x, const in
             float *restrict v4 = A_v4 + (ptrdiff_t)(keep ? t : 0) * B * 4; (void)v4;
             /* L0 = bias + x_t W_x^T */
             /* L1 = bias + s0 W_0^T */
-            for (ptrdiff_t i = 0; i < B; ++i) for (ptrdiff_t r = 0; r < 12; ++r)
-                L1[i * 12 + r] = pack[96 + r];
-            rnnc_s_mk_gemm(B, 12, 4, s0, 4, pack + 108, L1, 12);
+            rnnc_s_mk_gemm(B, 12, 4, s0, 4, pack + 108, pack + 96, 0, L1, 12);
             fwd_v4(t, B, lengths, L0, L1, v4);
             fwd_next0(t, B, lengths, s0, L0, L1, v4, next0);
             /* the new states; rows past their length keep the old ones */
@@ -358,24 +356,23 @@ int rnnc_run_backward(int T, int B, const float *params, const float *x, const i
             bwd_next0(t, B, lengths, s0, L0, L1, v4, d_s0, d_L0, d_L1, d_v4, d_v7);
             bwd_v4(t, B, lengths, v4, d_L0, d_L1, d_v4);
             /* ds0 += dL1 W */
-            rnnc_s_mk_gemm(B, 4, 12, d_L1, 12, pack + 236, d_s0, 4);
+            rnnc_s_mk_gemm(B, 4, 12, d_L1, 12, pack + 236, NULL, 1, d_s0, 4);
             /* adjoints of the states at t-1; rows past their length pass theirs through */
             for (ptrdiff_t b = 0; b < B; ++b) if (VALID(b))
                 for (ptrdiff_t j = 0; j < 4; ++j) dcarry[(ptrdiff_t)B * 0 + b * 4 + j] = d_s0[b * 4 + j];
-            if (dx) memcpy(dx + (ptrdiff_t)t * B * 3, d_x_t, sizeof(float) * (size_t)B * 3);
         }
         /* L0 over steps t0..t0+tc-1 at once: dW += dL0^T v, db += sums, dx += dL0 W_x */
         {
             const float *dch_L0 = d_L0_all;
-            rnnc_s_gemm_big(RNNC_TN, threads, 12, 3, (ptrdiff_t)tc * B, dch_L0, 12, x + (ptrdiff_t)t0 * B * 3, 3, gpack + 0, 3);
-            if (dx) rnnc_s_gemm_big(RNNC_NN, threads, (ptrdiff_t)tc * B, 3, 12, dch_L0, 12, pack + 0, 3, dx + (ptrdiff_t)t0 * B * 3, 3);
+            rnnc_s_gemm_big(RNNC_TN, threads, 1, 12, 3, (ptrdiff_t)tc * B, dch_L0, 12, x + (ptrdiff_t)t0 * B * 3, 3, gpack + 0, 3);
+            if (dx) rnnc_s_gemm_big(RNNC_NN, threads, 0, (ptrdiff_t)tc * B, 3, 12, dch_L0, 12, pack + 0, 3, dx + (ptrdiff_t)t0 * B * 3, 3);
             for (ptrdiff_t i = 0; i < (ptrdiff_t)tc * B; ++i) for (ptrdiff_t r = 0; r < 12; ++r)
                 gpack[36 + r] += dch_L0[i * 12 + r];
         }
         /* L1 over steps t0..t0+tc-1 at once: dW += dL1^T v, db += sums, dx += dL1 W_x */
         {
             const float *dch_L1 = d_L1_all;
-            rnnc_s_gemm_big(RNNC_TN, threads, 12, 4, (ptrdiff_t)tc * B, dch_L1, 12, hist0 + (ptrdiff_t)t0 * B * 4, 4, gpack + 48, 4);
+            rnnc_s_gemm_big(RNNC_TN, threads, 1, 12, 4, (ptrdiff_t)tc * B, dch_L1, 12, hist0 + (ptrdiff_t)t0 * B * 4, 4, gpack + 48, 4);
             for (ptrdiff_t i = 0; i < (ptrdiff_t)tc * B; ++i) for (ptrdiff_t r = 0; r < 12; ++r)
                 gpack[96 + r] += dch_L1[i * 12 + r];
         }

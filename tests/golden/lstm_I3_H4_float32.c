@@ -44,13 +44,13 @@ static inline float rnnc_clipf(float u, float lo, float hi) { return u < lo ? lo
 #include <cblas.h>
 #include <pthread.h>
 enum { RNNC_NT, RNNC_NN, RNNC_TN };
-__attribute__((visibility("hidden"))) void rnnc_s_gemm_nt(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const float *A, ptrdiff_t lda, const float *Bm, ptrdiff_t ldb, float *C, ptrdiff_t ldc);
-__attribute__((visibility("hidden"))) void rnnc_s_gemm_nn(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const float *A, ptrdiff_t lda, const float *Bm, ptrdiff_t ldb, float *C, ptrdiff_t ldc);
-__attribute__((visibility("hidden"))) void rnnc_s_gemm_tn(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const float *A, ptrdiff_t lda, const float *Bm, ptrdiff_t ldb, float *C, ptrdiff_t ldc);
-__attribute__((visibility("hidden"))) void rnnc_s_gemm_big(int kind, int threads, ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const float *A, ptrdiff_t lda, const float *Bm, ptrdiff_t ldb, float *C, ptrdiff_t ldc);
+__attribute__((visibility("hidden"))) void rnnc_s_gemm_nt(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const float *A, ptrdiff_t lda, const float *Bm, ptrdiff_t ldb, int beta, float *C, ptrdiff_t ldc);
+__attribute__((visibility("hidden"))) void rnnc_s_gemm_nn(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const float *A, ptrdiff_t lda, const float *Bm, ptrdiff_t ldb, int beta, float *C, ptrdiff_t ldc);
+__attribute__((visibility("hidden"))) void rnnc_s_gemm_tn(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const float *A, ptrdiff_t lda, const float *Bm, ptrdiff_t ldb, int beta, float *C, ptrdiff_t ldc);
+__attribute__((visibility("hidden"))) void rnnc_s_gemm_big(int kind, int threads, int beta, ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const float *A, ptrdiff_t lda, const float *Bm, ptrdiff_t ldb, float *C, ptrdiff_t ldc);
 __attribute__((visibility("hidden"))) void rnnc_s_mk_pack_nt(ptrdiff_t N, ptrdiff_t K, const float *W, ptrdiff_t ldw, float *P);
 __attribute__((visibility("hidden"))) void rnnc_s_mk_pack_nn(ptrdiff_t N, ptrdiff_t K, const float *W, ptrdiff_t ldw, float *P);
-__attribute__((visibility("hidden"))) void rnnc_s_mk_gemm(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const float *A, ptrdiff_t lda, const float *P, float *C, ptrdiff_t ldc);
+__attribute__((visibility("hidden"))) void rnnc_s_mk_gemm(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const float *A, ptrdiff_t lda, const float *P, const float *bias, int beta, float *C, ptrdiff_t ldc);
 
 #define VALID(b) (lengths == NULL || t < lengths[b])
 #define CHUNK 64
@@ -201,11 +201,9 @@ int rnnc_run_forward(int T, int B, const float *params, const float *x, const in
     for (int t0 = 0; t0 < T; t0 += CH) {
         const int tc = T - t0 < CH ? T - t0 : CH;
         {
-            /* L0 for steps t0..t0+tc-1 at once: bias + x W_x^T (hoisted) */
+            /* L0 for steps t0..t0+tc-1 at once: x W_x^T (hoisted) */
             float *L0_chunk = A_L0 + (ptrdiff_t)(keep ? t0 : 0) * B * 16;
-            for (ptrdiff_t i = 0; i < (ptrdiff_t)tc * B; ++i) for (ptrdiff_t r = 0; r < 16; ++r)
-                L0_chunk[i * 16 + r] = pack[112 + r];
-            rnnc_s_gemm_big(RNNC_NT, threads, (ptrdiff_t)tc * B, 16, 3, x + (ptrdiff_t)t0 * B * 3, 3, pack + 64, 3, L0_chunk, 16);
+            rnnc_s_gemm_big(RNNC_NT, threads, 0, (ptrdiff_t)tc * B, 16, 3, x + (ptrdiff_t)t0 * B * 3, 3, pack + 64, 3, L0_chunk, 16);
         }
         for (int t = t0; t < t0 + tc; ++t) {
             float *restrict y_t = y + (ptrdiff_t)t * B * 4;
@@ -216,7 +214,7 @@ int rnnc_run_forward(int T, int B, const float *params, const float *x, const in
             float *restrict next1 = hist1 + (ptrdiff_t)(keep ? t + 1 : ((t + 1) & 1)) * B * 4;
             float *restrict L0 = A_L0 + (ptrdiff_t)(keep ? t : t - t0) * B * 16; (void)L0;
             /* L0 = bias + s0 W_0^T + x_t W_x^T */
-            rnnc_s_mk_gemm(B, 16, 4, s0, 4, pack + 128, L0, 16);
+            rnnc_s_mk_gemm(B, 16, 4, s0, 4, pack + 128, pack + 112, 1, L0, 16);
             fwd_next1(t, B, lengths, s1, L0, next1);
             fwd_next0(t, B, lengths, s0, L0, next0, next1);
             /* the new states; rows past their length keep the old ones */
@@ -350,20 +348,19 @@ int rnnc_run_backward(int T, int B, const float *params, const float *x, const i
             bwd_next0(t, B, lengths, L0, next1, d_L0, d_v5, d_v6);
             bwd_next1(t, B, lengths, s1, L0, d_s1, d_L0, d_v5);
             /* ds0 += dL0 W */
-            rnnc_s_mk_gemm(B, 4, 16, d_L0, 16, pack + 256, d_s0, 4);
+            rnnc_s_mk_gemm(B, 4, 16, d_L0, 16, pack + 256, NULL, 1, d_s0, 4);
             /* adjoints of the states at t-1; rows past their length pass theirs through */
             for (ptrdiff_t b = 0; b < B; ++b) if (VALID(b))
                 for (ptrdiff_t j = 0; j < 4; ++j) dcarry[(ptrdiff_t)B * 0 + b * 4 + j] = d_s0[b * 4 + j];
             for (ptrdiff_t b = 0; b < B; ++b) if (VALID(b))
                 for (ptrdiff_t j = 0; j < 4; ++j) dcarry[(ptrdiff_t)B * 4 + b * 4 + j] = d_s1[b * 4 + j];
-            if (dx) memcpy(dx + (ptrdiff_t)t * B * 3, d_x_t, sizeof(float) * (size_t)B * 3);
         }
         /* L0 over steps t0..t0+tc-1 at once: dW += dL0^T v, db += sums, dx += dL0 W_x */
         {
             const float *dch_L0 = d_L0_all;
-            rnnc_s_gemm_big(RNNC_TN, threads, 16, 4, (ptrdiff_t)tc * B, dch_L0, 16, hist0 + (ptrdiff_t)t0 * B * 4, 4, gpack + 0, 4);
-            rnnc_s_gemm_big(RNNC_TN, threads, 16, 3, (ptrdiff_t)tc * B, dch_L0, 16, x + (ptrdiff_t)t0 * B * 3, 3, gpack + 64, 3);
-            if (dx) rnnc_s_gemm_big(RNNC_NN, threads, (ptrdiff_t)tc * B, 3, 16, dch_L0, 16, pack + 64, 3, dx + (ptrdiff_t)t0 * B * 3, 3);
+            rnnc_s_gemm_big(RNNC_TN, threads, 1, 16, 4, (ptrdiff_t)tc * B, dch_L0, 16, hist0 + (ptrdiff_t)t0 * B * 4, 4, gpack + 0, 4);
+            rnnc_s_gemm_big(RNNC_TN, threads, 1, 16, 3, (ptrdiff_t)tc * B, dch_L0, 16, x + (ptrdiff_t)t0 * B * 3, 3, gpack + 64, 3);
+            if (dx) rnnc_s_gemm_big(RNNC_NN, threads, 0, (ptrdiff_t)tc * B, 3, 16, dch_L0, 16, pack + 64, 3, dx + (ptrdiff_t)t0 * B * 3, 3);
             for (ptrdiff_t i = 0; i < (ptrdiff_t)tc * B; ++i) for (ptrdiff_t r = 0; r < 16; ++r)
                 gpack[112 + r] += dch_L0[i * 16 + r];
         }
