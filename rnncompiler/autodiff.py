@@ -14,7 +14,7 @@ import sympy
 
 from . import mathfn
 from .errors import CellError
-from .graph import LEAVES, topo_order
+from .graph import LEAVES, linear_terms, topo_order
 
 G = sympy.Symbol("g", real=True)   # the adjoint of the node being differentiated
 Y = sympy.Symbol("y", real=True)   # the node's own (saved) value
@@ -31,11 +31,11 @@ class EwGrad:
 
 @dataclass(frozen=True)
 class LinearGrad:
-    """dv += dy W; dW += dy^T v; db += column sums of dy."""
+    """For y = sum_k W_k v_k + sum_j b_j: dv_k += dy W_k; dW_k += dy^T v_k; db_j += column
+    sums of dy."""
     node: str
-    v: str
-    W: str
-    b: str | None
+    terms: tuple              # ((v, W), ...)
+    biases: tuple             # (b, ...)
 
 
 @dataclass(frozen=True)
@@ -98,9 +98,8 @@ def differentiate(g):
             op = _ew_grad(g, n, d)
             tape |= ew_reads(op)
         elif d["op"] == "linear":
-            op = LinearGrad(n, d["args"][0], d["args"][1],
-                            d["args"][2] if len(d["args"]) == 3 else None)
-            tape.add(op.v)
+            op = LinearGrad(n, *linear_terms(g, n))
+            tape |= {v for v, _ in op.terms}
         elif d["op"] == "concat":
             op = ConcatGrad(n, d["args"])
         elif d["op"] == "reduce":

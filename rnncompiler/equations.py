@@ -48,7 +48,7 @@ class Equations:
 
 def display_names(g):
     """node id -> (text, latex) names: h[t] / h_{t}, c[t-1] / c_{t-1}, W_f / W_{f}, a_f[t]."""
-    from .graph import topo_order, param_name
+    from .graph import linear_terms, topo_order, param_name
     names = {"x": _at("x", "t")}
     for s, _ in g.graph["states"]:
         names["state." + s] = _at(s, "t-1")
@@ -63,7 +63,7 @@ def display_names(g):
             continue
         d = g.nodes[n]
         if d["op"] == "linear":
-            w = param_name(d["args"][1])
+            w = param_name(linear_terms(g, n)[0][0][1])
             stem = "a_" + (w[2:] if w.startswith("W_") and len(w) > 2 else w)
         else:
             stem = {"concat": "z", "reduce": "m"}.get(d["op"], "v")
@@ -106,7 +106,7 @@ def _render(expr, args, names, node=None):
 
 def derive_equations(g, bwd):
     """Equations of fused step graph g and its backward step bwd."""
-    from .graph import topo_order
+    from .graph import linear_terms, topo_order
     names = display_names(g)
     fwd, fwd_l = [], []
     for n in topo_order(g):
@@ -116,11 +116,11 @@ def derive_equations(g, bwd):
         if d["op"] == "ew":
             rt, rl = _render(d["expr"], args, names)
         elif d["op"] == "linear":
-            rt = "%s %s" % (names[args[1]][0], names[args[0]][0])
-            rl = "%s %s" % (names[args[1]][1], names[args[0]][1])
-            if len(args) == 3:
-                rt += " + " + names[args[2]][0]
-                rl += " + " + names[args[2]][1]
+            terms, biases = linear_terms(g, n)
+            rt = " + ".join(["%s %s" % (names[W][0], names[v][0]) for v, W in terms]
+                            + [names[b][0] for b in biases])
+            rl = " + ".join(["%s %s" % (names[W][1], names[v][1]) for v, W in terms]
+                            + [names[b][1] for b in biases])
         elif d["op"] == "concat":
             rt = "[%s]" % "; ".join(names[a][0] for a in args)
             rl = r"\begin{bmatrix} %s \end{bmatrix}" % r" \\ ".join(names[a][1] for a in args)
@@ -163,12 +163,13 @@ def _backward_equations(g, op, names):
             yield ("δ" + names[a][0], "+=", sum_t + rt), (r"\delta " + names[a][1], "+=", sum_l + rl)
     elif isinstance(op, LinearGrad):
         dt, dl = "δ" + names[n][0], r"\delta " + names[n][1]
-        W, v = names[op.W], names[op.v]
-        yield ("δ" + v[0], "+=", "%sᵀ %s" % (W[0], dt)), (r"\delta " + v[1], "+=", "%s^T %s" % (W[1], dl))
-        yield ("δ" + W[0], "+=", "Σ_t %s %sᵀ" % (dt, v[0])), \
-            (r"\delta " + W[1], "+=", r"\sum_t %s %s^T" % (dl, v[1]))
-        if op.b is not None:
-            b = names[op.b]
+        for v_id, W_id in op.terms:
+            W, v = names[W_id], names[v_id]
+            yield ("δ" + v[0], "+=", "%sᵀ %s" % (W[0], dt)), (r"\delta " + v[1], "+=", "%s^T %s" % (W[1], dl))
+            yield ("δ" + W[0], "+=", "Σ_t %s %sᵀ" % (dt, v[0])), \
+                (r"\delta " + W[1], "+=", r"\sum_t %s %s^T" % (dl, v[1]))
+        for b_id in op.biases:
+            b = names[b_id]
             yield ("δ" + b[0], "+=", "Σ_t " + dt), (r"\delta " + b[1], "+=", r"\sum_t " + dl)
     elif isinstance(op, ConcatGrad):
         off = 0

@@ -106,10 +106,13 @@ def fuse_elementwise(g):
     """Inline every elementwise node used once, by another elementwise node, into it.
 
     Results (states, output) are never inlined; identity copies made for results are
-    dropped when their operand is already a computed node.
+    dropped when their operand is already a computed node; sums of linear maps become
+    linear maps of several terms (merge_linear_sums). The result is the graph the compiled
+    path lowers, not the one `evaluate` defines the semantics with.
     """
     g = g.copy()
     _drop_result_copies(g)
+    merge_linear_sums(g)
     uses = _use_counts(g)
     merged = {}
     for n in topo_order(g):
@@ -131,6 +134,41 @@ def fuse_elementwise(g):
     for n, (expr, args) in merged.items():
         _set_ew(g, n, expr, args)
     return verify(g)
+
+
+def linear_terms(g, n):
+    """((operand, weight), ...) and (bias, ...) of linear node n."""
+    d = g.nodes[n]
+    if "terms" in d:
+        return d["terms"], d["biases"]
+    return ((d["args"][0], d["args"][1]),), tuple(d["args"][2:])
+
+
+def merge_linear_sums(g):
+    """W1 v1 + b1 + W2 v2 + b2, where nothing else reads the two maps, becomes one linear
+    node of two terms: its products share one output and one tape slot, and lowering puts
+    them in one bundle (cells written with separate input and hidden weights, as PyTorch's
+    are, then cost what the concatenated form costs)."""
+    results = {node for _, node in g.graph["new_states"]} | {g.graph["output"]}
+    for n in list(topo_order(g)):
+        d = g.nodes[n]
+        lins = d["args"]
+        if (d["op"] != "ew" or len(lins) < 2 or len(set(lins)) != len(lins)
+                or d["expr"] != sympy.Add(*_operand_symbols(len(lins)))
+                or any(g.nodes[a]["op"] != "linear" or a in results or g.out_degree(a) != 1
+                       for a in lins)):
+            continue
+        parts = [linear_terms(g, a) for a in lins]
+        terms = tuple(t for ts, _ in parts for t in ts)
+        biases = tuple(b for _, bs in parts for b in bs)
+        g.remove_nodes_from(lins)
+        d.update(op="linear", expr=None, terms=terms, biases=biases,
+                 args=tuple(a for t in terms for a in t) + biases)
+        g.add_edges_from((a, n) for a in d["args"])
+
+
+def _operand_symbols(k):
+    return [sympy.Symbol("a%d" % i, real=True) for i in range(k)]
 
 
 def _set_ew(g, n, expr, args):

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from ..autodiff import EwGrad, ew_reads
-from ..graph import LEAVES, param_name, topo_order
+from ..graph import LEAVES, linear_terms, param_name, topo_order
 from .microkernel import panel_size
 
 CHUNK = 64      # steps per hoisted GEMM: bounds memory without a tape, keeps GEMMs large
@@ -22,11 +22,12 @@ CHUNK = 64      # steps per hoisted GEMM: bounds memory without a tape, keeps GE
 
 @dataclass(frozen=True)
 class Part:
-    """One operand of a bundle: its packed weight (rows x width) and each member's columns."""
+    """One operand of a bundle: its packed weight (rows x width) and where each member's
+    columns come from."""
     operand: str
     width: int
     static: bool          # operand is x: hoisted out of the time loop
-    cols: tuple           # per member: first column of this part in the member's W
+    src: tuple            # per member: (W param id, first column in W, row length of W)
     pack: int             # offset of the packed weight in the pack region
     panels: tuple = ()    # (forward, backward) offsets of microkernel panels, per-step parts
 
@@ -40,8 +41,7 @@ class Bundle:
     width: int            # total rows
     parts: tuple          # (Part, ...)
     bias_pack: int        # offset of the packed bias (width), -1 without biases
-    weights: tuple        # per member: W param id
-    biases: tuple         # per member: b param id or None
+    biases: tuple         # per member: its bias param ids (summed), possibly none
 
     @property
     def hoisted(self):
@@ -88,13 +88,20 @@ def _count(shape):
 
 
 def linear_parts(g, n):
-    """The (operand, width) parts of linear node n's operand, concats flattened."""
+    """The parts of linear node n, concats flattened: (operand, width, W, first column
+    in W, row length of W), term after term."""
     def flatten(v):
         d = g.nodes[v]
         if d["op"] == "concat":
             return [p for a in d["args"] for p in flatten(a)]
         return [(v, d["size"])]
-    return flatten(g.nodes[n]["args"][0])
+    out = []
+    for v, W in linear_terms(g, n)[0]:
+        col, K = 0, g.nodes[W]["shape"][1]
+        for operand, w in flatten(v):
+            out.append((operand, w, W, col, K))
+            col += w
+    return out
 
 
 def plan_bundles(g, params):
@@ -104,7 +111,7 @@ def plan_bundles(g, params):
         if g.nodes[n]["op"] != "linear":
             continue
         parts, seen = [], {}
-        for v, w in linear_parts(g, n):
+        for v, w, _, _, _ in linear_parts(g, n):
             seen[v] = seen.get(v, 0) + 1
             parts.append((v, seen[v], w))
         groups.setdefault(tuple(parts), []).append(n)
@@ -113,18 +120,18 @@ def plan_bundles(g, params):
         sizes = tuple(g.nodes[m]["size"] for m in members)
         offsets = tuple(sum(sizes[:i]) for i in range(len(sizes)))
         width = sum(sizes)
-        out_parts, col = [], 0
-        for v, _, w in sig:
-            out_parts.append(Part(v, w, v == "x", tuple(col for _ in members), pack))
+        sources = [linear_parts(g, m) for m in members]
+        out_parts = []
+        for i, (v, _, w) in enumerate(sig):
+            src = tuple(parts[i][2:] for parts in sources)
+            out_parts.append(Part(v, w, v == "x", src, pack))
             pack += width * w
-            col += w
-        biases = tuple(g.nodes[m]["args"][2] if len(g.nodes[m]["args"]) == 3 else None
-                       for m in members)
+        biases = tuple(linear_terms(g, m)[1] for m in members)
         bias_pack = -1
         if any(biases):
             bias_pack, pack = pack, pack + width
         bundles.append(Bundle("L%d" % k, tuple(members), offsets, sizes, width, tuple(out_parts),
-                              bias_pack, tuple(g.nodes[m]["args"][1] for m in members), biases))
+                              bias_pack, biases))
     return bundles, pack
 
 

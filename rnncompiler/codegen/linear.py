@@ -8,20 +8,18 @@ from .layout import param_offset
 
 def pack_weights(g, L, b, ctype):
     """Copy each member's weight columns and bias into the bundle's packed matrices."""
-    K = sum(p.width for p in b.parts)
     code = [comment("pack %s: one (%d x w) matrix per operand, members stacked" % (b.name, b.width))]
-    for k, (W, off, R) in enumerate(zip(b.weights, b.offsets, b.sizes, strict=True)):
-        w_off = param_offset(L, W)
+    for k, (off, R) in enumerate(zip(b.offsets, b.sizes, strict=True)):
         for p in b.parts:
+            W, col, K = p.src[k]
             code.append("for (ptrdiff_t r = 0; r < %d; ++r) for (ptrdiff_t j = 0; j < %d; ++j)"
                         % (R, p.width))
             code.append("    pack[%d + (%d + r) * %d + j] = params[%d + r * %d + %d + j];"
-                        % (p.pack, off, p.width, w_off, K, p.cols[k]))
+                        % (p.pack, off, p.width, param_offset(L, W), K, col))
         if b.bias_pack >= 0:
-            bias = b.biases[k]
-            src = "params[%d + r]" % param_offset(L, bias) if bias else "0"
+            src = " + ".join("params[%d + r]" % param_offset(L, bias) for bias in b.biases[k])
             code.append("for (ptrdiff_t r = 0; r < %d; ++r) pack[%d + %d + r] = %s;"
-                        % (R, b.bias_pack, off, src))
+                        % (R, b.bias_pack, off, src or "0"))
     for p in b.parts:
         if p.panels:
             code.append("mk_pack_nt(%d, %d, pack + %d, %d, pack + %d);"
@@ -157,16 +155,15 @@ def chunk_backward(g, L, b, ctype, dx_beta=1):
 
 def scatter_gradients(L, b):
     """Add the packed gradients back into dparams, member by member (weights may be shared)."""
-    K = sum(p.width for p in b.parts)
     code = [comment("unpack the gradients of %s" % b.name)]
-    for k, (W, off, R) in enumerate(zip(b.weights, b.offsets, b.sizes, strict=True)):
-        w_off = param_offset(L, W)
+    for k, (off, R) in enumerate(zip(b.offsets, b.sizes, strict=True)):
         for p in b.parts:
+            W, col, K = p.src[k]
             code.append("for (ptrdiff_t r = 0; r < %d; ++r) for (ptrdiff_t j = 0; j < %d; ++j)"
                         % (R, p.width))
             code.append("    dparams[%d + r * %d + %d + j] += gpack[%d + (%d + r) * %d + j];"
-                        % (w_off, K, p.cols[k], p.pack, off, p.width))
-        if b.biases[k]:
+                        % (param_offset(L, W), K, col, p.pack, off, p.width))
+        for bias in b.biases[k]:
             code.append("for (ptrdiff_t r = 0; r < %d; ++r) dparams[%d + r] += gpack[%d + %d + r];"
-                        % (R, param_offset(L, b.biases[k]), b.bias_pack, off))
+                        % (R, param_offset(L, bias), b.bias_pack, off))
     return code

@@ -77,13 +77,14 @@ size_t rnnc_workspace_size(int T, int B)
 {
     if (T < 1 || B < 1) return SIZE_MAX;
     const size_t CH = (size_t)(T < CHUNK ? T : CHUNK);
-    size_t n = 728;
+    size_t n = 840;
     n = add_sz(n, mul_sz(mul_sz((size_t)T + 1, (size_t)B), 4));
-    n = add_sz(n, mul_sz(mul_sz((size_t)T, (size_t)B), 12));
-    n = add_sz(n, mul_sz(mul_sz((size_t)T, (size_t)B), 12));
+    n = add_sz(n, mul_sz(mul_sz((size_t)T, (size_t)B), 8));
+    n = add_sz(n, mul_sz(mul_sz((size_t)T, (size_t)B), 4));
+    n = add_sz(n, mul_sz(mul_sz((size_t)T, (size_t)B), 4));
     n = add_sz(n, mul_sz(mul_sz((size_t)T, (size_t)B), 4));
     n = add_sz(n, mul_sz(mul_sz(1, (size_t)B), 15));
-    n = add_sz(n, mul_sz(mul_sz((size_t)CH, (size_t)B), 24));
+    n = add_sz(n, mul_sz(mul_sz((size_t)CH, (size_t)B), 16));
     n = add_sz(n, mul_sz(mul_sz(1, (size_t)B), 4));
     return fits(n, T, B);
 }
@@ -93,10 +94,11 @@ size_t rnnc_infer_workspace_size(int T, int B)
 {
     if (T < 1 || B < 1) return SIZE_MAX;
     const size_t CH = (size_t)(T < CHUNK ? T : CHUNK);
-    size_t n = 620;
+    size_t n = 740;
     n = add_sz(n, mul_sz(mul_sz(2, (size_t)B), 4));
-    n = add_sz(n, mul_sz(mul_sz((size_t)CH, (size_t)B), 12));
-    n = add_sz(n, mul_sz(mul_sz(1, (size_t)B), 12));
+    n = add_sz(n, mul_sz(mul_sz((size_t)CH, (size_t)B), 8));
+    n = add_sz(n, mul_sz(mul_sz((size_t)CH, (size_t)B), 4));
+    n = add_sz(n, mul_sz(mul_sz(1, (size_t)B), 4));
     n = add_sz(n, mul_sz(mul_sz(1, (size_t)B), 4));
     return fits(n, T, B);
 }
@@ -122,44 +124,40 @@ static void states_to_rows(int B, const float *h0, float *rows)
         rows[b * 4 + 0 + j] = h0[b * 4 + j];
 }
 
-/* v4 = σ(L0[4:] + L1[4:]) */
-static void fwd_v4(int t, int B, const int *lengths, const float *L0, const float *L1, float *v4)
+/* v2 = σ(L0[4:]) */
+static void fwd_v2(int t, int B, const int *lengths, const float *L0, float *v2)
 {
     (void)t; (void)lengths;
     for (ptrdiff_t b = 0; b < B; ++b) {
-        float *restrict o = v4 + b * 4;
+        float *restrict o = v2 + b * 4;
         if (!VALID(b)) { for (ptrdiff_t j = 0; j < 4; ++j) o[j] = 0; continue; }
-        const float *restrict r0 = (L0 + 4) + b * 12;
-        const float *restrict r1 = (L1 + 4) + b * 12;
+        const float *restrict r0 = (L0 + 4) + b * 8;
         for (ptrdiff_t j = 0; j < 4; ++j) {
             const float a0 = r0[j];
-            const float a1 = r1[j];
-            o[j] = rnnc_sigmoidf(a0 + a1);
+            o[j] = rnnc_sigmoidf(a0);
         }
     }
 }
 
-/* next0 = s0*v4 + (1 - v4)*tanh(L0[8:] + L1[8:]*σ(L0 + L1)) */
-static void fwd_next0(int t, int B, const int *lengths, const float *s0, const float *L0, const float *L1, const float *v4, float *next0)
+/* next0 = s0*v2 + (1 - v2)*tanh(L1 + L2*σ(L0)) */
+static void fwd_next0(int t, int B, const int *lengths, const float *s0, const float *L0, const float *L1, const float *L2, const float *v2, float *next0)
 {
     (void)t; (void)lengths;
     for (ptrdiff_t b = 0; b < B; ++b) {
         float *restrict o = next0 + b * 4;
         if (!VALID(b)) { for (ptrdiff_t j = 0; j < 4; ++j) o[j] = s0[b * 4 + j]; continue; }
-        const float *restrict r0 = v4 + b * 4;
-        const float *restrict r1 = (L0 + 8) + b * 12;
-        const float *restrict r2 = L0 + b * 12;
-        const float *restrict r3 = L1 + b * 12;
-        const float *restrict r4 = (L1 + 8) + b * 12;
-        const float *restrict r5 = s0 + b * 4;
+        const float *restrict r0 = v2 + b * 4;
+        const float *restrict r1 = L1 + b * 4;
+        const float *restrict r2 = L0 + b * 8;
+        const float *restrict r3 = L2 + b * 4;
+        const float *restrict r4 = s0 + b * 4;
         for (ptrdiff_t j = 0; j < 4; ++j) {
             const float a0 = r0[j];
             const float a1 = r1[j];
             const float a2 = r2[j];
             const float a3 = r3[j];
             const float a4 = r4[j];
-            const float a5 = r5[j];
-            o[j] = a0*a5 + (1 - a0)*rnnc_tanhf(a1 + a4*rnnc_sigmoidf(a2 + a3));
+            o[j] = a0*a4 + (1 - a0)*rnnc_tanhf(a1 + a3*rnnc_sigmoidf(a2));
         }
     }
 }
@@ -174,54 +172,63 @@ int rnnc_run_forward(int T, int B, const float *params, const float *x, const in
     if (!params || !x || !y || !state_T || !work) return 2;
     const int CH = T < CHUNK ? T : CHUNK;
     float *pack = work;
-    float *hist0 = pack + 620;
+    float *hist0 = pack + 740;
     float *A_L0 = hist0 + (ptrdiff_t)(keep ? ((ptrdiff_t)T + 1) : 2) * B * 4;
-    float *A_L1 = A_L0 + (ptrdiff_t)(keep ? T : CH) * B * 12;
-    float *A_v4 = A_L1 + (ptrdiff_t)(keep ? T : 1) * B * 12;
-    /* pack L0: one (12 x w) matrix per operand, members stacked */
+    float *A_L1 = A_L0 + (ptrdiff_t)(keep ? T : CH) * B * 8;
+    float *A_L2 = A_L1 + (ptrdiff_t)(keep ? T : CH) * B * 4;
+    float *A_v2 = A_L2 + (ptrdiff_t)(keep ? T : 1) * B * 4;
+    /* pack L0: one (8 x w) matrix per operand, members stacked */
     for (ptrdiff_t r = 0; r < 4; ++r) for (ptrdiff_t j = 0; j < 3; ++j)
         pack[0 + (0 + r) * 3 + j] = params[0 + r * 3 + 0 + j];
-    for (ptrdiff_t r = 0; r < 4; ++r) pack[36 + 0 + r] = params[12 + r];
+    for (ptrdiff_t r = 0; r < 4; ++r) for (ptrdiff_t j = 0; j < 4; ++j)
+        pack[24 + (0 + r) * 4 + j] = params[16 + r * 4 + 0 + j];
+    for (ptrdiff_t r = 0; r < 4; ++r) pack[56 + 0 + r] = params[12 + r] + params[32 + r];
     for (ptrdiff_t r = 0; r < 4; ++r) for (ptrdiff_t j = 0; j < 3; ++j)
         pack[0 + (4 + r) * 3 + j] = params[36 + r * 3 + 0 + j];
-    for (ptrdiff_t r = 0; r < 4; ++r) pack[36 + 4 + r] = params[48 + r];
+    for (ptrdiff_t r = 0; r < 4; ++r) for (ptrdiff_t j = 0; j < 4; ++j)
+        pack[24 + (4 + r) * 4 + j] = params[52 + r * 4 + 0 + j];
+    for (ptrdiff_t r = 0; r < 4; ++r) pack[56 + 4 + r] = params[48 + r] + params[68 + r];
+    rnnc_s_mk_pack_nt(8, 4, pack + 24, 4, pack + 100);
+    /* pack L1: one (4 x w) matrix per operand, members stacked */
     for (ptrdiff_t r = 0; r < 4; ++r) for (ptrdiff_t j = 0; j < 3; ++j)
-        pack[0 + (8 + r) * 3 + j] = params[72 + r * 3 + 0 + j];
-    for (ptrdiff_t r = 0; r < 4; ++r) pack[36 + 8 + r] = params[84 + r];
-    /* pack L1: one (12 x w) matrix per operand, members stacked */
+        pack[64 + (0 + r) * 3 + j] = params[72 + r * 3 + 0 + j];
+    for (ptrdiff_t r = 0; r < 4; ++r) pack[76 + 0 + r] = params[84 + r];
+    /* pack L2: one (4 x w) matrix per operand, members stacked */
     for (ptrdiff_t r = 0; r < 4; ++r) for (ptrdiff_t j = 0; j < 4; ++j)
-        pack[48 + (0 + r) * 4 + j] = params[16 + r * 4 + 0 + j];
-    for (ptrdiff_t r = 0; r < 4; ++r) pack[96 + 0 + r] = params[32 + r];
-    for (ptrdiff_t r = 0; r < 4; ++r) for (ptrdiff_t j = 0; j < 4; ++j)
-        pack[48 + (4 + r) * 4 + j] = params[52 + r * 4 + 0 + j];
-    for (ptrdiff_t r = 0; r < 4; ++r) pack[96 + 4 + r] = params[68 + r];
-    for (ptrdiff_t r = 0; r < 4; ++r) for (ptrdiff_t j = 0; j < 4; ++j)
-        pack[48 + (8 + r) * 4 + j] = params[88 + r * 4 + 0 + j];
-    for (ptrdiff_t r = 0; r < 4; ++r) pack[96 + 8 + r] = params[104 + r];
-    rnnc_s_mk_pack_nt(12, 4, pack + 48, 4, pack + 108);
+        pack[80 + (0 + r) * 4 + j] = params[88 + r * 4 + 0 + j];
+    for (ptrdiff_t r = 0; r < 4; ++r) pack[96 + 0 + r] = params[104 + r];
+    rnnc_s_mk_pack_nt(4, 4, pack + 80, 4, pack + 484);
     rows_to_states(B, state0, hist0);
     for (int t0 = 0; t0 < T; t0 += CH) {
         const int tc = T - t0 < CH ? T - t0 : CH;
         {
-            /* L0 for steps t0..t0+tc-1 at once: bias + x W_x^T (hoisted) */
-            float *L0_chunk = A_L0 + (ptrdiff_t)(keep ? t0 : 0) * B * 12;
-            for (ptrdiff_t i = 0; i < (ptrdiff_t)tc * B; ++i) for (ptrdiff_t r = 0; r < 12; ++r)
-                L0_chunk[i * 12 + r] = pack[36 + r];
-            rnnc_s_gemm_big(RNNC_NT, threads, 1, (ptrdiff_t)tc * B, 12, 3, x + (ptrdiff_t)t0 * B * 3, 3, pack + 0, 3, L0_chunk, 12);
+            /* L0 for steps t0..t0+tc-1 at once: x W_x^T (hoisted) */
+            float *L0_chunk = A_L0 + (ptrdiff_t)(keep ? t0 : 0) * B * 8;
+            rnnc_s_gemm_big(RNNC_NT, threads, 0, (ptrdiff_t)tc * B, 8, 3, x + (ptrdiff_t)t0 * B * 3, 3, pack + 0, 3, L0_chunk, 8);
+        }
+        {
+            /* L1 for steps t0..t0+tc-1 at once: bias + x W_x^T (hoisted) */
+            float *L1_chunk = A_L1 + (ptrdiff_t)(keep ? t0 : 0) * B * 4;
+            for (ptrdiff_t i = 0; i < (ptrdiff_t)tc * B; ++i) for (ptrdiff_t r = 0; r < 4; ++r)
+                L1_chunk[i * 4 + r] = pack[76 + r];
+            rnnc_s_gemm_big(RNNC_NT, threads, 1, (ptrdiff_t)tc * B, 4, 3, x + (ptrdiff_t)t0 * B * 3, 3, pack + 64, 3, L1_chunk, 4);
         }
         for (int t = t0; t < t0 + tc; ++t) {
             float *restrict y_t = y + (ptrdiff_t)t * B * 4;
             const float *restrict x_t = x + (ptrdiff_t)t * B * 3; (void)x_t;
             const float *restrict s0 = hist0 + (ptrdiff_t)(keep ? t : (t & 1)) * B * 4;
             float *restrict next0 = hist0 + (ptrdiff_t)(keep ? t + 1 : ((t + 1) & 1)) * B * 4;
-            float *restrict L0 = A_L0 + (ptrdiff_t)(keep ? t : t - t0) * B * 12; (void)L0;
-            float *restrict L1 = A_L1 + (ptrdiff_t)(keep ? t : 0) * B * 12; (void)L1;
-            float *restrict v4 = A_v4 + (ptrdiff_t)(keep ? t : 0) * B * 4; (void)v4;
-            /* L0 = bias + x_t W_x^T */
-            /* L1 = bias + s0 W_0^T */
-            rnnc_s_mk_gemm(B, 12, 4, s0, 4, pack + 108, pack + 96, 0, L1, 12);
-            fwd_v4(t, B, lengths, L0, L1, v4);
-            fwd_next0(t, B, lengths, s0, L0, L1, v4, next0);
+            float *restrict L0 = A_L0 + (ptrdiff_t)(keep ? t : t - t0) * B * 8; (void)L0;
+            float *restrict L1 = A_L1 + (ptrdiff_t)(keep ? t : t - t0) * B * 4; (void)L1;
+            float *restrict L2 = A_L2 + (ptrdiff_t)(keep ? t : 0) * B * 4; (void)L2;
+            float *restrict v2 = A_v2 + (ptrdiff_t)(keep ? t : 0) * B * 4; (void)v2;
+            /* L0 = bias + x_t W_x^T + s0 W_1^T */
+            rnnc_s_mk_gemm(B, 8, 4, s0, 4, pack + 100, pack + 56, 1, L0, 8);
+            fwd_v2(t, B, lengths, L0, v2);
+            /* L1 = bias + x_t W_x^T */
+            /* L2 = bias + s0 W_0^T */
+            rnnc_s_mk_gemm(B, 4, 4, s0, 4, pack + 484, pack + 96, 0, L2, 4);
+            fwd_next0(t, B, lengths, s0, L0, L1, L2, v2, next0);
             /* the new states; rows past their length keep the old ones */
             for (ptrdiff_t b = 0; b < B; ++b) for (ptrdiff_t j = 0; j < 4; ++j)
                 y_t[b * 4 + j] = VALID(b) ? next0[b * 4 + j] : 0;
@@ -240,24 +247,22 @@ int rnnc_infer(int T, int B, const float *params, const float *x, const int *len
 { return rnnc_run_forward(T, B, params, x, lengths, state0, y, state_T, work, 0, 1); }
 
 /* adjoints of the operands of next0 */
-static void bwd_next0(int t, int B, const int *lengths, const float *s0, const float *L0, const float *L1, const float *v4, float *d_s0, float *d_L0, float *d_L1, float *d_v4, float *d_v7)
+static void bwd_next0(int t, int B, const int *lengths, const float *s0, const float *L0, const float *L1, const float *L2, const float *v2, float *d_s0, float *d_L0, float *d_L1, float *d_L2, float *d_v2, float *d_v5)
 {
     (void)t; (void)lengths;
     for (ptrdiff_t b = 0; b < B; ++b) {
         if (!VALID(b)) continue;
-        const float *restrict gr = d_v7 + b * 4;
-        const float *restrict r0 = v4 + b * 4;
-        const float *restrict r1 = (L0 + 8) + b * 12;
-        const float *restrict r2 = L0 + b * 12;
-        const float *restrict r3 = L1 + b * 12;
-        const float *restrict r4 = (L1 + 8) + b * 12;
-        const float *restrict r5 = s0 + b * 4;
-        float *restrict dr0 = d_v4 + b * 4;
-        float *restrict dr1 = (d_L0 + 8) + b * 12;
-        float *restrict dr2 = d_L0 + b * 12;
-        float *restrict dr3 = d_L1 + b * 12;
-        float *restrict dr4 = (d_L1 + 8) + b * 12;
-        float *restrict dr5 = d_s0 + b * 4;
+        const float *restrict gr = d_v5 + b * 4;
+        const float *restrict r0 = v2 + b * 4;
+        const float *restrict r1 = L1 + b * 4;
+        const float *restrict r2 = L0 + b * 8;
+        const float *restrict r3 = L2 + b * 4;
+        const float *restrict r4 = s0 + b * 4;
+        float *restrict dr0 = d_v2 + b * 4;
+        float *restrict dr1 = d_L1 + b * 4;
+        float *restrict dr2 = d_L0 + b * 8;
+        float *restrict dr3 = d_L2 + b * 4;
+        float *restrict dr4 = d_s0 + b * 4;
         for (ptrdiff_t j = 0; j < 4; ++j) {
             const float g = gr[j];
             const float a0 = r0[j];
@@ -265,38 +270,32 @@ static void bwd_next0(int t, int B, const int *lengths, const float *s0, const f
             const float a2 = r2[j];
             const float a3 = r3[j];
             const float a4 = r4[j];
-            const float a5 = r5[j];
-            const float t0 = rnnc_sigmoidf(a2 + a3);
-            const float t1 = a4*t0;
+            const float t0 = rnnc_sigmoidf(a2);
+            const float t1 = a3*t0;
             const float t2 = rnnc_tanhf(a1 + t1);
             const float t3 = g*(1 - a0)*(1 - (t2*t2));
-            const float t4 = t1*t3*(1 - t0);
-            dr0[j] += g*(a5 - t2);
+            dr0[j] += g*(a4 - t2);
             dr1[j] += t3;
-            dr2[j] += t4;
-            dr3[j] += t4;
-            dr4[j] += t0*t3;
-            dr5[j] += a0*g;
+            dr2[j] += t1*t3*(1 - t0);
+            dr3[j] += t0*t3;
+            dr4[j] += a0*g;
         }
     }
 }
 
-/* adjoints of the operands of v4 */
-static void bwd_v4(int t, int B, const int *lengths, const float *v4, float *d_L0, float *d_L1, float *d_v4)
+/* adjoints of the operands of v2 */
+static void bwd_v2(int t, int B, const int *lengths, const float *v2, float *d_L0, float *d_v2)
 {
     (void)t; (void)lengths;
     for (ptrdiff_t b = 0; b < B; ++b) {
         if (!VALID(b)) continue;
-        const float *restrict gr = d_v4 + b * 4;
-        const float *restrict yr = v4 + b * 4;
-        float *restrict dr0 = (d_L0 + 4) + b * 12;
-        float *restrict dr1 = (d_L1 + 4) + b * 12;
+        const float *restrict gr = d_v2 + b * 4;
+        const float *restrict yr = v2 + b * 4;
+        float *restrict dr0 = (d_L0 + 4) + b * 8;
         for (ptrdiff_t j = 0; j < 4; ++j) {
             const float g = gr[j];
             const float y = yr[j];
-            const float t0 = g*y*(1 - y);
-            dr0[j] += t0;
-            dr1[j] += t0;
+            dr0[j] += g*y*(1 - y);
         }
     }
 }
@@ -313,23 +312,26 @@ int rnnc_run_backward(int T, int B, const float *params, const float *x, const i
     (void)state0;
     const int CH = T < CHUNK ? T : CHUNK;
     float *pack = work;
-    float *hist0 = pack + 620;
+    float *hist0 = pack + 740;
     float *A_L0 = hist0 + (ptrdiff_t)((ptrdiff_t)T + 1) * B * 4;
-    float *A_L1 = A_L0 + (ptrdiff_t)T * B * 12;
-    float *A_v4 = A_L1 + (ptrdiff_t)T * B * 12;
-    float *gpack = A_v4 + (ptrdiff_t)T * B * 4;
-    float *adj = gpack + 108;
+    float *A_L1 = A_L0 + (ptrdiff_t)T * B * 8;
+    float *A_L2 = A_L1 + (ptrdiff_t)T * B * 4;
+    float *A_v2 = A_L2 + (ptrdiff_t)T * B * 4;
+    float *gpack = A_v2 + (ptrdiff_t)T * B * 4;
+    float *adj = gpack + 100;
     float *d_x_t = adj + (ptrdiff_t)B * 0;
     float *d_s0 = adj + (ptrdiff_t)B * 3;
-    float *d_v4 = adj + (ptrdiff_t)B * 7;
-    float *d_v7 = adj + (ptrdiff_t)B * 11;
+    float *d_v2 = adj + (ptrdiff_t)B * 7;
+    float *d_v5 = adj + (ptrdiff_t)B * 11;
     float *d_L0_all = adj + (ptrdiff_t)B * 15;
-    float *d_L1_all = d_L0_all + (ptrdiff_t)CH * B * 12;
-    float *dcarry = d_L1_all + (ptrdiff_t)CH * B * 12;
+    float *d_L1_all = d_L0_all + (ptrdiff_t)CH * B * 8;
+    float *d_L2_all = d_L1_all + (ptrdiff_t)CH * B * 4;
+    float *dcarry = d_L2_all + (ptrdiff_t)CH * B * 4;
     (void)pack;
-    rnnc_s_mk_pack_nn(4, 12, pack + 48, 4, pack + 236);
+    rnnc_s_mk_pack_nn(4, 8, pack + 24, 4, pack + 228);
+    rnnc_s_mk_pack_nn(4, 4, pack + 80, 4, pack + 612);
     memset(dparams, 0, sizeof(float) * 108);
-    memset(gpack, 0, sizeof(float) * 108);
+    memset(gpack, 0, sizeof(float) * 100);
     rows_to_states(B, dstate_T, dcarry + (ptrdiff_t)B * 0);
     for (int t1 = T; t1 > 0; t1 -= CH) {
         const int t0 = t1 - CH > 0 ? t1 - CH : 0, tc = t1 - t0;
@@ -337,26 +339,31 @@ int rnnc_run_backward(int T, int B, const float *params, const float *x, const i
             const float *restrict x_t = x + (ptrdiff_t)t * B * 3; (void)x_t;
             const float *restrict s0 = hist0 + (ptrdiff_t)t * B * 4; (void)s0;
             const float *restrict next0 = s0 + (ptrdiff_t)B * 4; (void)next0;
-            const float *restrict L0 = A_L0 + (ptrdiff_t)t * B * 12; (void)L0;
-            const float *restrict L1 = A_L1 + (ptrdiff_t)t * B * 12; (void)L1;
-            const float *restrict v4 = A_v4 + (ptrdiff_t)t * B * 4; (void)v4;
-            float *restrict d_L0 = d_L0_all + (ptrdiff_t)(t - t0) * B * 12;
-            float *restrict d_L1 = d_L1_all + (ptrdiff_t)(t - t0) * B * 12;
+            const float *restrict L0 = A_L0 + (ptrdiff_t)t * B * 8; (void)L0;
+            const float *restrict L1 = A_L1 + (ptrdiff_t)t * B * 4; (void)L1;
+            const float *restrict L2 = A_L2 + (ptrdiff_t)t * B * 4; (void)L2;
+            const float *restrict v2 = A_v2 + (ptrdiff_t)t * B * 4; (void)v2;
+            float *restrict d_L0 = d_L0_all + (ptrdiff_t)(t - t0) * B * 8;
+            float *restrict d_L1 = d_L1_all + (ptrdiff_t)(t - t0) * B * 4;
+            float *restrict d_L2 = d_L2_all + (ptrdiff_t)(t - t0) * B * 4;
             memset(adj, 0, sizeof(float) * (size_t)B * 15);
-            memset(d_L0, 0, sizeof(float) * (size_t)B * 12);
-            memset(d_L1, 0, sizeof(float) * (size_t)B * 12);
+            memset(d_L0, 0, sizeof(float) * (size_t)B * 8);
+            memset(d_L1, 0, sizeof(float) * (size_t)B * 4);
+            memset(d_L2, 0, sizeof(float) * (size_t)B * 4);
             /* seeds: dy_t and the carried state adjoints, valid rows only */
             if (dy) for (ptrdiff_t b = 0; b < B; ++b) if (VALID(b))
-                for (ptrdiff_t j = 0; j < 4; ++j) d_v7[b * 4 + j] += dy[((ptrdiff_t)t * B + b) * 4 + j];
+                for (ptrdiff_t j = 0; j < 4; ++j) d_v5[b * 4 + j] += dy[((ptrdiff_t)t * B + b) * 4 + j];
             for (ptrdiff_t b = 0; b < B; ++b) if (VALID(b))
-                for (ptrdiff_t j = 0; j < 4; ++j) d_v7[b * 4 + j] += dcarry[(ptrdiff_t)B * 0 + b * 4 + j];
+                for (ptrdiff_t j = 0; j < 4; ++j) d_v5[b * 4 + j] += dcarry[(ptrdiff_t)B * 0 + b * 4 + j];
             /* dL/d(state after step t), the other states held fixed: the carry, plus dy_t for the state that is the output */
             if (dstates) for (ptrdiff_t b = 0; b < B; ++b) for (ptrdiff_t j = 0; j < 4; ++j)
                 dstates[((ptrdiff_t)t * B + b) * 4 + 0 + j] = (dy && VALID(b) ? dy[((ptrdiff_t)t * B + b) * 4 + j] : 0) + dcarry[(ptrdiff_t)B * 0 + b * 4 + j];
-            bwd_next0(t, B, lengths, s0, L0, L1, v4, d_s0, d_L0, d_L1, d_v4, d_v7);
-            bwd_v4(t, B, lengths, v4, d_L0, d_L1, d_v4);
-            /* ds0 += dL1 W */
-            rnnc_s_mk_gemm(B, 4, 12, d_L1, 12, pack + 236, NULL, 1, d_s0, 4);
+            bwd_next0(t, B, lengths, s0, L0, L1, L2, v2, d_s0, d_L0, d_L1, d_L2, d_v2, d_v5);
+            /* ds0 += dL2 W */
+            rnnc_s_mk_gemm(B, 4, 4, d_L2, 4, pack + 612, NULL, 1, d_s0, 4);
+            bwd_v2(t, B, lengths, v2, d_L0, d_v2);
+            /* ds0 += dL0 W */
+            rnnc_s_mk_gemm(B, 4, 8, d_L0, 8, pack + 228, NULL, 1, d_s0, 4);
             /* adjoints of the states at t-1; rows past their length pass theirs through */
             for (ptrdiff_t b = 0; b < B; ++b) if (VALID(b))
                 for (ptrdiff_t j = 0; j < 4; ++j) dcarry[(ptrdiff_t)B * 0 + b * 4 + j] = d_s0[b * 4 + j];
@@ -364,40 +371,50 @@ int rnnc_run_backward(int T, int B, const float *params, const float *x, const i
         /* L0 over steps t0..t0+tc-1 at once: dW += dL0^T v, db += sums, dx += dL0 W_x */
         {
             const float *dch_L0 = d_L0_all;
-            rnnc_s_gemm_big(RNNC_TN, threads, 1, 12, 3, (ptrdiff_t)tc * B, dch_L0, 12, x + (ptrdiff_t)t0 * B * 3, 3, gpack + 0, 3);
-            if (dx) rnnc_s_gemm_big(RNNC_NN, threads, 0, (ptrdiff_t)tc * B, 3, 12, dch_L0, 12, pack + 0, 3, dx + (ptrdiff_t)t0 * B * 3, 3);
-            for (ptrdiff_t i = 0; i < (ptrdiff_t)tc * B; ++i) for (ptrdiff_t r = 0; r < 12; ++r)
-                gpack[36 + r] += dch_L0[i * 12 + r];
+            rnnc_s_gemm_big(RNNC_TN, threads, 1, 8, 3, (ptrdiff_t)tc * B, dch_L0, 8, x + (ptrdiff_t)t0 * B * 3, 3, gpack + 0, 3);
+            if (dx) rnnc_s_gemm_big(RNNC_NN, threads, 0, (ptrdiff_t)tc * B, 3, 8, dch_L0, 8, pack + 0, 3, dx + (ptrdiff_t)t0 * B * 3, 3);
+            rnnc_s_gemm_big(RNNC_TN, threads, 1, 8, 4, (ptrdiff_t)tc * B, dch_L0, 8, hist0 + (ptrdiff_t)t0 * B * 4, 4, gpack + 24, 4);
+            for (ptrdiff_t i = 0; i < (ptrdiff_t)tc * B; ++i) for (ptrdiff_t r = 0; r < 8; ++r)
+                gpack[56 + r] += dch_L0[i * 8 + r];
         }
         /* L1 over steps t0..t0+tc-1 at once: dW += dL1^T v, db += sums, dx += dL1 W_x */
         {
             const float *dch_L1 = d_L1_all;
-            rnnc_s_gemm_big(RNNC_TN, threads, 1, 12, 4, (ptrdiff_t)tc * B, dch_L1, 12, hist0 + (ptrdiff_t)t0 * B * 4, 4, gpack + 48, 4);
-            for (ptrdiff_t i = 0; i < (ptrdiff_t)tc * B; ++i) for (ptrdiff_t r = 0; r < 12; ++r)
-                gpack[96 + r] += dch_L1[i * 12 + r];
+            rnnc_s_gemm_big(RNNC_TN, threads, 1, 4, 3, (ptrdiff_t)tc * B, dch_L1, 4, x + (ptrdiff_t)t0 * B * 3, 3, gpack + 64, 3);
+            if (dx) rnnc_s_gemm_big(RNNC_NN, threads, 1, (ptrdiff_t)tc * B, 3, 4, dch_L1, 4, pack + 64, 3, dx + (ptrdiff_t)t0 * B * 3, 3);
+            for (ptrdiff_t i = 0; i < (ptrdiff_t)tc * B; ++i) for (ptrdiff_t r = 0; r < 4; ++r)
+                gpack[76 + r] += dch_L1[i * 4 + r];
+        }
+        /* L2 over steps t0..t0+tc-1 at once: dW += dL2^T v, db += sums, dx += dL2 W_x */
+        {
+            const float *dch_L2 = d_L2_all;
+            rnnc_s_gemm_big(RNNC_TN, threads, 1, 4, 4, (ptrdiff_t)tc * B, dch_L2, 4, hist0 + (ptrdiff_t)t0 * B * 4, 4, gpack + 80, 4);
+            for (ptrdiff_t i = 0; i < (ptrdiff_t)tc * B; ++i) for (ptrdiff_t r = 0; r < 4; ++r)
+                gpack[96 + r] += dch_L2[i * 4 + r];
         }
         (void)tc;
     }
     /* unpack the gradients of L0 */
     for (ptrdiff_t r = 0; r < 4; ++r) for (ptrdiff_t j = 0; j < 3; ++j)
         dparams[0 + r * 3 + 0 + j] += gpack[0 + (0 + r) * 3 + j];
-    for (ptrdiff_t r = 0; r < 4; ++r) dparams[12 + r] += gpack[36 + 0 + r];
+    for (ptrdiff_t r = 0; r < 4; ++r) for (ptrdiff_t j = 0; j < 4; ++j)
+        dparams[16 + r * 4 + 0 + j] += gpack[24 + (0 + r) * 4 + j];
+    for (ptrdiff_t r = 0; r < 4; ++r) dparams[12 + r] += gpack[56 + 0 + r];
+    for (ptrdiff_t r = 0; r < 4; ++r) dparams[32 + r] += gpack[56 + 0 + r];
     for (ptrdiff_t r = 0; r < 4; ++r) for (ptrdiff_t j = 0; j < 3; ++j)
         dparams[36 + r * 3 + 0 + j] += gpack[0 + (4 + r) * 3 + j];
-    for (ptrdiff_t r = 0; r < 4; ++r) dparams[48 + r] += gpack[36 + 4 + r];
-    for (ptrdiff_t r = 0; r < 4; ++r) for (ptrdiff_t j = 0; j < 3; ++j)
-        dparams[72 + r * 3 + 0 + j] += gpack[0 + (8 + r) * 3 + j];
-    for (ptrdiff_t r = 0; r < 4; ++r) dparams[84 + r] += gpack[36 + 8 + r];
+    for (ptrdiff_t r = 0; r < 4; ++r) for (ptrdiff_t j = 0; j < 4; ++j)
+        dparams[52 + r * 4 + 0 + j] += gpack[24 + (4 + r) * 4 + j];
+    for (ptrdiff_t r = 0; r < 4; ++r) dparams[48 + r] += gpack[56 + 4 + r];
+    for (ptrdiff_t r = 0; r < 4; ++r) dparams[68 + r] += gpack[56 + 4 + r];
     /* unpack the gradients of L1 */
+    for (ptrdiff_t r = 0; r < 4; ++r) for (ptrdiff_t j = 0; j < 3; ++j)
+        dparams[72 + r * 3 + 0 + j] += gpack[64 + (0 + r) * 3 + j];
+    for (ptrdiff_t r = 0; r < 4; ++r) dparams[84 + r] += gpack[76 + 0 + r];
+    /* unpack the gradients of L2 */
     for (ptrdiff_t r = 0; r < 4; ++r) for (ptrdiff_t j = 0; j < 4; ++j)
-        dparams[16 + r * 4 + 0 + j] += gpack[48 + (0 + r) * 4 + j];
-    for (ptrdiff_t r = 0; r < 4; ++r) dparams[32 + r] += gpack[96 + 0 + r];
-    for (ptrdiff_t r = 0; r < 4; ++r) for (ptrdiff_t j = 0; j < 4; ++j)
-        dparams[52 + r * 4 + 0 + j] += gpack[48 + (4 + r) * 4 + j];
-    for (ptrdiff_t r = 0; r < 4; ++r) dparams[68 + r] += gpack[96 + 4 + r];
-    for (ptrdiff_t r = 0; r < 4; ++r) for (ptrdiff_t j = 0; j < 4; ++j)
-        dparams[88 + r * 4 + 0 + j] += gpack[48 + (8 + r) * 4 + j];
-    for (ptrdiff_t r = 0; r < 4; ++r) dparams[104 + r] += gpack[96 + 8 + r];
+        dparams[88 + r * 4 + 0 + j] += gpack[80 + (0 + r) * 4 + j];
+    for (ptrdiff_t r = 0; r < 4; ++r) dparams[104 + r] += gpack[96 + 0 + r];
     if (dstate0) states_to_rows(B, dcarry + (ptrdiff_t)B * 0, dstate0);
     return 0;
 }
