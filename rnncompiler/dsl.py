@@ -18,6 +18,7 @@ from .errors import CellError
 
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _PKG_DIR = os.path.dirname(os.path.abspath(__file__))
+_CELLS_DIR = os.path.join(_PKG_DIR, "cells") + os.sep
 
 
 # ---------------------------------------------------------------- sizes
@@ -123,11 +124,12 @@ class Cell:
 # ---------------------------------------------------------------- tracing
 
 def _user_where():
-    """file:line of the innermost frame outside this package (the cell's line)."""
+    """file:line of the innermost frame outside this package's machinery (the cell's line;
+    the cells library counts as user code)."""
     frame = inspect.currentframe()
     while frame is not None:
         path = os.path.abspath(frame.f_code.co_filename)
-        if not path.startswith(_PKG_DIR + os.sep):
+        if not path.startswith(_PKG_DIR + os.sep) or path.startswith(_CELLS_DIR):
             return "%s:%d" % (os.path.basename(path), frame.f_lineno)
         frame = frame.f_back
     return "<cell>"

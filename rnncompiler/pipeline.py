@@ -70,16 +70,23 @@ def fingerprint(spec):
 
 @functools.lru_cache(maxsize=None)
 def generator_fingerprint():
-    """A hash of the sources that shape the generated C and its build, so that a changed
-    generator never loads a binary made by another one."""
+    """A hash of the sources that shape the generated C, its build and its manifest, so
+    that a changed generator never loads a binary made by another one (the cell itself is
+    in the key through its spec; the rest of the package does not shape the binary)."""
     here = os.path.dirname(os.path.abspath(__file__))
     h = hashlib.sha256()
-    for root, _, files in sorted(os.walk(here)):
-        for name in sorted(files):
+    for rel in GENERATOR_SOURCES:
+        path = os.path.join(here, rel)
+        files = sorted(os.path.join(path, f) for f in os.listdir(path)) if os.path.isdir(path) else [path]
+        for name in files:
             if name.endswith(".py"):
-                with open(os.path.join(root, name), "rb") as f:
-                    h.update(name.encode() + b"\0" + f.read())
+                with open(name, "rb") as f:
+                    h.update(os.path.relpath(name, here).encode() + b"\0" + f.read())
     return h.hexdigest()
+
+
+GENERATOR_SOURCES = ("graph.py", "autodiff.py", "mathfn.py", "equations.py", "pipeline.py",
+                     "build.py", "kernel.py", "codegen")
 
 
 def cache_key(cell, sizes, dtype, opt_level, blas):
