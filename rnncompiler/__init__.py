@@ -17,9 +17,12 @@ from .unroll import unroll
 from .check import gradcheck, GradcheckReport
 from .threads import set_num_threads, get_num_threads
 from .diagnostics import gradient_flow, GradientFlow
+from . import cells
+from .interop import from_torch, to_torch
 
 __all__ = ["CellError", "CompileError", "CacheSecurityError", "NonFiniteError", "Cell", "cell",
            "concat", "elementwise", "activation", "sigmoid", "tanh", "relu", "exp", "log",
            "softplus", "softsign", "hard_sigmoid", "clip", "sum", "mean", "compile", "Kernel",
            "ForwardResult", "Gradients", "unroll", "gradcheck", "GradcheckReport",
-           "set_num_threads", "get_num_threads", "gradient_flow", "GradientFlow"]
+           "set_num_threads", "get_num_threads", "gradient_flow", "GradientFlow",
+           "cells", "from_torch", "to_torch"]

@@ -10,6 +10,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMALL = {
     "quickstart.py": ["--hidden", "4", "--steps", "5", "--batch", "2"],
     "custom_gate.py": ["--iters", "5", "--hidden", "4"],
+    "gate_variants.py": ["--hidden", "8", "--steps", "5", "--batch", "2", "--repeats", "1"],
 }
 
 

@@ -1,0 +1,433 @@
+"""Every cell of rc.cells, verified twice: rc.gradcheck against central finite differences
+(float64, rtol 1e-6, with lengths), and agreement with the same cell written again here
+in PyTorch and differentiated by torch.autograd (float64 < 1e-9, float32 < 1e-4 on a
+subset): outputs, final states and the gradients of every parameter, x and state0."""
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+F = torch.nn.functional
+
+import rnncompiler as rc  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+I, H = 3, 4
+T, B = 6, 4
+EXTRA_SIZES = {"P": 2, "O": 2}
+LENGTHS = [[T, 0, 2, T - 1], None]
+TOL = {"float64": 1e-9, "float32": 1e-4}
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Tiny tensors: torch's intra-op threads only add contention."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+# --- the cells again, in torch: step(p, x_t (B, I), states {name: (B, n)}) -> (new, y_t) ---
+
+def lin(W, v, b=None):
+    out = v @ W.T
+    return out if b is None else out + b
+
+
+def cat(*vs):
+    return torch.cat(vs, 1)
+
+
+def t_rnn(act):
+    def step(p, x, s):
+        h = act(lin(p["W"], cat(s["h"], x), p["b"]))
+        return {"h": h}, h
+    return step
+
+
+def t_jordan(p, x, s):
+    a = torch.tanh(lin(p["W_h"], cat(s["y"], x), p["b_h"]))
+    y = torch.sigmoid(lin(p["W_y"], a, p["b_y"]))
+    return {"y": y}, y
+
+
+def t_indrnn(p, x, s):
+    h = torch.relu(lin(p["W"], x, p["b"]) + p["u"] * s["h"])
+    return {"h": h}, h
+
+
+def t_gru(p, x, s):
+    """Cho et al.: the reset gate scales h before the candidate's matrix product."""
+    h = s["h"]
+    r = torch.sigmoid(lin(p["W_r"], cat(h, x), p["b_r"]))
+    z = torch.sigmoid(lin(p["W_z"], cat(h, x), p["b_z"]))
+    n = torch.tanh(lin(p["W_n"], cat(r * h, x), p["b_n"]))
+    h = z * h + (1 - z) * n
+    return {"h": h}, h
+
+
+def t_mgu(p, x, s):
+    h = s["h"]
+    f = torch.sigmoid(lin(p["W_f"], cat(h, x), p["b_f"]))
+    n = torch.tanh(lin(p["W_n"], cat(f * h, x), p["b_n"]))
+    h = (1 - f) * h + f * n
+    return {"h": h}, h
+
+
+def t_lstm(forget_bias=0.0, forget_gate=True):
+    def step(p, x, s):
+        z, c = cat(s["h"], x), s["c"]
+        i = torch.sigmoid(lin(p["W_i"], z, p["b_i"]))
+        g = torch.tanh(lin(p["W_g"], z, p["b_g"]))
+        o = torch.sigmoid(lin(p["W_o"], z, p["b_o"]))
+        f = torch.sigmoid(lin(p["W_f"], z, p["b_f"]) + forget_bias) if forget_gate else 1.0
+        c = f * c + i * g
+        h = o * torch.tanh(c)
+        return {"h": h, "c": c}, h
+    return step
+
+
+def t_greff(variant):
+    """Greff et al.'s peephole LSTM ("vanilla") and its variants, by switches."""
+    def step(p, x, s):
+        z, c = cat(s["h"], x), s["c"]
+        ones = torch.ones_like(c)
+
+        def gate(k, cell):
+            a = lin(p["W_" + k], z, p["b_" + k])
+            if variant == "fgr":
+                a = a + lin(p["R_" + k], cat(s["i"], s["f"], s["o"]))
+            if variant != "np":
+                a = a + p["p_" + k] * cell
+            return torch.sigmoid(a)
+        i = ones if variant == "nig" else gate("i", c)
+        f = 1 - i if variant == "cifg" else ones if variant == "nfg" else gate("f", c)
+        a_g = lin(p["W_g"], z, p["b_g"])
+        g = a_g if variant == "niaf" else torch.tanh(a_g)
+        c_new = f * c + i * g
+        o = ones if variant == "nog" else gate("o", c_new)
+        h = o * (c_new if variant == "noaf" else torch.tanh(c_new))
+        new = {"h": h, "c": c_new}
+        if variant == "fgr":
+            new.update(i=i, f=f, o=o)
+        return new, h
+    return step
+
+
+def t_lstm_proj(num_proj=True, cell_clip=None, proj_clip=None, peepholes=True, forget_bias=1.0):
+    """TensorFlow's LSTMCell, written from its documentation."""
+    def step(p, x, s):
+        z, c = cat(s["h"], x), s["c"]
+        a_i = lin(p["W_i"], z, p["b_i"])
+        a_f = lin(p["W_f"], z, p["b_f"]) + forget_bias
+        if peepholes:
+            a_i, a_f = a_i + p["p_i"] * c, a_f + p["p_f"] * c
+        c = torch.sigmoid(a_f) * c + torch.sigmoid(a_i) * torch.tanh(lin(p["W_g"], z, p["b_g"]))
+        if cell_clip is not None:
+            c = torch.clamp(c, -cell_clip, cell_clip)
+        a_o = lin(p["W_o"], z, p["b_o"]) + (p["p_o"] * c if peepholes else 0)
+        h = torch.sigmoid(a_o) * torch.tanh(c)
+        if num_proj:
+            h = lin(p["W_p"], h)
+            if proj_clip is not None:
+                h = torch.clamp(h, -proj_clip, proj_clip)
+        return {"h": h, "c": c}, h
+    return step
+
+
+def t_layernorm_lstm(p, x, s):
+    """haste's LayerNormLSTM with torch's own layer_norm (no affine part, eps 1e-5)."""
+    gates = "ifgo"
+    ln = lambda v: F.layer_norm(v, v.shape[1:], eps=1e-5)  # noqa: E731
+    stack = lambda fmt: torch.cat([p[fmt % k] for k in gates])  # noqa: E731
+    wx = ln(cat(*[lin(p["W_" + k], x) for k in gates])) * stack("gamma_x_%s")
+    rh = ln(cat(*[lin(p["R_" + k], s["h"]) for k in gates])) * stack("gamma_h_%s")
+    a_i, a_f, a_g, a_o = (wx + rh + stack("b_%s")).split(H, 1)
+    c = torch.sigmoid(a_f) * s["c"] + torch.sigmoid(a_i) * torch.tanh(a_g)
+    h = torch.sigmoid(a_o) * torch.tanh(ln(c) * p["gamma_c"] + p["beta_c"])
+    return {"h": h, "c": c}, h
+
+
+def t_rnn_torch(act):
+    def step(p, x, s):
+        h = act(lin(p["W_ih"], x, p["b_ih"]) + lin(p["W_hh"], s["h"], p["b_hh"]))
+        return {"h": h}, h
+    return step
+
+
+def t_lstm_torch(proj):
+    def step(p, x, s):
+        h, c = s["h"], s["c"]
+        a = {k: lin(p["W_i" + k], x, p["b_i" + k]) + lin(p["W_h" + k], h, p["b_h" + k])
+             for k in "ifgo"}
+        c = torch.sigmoid(a["f"]) * c + torch.sigmoid(a["i"]) * torch.tanh(a["g"])
+        h = torch.sigmoid(a["o"]) * torch.tanh(c)
+        if proj:
+            h = lin(p["W_hr"], h)
+        return {"h": h, "c": c}, h
+    return step
+
+
+def t_gru_torch(p, x, s):
+    """The cuDNN form: reset applied to the hidden product, biases included."""
+    h = s["h"]
+    r = torch.sigmoid(lin(p["W_ir"], x, p["b_ir"]) + lin(p["W_hr"], h, p["b_hr"]))
+    z = torch.sigmoid(lin(p["W_iz"], x, p["b_iz"]) + lin(p["W_hz"], h, p["b_hz"]))
+    n = torch.tanh(lin(p["W_in"], x, p["b_in"]) + r * lin(p["W_hn"], h, p["b_hn"]))
+    h = (1 - z) * n + z * h
+    return {"h": h}, h
+
+
+C = rc.cells
+TORCH_STEPS = {
+    "elman": t_rnn(torch.tanh), "elman_relu": t_rnn(torch.relu), "jordan": t_jordan,
+    "indrnn": t_indrnn, "gru": t_gru, "mgu": t_mgu,
+    "lstm1997": t_lstm(forget_gate=False), "lstm": t_lstm(forget_bias=1.0),
+    "peephole_lstm": t_greff("vanilla"), "lstm_proj": t_lstm_proj(),
+    "layernorm_lstm": t_layernorm_lstm,
+    **{"lstm_" + v: t_greff(v) for v in ("nig", "nfg", "nog", "niaf", "noaf", "np", "cifg", "fgr")},
+    "rnn_tanh_torch": t_rnn_torch(torch.tanh), "rnn_relu_torch": t_rnn_torch(torch.relu),
+    "lstm_torch": t_lstm_torch(False), "lstm_proj_torch": t_lstm_torch(True),
+    "gru_torch": t_gru_torch,
+}
+# name -> (cell, torch step): every ready-made cell, and factory options off their defaults
+CASES = {name: (cell, TORCH_STEPS[name]) for name, cell in C.ALL.items()}
+CASES["lstm_proj_clipped"] = (
+    C.make_lstm_proj(num_proj=2, cell_clip=0.3, proj_clip=0.2, use_peepholes=False,
+                     forget_bias=0.5),
+    t_lstm_proj(cell_clip=0.3, proj_clip=0.2, peepholes=False, forget_bias=0.5))
+FLOAT32 = ["lstm", "layernorm_lstm", "lstm_fgr"]      # the torch forms: tests/test_interop.py
+
+
+@pytest.fixture(scope="module")
+def kernel():
+    """kernel(name, dtype): each case compiled once per test module."""
+    made = {}
+
+    def get(name, dtype="float64"):
+        if (name, dtype) not in made:
+            cell = CASES[name][0]
+            sizes = {n: EXTRA_SIZES[n] for n in C.size_names(cell)}
+            made[name, dtype] = rc.compile(cell, input_size=I, hidden_size=H, dtype=dtype,
+                                           sizes=sizes)
+        return made[name, dtype]
+    return get
+
+
+# --- the oracle -----------------------------------------------------------------------------
+
+def torch_unroll(step, p, x, state0, lengths):
+    """Runs step over T; past lengths[b] row b keeps its state and outputs zero."""
+    steps, batch = x.shape[:2]
+    lens = torch.full((batch,), steps) if lengths is None else torch.as_tensor(lengths)
+    states, ys = dict(state0), []
+    for t in range(steps):
+        new, y = step(p, x[t], states)
+        valid = (t < lens)[:, None]
+        states = {k: torch.where(valid, new[k], v) for k, v in states.items()}
+        ys.append(torch.where(valid, y, torch.zeros_like(y)))
+    return torch.stack(ys), states
+
+
+def problem(kern, seed):
+    """Parameters, x, a non-zero state0 and the loss weights, representable in kern's dtype."""
+    rng = np.random.default_rng(seed)
+    r = lambda a: np.asarray(a, kern.dtype).astype(np.float64)  # noqa: E731
+    params = {k: r(v) for k, v in kern.init_params(seed=seed).items()}
+    x = r(rng.standard_normal((T, B, kern.input_size)))
+    state0 = {s: r(0.5 * rng.standard_normal((B, n)) + 0.1) for s, n in kern.state_sizes.items()}
+    u_y = r(rng.standard_normal((T, B, kern.output_size)))
+    u_s = {s: r(rng.standard_normal((B, n))) for s, n in kern.state_sizes.items()}
+    return params, x, state0, u_y, u_s
+
+
+def torch_reference(step, params, x, state0, lengths, u_y, u_s):
+    """Outputs, final states and d(sum(y*u_y) + sum(s_T*u_s)) by torch autograd, float64."""
+    leaf = lambda a: torch.tensor(a, dtype=torch.float64, requires_grad=True)  # noqa: E731
+    p = {k: leaf(v) for k, v in params.items()}
+    xt, s0 = leaf(x), {k: leaf(v) for k, v in state0.items()}
+    y, sT = torch_unroll(step, p, xt, s0, lengths)
+    loss = (y * torch.as_tensor(u_y)).sum() + sum((sT[k] * torch.as_tensor(u_s[k])).sum()
+                                                  for k in sT)
+    grads = torch.autograd.grad(loss, [*p.values(), xt, *s0.values()])
+    n = len(p)
+    out = {"y": y.detach().numpy(), "x": grads[n].numpy()}
+    out.update({"d_" + k: g.numpy() for k, g in zip(p, grads[:n])})
+    out.update({"s_" + k: v.detach().numpy() for k, v in sT.items()})
+    out.update({"d0_" + k: g.numpy() for k, g in zip(s0, grads[n + 1:])})
+    return out
+
+
+def rel_err(got, ref):
+    """max|got - ref| / max(1, max|ref|), in float64."""
+    got, ref = np.asarray(got, np.float64), np.asarray(ref, np.float64)
+    assert got.shape == ref.shape, (got.shape, ref.shape)
+    scale = max(1.0, np.max(np.abs(ref), initial=0.0))
+    return float(np.max(np.abs(got - ref), initial=0.0) / scale)
+
+
+def compare_with_torch(kern, step, seed):
+    """Largest error over every array and both lengths settings; asserts the masking too."""
+    params, x, state0, u_y, u_s = problem(kern, seed)
+    worst = {}
+    for lengths in LENGTHS:
+        res = kern.forward(params, x, state0, lengths)
+        g = kern.backward(res, d_outputs=u_y, d_states=u_s)
+        ref = torch_reference(step, params, x, state0, lengths, u_y, u_s)
+        got = {"y": res.outputs, "x": g.x}
+        got.update({"d_" + k: v for k, v in g.params.items()})
+        got.update({"s_" + k: v for k, v in res.states.items()})
+        got.update({"d0_" + k: v for k, v in g.state0.items()})
+        assert set(got) == set(ref), (sorted(got), sorted(ref))
+        for k in ref:
+            worst[k] = max(worst.get(k, 0.0), rel_err(got[k], ref[k]))
+        if lengths is not None:
+            for b, n in enumerate(lengths):
+                assert not res.outputs[n:, b].any() and not g.x[n:, b].any()
+    return worst
+
+
+# --- the proofs -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_gradcheck(name, kernel):
+    """Every gradient against central finite differences, float64, rel < 1e-6, with a
+    zero, a partial and a full length in the batch."""
+    report = rc.gradcheck(kernel(name), T=5, B=3, seed=3, lengths=[5, 0, 3], rtol=1e-6)
+    print(name, report.max_rel_error)
+    assert report.ok, str(report)
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_matches_torch_autograd(name, kernel):
+    """Outputs, states and every gradient (parameters, x, state0) equal torch's, float64."""
+    worst = compare_with_torch(kernel(name), CASES[name][1], seed=7)
+    bad = {k: e for k, e in worst.items() if not e < TOL["float64"]}
+    assert not bad, "%s: errors above 1e-9: %s" % (name, bad)
+
+
+@pytest.mark.parametrize("name", FLOAT32)
+def test_float32_matches_torch_autograd(name, kernel):
+    """The float32 kernels against torch in float64 on the same (float32) data: < 1e-4."""
+    kern = kernel(name, "float32")
+    worst = compare_with_torch(kern, CASES[name][1], seed=8)
+    bad = {k: e for k, e in worst.items() if not e < TOL["float32"]}
+    assert not bad, "%s float32: errors above 1e-4: %s" % (name, bad)
+
+
+def test_oracle_notices_a_wrong_cell(kernel):
+    """The comparison is sensitive: the Cho GRU against the torch form of the GRU differs."""
+    worst = compare_with_torch(kernel("gru"), t_gru_cho_swapped, seed=7)
+    assert max(worst.values()) > 1e-3
+
+
+def t_gru_cho_swapped(p, x, s):
+    """The Cho GRU with the reset gate moved after the product: a different function."""
+    h = s["h"]
+    r = torch.sigmoid(lin(p["W_r"], cat(h, x), p["b_r"]))
+    z = torch.sigmoid(lin(p["W_z"], cat(h, x), p["b_z"]))
+    W_nh, W_nx = p["W_n"][:, :H], p["W_n"][:, H:]
+    n = torch.tanh(r * lin(W_nh, h) + lin(W_nx, x, p["b_n"]))
+    h = z * h + (1 - z) * n
+    return {"h": h}, h
+
+
+def test_cell_clip_bites(kernel):
+    """The clipped LSTMP really clips: c and h reach their bounds, and stay inside."""
+    kern = kernel("lstm_proj_clipped")
+    params, x, state0, _, _ = problem(kern, 5)
+    res = kern.forward({k: 3 * v for k, v in params.items()}, x, state0)
+    assert np.isclose(np.abs(res.states["c"]).max(), 0.3)
+    assert np.isclose(np.abs(res.outputs).max(), 0.2)
+
+
+# --- the registry ---------------------------------------------------------------------------
+
+def test_registry_lists_every_cell():
+    """ALL holds every Cell of rc.cells under its own name, with docs; SIZES says what to bind."""
+    in_module = {n for n in dir(C) if isinstance(getattr(C, n), rc.Cell)}
+    assert in_module == set(C.ALL) == set(C.SIZES)
+    for name, cell in C.ALL.items():
+        assert getattr(C, name) is cell and cell.name == name
+        doc = cell.fn.__doc__ or ""
+        assert re.search(r"\((19|20)\d\d\)", doc), "%s: no citation in its docstring" % name
+        assert "[t]" in doc, "%s: no equations in its docstring" % name
+    assert C.SIZES["lstm_proj"] == ("P",) and C.SIZES["jordan"] == ("O",)
+    assert {n for n, s in C.SIZES.items() if s} == {"lstm_proj", "lstm_proj_torch", "jordan"}
+
+
+def test_unbound_size_is_named():
+    """A cell that needs a size names it when the size is not given."""
+    with pytest.raises(rc.CellError, match="'P' is not bound"):
+        rc.compile(C.lstm_proj, input_size=I, hidden_size=H)
+
+
+def test_variants_have_the_parameters_their_definition_says(kernel):
+    """Each Greff variant drops (or adds) exactly the parameters of the thing it changes."""
+    full = set(kernel("peephole_lstm").param_shapes)
+    drop = {"lstm_nig": {"W_i", "b_i", "p_i"}, "lstm_nfg": {"W_f", "b_f", "p_f"},
+            "lstm_nog": {"W_o", "b_o", "p_o"}, "lstm_cifg": {"W_f", "b_f", "p_f"},
+            "lstm_np": {"p_i", "p_f", "p_o"}, "lstm_niaf": set(), "lstm_noaf": set()}
+    for name, gone in drop.items():
+        assert set(kernel(name).param_shapes) == full - gone, name
+    fgr = kernel("lstm_fgr")
+    assert set(fgr.param_shapes) == full | {"R_i", "R_f", "R_o"}
+    assert fgr.param_shapes["R_f"] == (H, 3 * H)
+    assert list(fgr.state_sizes) == ["h", "c", "i", "f", "o"]
+    assert kernel("indrnn").param_shapes["u"] == (H,)
+    jordan = kernel("jordan")
+    assert jordan.state_sizes == {"y": 2} and jordan.param_shapes["W_y"] == (2, H)
+    proj = kernel("lstm_proj")
+    assert proj.state_sizes == {"h": 2, "c": H} and proj.param_shapes["W_p"] == (2, H)
+
+
+def test_forget_bias_is_a_constant_on_the_forget_gate(kernel):
+    """lstm (forget_bias=1) with b_f equals lstm_np (no bias) with b_f + 1; the peephole LSTM
+    with zero peepholes equals lstm_np."""
+    lstm, np_kern, peep = kernel("lstm"), kernel("lstm_np"), kernel("peephole_lstm")
+    params, x, state0, _, _ = problem(lstm, 2)
+    ref = np_kern.forward(dict(params, b_f=params["b_f"] + 1.0), x, state0).outputs
+    np.testing.assert_allclose(lstm.forward(params, x, state0).outputs, ref, rtol=0, atol=1e-14)
+    zeros = {k: np.zeros(H) for k in ("p_i", "p_f", "p_o")}
+    np.testing.assert_array_equal(peep.forward(dict(params, **zeros), x, state0).outputs,
+                                  np_kern.forward(params, x, state0).outputs)
+
+
+@pytest.mark.parametrize("call, exc, match", [
+    (lambda: C.make_lstm(forget_bias="1"), TypeError, "forget_bias"),
+    (lambda: C.make_lstm(forget_bias=float("nan")), ValueError, "forget_bias"),
+    (lambda: C.make_lstm_proj(num_proj=0), ValueError, "num_proj"),
+    (lambda: C.make_lstm_proj(cell_clip=-1.0), ValueError, "cell_clip"),
+    (lambda: C.make_lstm_proj(proj_clip="big"), TypeError, "proj_clip"),
+    (lambda: C.make_lstm_proj(use_peepholes=1), TypeError, "use_peepholes"),
+    (lambda: C.make_layernorm_lstm(eps=0), ValueError, "eps"),
+    (lambda: C.make_rnn_torch("sigmoid"), ValueError, "nonlinearity"),
+    (lambda: C.make_lstm_torch(proj_size=-2), ValueError, "proj_size"),
+    (lambda: C.make_gru_torch(bias="yes"), TypeError, "bias"),
+    (lambda: C.size_names("lstm"), TypeError, "cell"),
+])
+def test_bad_options_are_named(call, exc, match):
+    with pytest.raises(exc, match=match):
+        call()
+
+
+def test_factories_make_what_they_say():
+    """Options change the traced cell: no projection gives h of size H; bias=False drops biases."""
+    assert C.make_lstm_proj(num_proj=None).states == {"h": "H", "c": "H"}
+    assert C.make_lstm_proj(num_proj=3).states == {"h": 3, "c": "H"}
+    nobias = C.make_gru_torch(bias=False)
+    assert not [n for n in nobias.spec.params if n.startswith("param.b")]
+    assert C.make_lstm_torch(proj_size=0).name == "lstm_torch"
+    assert C.make_lstm_torch(proj_size=5).states == {"h": 5, "c": "H"}
+
+
+def test_cells_page_is_current():
+    """docs/cells.md's generated blocks (sources, equations, the torch table) are up to date."""
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "docs", "gen_cells.py"), "--check"],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
