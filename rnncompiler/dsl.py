@@ -427,10 +427,11 @@ def trace_cell(fn, states, output):
     prev = [tracer.add("state", id="state." + s, size=size, where=where)
             for s, size in state_sizes.items()]
     result = fn(x, *prev, Params(tracer))
-    new_states, y = _split_result(result, state_sizes, output, where)
+    new_states, y, output = _split_result(result, state_sizes, output, where)
     new_ids = tuple((s, _materialise(tracer, v, "state %r" % s, where).id)
                     for s, v in new_states.items())
-    y_id = _materialise(tracer, y, "output", where).id
+    # an output named by output= is that state's node itself: y_t is the state after step t
+    y_id = dict(new_ids)[output] if output else _materialise(tracer, y, "output", where).id
     for s, node_id in new_ids:
         node = tracer.nodes[node_id]
         if node.size != state_sizes[s] and not (node.size.terms or state_sizes[s].terms):
@@ -441,6 +442,7 @@ def trace_cell(fn, states, output):
 
 
 def _split_result(result, state_sizes, output, where):
+    """(new states, y, the state that is the output or None) from what a cell returned."""
     if isinstance(result, tuple) and len(result) == 2 and isinstance(result[0], dict):
         if output is not None:
             raise CellError("%s: the cell returns an explicit output y and also names "
@@ -465,7 +467,7 @@ def _split_result(result, state_sizes, output, where):
     if missing or extra:
         raise CellError("%s: the cell must return exactly its states %s; missing %s, unknown %s"
                         % (where, list(state_sizes), missing, extra))
-    return new_states, y
+    return new_states, y, output
 
 
 def _materialise(tracer, value, what, where):

@@ -61,9 +61,10 @@ class Gradients:
 class Kernel:
     """A compiled cell: forward/backward/infer/step over whole sequences on numpy arrays."""
 
-    def __init__(self, module, meta, key, rebuild):
+    def __init__(self, module, meta, key, rebuild, cell=None):
         self._module, self._lib, self._ffi = module, module.lib, module.ffi
         self._meta, self._key, self._rebuild = meta, key, rebuild
+        self.cell = cell          # the rc.Cell compiled, when known (not after unpickling)
         p = meta["prefix"]
         self._fn = {n: getattr(self._lib, "%s_%s" % (p, n)) for n in
                     ("run_forward", "run_backward", "workspace_size", "infer_workspace_size")}

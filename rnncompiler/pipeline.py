@@ -174,7 +174,7 @@ def compile(cell, input_size, hidden_size, dtype="float32", *, sizes=None, opt_l
 
     module, meta = build.load_or_build(key, generate, opt_level=opt_level, blas=blas)
     rebuild = functools.partial(load_kernel, key, build.read_kept_c(key), meta, opt_level, blas)
-    return Kernel(module, meta, key, rebuild)
+    return Kernel(module, meta, key, rebuild, cell)
 
 
 def load_kernel(key, c_text, meta, opt_level, blas):

@@ -409,7 +409,8 @@ def _backward(g, bwd, L, printer, ctype, p):
     chunk_prev = None
     for name, width, chunked in L.adj_arrays:
         if not chunked:
-            regions.append("    %s *%s = adj + (ptrdiff_t)B * %d;" % (ctype, name, step_width))
+            regions.append("    %s *%s = adj + (ptrdiff_t)B * %d; (void)%s;"
+                           % (ctype, name, step_width, name))
             step_width += width
     chunk_base = "adj + (ptrdiff_t)B * %d" % step_width
     for name, width, chunked in L.adj_arrays:

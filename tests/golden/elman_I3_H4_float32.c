@@ -219,9 +219,9 @@ int rnnc_run_backward(int T, int B, const float *params, const float *x, const i
     float *A_L0 = hist0 + (ptrdiff_t)((ptrdiff_t)T + 1) * B * 4;
     float *gpack = A_L0 + (ptrdiff_t)CH * B * 4;
     float *adj = gpack + 32;
-    float *d_x_t = adj + (ptrdiff_t)B * 0;
-    float *d_s0 = adj + (ptrdiff_t)B * 3;
-    float *d_v2 = adj + (ptrdiff_t)B * 7;
+    float *d_x_t = adj + (ptrdiff_t)B * 0; (void)d_x_t;
+    float *d_s0 = adj + (ptrdiff_t)B * 3; (void)d_s0;
+    float *d_v2 = adj + (ptrdiff_t)B * 7; (void)d_v2;
     float *d_L0_all = adj + (ptrdiff_t)B * 11;
     float *dcarry = d_L0_all + (ptrdiff_t)CH * B * 4;
     (void)pack;

@@ -319,10 +319,10 @@ int rnnc_run_backward(int T, int B, const float *params, const float *x, const i
     float *A_v2 = A_L2 + (ptrdiff_t)T * B * 4;
     float *gpack = A_v2 + (ptrdiff_t)T * B * 4;
     float *adj = gpack + 100;
-    float *d_x_t = adj + (ptrdiff_t)B * 0;
-    float *d_s0 = adj + (ptrdiff_t)B * 3;
-    float *d_v2 = adj + (ptrdiff_t)B * 7;
-    float *d_v5 = adj + (ptrdiff_t)B * 11;
+    float *d_x_t = adj + (ptrdiff_t)B * 0; (void)d_x_t;
+    float *d_s0 = adj + (ptrdiff_t)B * 3; (void)d_s0;
+    float *d_v2 = adj + (ptrdiff_t)B * 7; (void)d_v2;
+    float *d_v5 = adj + (ptrdiff_t)B * 11; (void)d_v5;
     float *d_L0_all = adj + (ptrdiff_t)B * 15;
     float *d_L1_all = d_L0_all + (ptrdiff_t)CH * B * 8;
     float *d_L2_all = d_L1_all + (ptrdiff_t)CH * B * 4;

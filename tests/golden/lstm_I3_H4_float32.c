@@ -309,11 +309,11 @@ int rnnc_run_backward(int T, int B, const float *params, const float *x, const i
     float *A_L0 = hist1 + (ptrdiff_t)((ptrdiff_t)T + 1) * B * 4;
     float *gpack = A_L0 + (ptrdiff_t)T * B * 16;
     float *adj = gpack + 128;
-    float *d_x_t = adj + (ptrdiff_t)B * 0;
-    float *d_s0 = adj + (ptrdiff_t)B * 3;
-    float *d_s1 = adj + (ptrdiff_t)B * 7;
-    float *d_v5 = adj + (ptrdiff_t)B * 11;
-    float *d_v6 = adj + (ptrdiff_t)B * 15;
+    float *d_x_t = adj + (ptrdiff_t)B * 0; (void)d_x_t;
+    float *d_s0 = adj + (ptrdiff_t)B * 3; (void)d_s0;
+    float *d_s1 = adj + (ptrdiff_t)B * 7; (void)d_s1;
+    float *d_v5 = adj + (ptrdiff_t)B * 11; (void)d_v5;
+    float *d_v6 = adj + (ptrdiff_t)B * 15; (void)d_v6;
     float *d_L0_all = adj + (ptrdiff_t)B * 19;
     float *dcarry = d_L0_all + (ptrdiff_t)CH * B * 16;
     (void)pack;
