@@ -14,7 +14,9 @@ from .dsl import (Cell, cell, concat, elementwise, activation, sigmoid, tanh, re
 from .pipeline import compile, VERSION as __version__
 from .kernel import Kernel, ForwardResult, Gradients
 from .unroll import unroll
-from .check import gradcheck, GradcheckReport
+from .check import gradcheck, GradcheckReport, StepCheck, PartialCheck, ActivationCheck
+from .reference import reference, Reference
+from .rtrl import rtrl, RTRL
 from .threads import set_num_threads, get_num_threads
 from .diagnostics import gradient_flow, GradientFlow
 from . import cells
@@ -25,4 +27,6 @@ __all__ = ["CellError", "CompileError", "CacheSecurityError", "NonFiniteError", 
            "softplus", "softsign", "hard_sigmoid", "clip", "sum", "mean", "compile", "Kernel",
            "ForwardResult", "Gradients", "unroll", "gradcheck", "GradcheckReport",
            "set_num_threads", "get_num_threads", "gradient_flow", "GradientFlow",
-           "cells", "from_torch", "to_torch"]
+           "cells", "from_torch", "to_torch",
+           "StepCheck", "PartialCheck", "ActivationCheck", "reference", "Reference", "rtrl",
+           "RTRL"]

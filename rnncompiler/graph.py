@@ -10,10 +10,8 @@ ids), size (int; 1 for broadcast scalars), scalar, expr (ew: sympy in a0..ak), h
 from __future__ import annotations
 
 import networkx as nx
-import numpy as np
 import sympy
 
-from . import mathfn
 from .errors import CellError
 
 LEAVES = ("input", "state", "param")
@@ -209,58 +207,17 @@ def _drop_result_copies(g):
 
 # ---------------------------------------------------------------- the numpy reference
 
-def lambdify_node(expr, n_args):
-    """A numpy function of the node's operands (user activations expanded)."""
-    syms = [sympy.Symbol("a%d" % k, real=True) for k in range(n_args)]
-    return sympy.lambdify(syms, mathfn.expand_activations(expr),
-                          modules=[mathfn.NUMPY_FUNCTIONS, "numpy"])
-
-
 def evaluate_step(g, params, x_t, states, fns=None):
     """One step of the graph in numpy: (new states dict, output, all node values)."""
-    B = x_t.shape[0]
-    fns = fns if fns is not None else {}
-    val = {"x": x_t}
-    for s, _ in g.graph["states"]:
-        val["state." + s] = states[s]
-    for name, _ in g.graph["params"]:
-        val["param." + name] = params[name]
-    for n in topo_order(g):
-        d = g.nodes[n]
-        args = [val[a] for a in d["args"]]
-        if d["op"] == "ew":
-            if n not in fns:
-                fns[n] = lambdify_node(d["expr"], len(args))
-            out = np.asarray(fns[n](*args), dtype=x_t.dtype)
-            val[n] = np.array(np.broadcast_to(out, (B, d["size"])))
-        elif d["op"] == "linear":
-            out = args[0] @ args[1].T
-            val[n] = out + args[2] if len(args) == 3 else out
-        elif d["op"] == "concat":
-            val[n] = np.concatenate(args, axis=1)
-        elif d["op"] == "reduce":
-            red = args[0].sum(axis=1, keepdims=True)
-            val[n] = red / args[0].shape[1] if d["how"] == "mean" else red
-    new = {s: val[node] for s, node in g.graph["new_states"]}
-    return new, val[g.graph["output"]], val
+    from .reference import evaluate_step as run_step
+    return run_step(g, params, x_t, states, fns)
 
 
 def evaluate(g, params, x, state0=None, lengths=None):
-    """Run the step graph over x (T, B, I) in numpy; returns (outputs, final states)."""
-    T, B, _ = x.shape
-    states = {s: np.zeros((B, size), x.dtype) for s, size in g.graph["states"]}
-    for s, v in (state0 or {}).items():
-        states[s] = np.array(np.broadcast_to(v, states[s].shape), x.dtype)
-    lengths = np.full(B, T) if lengths is None else np.asarray(lengths)
-    out_size = g.nodes[g.graph["output"]]["size"]
-    ys = np.zeros((T, B, out_size), x.dtype)
-    fns = {}
-    for t in range(T):
-        new, y, _ = evaluate_step(g, params, x[t], states, fns)
-        valid = (t < lengths)[:, None]
-        states = {s: np.where(valid, new[s], states[s]) for s in states}
-        ys[t] = np.where(valid, y, 0)
-    return ys, states
+    """Run the step graph over x (T, B, I) in numpy; returns (outputs, final states).
+    The evaluator itself, with its backward pass, is rnncompiler.reference."""
+    from .reference import evaluate as run
+    return run(g, params, x, state0, lengths)
 
 
 def format_graph(g):

@@ -1,0 +1,386 @@
+"""rc.reference: what a cell computes, evaluated slowly in numpy over the unrolled time DAG.
+
+`evaluate` runs the unfused step graph once per step: it is the executable definition of
+a cell (`graph.evaluate` is this function). The backward pass walks the same DAG in
+reverse, node by node and step by step, taking each node's derivative afresh: sympy's
+derivative of the node's own unfused expression (a named activation expanded into its
+forward expression, so a hand-written derivative is not trusted here) and the matrix
+adjoints of linear maps. Nothing below the graph is shared with the compiled path: no
+fusion, tape selection, cse, hoisting or C.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import sympy
+
+from . import mathfn
+from .errors import CellError
+
+# Piecewise-constant functions: derivative 0 where it exists and at their jumps too
+# (PyTorch's choice); sympy would give DiracDelta or an unevaluated derivative.
+STEP_FUNCTIONS = (sympy.sign, sympy.floor, sympy.ceiling, sympy.Heaviside)
+
+
+def _op_nodes(g):
+    return [n for n in g.nodes if g.nodes[n]["op"] not in ("input", "state", "param")]
+
+
+def lambdify_node(expr, n_args, extra=()):
+    """A numpy function of the node's operands a0..ak (and `extra` symbols), user
+    activations expanded into their forward expressions."""
+    syms = [sympy.Symbol("a%d" % k, real=True) for k in range(n_args)] + list(extra)
+    return sympy.lambdify(syms, mathfn.expand_activations(sympy.sympify(expr)),
+                          modules=[mathfn.NUMPY_FUNCTIONS, "numpy"])
+
+
+def partial(expr, k, hand_written=False, where=""):
+    """d expr / d a_k as a sympy expression in a0..ak, user activations expanded.
+
+    hand_written=False differentiates the forward expressions of named activations (the
+    truth); True uses their declared derivatives, as the compiled kernel does.
+    """
+    a = sympy.Symbol("a%d" % k, real=True)
+    f = expr if hand_written else mathfn.expand_activations(expr)
+    d = sympy.diff(f, a)
+    d = d.replace(lambda e: isinstance(e, sympy.Derivative)
+                  and isinstance(e.expr, STEP_FUNCTIONS), lambda e: sympy.S.Zero)
+    d = d.replace(lambda e: isinstance(e, sympy.DiracDelta), lambda e: sympy.S.Zero)
+    if d.has(sympy.Derivative) or d.has(sympy.Subs):
+        raise CellError("%s: sympy cannot differentiate %s with respect to operand %d (got %s)"
+                        % (where, expr, k, d))
+    return mathfn.expand_activations(d)
+
+
+# ---------------------------------------------------------------- forward
+
+def evaluate_step(g, params, x_t, states, fns=None):
+    """One step of the graph in numpy: (new states dict, output, all node values)."""
+    B = x_t.shape[0]
+    fns = fns if fns is not None else {}
+    val = {"x": x_t}
+    for s, _ in g.graph["states"]:
+        val["state." + s] = states[s]
+    for name, _ in g.graph["params"]:
+        val["param." + name] = params[name]
+    for n in _op_nodes(g):
+        d = g.nodes[n]
+        args = [val[a] for a in d["args"]]
+        if d["op"] == "ew":
+            if n not in fns:
+                fns[n] = lambdify_node(d["expr"], len(args))
+            out = np.asarray(fns[n](*args), dtype=x_t.dtype)
+            val[n] = np.array(np.broadcast_to(out, (B, d["size"])))
+        elif d["op"] == "linear":
+            out = args[0] @ args[1].T
+            val[n] = out + args[2] if len(args) == 3 else out
+        elif d["op"] == "concat":
+            val[n] = np.concatenate(args, axis=1)
+        elif d["op"] == "reduce":
+            red = args[0].sum(axis=1, keepdims=True)
+            val[n] = red / args[0].shape[1] if d["how"] == "mean" else red
+    new = {s: val[node] for s, node in g.graph["new_states"]}
+    return new, val[g.graph["output"]], val
+
+
+@dataclass
+class Trace:
+    """A forward run kept whole: outputs, final states, and per step t the values of every
+    node (`values[t]`) and the states read at t (`read[t]`, before masking by lengths)."""
+    outputs: np.ndarray
+    states: dict
+    values: list
+    read: list
+    valid: np.ndarray          # (T, B) bool: step t counts for row b
+
+
+def trace(g, params, x, state0=None, lengths=None, fns=None):
+    """Run the step graph over x (T, B, I), keeping every node value of every step."""
+    T, B, _ = x.shape
+    states = {s: np.zeros((B, size), x.dtype) for s, size in g.graph["states"]}
+    for s, v in (state0 or {}).items():
+        if v is not None:
+            states[s] = np.array(np.broadcast_to(v, states[s].shape), x.dtype)
+    lengths = np.full(B, T) if lengths is None else np.asarray(lengths)
+    valid = np.arange(T)[:, None] < lengths[None, :]
+    ys = np.zeros((T, B, g.nodes[g.graph["output"]]["size"]), x.dtype)
+    fns = {} if fns is None else fns
+    values, read = [], []
+    for t in range(T):
+        read.append(states)
+        new, y, val = evaluate_step(g, params, x[t], states, fns)
+        values.append(val)
+        keep = valid[t][:, None]
+        states = {s: np.where(keep, new[s], states[s]) for s in states}
+        ys[t] = np.where(keep, y, 0)
+    return Trace(ys, states, values, read, valid)
+
+
+def evaluate(g, params, x, state0=None, lengths=None):
+    """Run the step graph over x (T, B, I) in numpy; returns (outputs, final states)."""
+    tr = trace(g, params, x, state0, lengths)
+    return tr.outputs, tr.states
+
+
+# ---------------------------------------------------------------- backward
+
+def unbroadcast(c, shape):
+    """Sum an adjoint contribution down to an operand's shape (batch rows, units)."""
+    while c.ndim > len(shape):
+        c = c.sum(axis=0)
+    for axis, n in enumerate(shape):
+        if n == 1 and c.shape[axis] != 1:
+            c = c.sum(axis=axis, keepdims=True)
+    return c
+
+
+def result_root(g, node):
+    """The node a result copies (identity copies followed), so that a state and the output
+    that copy the same value are recognised as one."""
+    a0 = sympy.Symbol("a0", real=True)
+    while g.nodes[node]["op"] == "ew" and g.nodes[node]["expr"] == a0:
+        node = g.nodes[node]["args"][0]
+    return node
+
+
+def output_states(g):
+    """States that are also the step output (their dL/ds[t] includes dL/dy[t])."""
+    out = result_root(g, g.graph["output"])
+    return {s for s, node in g.graph["new_states"] if result_root(g, node) == out}
+
+
+class Partials:
+    """Lambdified partials of each unfused elementwise node, derived on first use."""
+
+    def __init__(self, g, hand_written=False):
+        self.g, self.hand_written, self._fns = g, hand_written, {}
+
+    def __call__(self, node, k):
+        if (node, k) not in self._fns:
+            d = self.g.nodes[node]
+            p = partial(d["expr"], k, self.hand_written, d["where"])
+            self._fns[node, k] = None if p == 0 else lambdify_node(p, len(d["args"]))
+        return self._fns[node, k]
+
+
+def _node_backward(g, n, adj, val, partials, add):
+    """Pass node n's adjoint to its operands (add(operand, contribution))."""
+    d = g.nodes[n]
+    args = d["args"]
+    if d["op"] == "ew":
+        ops = [val[a] for a in args]
+        for k, a in enumerate(args):
+            fn = partials(n, k)
+            if fn is not None:
+                add(a, unbroadcast(adj * np.asarray(fn(*ops), dtype=adj.dtype),
+                                   np.shape(val[a])))
+    elif d["op"] == "linear":
+        v, W = val[args[0]], val[args[1]]
+        add(args[0], adj @ W)
+        add(args[1], adj.T @ v)
+        if len(args) == 3:
+            add(args[2], adj.sum(axis=0))
+    elif d["op"] == "concat":
+        off = 0
+        for a in args:
+            m = val[a].shape[1]
+            add(a, adj[:, off:off + m])
+            off += m
+    elif d["op"] == "reduce":
+        m = val[args[0]].shape[1]
+        add(args[0], np.broadcast_to(adj / m if d["how"] == "mean" else adj, (adj.shape[0], m)))
+
+
+def backward_step(g, val, seeds, partials):
+    """Reverse mode over one step: adjoints of every node, given seeds node -> adjoint."""
+    adj = dict()
+
+    def add(a, c):
+        adj[a] = adj[a] + c if a in adj else np.array(c, dtype=np.float64)
+
+    for n, s in seeds.items():
+        add(n, s)
+    for n in reversed(_op_nodes(g)):
+        if n in adj:
+            _node_backward(g, n, adj[n], val, partials, add)
+    return adj
+
+
+# ---------------------------------------------------------------- the kernel-like object
+
+@dataclass
+class ReferenceResult:
+    """What Reference.forward returns: outputs, final states and the kept Trace."""
+    outputs: np.ndarray
+    states: dict
+    trace: Trace
+    x: np.ndarray
+
+
+@dataclass
+class ReferenceGradients:
+    """Gradients as a Kernel gives them, plus what only a node-by-node walk can show:
+    `per_step[name][t]`, step t's contribution to each parameter's gradient, and
+    `adjoints[t][node]`, the adjoint of every node of the unfused step graph at step t."""
+    params: dict
+    x: np.ndarray
+    state0: dict
+    states: dict
+    per_step: dict
+    adjoints: list
+
+
+class Reference:
+    """A cell at bound sizes, evaluated by the numpy reference (float64).
+
+    It has the kernel's attributes and methods (forward, backward with state_grads,
+    infer, step, init_params), so it can stand wherever a float64 kernel does, e.g. as
+    `rc.gradcheck(kern32, reference=rc.reference(cell, ...))`.
+    """
+
+    dtype = np.dtype("float64")
+
+    def __init__(self, cell, input_size=3, hidden_size=4, sizes=None):
+        from .dsl import Cell
+        from .graph import build_graph
+        from .pipeline import bind_sizes
+        if not isinstance(cell, Cell):
+            raise TypeError("cell: expected a cell made with @rc.cell, got %r" % (cell,))
+        bound = bind_sizes(cell, input_size, hidden_size, sizes)
+        self.graph = build_graph(cell.spec, bound)
+        self.name, self.sizes = cell.name, bound
+        self.input_size, self.hidden_size = bound["I"], bound["H"]
+        self.state_sizes = dict(self.graph.graph["states"])
+        self.output_size = self.graph.nodes[self.graph.graph["output"]]["size"]
+        self.param_shapes = dict(self.graph.graph["params"])
+        self._fns, self._partials = {}, Partials(self.graph)
+        self._output_states = output_states(self.graph)
+
+    def __repr__(self):
+        return "<rnncompiler.Reference %s I=%d H=%d>" % (self.name, self.input_size,
+                                                        self.hidden_size)
+
+    def init_params(self, seed=0):
+        """Parameters drawn uniform(-1/sqrt(H), 1/sqrt(H)), as Kernel.init_params does."""
+        rng = np.random.default_rng(seed)
+        k = 1.0 / np.sqrt(self.hidden_size)
+        return {name: rng.uniform(-k, k, size=shape)
+                for name, shape in self.param_shapes.items()}
+
+    def forward(self, params, x, state0=None, lengths=None):
+        """Run the whole sequence, keeping every node value for backward."""
+        params, x, state0, lengths = self._checked(params, x, state0, lengths)
+        tr = trace(self.graph, params, x, state0, lengths, self._fns)
+        return ReferenceResult(tr.outputs, tr.states, tr, x)
+
+    def infer(self, params, x, state0=None, lengths=None):
+        res = self.forward(params, x, state0, lengths)
+        return res.outputs, res.states
+
+    def step(self, params, x_t, states=None):
+        y, new = self.infer(params, np.asarray(x_t, np.float64)[None], states)
+        return y[0], new
+
+    def backward(self, result, d_outputs=None, d_states=None, *, state_grads=False):
+        """Exact gradients by walking the unrolled DAG backwards, node by node."""
+        if not isinstance(result, ReferenceResult):
+            raise TypeError("result: expected the result of this Reference's forward, got %s"
+                            % type(result).__name__)
+        tr, g = result.trace, self.graph
+        T, B = tr.valid.shape
+        dy = np.zeros((T, B, self.output_size)) if d_outputs is None else \
+            self._shaped("d_outputs", d_outputs, (T, B, self.output_size))
+        carry = self._state_dict("d_states", d_states, B)
+        grads = {p: np.zeros(shape) for p, shape in self.param_shapes.items()}
+        per_step = {p: np.zeros((T,) + shape) for p, shape in self.param_shapes.items()}
+        dx = np.zeros_like(result.x)
+        dstates = {s: np.zeros((T, B, n)) for s, n in self.state_sizes.items()}
+        adjoints = [None] * T
+        for t in reversed(range(T)):
+            keep = tr.valid[t][:, None]
+            for s in carry:
+                dstates[s][t] = carry[s] + (np.where(keep, dy[t], 0)
+                                            if s in self._output_states else 0)
+            seeds = {g.graph["output"]: np.where(keep, dy[t], 0)}
+            for s, node in g.graph["new_states"]:
+                seeds[node] = seeds.get(node, 0) + np.where(keep, carry[s], 0)
+            adj = backward_step(g, tr.values[t], seeds, self._partials)
+            adjoints[t] = adj
+            for p in grads:
+                c = adj.get("param." + p)
+                if c is not None:
+                    per_step[p][t] = c
+                    grads[p] += c
+            if "x" in adj:
+                dx[t] = adj["x"]
+            carry = {s: np.where(keep, adj.get("state." + s, 0), carry[s]) for s in carry}
+        return ReferenceGradients(grads, dx, carry, dstates if state_grads else None,
+                                  per_step, adjoints)
+
+    # ------------------------------------------------------------ argument checks
+
+    def _shaped(self, name, value, shape):
+        arr = np.asarray(value)
+        if arr.dtype.kind not in "biuf":
+            raise TypeError("%s: expected real numbers, got dtype %s" % (name, arr.dtype))
+        if arr.shape != tuple(shape):
+            raise ValueError("%s: expected shape %s, got %s" % (name, tuple(shape), arr.shape))
+        return np.array(arr, dtype=np.float64)
+
+    def _state_dict(self, name, states, B):
+        if states is not None and not isinstance(states, dict):
+            raise TypeError("%s: expected a dict state name -> array, got %s"
+                            % (name, type(states).__name__))
+        unknown = [s for s in (states or {}) if s not in self.state_sizes]
+        if unknown:
+            raise KeyError("%s: unknown state %r; this cell has %s"
+                           % (name, unknown[0], list(self.state_sizes)))
+        out = {}
+        for s, n in self.state_sizes.items():
+            v = (states or {}).get(s)
+            v = np.zeros((B, n)) if v is None else np.asarray(v, dtype=np.float64)
+            if v.shape not in ((B, n), (n,)):
+                raise ValueError("%s[%r]: expected shape (%d, %d) or (%d,), got %s"
+                                 % (name, s, B, n, n, v.shape))
+            out[s] = np.array(np.broadcast_to(v, (B, n)))
+        return out
+
+    def _checked(self, params, x, state0, lengths):
+        x = np.asarray(x)
+        if x.ndim != 3 or x.shape[2] != self.input_size or 0 in x.shape[:2]:
+            raise ValueError("x: expected shape (T, B, %d) with T, B >= 1, got %s"
+                             % (self.input_size, x.shape))
+        x = self._shaped("x", x, x.shape)
+        T, B = x.shape[:2]
+        if not isinstance(params, dict):
+            raise TypeError("params: expected a dict name -> array, got %s"
+                            % type(params).__name__)
+        unknown = [k for k in params if k not in self.param_shapes]
+        if unknown:
+            raise KeyError("params: unknown parameter %r; this cell has %s"
+                           % (unknown[0], list(self.param_shapes)))
+        missing = [k for k in self.param_shapes if k not in params]
+        if missing:
+            raise KeyError("params: missing parameter %r of shape %s"
+                           % (missing[0], self.param_shapes[missing[0]]))
+        params = {k: self._shaped("params[%r]" % k, params[k], shape)
+                  for k, shape in self.param_shapes.items()}
+        if lengths is not None:
+            lengths = np.asarray(lengths)
+            if lengths.dtype.kind not in "iu" or lengths.shape != (B,) or \
+                    (lengths.size and (lengths.min() < 0 or lengths.max() > T)):
+                raise ValueError("lengths: expected %d integers in [0, %d], got %r"
+                                 % (B, T, lengths.tolist()))
+        return params, x, self._state_dict("state0", state0, B), lengths
+
+
+def reference(cell, input_size=3, hidden_size=4, sizes=None):
+    """The numpy reference evaluator of `cell` at bound sizes: a kernel-like object whose
+    forward runs the unfused step graph and whose backward walks the unrolled DAG node by
+    node (`.per_step` and `.adjoints` on its gradients). Slow; for checking.
+
+        >>> ref = rc.reference(lstm, input_size=3, hidden_size=4)      # doctest: +SKIP
+        >>> g = ref.backward(ref.forward(params, x), d_outputs=dy)     # doctest: +SKIP
+    """
+    return Reference(cell, input_size, hidden_size, sizes)
