@@ -21,6 +21,7 @@ from .threads import set_num_threads, get_num_threads
 from .diagnostics import gradient_flow, GradientFlow
 from . import cells
 from .interop import from_torch, to_torch
+from . import models
 
 __all__ = ["CellError", "CompileError", "CacheSecurityError", "NonFiniteError", "Cell", "cell",
            "concat", "elementwise", "activation", "sigmoid", "tanh", "relu", "exp", "log",

@@ -1,5 +1,6 @@
 """What `make demo` runs: compile an LSTM, show its derived backward equations, verify
-them against finite differences, and time forward+backward on a batch."""
+them against finite differences, time forward+backward on a batch, then train it as a
+character language model on Shakespeare's sonnets for about a minute and print samples."""
 from __future__ import annotations
 
 import argparse
@@ -35,12 +36,38 @@ def time_forward_backward(kern, T, B, repeats):
     return 1e3 * float(np.median(times))
 
 
+def train_char_lm(hidden, seconds, sample_chars):
+    """Train an LSTM language model on the sonnets by truncated BPTT for `seconds`, then
+    print what it writes after a prompt at two temperatures."""
+    from . import models as rm
+    text = rm.load_text("sonnets")
+    vocab = rm.CharVocab(text)
+    stream = rm.streams(vocab.encode(text), 32)
+    model = rm.SequenceModel(lstm, hidden, vocab_size=len(vocab), output_size=len(vocab))
+    params = model.init(seed=0)
+    tb = rm.TBPTT(model, 50)
+    print("training %s on %d characters of the sonnets for %.0f s (truncated BPTT, k1=k2=50)"
+          % (model, len(text), seconds))
+    hist = rm.fit(tb.loss_and_grads, params, rm.Adam(3e-3),
+                  lambda epoch: tb.windows(stream[:-1], stream[1:]), epochs=None, clip=5.0,
+                  time_limit=seconds)
+    print(hist)
+    prompt = vocab.encode("Shall I compare ")
+    for temperature in (0.5, 1.0):
+        out = rm.sample(model, params, prompt, sample_chars, temperature=temperature, seed=1)
+        print("\n--- sample, temperature %.1f ---\n%s%s"
+              % (temperature, vocab.decode(prompt), vocab.decode(out)))
+    return hist
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--hidden", type=int, default=128)
     ap.add_argument("--steps", type=int, default=100)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--repeats", type=int, default=10)
+    ap.add_argument("--train-seconds", type=float, default=60,
+                    help="how long to train the character language model (0: skip it)")
     args = ap.parse_args(argv)
 
     t0 = time.perf_counter()
@@ -59,6 +86,9 @@ def main(argv=None):
     ms = time_forward_backward(kern, args.steps, args.batch, args.repeats)
     print("forward+backward, B=%d, T=%d, H=%d, float32: %.2f ms (median of %d)"
           % (args.batch, args.steps, H, ms, args.repeats))
+    if args.train_seconds > 0:
+        print()
+        train_char_lm(H, args.train_seconds, 300)
     return 0 if report.ok else 1
 
 

@@ -11,6 +11,11 @@ SMALL = {
     "quickstart.py": ["--hidden", "4", "--steps", "5", "--batch", "2"],
     "custom_gate.py": ["--iters", "5", "--hidden", "4"],
     "gate_variants.py": ["--hidden", "8", "--steps", "5", "--batch", "2", "--repeats", "1"],
+    "char_lm.py": ["--hidden", "16", "--batch", "8", "--k1", "20", "--k2", "30", "--epochs", "1",
+                   "--sample", "40"],
+    "adding_problem.py": ["--T", "10", "--hidden", "8", "--iters", "60", "--batch", "16"],
+    "reverse_seq2seq.py": ["--max-len", "4", "--hidden", "16", "--iters", "40", "--batch", "16"],
+    "classify.py": ["--hidden", "8", "--iters", "200", "--batch", "16", "--lr", "0.02"],
 }
 
 
@@ -34,9 +39,10 @@ def test_example_runs(name):
 
 def test_demo_runs():
     out = run(["-m", "rnncompiler.demo", "--hidden", "8", "--steps", "5", "--batch", "2",
-               "--repeats", "1"])
+               "--repeats", "1", "--train-seconds", "1"])
     assert "gradcheck against central finite differences" in out and ": OK" in out
     assert "δc[t-1] += " in out and "forward+backward" in out
+    assert "--- sample, temperature 1.0 ---\nShall I compare " in out
 
 
 def test_readme_code_runs():
