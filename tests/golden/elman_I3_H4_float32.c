@@ -119,7 +119,7 @@ static void states_to_rows(int B, const float *h0, float *rows)
 }
 
 /* next0 = tanh(L0) */
-static void fwd_next0(int t, int B, const int *lengths, const float *s0, const float *L0, float *next0)
+static void fwd_next0(int t, int B, const int *lengths, const float *restrict s0, const float *restrict L0, float *restrict next0)
 {
     (void)t; (void)lengths;
     for (ptrdiff_t b = 0; b < B; ++b) {
@@ -187,7 +187,7 @@ int rnnc_infer(int T, int B, const float *params, const float *x, const int *len
 { return rnnc_run_forward(T, B, params, x, lengths, state0, y, state_T, work, 0, 1); }
 
 /* adjoints of the operands of next0 */
-static void bwd_next0(int t, int B, const int *lengths, const float *next0, float *d_L0, float *d_v2)
+static void bwd_next0(int t, int B, const int *lengths, const float *restrict next0, float *restrict d_L0, float *restrict d_v2)
 {
     (void)t; (void)lengths;
     for (ptrdiff_t b = 0; b < B; ++b) {

@@ -125,7 +125,7 @@ static void states_to_rows(int B, const float *h0, float *rows)
 }
 
 /* v2 = σ(L0[4:]) */
-static void fwd_v2(int t, int B, const int *lengths, const float *L0, float *v2)
+static void fwd_v2(int t, int B, const int *lengths, const float *restrict L0, float *restrict v2)
 {
     (void)t; (void)lengths;
     for (ptrdiff_t b = 0; b < B; ++b) {
@@ -140,7 +140,7 @@ static void fwd_v2(int t, int B, const int *lengths, const float *L0, float *v2)
 }
 
 /* next0 = s0*v2 + (1 - v2)*tanh(L1 + L2*σ(L0)) */
-static void fwd_next0(int t, int B, const int *lengths, const float *s0, const float *L0, const float *L1, const float *L2, const float *v2, float *next0)
+static void fwd_next0(int t, int B, const int *lengths, const float *restrict s0, const float *restrict L0, const float *restrict L1, const float *restrict L2, const float *restrict v2, float *restrict next0)
 {
     (void)t; (void)lengths;
     for (ptrdiff_t b = 0; b < B; ++b) {
@@ -247,7 +247,7 @@ int rnnc_infer(int T, int B, const float *params, const float *x, const int *len
 { return rnnc_run_forward(T, B, params, x, lengths, state0, y, state_T, work, 0, 1); }
 
 /* adjoints of the operands of next0 */
-static void bwd_next0(int t, int B, const int *lengths, const float *s0, const float *L0, const float *L1, const float *L2, const float *v2, float *d_s0, float *d_L0, float *d_L1, float *d_L2, float *d_v2, float *d_v5)
+static void bwd_next0(int t, int B, const int *lengths, const float *restrict s0, const float *restrict L0, const float *restrict L1, const float *restrict L2, const float *restrict v2, float *restrict d_s0, float *restrict d_L0, float *restrict d_L1, float *restrict d_L2, float *restrict d_v2, float *restrict d_v5)
 {
     (void)t; (void)lengths;
     for (ptrdiff_t b = 0; b < B; ++b) {
@@ -284,7 +284,7 @@ static void bwd_next0(int t, int B, const int *lengths, const float *s0, const f
 }
 
 /* adjoints of the operands of v2 */
-static void bwd_v2(int t, int B, const int *lengths, const float *v2, float *d_L0, float *d_v2)
+static void bwd_v2(int t, int B, const int *lengths, const float *restrict v2, float *restrict d_L0, float *restrict d_v2)
 {
     (void)t; (void)lengths;
     for (ptrdiff_t b = 0; b < B; ++b) {

@@ -125,7 +125,7 @@ static void states_to_rows(int B, const float *h0, const float *h1, float *rows)
 }
 
 /* next1 = s1*σ(L0 + P2*s1) + tanh(L0[8:])*σ(L0[4:] + P5*s1) */
-static void fwd_next1(int t, int B, const int *lengths, const float *s1, const float *L0, float *next1, const float *params)
+static void fwd_next1(int t, int B, const int *lengths, const float *restrict s1, const float *restrict L0, float *restrict next1, const float *restrict params)
 {
     (void)t; (void)lengths;
     for (ptrdiff_t b = 0; b < B; ++b) {
@@ -148,7 +148,7 @@ static void fwd_next1(int t, int B, const int *lengths, const float *s1, const f
 }
 
 /* next0 = tanh(next1)*σ(L0[12:] + P10*next1) */
-static void fwd_next0(int t, int B, const int *lengths, const float *s0, const float *L0, float *next0, const float *next1, const float *params)
+static void fwd_next0(int t, int B, const int *lengths, const float *restrict s0, const float *restrict L0, float *restrict next0, const float *restrict next1, const float *restrict params)
 {
     (void)t; (void)lengths;
     for (ptrdiff_t b = 0; b < B; ++b) {
@@ -238,7 +238,7 @@ int rnnc_infer(int T, int B, const float *params, const float *x, const int *len
 { return rnnc_run_forward(T, B, params, x, lengths, state0, y, state_T, work, 0, 1); }
 
 /* adjoints of the operands of next0 */
-static void bwd_next0(int t, int B, const int *lengths, const float *L0, const float *next1, float *d_L0, float *d_v4, float *d_v6, const float *params, float *dparams)
+static void bwd_next0(int t, int B, const int *lengths, const float *restrict L0, const float *restrict next1, float *restrict d_L0, float *restrict d_v4, float *restrict d_v6, const float *restrict params, float *restrict dparams)
 {
     (void)t; (void)lengths;
     for (ptrdiff_t b = 0; b < B; ++b) {
@@ -265,7 +265,7 @@ static void bwd_next0(int t, int B, const int *lengths, const float *L0, const f
 }
 
 /* adjoints of the operands of next1 */
-static void bwd_next1(int t, int B, const int *lengths, const float *s1, const float *L0, float *d_s1, float *d_L0, float *d_v4, const float *params, float *dparams)
+static void bwd_next1(int t, int B, const int *lengths, const float *restrict s1, const float *restrict L0, float *restrict d_s1, float *restrict d_L0, float *restrict d_v4, const float *restrict params, float *restrict dparams)
 {
     (void)t; (void)lengths;
     for (ptrdiff_t b = 0; b < B; ++b) {
