@@ -22,6 +22,7 @@ from .diagnostics import gradient_flow, GradientFlow
 from . import cells
 from .interop import from_torch, to_torch
 from . import models
+from .export import export_c, CExport
 
 __all__ = ["CellError", "CompileError", "CacheSecurityError", "NonFiniteError", "Cell", "cell",
            "concat", "elementwise", "activation", "sigmoid", "tanh", "relu", "exp", "log",
@@ -30,4 +31,4 @@ __all__ = ["CellError", "CompileError", "CacheSecurityError", "NonFiniteError", 
            "set_num_threads", "get_num_threads", "gradient_flow", "GradientFlow",
            "cells", "from_torch", "to_torch",
            "StepCheck", "PartialCheck", "ActivationCheck", "reference", "Reference", "rtrl",
-           "RTRL"]
+           "RTRL", "export_c", "CExport"]

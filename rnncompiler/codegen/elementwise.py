@@ -34,7 +34,9 @@ def cse_lines(exprs, printer, ctype, indent):
 
 
 def comment(text):
-    return "/* %s */" % text.replace("*/", "* /")
+    """A C comment, in ASCII (sympy writes σ for the sigmoid) for compilers that read
+    another charset."""
+    return "/* %s */" % text.replace("σ", "sigmoid").replace("*/", "* /")
 
 
 def label(L, n):

@@ -124,7 +124,7 @@ static void states_to_rows(int B, const float *h0, float *rows)
         rows[b * 4 + 0 + j] = h0[b * 4 + j];
 }
 
-/* v2 = σ(L0[4:]) */
+/* v2 = sigmoid(L0[4:]) */
 static void fwd_v2(int t, int B, const int *lengths, const float *restrict L0, float *restrict v2)
 {
     (void)t; (void)lengths;
@@ -139,7 +139,7 @@ static void fwd_v2(int t, int B, const int *lengths, const float *restrict L0, f
     }
 }
 
-/* next0 = s0*v2 + (1 - v2)*tanh(L1 + L2*σ(L0)) */
+/* next0 = s0*v2 + (1 - v2)*tanh(L1 + L2*sigmoid(L0)) */
 static void fwd_next0(int t, int B, const int *lengths, const float *restrict s0, const float *restrict L0, const float *restrict L1, const float *restrict L2, const float *restrict v2, float *restrict next0)
 {
     (void)t; (void)lengths;

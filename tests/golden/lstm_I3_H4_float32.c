@@ -124,7 +124,7 @@ static void states_to_rows(int B, const float *h0, const float *h1, float *rows)
         rows[b * 8 + 4 + j] = h1[b * 4 + j];
 }
 
-/* next1 = s1*σ(L0) + tanh(L0[8:])*σ(L0[4:]) */
+/* next1 = s1*sigmoid(L0) + tanh(L0[8:])*sigmoid(L0[4:]) */
 static void fwd_next1(int t, int B, const int *lengths, const float *restrict s1, const float *restrict L0, float *restrict next1)
 {
     (void)t; (void)lengths;
@@ -145,7 +145,7 @@ static void fwd_next1(int t, int B, const int *lengths, const float *restrict s1
     }
 }
 
-/* next0 = tanh(next1)*σ(L0[12:]) */
+/* next0 = tanh(next1)*sigmoid(L0[12:]) */
 static void fwd_next0(int t, int B, const int *lengths, const float *restrict s0, const float *restrict L0, float *restrict next0, const float *restrict next1)
 {
     (void)t; (void)lengths;

@@ -124,7 +124,7 @@ static void states_to_rows(int B, const float *h0, const float *h1, float *rows)
         rows[b * 8 + 4 + j] = h1[b * 4 + j];
 }
 
-/* next1 = s1*σ(L0 + P2*s1) + tanh(L0[8:])*σ(L0[4:] + P5*s1) */
+/* next1 = s1*sigmoid(L0 + P2*s1) + tanh(L0[8:])*sigmoid(L0[4:] + P5*s1) */
 static void fwd_next1(int t, int B, const int *lengths, const float *restrict s1, const float *restrict L0, float *restrict next1, const float *restrict params)
 {
     (void)t; (void)lengths;
@@ -147,7 +147,7 @@ static void fwd_next1(int t, int B, const int *lengths, const float *restrict s1
     }
 }
 
-/* next0 = tanh(next1)*σ(L0[12:] + P10*next1) */
+/* next0 = tanh(next1)*sigmoid(L0[12:] + P10*next1) */
 static void fwd_next0(int t, int B, const int *lengths, const float *restrict s0, const float *restrict L0, float *restrict next0, const float *restrict next1, const float *restrict params)
 {
     (void)t; (void)lengths;

@@ -1,0 +1,189 @@
+"""`rnnc bench`: forward+backward timing of a cell, with torch.nn.LSTM/GRU alongside when
+the cell is one of those (operation for operation) and PyTorch is installed.
+
+A peer is only shown when it computes the same function: the cell's traced step graph
+must match a reference LSTM or GRU up to the names of values and parameters (and so the
+order of the gates), or the user names the peer with --torch and is told it is unchecked.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+import rnncompiler as rc
+from ..pipeline import bind_sizes
+
+
+@rc.cell(states=("h", "c"), output="h")
+def _lstm(x, h, c, p):
+    z = rc.concat(h, x)
+    f = rc.sigmoid(p.linear("W_f", z, bias="b_f"))
+    i = rc.sigmoid(p.linear("W_i", z, bias="b_i"))
+    g = rc.tanh(p.linear("W_g", z, bias="b_g"))
+    o = rc.sigmoid(p.linear("W_o", z, bias="b_o"))
+    c_new = f * c + i * g
+    return {"h": o * rc.tanh(c_new), "c": c_new}
+
+
+@rc.cell(states=("h",))
+def _gru(x, h, p):
+    r = rc.sigmoid(p.linear("W_ir", x, bias="b_ir") + p.linear("W_hr", h, bias="b_hr"))
+    u = rc.sigmoid(p.linear("W_iz", x, bias="b_iz") + p.linear("W_hz", h, bias="b_hz"))
+    n = rc.tanh(p.linear("W_in", x, bias="b_in") + r * p.linear("W_hn", h, bias="b_hn"))
+    return {"h": (1 - u) * n + u * h}
+
+
+def reference_forms():
+    """kind -> cells that torch.nn.LSTM / torch.nn.GRU compute: the docs' forms, and
+    rnncompiler.cells' when that module exists."""
+    forms = {"lstm": [_lstm], "gru": [_gru]}
+    try:
+        from .. import cells as library
+    except ImportError:
+        return forms
+    for kind in forms:
+        for name in (kind, kind + "_torch"):
+            cell = getattr(library, name, None)
+            if isinstance(cell, rc.Cell):
+                forms[kind].append(cell)
+    return forms
+
+
+def _comparable(cell, sizes):
+    """The traced step graph with what defines the computation on nodes and edges (the
+    operand position), and nothing of the names."""
+    import networkx as nx
+    import sympy
+    from ..graph import build_graph
+    g = build_graph(cell.spec, sizes)
+    out = nx.DiGraph()
+    results = dict((node, s) for s, node in g.graph["new_states"])
+    for n, d in g.nodes(data=True):
+        key = (d["op"], d["size"], d["how"], tuple(d["shape"]),
+               sympy.srepr(d["expr"]) if d["expr"] is not None else "",
+               "state" if n in results else "", n == g.graph["output"])
+        out.add_node(n, key=key)
+        for k, a in enumerate(d["args"]):
+            if out.has_edge(a, n):
+                out.edges[a, n]["k"] += (k,)
+            else:
+                out.add_edge(a, n, k=(k,))
+    return out
+
+
+def torch_peer(cell, sizes):
+    """'lstm', 'gru' or None: which torch.nn module computes what the cell computes."""
+    from networkx.algorithms.isomorphism import DiGraphMatcher
+    if len(cell.spec.states) > 2:
+        return None
+    mine = _comparable(cell, sizes)
+    for kind, refs in reference_forms().items():
+        for ref in refs:
+            try:
+                theirs = _comparable(ref, {"H": sizes["H"], "I": sizes["I"]})
+            except rc.CellError:
+                continue
+            if mine.number_of_nodes() != theirs.number_of_nodes():
+                continue
+            matcher = DiGraphMatcher(mine, theirs, node_match=lambda a, b: a["key"] == b["key"],
+                                     edge_match=lambda a, b: a["k"] == b["k"])
+            if matcher.is_isomorphic():
+                return kind
+    return None
+
+
+# ---------------------------------------------------------------- timing
+
+def _rnncompiler_step(kern, x, dy):
+    params = kern.init_params(seed=0)
+    return lambda: kern.backward(kern.forward(params, x), dy)
+
+
+def _torch_step(kind, I, H, x, dy):
+    import torch
+    torch.manual_seed(0)
+    module = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[kind](I, H)
+    module = module.to(getattr(torch, x.dtype.name))
+    xt = torch.from_numpy(x).requires_grad_(True)
+    dyt = torch.from_numpy(dy)
+
+    def step():
+        module.zero_grad(set_to_none=True)
+        xt.grad = None
+        out, _ = module(xt)
+        (out * dyt).sum().backward()
+    return step
+
+
+def time_interleaved(fns, repeats, warmup=2):
+    """name -> run times in ms, the callables taking turns after a warm-up."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    times = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(1e3 * (time.perf_counter() - t0))
+    return times
+
+
+def _choose_peer(cell, sizes, mode, out_size):
+    """(kind or None, a sentence saying why) for --torch mode."""
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return None, "PyTorch is not installed: rnncompiler alone"
+    if mode == "none":
+        return None, "no PyTorch peer (--torch none)"
+    if mode in ("lstm", "gru"):
+        if out_size != sizes["H"]:
+            return None, ("no PyTorch peer: torch.nn.%s outputs H = %d values per step, this "
+                          "cell %d" % (mode.upper(), sizes["H"], out_size))
+        return mode, ("peer torch.nn.%s of the same sizes, as asked (--torch %s); not checked "
+                      "to compute what this cell computes" % (mode.upper(), mode))
+    kind = torch_peer(cell, sizes)
+    if kind is None:
+        return None, ("no PyTorch peer: only cells that are, operation for operation, an "
+                      "LSTM or a GRU have one (--torch lstm|gru times one anyway)")
+    return kind, "peer torch.nn.%s: the cell computes the same function" % kind.upper()
+
+
+def run_bench(cell, args):
+    """Print the timing table; 0."""
+    if args.input_size is None:
+        args.input_size = args.hidden_size
+    sizes = bind_sizes(cell, args.input_size, args.hidden_size, _sizes(args))
+    T, B, I, H = args.steps, args.batch, sizes["I"], sizes["H"]
+    t0 = time.perf_counter()
+    kern = rc.compile(cell, I, H, args.dtype, sizes=_sizes(args))
+    compile_s = time.perf_counter() - t0
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((T, B, I)).astype(args.dtype)
+    dy = rng.standard_normal((T, B, kern.output_size)).astype(args.dtype)
+    kind, why = _choose_peer(cell, sizes, args.torch, kern.output_size)
+    fns = {"rnncompiler": _rnncompiler_step(kern, x, dy)}
+    rc.set_num_threads(args.threads)
+    if kind:
+        import torch
+        torch.set_num_threads(args.threads)
+        fns["torch.nn." + kind.upper()] = _torch_step(kind, I, H, x, dy)
+    times = time_interleaved(fns, args.repeats)
+    print("%s: forward+backward, T=%d, B=%d, I=%d, H=%d, %s, %d thread%s (compiled or loaded "
+          "in %.2f s)" % (cell.name, T, B, I, H, args.dtype, args.threads,
+                          "" if args.threads == 1 else "s", compile_s))
+    print(why)
+    med = {name: float(np.median(t)) for name, t in times.items()}
+    for name, t in times.items():
+        ratio = ("  (%.2fx rnncompiler's time)" % (med[name] / med["rnncompiler"])
+                 if name != "rnncompiler" else "")
+        print("  %-16s median %9.3f ms  min %9.3f ms  of %d runs%s"
+              % (name, med[name], min(t), len(t), ratio))
+    return 0
+
+
+def _sizes(args):
+    from . import parse_sizes
+    return parse_sizes(args.size)
