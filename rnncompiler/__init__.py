@@ -7,28 +7,52 @@ backward-through-time kernels over whole sequences on numpy arrays.
     ...     return {"h": rc.tanh(p.linear("W", rc.concat(h, x), bias="b"))}
     >>> elman.states
     {'h': 'H'}
+
+Importing the package loads numpy and the cell language only: sympy and networkx come
+with the first compile that misses the cache, the other parts on first use (rc.gradcheck,
+rc.cells, rc.models, rc.torch, ...).
 """
+import importlib
+
 from .errors import CellError, CompileError, CacheSecurityError, NonFiniteError
 from .dsl import (Cell, cell, concat, elementwise, activation, sigmoid, tanh, relu, exp, log,
                   softplus, softsign, hard_sigmoid, clip, sum, mean)
 from .pipeline import compile, VERSION as __version__
 from .kernel import Kernel, ForwardResult, Gradients
 from .unroll import unroll
-from .check import gradcheck, GradcheckReport, StepCheck, PartialCheck, ActivationCheck
-from .reference import reference, Reference
-from .rtrl import rtrl, RTRL
 from .threads import set_num_threads, get_num_threads
 from .diagnostics import gradient_flow, GradientFlow
-from . import cells
-from .interop import from_torch, to_torch
-from . import models
-from .export import export_c, CExport
+
+# name -> (submodule, attribute or None for the submodule itself), imported on first use
+_LAZY = {
+    "gradcheck": ("check", "gradcheck"), "GradcheckReport": ("check", "GradcheckReport"),
+    "StepCheck": ("check", "StepCheck"), "PartialCheck": ("check", "PartialCheck"),
+    "ActivationCheck": ("check", "ActivationCheck"),
+    "reference": ("evaluator", "reference"), "Reference": ("evaluator", "Reference"),
+    "rtrl": ("forward_mode", "rtrl"), "RTRL": ("forward_mode", "RTRL"),
+    "cells": ("cells", None), "models": ("models", None),
+    "from_torch": ("interop", "from_torch"), "to_torch": ("interop", "to_torch"),
+    "export_c": ("export", "export_c"), "CExport": ("export", "CExport"),
+    "torch": ("torch", None), "jax": ("jax", None),
+}
+
+
+def __getattr__(name):
+    if name not in _LAZY:
+        raise AttributeError("module 'rnncompiler' has no attribute %r" % name)
+    module, attr = _LAZY[name]
+    value = importlib.import_module("." + module, __name__)
+    value = value if attr is None else getattr(value, attr)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __all__ = ["CellError", "CompileError", "CacheSecurityError", "NonFiniteError", "Cell", "cell",
            "concat", "elementwise", "activation", "sigmoid", "tanh", "relu", "exp", "log",
            "softplus", "softsign", "hard_sigmoid", "clip", "sum", "mean", "compile", "Kernel",
-           "ForwardResult", "Gradients", "unroll", "gradcheck", "GradcheckReport",
-           "set_num_threads", "get_num_threads", "gradient_flow", "GradientFlow",
-           "cells", "from_torch", "to_torch",
-           "StepCheck", "PartialCheck", "ActivationCheck", "reference", "Reference", "rtrl",
-           "RTRL", "export_c", "CExport"]
+           "ForwardResult", "Gradients", "unroll", "set_num_threads", "get_num_threads",
+           "gradient_flow", "GradientFlow"] + [n for n in _LAZY if n not in ("torch", "jax")]

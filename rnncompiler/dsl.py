@@ -1,6 +1,10 @@
 """The cell language: `@rc.cell` traces a Python function over symbolic vectors into a
 frozen CellSpec (a list of nodes in trace order). Every arithmetic operation becomes one
 small elementwise node; the graph stage fuses chains of them later.
+
+Arithmetic and the built-in activations trace into expr.Term trees without sympy (a
+kernel loads from the cache without importing it); rc.elementwise and rc.activation take
+sympy math, and keep it as sympy.
 """
 from __future__ import annotations
 
@@ -11,9 +15,7 @@ import os
 import re
 from dataclasses import dataclass, field
 
-import sympy
-
-from . import mathfn
+from . import expr as ex
 from .errors import CellError
 
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
@@ -90,7 +92,7 @@ class Node:
     args: tuple = ()
     size: Size = Size((), 1)
     scalar: bool = False       # broadcast scalar: a p.scalar or a per-row reduction
-    expr: object = None        # ew: sympy expression in a0..a{k-1} (one per arg)
+    expr: object = None        # ew: an expr.Term tree or a sympy expression in a0..a{k-1}
     how: str = ""              # reduce: "sum"/"mean"; param: "matrix"/"vector"/"scalar"
     shape: tuple = ()          # param: tuple of Size
     where: str = ""
@@ -177,17 +179,16 @@ def _to_vec(tracer, value, where):
 
 
 def _number(value, where):
-    try:
-        num = sympy.sympify(value, strict=True)
-    except (sympy.SympifyError, TypeError):
-        num = None
-    if num is None or not num.is_number or not num.is_real:
+    num = ex.real_number(value)
+    if num is None:
         raise CellError("%s: expected a vector or a real number, got %r" % (where, value))
     return num
 
 
-def _elementwise(fn, operands, where, what="elementwise"):
-    """Trace one elementwise node: fn maps one sympy symbol per Vec operand to an expression."""
+def _elementwise(fn, operands, where, what="elementwise", sympy_math=False):
+    """Trace one elementwise node: fn maps one leaf per operand (a Term slot per vector,
+    the number itself otherwise) to an expression; with sympy_math, real sympy symbols
+    and a sympy expression (rc.elementwise, rc.activation)."""
     tracer = next((v._tracer for v in operands if isinstance(v, Vec)), None)
     if tracer is None:
         raise CellError("%s: %s takes a vector of the cell, got %s"
@@ -198,16 +199,9 @@ def _elementwise(fn, operands, where, what="elementwise"):
         if vec is None:
             leaves.append(_number(value, where))
         else:
-            leaves.append(sympy.Symbol("a%d" % len(vecs), real=True))
+            leaves.append(ex.arg(len(vecs)))
             vecs.append(vec)
-    expr = sympy.sympify(fn(*leaves))
-    if not isinstance(expr, sympy.Expr):
-        raise CellError("%s: %s must give a sympy expression, got %r" % (where, what, expr))
-    stray = sorted(str(s) for s in expr.free_symbols - set(leaves))
-    if stray:
-        raise CellError("%s: %s uses the symbol %s, which is none of its operands; pass it "
-                        "as a vector, or make it a parameter (p.scalar)" % (where, what, stray[0]))
-    mathfn.check_expression(expr, where)
+    expr = _sympy_expr(fn, leaves, where, what) if sympy_math else ex.as_term(fn(*leaves))
     vectors = [v for v in vecs if not v.scalar]
     size = vectors[0].size if vectors else Size((), 1)
     for v in vectors[1:]:
@@ -217,13 +211,30 @@ def _elementwise(fn, operands, where, what="elementwise"):
                       scalar=not vectors, where=where)
 
 
+def _sympy_expr(fn, leaves, where, what):
+    """fn over real sympy symbols, checked: a real sympy expression of its operands only,
+    that C and numpy can compute."""
+    import sympy
+    from . import mathfn
+    syms = [sympy.Symbol("a%d" % a.args[0], real=True) if isinstance(a, ex.Term)
+            else sympy.sympify(a, strict=True) for a in leaves]
+    expr = sympy.sympify(fn(*syms))
+    if not isinstance(expr, sympy.Expr):
+        raise CellError("%s: %s must give a sympy expression, got %r" % (where, what, expr))
+    stray = sorted(str(s) for s in expr.free_symbols - set(syms))
+    if stray:
+        raise CellError("%s: %s uses the symbol %s, which is none of its operands; pass it "
+                        "as a vector, or make it a parameter (p.scalar)" % (where, what, stray[0]))
+    mathfn.check_expression(expr, where)
+    return expr
+
+
 def _per_row(v, where):
     """A learnable vector used where per-row values are needed (a linear map's operand, a
     concat, a reduction) becomes a broadcast copy: those operations read rows."""
     if v._tracer.nodes[v.id].op != "param":
         return v
-    a0 = sympy.Symbol("a0", real=True)
-    return v._tracer.add("ew", args=(v.id,), expr=a0, size=v.size, where=where)
+    return v._tracer.add("ew", args=(v.id,), expr=ex.arg(0), size=v.size, where=where)
 
 
 class Vec:
@@ -316,14 +327,14 @@ def _unary(fn, name):
     return apply
 
 
-sigmoid = _unary(mathfn.Sigmoid, "sigmoid")
-tanh = _unary(sympy.tanh, "tanh")
-relu = _unary(mathfn.Relu, "relu")
-exp = _unary(sympy.exp, "exp")
-log = _unary(sympy.log, "log")
-softplus = _unary(mathfn.Softplus, "softplus")
-softsign = _unary(mathfn.Softsign, "softsign")
-hard_sigmoid = _unary(mathfn.HardSigmoid, "hard_sigmoid")
+sigmoid = _unary(lambda a: ex.call("Sigmoid", a), "sigmoid")
+tanh = _unary(lambda a: ex.call("tanh", a), "tanh")
+relu = _unary(lambda a: ex.call("Relu", a), "relu")
+exp = _unary(lambda a: ex.call("exp", a), "exp")
+log = _unary(lambda a: ex.call("log", a), "log")
+softplus = _unary(lambda a: ex.call("Softplus", a), "softplus")
+softsign = _unary(lambda a: ex.call("Softsign", a), "softsign")
+hard_sigmoid = _unary(lambda a: ex.call("HardSigmoid", a), "hard_sigmoid")
 
 
 def clip(v, lo, hi):
@@ -332,7 +343,7 @@ def clip(v, lo, hi):
     lo_n, hi_n = _number(lo, where), _number(hi, where)
     if not lo_n <= hi_n:
         raise CellError("%s: rc.clip needs lo <= hi, got %s > %s" % (where, lo, hi))
-    return _elementwise(lambda a: mathfn.Clip(a, lo_n, hi_n), (v,), where, "clip")
+    return _elementwise(lambda a: ex.call("Clip", a, lo_n, hi_n), (v,), where, "clip")
 
 
 def elementwise(fn, *vectors):
@@ -340,18 +351,20 @@ def elementwise(fn, *vectors):
     where = _user_where()
     if not vectors or not any(isinstance(v, Vec) for v in vectors):
         raise CellError("%s: rc.elementwise needs at least one vector" % where)
-    return _elementwise(fn, vectors, where)
+    return _elementwise(fn, vectors, where, sympy_math=True)
 
 
 def activation(name, forward, derivative=None):
     """A named elementwise function; derivative(u, y) optionally hand-written."""
+    import sympy
+    from . import mathfn
     check_identifier(name, "rc.activation name")
     fn_class = mathfn.make_activation(name, forward, derivative)
     u = sympy.Symbol("u", real=True)
     mathfn.check_expression(sympy.sympify(forward(u)), "rc.activation(%r)" % name)
 
     def apply(v):
-        return _elementwise(fn_class, (v,), _user_where(), name)
+        return _elementwise(fn_class, (v,), _user_where(), name, sympy_math=True)
     apply.__name__ = name
     apply.sympy_function = fn_class
     return apply
@@ -476,8 +489,7 @@ def _materialise(tracer, value, what, where):
         raise CellError("%s: %s must be a vector of this cell, got %r" % (where, what, value))
     if value.scalar:
         raise CellError("%s: %s is a broadcast scalar; results must be vectors" % (where, what))
-    a0 = sympy.Symbol("a0", real=True)
-    return tracer.add("ew", args=(value.id,), expr=a0, size=value.size, where=where)
+    return tracer.add("ew", args=(value.id,), expr=ex.arg(0), size=value.size, where=where)
 
 
 def cell(fn=None, *, states=("h",), output=None):

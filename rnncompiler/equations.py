@@ -8,9 +8,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import sympy
-
-
 
 @dataclass(frozen=True)
 class Equations:
@@ -90,6 +87,7 @@ def _tex(name):
 
 def _render(expr, args, names, node=None):
     """(text, latex) of an expression in a0..ak (and g, y) with display names."""
+    import sympy
     from .autodiff import G, Y
     subs_t, subs_l = {}, {}
     for k, a in enumerate(args):

@@ -13,6 +13,7 @@ import networkx as nx
 import sympy
 
 from .errors import CellError
+from .expr import Term, to_sympy
 
 LEAVES = ("input", "state", "param")
 MAX_FUSED_TERMS = 160   # cap on a fused expression's size: keeps sympy fast and predictable
@@ -29,7 +30,7 @@ def build_graph(spec, sizes):
         size = 1 if node.scalar else node.size.bind(sizes)
         shape = tuple(s.bind(sizes) for s in node.shape)
         g.add_node(node.id, op=node.op, args=node.args, size=size, scalar=node.scalar,
-                   expr=node.expr, how=node.how, shape=shape, where=node.where)
+                   expr=_sympy_expr(node), how=node.how, shape=shape, where=node.where)
         for a in node.args:
             g.add_edge(a, node.id)
     g.graph["states"] = [(s, size.bind(sizes)) for s, size in spec.states]
@@ -39,6 +40,16 @@ def build_graph(spec, sizes):
     check_sizes(g)
     verify(g)
     return g
+
+
+def _sympy_expr(node):
+    """The node's expression in sympy (the cell language traces arithmetic without it)."""
+    if not isinstance(node.expr, Term):
+        return node.expr
+    expr = to_sympy(node.expr)
+    if expr.has(sympy.zoo, sympy.nan, sympy.oo, sympy.I):
+        raise CellError("%s: the expression %s is not finite or not real" % (node.where, expr))
+    return expr
 
 
 def check_sizes(g):
@@ -209,14 +220,14 @@ def _drop_result_copies(g):
 
 def evaluate_step(g, params, x_t, states, fns=None):
     """One step of the graph in numpy: (new states dict, output, all node values)."""
-    from .reference import evaluate_step as run_step
+    from .evaluator import evaluate_step as run_step
     return run_step(g, params, x_t, states, fns)
 
 
 def evaluate(g, params, x, state0=None, lengths=None):
     """Run the step graph over x (T, B, I) in numpy; returns (outputs, final states).
-    The evaluator itself, with its backward pass, is rnncompiler.reference."""
-    from .reference import evaluate as run
+    The evaluator itself, with its backward pass, is rnncompiler.evaluator."""
+    from .evaluator import evaluate as run
     return run(g, params, x, state0, lengths)
 
 

@@ -10,11 +10,11 @@ import os
 import sys
 
 import numpy as np
-import sympy
 
 from . import build
 from .dsl import Cell, check_identifier
 from .errors import CellError
+from .expr import Term
 from .kernel import Kernel
 
 # graph (networkx), autodiff and codegen are imported when a kernel is first built: a
@@ -52,20 +52,34 @@ def fingerprint(spec):
     """A stable text of everything in a cell spec that shapes the generated code."""
     parts = [spec.name, repr(spec.states), repr(spec.new_states), spec.output,
              repr(spec.params)]
-    acts = {}
+    sympy_exprs = []
     for node in spec.nodes:
         parts.append("%s|%s|%s|%s|%s|%s|%s" % (node.id, node.op, node.args, node.size,
                                                node.scalar, node.how, node.shape))
-        if node.expr is not None:
-            parts.append(sympy.srepr(node.expr))
-            for f in node.expr.atoms(sympy.Function):
-                if hasattr(f, "_rnnc_forward"):
-                    acts[type(f).__name__] = f
+        if isinstance(node.expr, Term):
+            parts.append(node.expr.key())
+        elif node.expr is not None:           # sympy math of rc.elementwise / rc.activation
+            parts.append("sympy expression %d" % len(sympy_exprs))
+            sympy_exprs.append(node.expr)
+    if sympy_exprs:
+        parts += _sympy_fingerprint(sympy_exprs)
+    return "\n".join(parts)
+
+
+def _sympy_fingerprint(exprs):
+    """srepr of sympy expressions, and the forward and derivative of the user activations
+    they call (sympy is loaded: these came from it)."""
+    import sympy
+    parts, acts = [sympy.srepr(e) for e in exprs], {}
+    for e in exprs:
+        for f in e.atoms(sympy.Function):
+            if hasattr(f, "_rnnc_forward"):
+                acts[type(f).__name__] = f
     u = sympy.Symbol("u", real=True)
     for name in sorted(acts):
         f = type(acts[name])(u)
         parts.append("%s=%s;%s" % (name, sympy.srepr(f._rnnc_forward(u)), sympy.srepr(f.fdiff())))
-    return "\n".join(parts)
+    return parts
 
 
 @functools.lru_cache(maxsize=None)
@@ -89,11 +103,18 @@ GENERATOR_SOURCES = ("graph.py", "autodiff.py", "mathfn.py", "equations.py", "pi
                      "build.py", "kernel.py", "codegen")
 
 
+@functools.lru_cache(maxsize=None)
+def _sympy_version():
+    """sympy's version without importing it (it shapes the C: printing, cse, diff)."""
+    from importlib.metadata import version
+    return version("sympy")
+
+
 def cache_key(cell, sizes, dtype, opt_level, blas):
     ident = {"cell": fingerprint(cell.spec), "sizes": sorted(sizes.items()), "dtype": dtype,
              "opt": opt_level, "blas": blas, "version": VERSION, "generator": generator_fingerprint(),
              "py": sys.implementation.cache_tag,
-             "machine": build.machine_identity(), "sympy": sympy.__version__}
+             "machine": build.machine_identity(), "sympy": _sympy_version()}
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()
 
 

@@ -14,7 +14,7 @@ import numpy as np
 import sympy
 
 from .. import mathfn
-from ..reference import lambdify_node, partial, trace
+from ..evaluator import lambdify_node, partial, trace
 from .report import ActivationCheck, PartialCheck
 
 MAX_POINTS = 24

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .reference import Partials, evaluate_step
+from .evaluator import Partials, evaluate_step
 
 
 @dataclass
@@ -145,7 +145,7 @@ class RTRL:
     """A cell's forward-mode (RTRL) derivation at bound sizes, float64, numpy."""
 
     def __init__(self, cell, input_size=3, hidden_size=4, sizes=None):
-        from .reference import Reference
+        from .evaluator import Reference
         ref = Reference(cell, input_size, hidden_size, sizes)
         self.graph, self.name = ref.graph, ref.name
         self.input_size, self.hidden_size = ref.input_size, ref.hidden_size
