@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import finite, threads
+from . import checkpoint, finite, threads
 
 _INT_MAX = 2**31 - 1
 _SIZE_MAX = 2**64 - 1
@@ -46,6 +46,7 @@ class ForwardResult:
     _key: str = field(repr=False, default="")
     _args: tuple = field(repr=False, default=())     # (T, B, params, x, lengths, state0)
     _work: np.ndarray = field(repr=False, default=None)
+    _checkpoints: list = field(repr=False, default=None)   # checkpointed: segment starts
 
 
 @dataclass
@@ -61,10 +62,11 @@ class Gradients:
 class Kernel:
     """A compiled cell: forward/backward/infer/step over whole sequences on numpy arrays."""
 
-    def __init__(self, module, meta, key, rebuild, cell=None):
+    def __init__(self, module, meta, key, rebuild, cell=None, checkpoint=None):
         self._module, self._lib, self._ffi = module, module.lib, module.ffi
         self._meta, self._key, self._rebuild = meta, key, rebuild
         self.cell = cell          # the rc.Cell compiled, when known (not after unpickling)
+        self.checkpoint = checkpoint   # k: forward keeps states every k steps (checkpoint.py)
         p = meta["prefix"]
         self._fn = {n: getattr(self._lib, "%s_%s" % (p, n)) for n in
                     ("run_forward", "run_backward", "workspace_size", "infer_workspace_size")}
@@ -96,7 +98,7 @@ class Kernel:
     # ------------------------------------------------------------ pickling
 
     def __reduce__(self):
-        return (_rebuild_kernel, (self._rebuild,))
+        return (_rebuild_kernel, (self._rebuild, self.checkpoint))
 
     def equations(self):
         """The forward and derived backward equations (`str()` text, `.latex()`)."""
@@ -111,10 +113,26 @@ class Kernel:
                 lines.append("  %4d scalars  %s" % (row["width"], ", ".join(row["holds"])))
         dropped = [h for row in self._meta["tape"] if not row["taped"] for h in row["holds"]]
         lines.append("not kept (recomputed or not needed): %s" % (", ".join(dropped) or "-"))
-        n = self._fn["workspace_size"](T, B)
-        lines.append("workspace for T=%d, B=%d: %.2f MB (tape and backward scratch)"
-                     % (T, B, n * self.dtype.itemsize / 1e6))
+        mem = self.tape_bytes(T, B)
+        if self._segmented(T):
+            lines.append("checkpoint=%d: forward keeps the states every %d steps (%.2f MB for "
+                         "T=%d, B=%d); backward recomputes one segment at a time in %.2f MB"
+                         % (self.checkpoint, self.checkpoint, mem["kept"] / 1e6, T, B,
+                            (mem["peak"] - mem["kept"]) / 1e6))
+        else:
+            lines.append("workspace for T=%d, B=%d: %.2f MB (tape and backward scratch)"
+                         % (T, B, mem["kept"] / 1e6))
         return "\n".join(lines)
+
+    def tape_bytes(self, T=100, B=32):
+        """{"kept": bytes a ForwardResult holds for backward (besides its copy of x),
+        "peak": bytes of tape and scratch while backward runs}."""
+        item = self.dtype.itemsize
+        if not self._segmented(T):
+            n = self._fn["workspace_size"](T, B) * item
+            return {"kept": n, "peak": n}
+        kept = len(checkpoint.segments(T, self.checkpoint)) * B * self._S * item
+        return {"kept": kept, "peak": kept + self._fn["workspace_size"](self.checkpoint, B) * item}
 
     # ------------------------------------------------------------ parameters
 
@@ -128,25 +146,39 @@ class Kernel:
     # ------------------------------------------------------------ running
 
     def forward(self, params, x, state0=None, lengths=None, *, check_finite=False):
-        """Run the whole sequence, keeping the tape for backward."""
+        """Run the whole sequence, keeping the tape for backward (with checkpoint=k, the
+        states every k steps: backward recomputes the rest)."""
         args, n_work = self._prepare(params, x, state0, lengths, keep=True)
         T, B = args[0], args[1]
-        work = self._pool.take(n_work, self.dtype)
-        y, states = self._run(1, args, work)
-        res = ForwardResult(y, states, self._key, args, work)
-        weakref.finalize(res, self._pool.give, work)
+        if self._segmented(T):
+            work = self._pool.take(self._workspace_size(False, self.checkpoint, B), self.dtype)
+            try:
+                y, rows, marks = checkpoint.forward(self, args, self.checkpoint, work)
+            finally:
+                self._pool.give(work)
+            res = ForwardResult(y, self._split_states(rows), self._key, args, None, marks)
+            history = {}                 # per-step states are not kept: outputs are checked
+        else:
+            work = self._pool.take(n_work, self.dtype)
+            y, rows = self._run_rows(1, args, work)
+            res = ForwardResult(y, self._split_states(rows), self._key, args, work)
+            weakref.finalize(res, self._pool.give, work)
+            history = self._state_history(work, T, B) if check_finite else None
         if check_finite:
             finite.check_forward(self._split_params(args[2]), self._split_states(args[5])
-                                 if args[5] is not None else {}, args[3],
-                                 self._state_history(work, T, B), y)
+                                 if args[5] is not None else {}, args[3], history, y)
         return res
+
+    def _segmented(self, T):
+        return self.checkpoint is not None and T > self.checkpoint
 
     def infer(self, params, x, state0=None, lengths=None):
         """Forward without a tape (less memory): (outputs, final states)."""
         args, n_work = self._prepare(params, x, state0, lengths, keep=False)
         work = self._pool.take(n_work, self.dtype)
         try:
-            return self._run(0, args, work)
+            y, rows = self._run_rows(0, args, work)
+            return y, self._split_states(rows)
         finally:
             self._pool.give(work)
 
@@ -167,21 +199,23 @@ class Kernel:
         if result._key != self._key:
             raise ValueError("result: expected the ForwardResult of this kernel's forward "
                              "(%s), got one from another kernel" % self.name)
-        T, B, params, x, lengths, state0 = result._args
+        T, B = result._args[0], result._args[1]
         dy = None
         if d_outputs is not None:
             dy = self._shaped("d_outputs", d_outputs, (T, B, self.output_size))
         dst = self._state_rows("d_states", d_states, B) if d_states is not None else None
-        dparams = np.empty(params.size, self.dtype)
-        dx = np.empty((T, B, self.input_size), self.dtype)
-        dstate0 = np.empty((B, self._S), self.dtype)
-        dstates = np.empty((T, B, self._S), self.dtype) if state_grads or check_finite else None
-        ptr = self._ptr
-        rc = self._fn["run_backward"](
-            T, B, ptr(params), ptr(x), self._iptr(lengths), ptr(state0), ptr(result._work),
-            ptr(dy), ptr(dst), ptr(dparams), ptr(dx), ptr(dstate0), ptr(dstates),
-            threads.get_num_threads())
-        self._raise_on_code(rc)
+        with_states = state_grads or check_finite
+        if result._checkpoints is not None:
+            k = self.checkpoint or T
+            work = self._pool.take(self._workspace_size(True, k, B), self.dtype)
+            try:
+                dparams, dx, dstate0, dstates = checkpoint.backward(
+                    self, result._args, result._checkpoints, k, dy, dst, with_states, work)
+            finally:
+                self._pool.give(work)
+        else:
+            dparams, dx, dstate0, dstates = self._backward_pass(result._args, result._work, dy,
+                                                                dst, with_states)
         grads = Gradients(self._split_params(dparams), dx, self._split_states(dstate0),
                           self._split_states(dstates) if state_grads else None)
         if check_finite:
@@ -192,7 +226,8 @@ class Kernel:
 
     # ------------------------------------------------------------ helpers
 
-    def _run(self, keep, args, work):
+    def _run_rows(self, keep, args, work):
+        """One call of the compiled forward: (outputs, final state rows)."""
         T, B, params, x, lengths, state0 = args
         y = np.empty((T, B, self.output_size), self.dtype)
         state_T = np.empty((B, self._S), self.dtype)
@@ -201,7 +236,23 @@ class Kernel:
                                      ptr(state0), ptr(y), ptr(state_T), ptr(work), keep,
                                      threads.get_num_threads())
         self._raise_on_code(rc)
-        return y, self._split_states(state_T)
+        return y, state_T
+
+    def _backward_pass(self, args, work, dy, dst, with_states):
+        """One call of the compiled backward over the tape in `work`:
+        (dparams, dx, dstate0 rows, dstates or None)."""
+        T, B, params, x, lengths, state0 = args
+        dparams = np.empty(params.size, self.dtype)
+        dx = np.empty((T, B, self.input_size), self.dtype)
+        dstate0 = np.empty((B, self._S), self.dtype)
+        dstates = np.empty((T, B, self._S), self.dtype) if with_states else None
+        ptr = self._ptr
+        rc = self._fn["run_backward"](
+            T, B, ptr(params), ptr(x), self._iptr(lengths), ptr(state0), ptr(work),
+            ptr(dy), ptr(dst), ptr(dparams), ptr(dx), ptr(dstate0), ptr(dstates),
+            threads.get_num_threads())
+        self._raise_on_code(rc)
+        return dparams, dx, dstate0, dstates
 
     def _ptr(self, arr):
         if arr is None:
@@ -336,5 +387,7 @@ class Kernel:
         return out
 
 
-def _rebuild_kernel(rebuild):
-    return rebuild()
+def _rebuild_kernel(rebuild, checkpoint=None):
+    kern = rebuild()
+    kern.checkpoint = checkpoint
+    return kern

@@ -174,15 +174,21 @@ def _dtype_name(dtype):
 
 
 def compile(cell, input_size, hidden_size, dtype="float32", *, sizes=None, opt_level=None,
-            blas=True):
+            blas=True, checkpoint=None):
     """Compile a cell into a Kernel of forward/backward functions over whole sequences.
 
     Parameters: the cell (from @rc.cell), the input size I and hidden size H, the dtype
     ("float32" or "float64"), sizes for other size names, the gcc optimisation level
-    (default $RNNC_OPT_LEVEL or 3), and whether linear maps call OpenBLAS.
+    (default $RNNC_OPT_LEVEL or 3), whether linear maps call OpenBLAS, and checkpoint=k:
+    forward keeps the states every k steps only and backward recomputes each segment
+    (tape memory O(T/k + k) steps for one more forward pass; the binary is the same).
     """
     if not isinstance(cell, Cell):
         raise TypeError("cell: expected a cell made with @rc.cell, got %r" % (cell,))
+    if checkpoint is not None and (isinstance(checkpoint, bool) or not isinstance(
+            checkpoint, (int, np.integer)) or checkpoint < 1):
+        raise ValueError("checkpoint: expected None or an int >= 1 (steps per segment), "
+                         "got %r" % (checkpoint,))
     dtype = _dtype_name(dtype)
     if opt_level is None:
         opt_level = int(os.environ.get("RNNC_OPT_LEVEL", "3"))
@@ -195,7 +201,7 @@ def compile(cell, input_size, hidden_size, dtype="float32", *, sizes=None, opt_l
 
     module, meta = build.load_or_build(key, generate, opt_level=opt_level, blas=blas)
     rebuild = functools.partial(load_kernel, key, build.read_kept_c(key), meta, opt_level, blas)
-    return Kernel(module, meta, key, rebuild, cell)
+    return Kernel(module, meta, key, rebuild, cell, None if checkpoint is None else int(checkpoint))
 
 
 def load_kernel(key, c_text, meta, opt_level, blas):
