@@ -16,6 +16,8 @@ SMALL = {
     "adding_problem.py": ["--T", "10", "--hidden", "8", "--iters", "60", "--batch", "16"],
     "reverse_seq2seq.py": ["--max-len", "4", "--hidden", "16", "--iters", "40", "--batch", "16"],
     "classify.py": ["--hidden", "8", "--iters", "200", "--batch", "16", "--lr", "0.02"],
+    "torch_char_lm.py": ["--hidden", "16", "--embed", "8", "--batch", "8", "--bptt", "20",
+                         "--epochs", "1", "--sample", "40"],
 }
 
 
