@@ -232,8 +232,9 @@ def _op_forward(g, L, n, printer, ctype):
     if n in L.elided:
         return [], []
     if d["op"] == "ew":
+        saved = {L.value[d["args"][k]][0] for k in L.saved.get(n, {})}
         return as_function("fwd_" + L.value[n][0], forward_loop(g, L, n, printer, ctype),
-                           ctype, L, writable={L.value[n][0]})
+                           ctype, L, writable={L.value[n][0]} | saved)
     if d["op"] == "linear":
         b = L.bundle_of[n]
         return [], (linear.step_forward(L, b, ctype) if b.members[0] == n else [])

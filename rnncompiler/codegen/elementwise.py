@@ -61,12 +61,13 @@ def _load(g, L, a, k, ctype, indent):
     return "%sconst %s a%d = params[%d];" % (indent, ctype, k, off)
 
 
-def _row_pointers(g, L, args, used, ctype, indent):
+def _row_pointers(g, L, args, used, ctype, indent, writable=()):
     out = []
     for k, a in enumerate(args):
         if k in used and operand_kind(g, a) == "row":
             ptr, stride = ref(L, a)
-            out.append("%sconst %s *restrict r%d = %s + b * %d;" % (indent, ctype, k, ptr, stride))
+            out.append("%s%s%s *restrict r%d = %s + b * %d;"
+                       % (indent, "" if k in writable else "const ", ctype, k, ptr, stride))
     return out
 
 
@@ -80,18 +81,22 @@ def forward_loop(g, L, n, printer, ctype):
     d = g.nodes[n]
     N, args = d["size"], d["args"]
     out, stride = ref(L, n)
-    lines, (value,) = cse_lines([d["expr"]], printer, ctype, " " * 12)
+    saved = L.saved.get(n, {})
+    lines, (value, *kept) = cse_lines([d["expr"]] + list(saved.values()), printer, ctype, " " * 12)
     used = {int(s.name[1:]) for s in d["expr"].free_symbols}
     code = [comment("%s = %s" % (label(L, n), _label_expr(d["expr"], g, L, args))),
             "for (ptrdiff_t b = 0; b < B; ++b) {",
             "    %s *restrict o = %s + b * %d;" % (ctype, out, stride),
             "    if (!VALID(b)) { for (ptrdiff_t j = 0; j < %d; ++j) o[j] = %s; continue; }"
             % (N, _past_length(L, n, N))]
-    code += _row_pointers(g, L, args, used, ctype, " " * 4)
+    code += _row_pointers(g, L, args, used, ctype, " " * 4, writable=set(saved))
     code.append("    for (ptrdiff_t j = 0; j < %d; ++j) {" % N)
     code += [_load(g, L, a, k, ctype, " " * 8) for k, a in enumerate(args) if k in used]
     code += [ln[4:] for ln in lines]
-    code += ["        o[j] = %s;" % value, "    }", "}"]
+    code += ["        o[j] = %s;" % value]
+    # the activations the backward pass reads, over the pre-activations they came from
+    code += ["        r%d[j] = %s;" % (k, v) for k, v in zip(saved, kept, strict=True)]
+    code += ["    }", "}"]
     return code
 
 
@@ -109,7 +114,9 @@ def backward_loop(g, L, op, printer, ctype):
     N, args = d["size"], op.args
     if not op.contributions:
         return []
-    exprs = [c for _, c in op.contributions]
+    # a saved activation F(E) is read from operand k's slot, under a_k's name
+    stored = {S: sympy.Symbol("a%d" % k, real=True) for k, S in L.saved.get(op.node, {}).items()}
+    exprs = [c.xreplace(stored) for _, c in op.contributions]
     lines, values = cse_lines(exprs, printer, ctype, " " * 8)
     used = set()
     for e in exprs:

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+import sympy
+
 from ..autodiff import EwGrad, ew_reads
 from ..graph import LEAVES, linear_terms, param_name, topo_order
 from .microkernel import panel_size
@@ -78,6 +80,8 @@ class Layout:
     cvar: dict             # leaf/param id -> C identifier
     direct_states: dict    # new-state node computed by a fused loop -> its state's index:
                            # the loop writes the state history slot itself, no copy
+    saved: dict            # fused node -> {operand index k: sympy F(E)}: the loop stores
+                           # F(E) over operand k's values, the backward reads it there
 
 
 def _count(shape):
@@ -240,7 +244,46 @@ def plan_layout(g, bwd, microkernel=None):
                   bundles=tuple(bundles), bundle_of=bundle_of, elided=elided,
                   arrays=tuple(arrays), array_of={a.name: a for a in arrays}, value=value, adjoint=adjoint,
                   adj_arrays=tuple(adj_arrays), pack_size=pack, gpack_size=gpack, cvar=cvar,
-                  direct_states=direct)
+                  direct_states=direct, saved=saved_activations(g, bwd, bundle_of))
+
+
+# functions whose derivative sympy writes through the function itself: σ' = σ(1-σ),
+# tanh' = 1 - tanh², exp' = exp
+OUTPUT_DIFFERENTIABLE = ("Sigmoid", "tanh", "exp")
+
+
+def saved_activations(g, bwd, bundle_of):
+    """For each fused node, the operands k whose values can be replaced by an activation
+    F(E) computed from them: a linear map's output read by this node alone and only inside
+    F(E), whose derivatives (of this node, for every operand) need F(E) but not a_k. The
+    forward loop then stores F(E) in a_k's slot, and the backward loop reads it there
+    instead of computing F again (the LSTM's and GRU's gates: no exponentials in backward)."""
+    grads = {op.node: op for op in bwd.ops if isinstance(op, EwGrad)}
+    saved = {}
+    for n, op in grads.items():
+        expr, chosen = g.nodes[n]["expr"], {}
+        for k, a in enumerate(op.args):
+            if a in bundle_of and g.out_degree(a) == 1:
+                S = _activation_holding(expr, op.contributions, k)
+                # each F(E) saved once, and none inside another: the replacements commute
+                if S is not None and not any(S.has(T) or T.has(S) for T in chosen.values()):
+                    chosen[k] = S
+        if chosen:
+            saved[n] = chosen
+    return saved
+
+
+def _activation_holding(expr, contributions, k):
+    """The smallest F(E), F output-differentiable, that holds every a_k of the node's
+    expression and leaves none in its derivatives once replaced; or None."""
+    a_k, hole = sympy.Symbol("a%d" % k, real=True), sympy.Dummy("saved")
+    candidates = [f for f in expr.atoms(sympy.Function)
+                  if type(f).__name__ in OUTPUT_DIFFERENTIABLE and a_k in f.free_symbols]
+    for S in sorted(candidates, key=sympy.count_ops):
+        if a_k not in expr.xreplace({S: hole}).free_symbols and all(
+                a_k not in c.xreplace({S: hole}).free_symbols for _, c in contributions):
+            return S
+    return None
 
 
 def param_offset(layout, node_id):

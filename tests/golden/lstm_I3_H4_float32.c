@@ -125,39 +125,47 @@ static void states_to_rows(int B, const float *h0, const float *h1, float *rows)
 }
 
 /* next1 = s1*sigmoid(L0) + tanh(L0[8:])*sigmoid(L0[4:]) */
-static void fwd_next1(int t, int B, const int *lengths, const float *restrict s1, const float *restrict L0, float *restrict next1)
+static void fwd_next1(int t, int B, const int *lengths, const float *restrict s1, float *restrict L0, float *restrict next1)
 {
     (void)t; (void)lengths;
     for (ptrdiff_t b = 0; b < B; ++b) {
         float *restrict o = next1 + b * 4;
         if (!VALID(b)) { for (ptrdiff_t j = 0; j < 4; ++j) o[j] = s1[b * 4 + j]; continue; }
-        const float *restrict r0 = L0 + b * 16;
+        float *restrict r0 = L0 + b * 16;
         const float *restrict r1 = s1 + b * 4;
-        const float *restrict r2 = (L0 + 4) + b * 16;
-        const float *restrict r3 = (L0 + 8) + b * 16;
+        float *restrict r2 = (L0 + 4) + b * 16;
+        float *restrict r3 = (L0 + 8) + b * 16;
         for (ptrdiff_t j = 0; j < 4; ++j) {
             const float a0 = r0[j];
             const float a1 = r1[j];
             const float a2 = r2[j];
             const float a3 = r3[j];
-            o[j] = a1*rnnc_sigmoidf(a0) + rnnc_tanhf(a3)*rnnc_sigmoidf(a2);
+            const float t0 = rnnc_sigmoidf(a0);
+            const float t1 = rnnc_tanhf(a3);
+            const float t2 = rnnc_sigmoidf(a2);
+            o[j] = a1*t0 + t1*t2;
+            r0[j] = t0;
+            r2[j] = t2;
+            r3[j] = t1;
         }
     }
 }
 
 /* next0 = tanh(next1)*sigmoid(L0[12:]) */
-static void fwd_next0(int t, int B, const int *lengths, const float *restrict s0, const float *restrict L0, float *restrict next0, const float *restrict next1)
+static void fwd_next0(int t, int B, const int *lengths, const float *restrict s0, float *restrict L0, float *restrict next0, const float *restrict next1)
 {
     (void)t; (void)lengths;
     for (ptrdiff_t b = 0; b < B; ++b) {
         float *restrict o = next0 + b * 4;
         if (!VALID(b)) { for (ptrdiff_t j = 0; j < 4; ++j) o[j] = s0[b * 4 + j]; continue; }
-        const float *restrict r0 = (L0 + 12) + b * 16;
+        float *restrict r0 = (L0 + 12) + b * 16;
         const float *restrict r1 = next1 + b * 4;
         for (ptrdiff_t j = 0; j < 4; ++j) {
             const float a0 = r0[j];
             const float a1 = r1[j];
-            o[j] = rnnc_tanhf(a1)*rnnc_sigmoidf(a0);
+            const float t0 = rnnc_sigmoidf(a0);
+            o[j] = t0*rnnc_tanhf(a1);
+            r0[j] = t0;
         }
     }
 }
@@ -249,11 +257,10 @@ static void bwd_next0(int t, int B, const int *lengths, const float *restrict L0
             const float g = gr[j];
             const float a0 = r0[j];
             const float a1 = r1[j];
-            const float t0 = rnnc_sigmoidf(a0);
-            const float t1 = rnnc_tanhf(a1);
-            const float t2 = g*t0;
-            dr0[j] += t1*t2*(1 - t0);
-            dr1[j] += t2*(1 - (t1*t1));
+            const float t0 = rnnc_tanhf(a1);
+            const float t1 = a0*g;
+            dr0[j] += t0*t1*(1 - a0);
+            dr1[j] += t1*(1 - (t0*t0));
         }
     }
 }
@@ -279,15 +286,12 @@ static void bwd_next1(int t, int B, const int *lengths, const float *restrict s1
             const float a1 = r1[j];
             const float a2 = r2[j];
             const float a3 = r3[j];
-            const float t0 = rnnc_sigmoidf(a0);
-            const float t1 = g*t0;
-            const float t2 = rnnc_sigmoidf(a2);
-            const float t3 = rnnc_tanhf(a3);
-            const float t4 = g*t2;
-            dr0[j] += a1*t1*(1 - t0);
-            dr1[j] += t1;
-            dr2[j] += t3*t4*(1 - t2);
-            dr3[j] += t4*(1 - (t3*t3));
+            const float t0 = a0*g;
+            const float t1 = a2*g;
+            dr0[j] += a1*t0*(1 - a0);
+            dr1[j] += t0;
+            dr2[j] += a3*t1*(1 - a2);
+            dr3[j] += t1*(1 - (a3*a3));
         }
     }
 }

@@ -125,16 +125,16 @@ static void states_to_rows(int B, const float *h0, const float *h1, float *rows)
 }
 
 /* next1 = s1*sigmoid(L0 + P2*s1) + tanh(L0[8:])*sigmoid(L0[4:] + P5*s1) */
-static void fwd_next1(int t, int B, const int *lengths, const float *restrict s1, const float *restrict L0, float *restrict next1, const float *restrict params)
+static void fwd_next1(int t, int B, const int *lengths, const float *restrict s1, float *restrict L0, float *restrict next1, const float *restrict params)
 {
     (void)t; (void)lengths;
     for (ptrdiff_t b = 0; b < B; ++b) {
         float *restrict o = next1 + b * 4;
         if (!VALID(b)) { for (ptrdiff_t j = 0; j < 4; ++j) o[j] = s1[b * 4 + j]; continue; }
-        const float *restrict r0 = L0 + b * 16;
+        float *restrict r0 = L0 + b * 16;
         const float *restrict r2 = s1 + b * 4;
-        const float *restrict r3 = (L0 + 4) + b * 16;
-        const float *restrict r5 = (L0 + 8) + b * 16;
+        float *restrict r3 = (L0 + 4) + b * 16;
+        float *restrict r5 = (L0 + 8) + b * 16;
         for (ptrdiff_t j = 0; j < 4; ++j) {
             const float a0 = r0[j];
             const float a1 = params[32 + j];
@@ -142,25 +142,33 @@ static void fwd_next1(int t, int B, const int *lengths, const float *restrict s1
             const float a3 = r3[j];
             const float a4 = params[68 + j];
             const float a5 = r5[j];
-            o[j] = a2*rnnc_sigmoidf(a0 + a1*a2) + rnnc_tanhf(a5)*rnnc_sigmoidf(a2*a4 + a3);
+            const float t0 = rnnc_sigmoidf(a0 + a1*a2);
+            const float t1 = rnnc_tanhf(a5);
+            const float t2 = rnnc_sigmoidf(a2*a4 + a3);
+            o[j] = a2*t0 + t1*t2;
+            r0[j] = t0;
+            r3[j] = t2;
+            r5[j] = t1;
         }
     }
 }
 
 /* next0 = tanh(next1)*sigmoid(L0[12:] + P10*next1) */
-static void fwd_next0(int t, int B, const int *lengths, const float *restrict s0, const float *restrict L0, float *restrict next0, const float *restrict next1, const float *restrict params)
+static void fwd_next0(int t, int B, const int *lengths, const float *restrict s0, float *restrict L0, float *restrict next0, const float *restrict next1, const float *restrict params)
 {
     (void)t; (void)lengths;
     for (ptrdiff_t b = 0; b < B; ++b) {
         float *restrict o = next0 + b * 4;
         if (!VALID(b)) { for (ptrdiff_t j = 0; j < 4; ++j) o[j] = s0[b * 4 + j]; continue; }
-        const float *restrict r0 = (L0 + 12) + b * 16;
+        float *restrict r0 = (L0 + 12) + b * 16;
         const float *restrict r2 = next1 + b * 4;
         for (ptrdiff_t j = 0; j < 4; ++j) {
             const float a0 = r0[j];
             const float a1 = params[136 + j];
             const float a2 = r2[j];
-            o[j] = rnnc_tanhf(a2)*rnnc_sigmoidf(a0 + a1*a2);
+            const float t0 = rnnc_sigmoidf(a0 + a1*a2);
+            o[j] = t0*rnnc_tanhf(a2);
+            r0[j] = t0;
         }
     }
 }
@@ -253,13 +261,12 @@ static void bwd_next0(int t, int B, const int *lengths, const float *restrict L0
             const float a0 = r0[j];
             const float a1 = params[136 + j];
             const float a2 = r2[j];
-            const float t0 = rnnc_sigmoidf(a0 + a1*a2);
-            const float t1 = rnnc_tanhf(a2);
-            const float t2 = t0*t1*(1 - t0);
-            const float t3 = g*t2;
-            dr0[j] += t3;
-            dparams[136 + j] += a2*t3;
-            dr2[j] += g*(a1*t2 + t0*(1 - (t1*t1)));
+            const float t0 = rnnc_tanhf(a2);
+            const float t1 = a0*t0*(1 - a0);
+            const float t2 = g*t1;
+            dr0[j] += t2;
+            dparams[136 + j] += a2*t2;
+            dr2[j] += g*(a0*(1 - (t0*t0)) + a1*t1);
         }
     }
 }
@@ -287,21 +294,17 @@ static void bwd_next1(int t, int B, const int *lengths, const float *restrict s1
             const float a3 = r3[j];
             const float a4 = params[68 + j];
             const float a5 = r5[j];
-            const float t0 = a1*a2;
-            const float t1 = rnnc_sigmoidf(a0 + t0);
-            const float t2 = t1*(1 - t1);
-            const float t3 = g*t2;
-            const float t4 = rnnc_sigmoidf(a2*a4 + a3);
-            const float t5 = rnnc_tanhf(a5);
-            const float t6 = t5*(1 - t4);
-            const float t7 = g*t4;
-            const float t8 = t6*t7;
-            dr0[j] += a2*t3;
-            dparams[32 + j] += (a2*a2)*t3;
-            dr2[j] += g*(a4*t4*t6 + t0*t2 + t1);
-            dr3[j] += t8;
-            dparams[68 + j] += a2*t8;
-            dr5[j] += t7*(1 - (t5*t5));
+            const float t0 = 1 - a0;
+            const float t1 = a0*g*t0;
+            const float t2 = a5*(1 - a3);
+            const float t3 = a3*g;
+            const float t4 = t2*t3;
+            dr0[j] += a2*t1;
+            dparams[32 + j] += (a2*a2)*t1;
+            dr2[j] += g*(a0*a1*a2*t0 + a0 + a3*a4*t2);
+            dr3[j] += t4;
+            dparams[68 + j] += a2*t4;
+            dr5[j] += t3*(1 - (a5*a5));
         }
     }
 }
