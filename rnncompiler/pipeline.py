@@ -151,8 +151,12 @@ def _meta(cell, g, bwd, sizes, dtype, csrc):
 
 def tape_plan_rows(g, layout):
     """What each value array holds, its width per batch row, and whether it is taped."""
-    from .equations import display_names
+    from .equations import display_names, _render
     names = display_names(g)
+    for n, saved in layout.saved.items():        # σ(a_f[t]) kept in a_f[t]'s place
+        args = g.nodes[n]["args"]
+        for k, S in saved.items():
+            names[args[k]] = (_render(S, args, names)[0], "")
     rows = [{"holds": [s + "[t]" for s, _ in g.graph["states"]], "width": layout.S,
              "taped": True}]
     for a in layout.arrays:

@@ -265,8 +265,9 @@ def saved_activations(g, bwd, bundle_of):
         for k, a in enumerate(op.args):
             if a in bundle_of and g.out_degree(a) == 1:
                 S = _activation_holding(expr, op.contributions, k)
-                # each F(E) saved once, and none inside another: the replacements commute
-                if S is not None and not any(S.has(T) or T.has(S) for T in chosen.values()):
+                # each F(E) saved once; one inside another is fine: xreplace takes the
+                # outer one whole where it appears, the inner one elsewhere
+                if S is not None and S not in chosen.values():
                     chosen[k] = S
         if chosen:
             saved[n] = chosen
@@ -277,6 +278,8 @@ def _activation_holding(expr, contributions, k):
     """The smallest F(E), F output-differentiable, that holds every a_k of the node's
     expression and leaves none in its derivatives once replaced; or None."""
     a_k, hole = sympy.Symbol("a%d" % k, real=True), sympy.Dummy("saved")
+    if not any(a_k in c.free_symbols for _, c in contributions):
+        return None                      # the backward does not read a_k: nothing to save
     candidates = [f for f in expr.atoms(sympy.Function)
                   if type(f).__name__ in OUTPUT_DIFFERENTIABLE and a_k in f.free_symbols]
     for S in sorted(candidates, key=sympy.count_ops):

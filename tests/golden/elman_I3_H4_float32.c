@@ -119,18 +119,16 @@ static void states_to_rows(int B, const float *h0, float *rows)
 }
 
 /* next0 = tanh(L0) */
-static void fwd_next0(int t, int B, const int *lengths, const float *restrict s0, float *restrict L0, float *restrict next0)
+static void fwd_next0(int t, int B, const int *lengths, const float *restrict s0, const float *restrict L0, float *restrict next0)
 {
     (void)t; (void)lengths;
     for (ptrdiff_t b = 0; b < B; ++b) {
         float *restrict o = next0 + b * 4;
         if (!VALID(b)) { for (ptrdiff_t j = 0; j < 4; ++j) o[j] = s0[b * 4 + j]; continue; }
-        float *restrict r0 = L0 + b * 4;
+        const float *restrict r0 = L0 + b * 4;
         for (ptrdiff_t j = 0; j < 4; ++j) {
             const float a0 = r0[j];
-            const float t0 = rnnc_tanhf(a0);
-            o[j] = t0;
-            r0[j] = t0;
+            o[j] = rnnc_tanhf(a0);
         }
     }
 }

@@ -125,24 +125,22 @@ static void states_to_rows(int B, const float *h0, float *rows)
 }
 
 /* v2 = sigmoid(L0[4:]) */
-static void fwd_v2(int t, int B, const int *lengths, float *restrict L0, float *restrict v2)
+static void fwd_v2(int t, int B, const int *lengths, const float *restrict L0, float *restrict v2)
 {
     (void)t; (void)lengths;
     for (ptrdiff_t b = 0; b < B; ++b) {
         float *restrict o = v2 + b * 4;
         if (!VALID(b)) { for (ptrdiff_t j = 0; j < 4; ++j) o[j] = 0; continue; }
-        float *restrict r0 = (L0 + 4) + b * 8;
+        const float *restrict r0 = (L0 + 4) + b * 8;
         for (ptrdiff_t j = 0; j < 4; ++j) {
             const float a0 = r0[j];
-            const float t0 = rnnc_sigmoidf(a0);
-            o[j] = t0;
-            r0[j] = t0;
+            o[j] = rnnc_sigmoidf(a0);
         }
     }
 }
 
 /* next0 = s0*v2 + (1 - v2)*tanh(L1 + L2*sigmoid(L0)) */
-static void fwd_next0(int t, int B, const int *lengths, const float *restrict s0, const float *restrict L0, float *restrict L1, const float *restrict L2, const float *restrict v2, float *restrict next0)
+static void fwd_next0(int t, int B, const int *lengths, const float *restrict s0, float *restrict L0, float *restrict L1, const float *restrict L2, const float *restrict v2, float *restrict next0)
 {
     (void)t; (void)lengths;
     for (ptrdiff_t b = 0; b < B; ++b) {
@@ -150,7 +148,7 @@ static void fwd_next0(int t, int B, const int *lengths, const float *restrict s0
         if (!VALID(b)) { for (ptrdiff_t j = 0; j < 4; ++j) o[j] = s0[b * 4 + j]; continue; }
         const float *restrict r0 = v2 + b * 4;
         float *restrict r1 = L1 + b * 4;
-        const float *restrict r2 = L0 + b * 8;
+        float *restrict r2 = L0 + b * 8;
         const float *restrict r3 = L2 + b * 4;
         const float *restrict r4 = s0 + b * 4;
         for (ptrdiff_t j = 0; j < 4; ++j) {
@@ -159,9 +157,11 @@ static void fwd_next0(int t, int B, const int *lengths, const float *restrict s0
             const float a2 = r2[j];
             const float a3 = r3[j];
             const float a4 = r4[j];
-            const float t0 = rnnc_tanhf(a1 + a3*rnnc_sigmoidf(a2));
-            o[j] = a0*a4 + t0*(1 - a0);
-            r1[j] = t0;
+            const float t0 = rnnc_sigmoidf(a2);
+            const float t1 = rnnc_tanhf(a1 + a3*t0);
+            o[j] = a0*a4 + t1*(1 - a0);
+            r1[j] = t1;
+            r2[j] = t0;
         }
     }
 }
@@ -275,12 +275,11 @@ static void bwd_next0(int t, int B, const int *lengths, const float *restrict s0
             const float a3 = r3[j];
             const float a4 = r4[j];
             const float t0 = g*(1 - a0)*(1 - (a1*a1));
-            const float t1 = rnnc_sigmoidf(a2);
-            const float t2 = t0*t1;
+            const float t1 = a2*t0;
             dr0[j] += g*(-a1 + a4);
             dr1[j] += t0;
-            dr2[j] += a3*t2*(1 - t1);
-            dr3[j] += t2;
+            dr2[j] += a3*t1*(1 - a2);
+            dr3[j] += t1;
             dr4[j] += a0*g;
         }
     }
