@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import checkpoint, finite, threads
+from . import checkpoint, finite, parallel
+from . import threads as _threads
 
 _INT_MAX = 2**31 - 1
 _SIZE_MAX = 2**64 - 1
@@ -47,6 +48,7 @@ class ForwardResult:
     _args: tuple = field(repr=False, default=())     # (T, B, params, x, lengths, state0)
     _work: np.ndarray = field(repr=False, default=None)
     _checkpoints: list = field(repr=False, default=None)   # checkpointed: segment starts
+    _parts: list = field(repr=False, default=None)   # batch split: [(slice args, workspace)]
 
 
 @dataclass
@@ -158,6 +160,12 @@ class Kernel:
                 self._pool.give(work)
             res = ForwardResult(y, self._split_states(rows), self._key, args, None, marks)
             history = {}                 # per-step states are not kept: outputs are checked
+        elif self._spans(B):
+            y, rows, parts = parallel.forward(self, args, self._spans(B), keep=True)
+            res = ForwardResult(y, self._split_states(rows), self._key, args, None, None, parts)
+            for _, work in parts:
+                weakref.finalize(res, self._pool.give, work)
+            history = self._split_history(parts) if check_finite else None
         else:
             work = self._pool.take(n_work, self.dtype)
             y, rows = self._run_rows(1, args, work)
@@ -172,9 +180,23 @@ class Kernel:
     def _segmented(self, T):
         return self.checkpoint is not None and T > self.checkpoint
 
+    def _spans(self, B):
+        """Row slices to run on threads at once (parallel.py), or None."""
+        return parallel.spans(B, self.hidden_size, _threads.loop_threads())
+
+    def _split_history(self, parts):
+        """The state history of a batch run in slices, joined along the rows."""
+        histories = [self._state_history(work, args[0], args[1]) for args, work in parts]
+        return {s: np.concatenate([h[s] for h in histories], axis=1) for s in self.state_sizes}
+
     def infer(self, params, x, state0=None, lengths=None):
         """Forward without a tape (less memory): (outputs, final states)."""
         args, n_work = self._prepare(params, x, state0, lengths, keep=False)
+        if self._spans(args[1]):
+            y, rows, parts = parallel.forward(self, args, self._spans(args[1]), keep=False)
+            for _, work in parts:
+                self._pool.give(work)
+            return y, self._split_states(rows)
         work = self._pool.take(n_work, self.dtype)
         try:
             y, rows = self._run_rows(0, args, work)
@@ -213,6 +235,9 @@ class Kernel:
                     self, result._args, result._checkpoints, k, dy, dst, with_states, work)
             finally:
                 self._pool.give(work)
+        elif result._parts is not None:
+            dparams, dx, dstate0, dstates = parallel.backward(
+                self, result._parts, _row_spans(result._parts), dy, dst, with_states)
         else:
             dparams, dx, dstate0, dstates = self._backward_pass(result._args, result._work, dy,
                                                                 dst, with_states)
@@ -226,19 +251,20 @@ class Kernel:
 
     # ------------------------------------------------------------ helpers
 
-    def _run_rows(self, keep, args, work):
-        """One call of the compiled forward: (outputs, final state rows)."""
+    def _run_rows(self, keep, args, work, threads=None):
+        """One call of the compiled forward: (outputs, final state rows); `threads` for its
+        big GEMMs (default: the setting)."""
         T, B, params, x, lengths, state0 = args
         y = np.empty((T, B, self.output_size), self.dtype)
         state_T = np.empty((B, self._S), self.dtype)
         ptr = self._ptr
         rc = self._fn["run_forward"](T, B, ptr(params), ptr(x), self._iptr(lengths),
                                      ptr(state0), ptr(y), ptr(state_T), ptr(work), keep,
-                                     threads.get_num_threads())
+                                     threads or _threads.get_num_threads())
         self._raise_on_code(rc)
         return y, state_T
 
-    def _backward_pass(self, args, work, dy, dst, with_states):
+    def _backward_pass(self, args, work, dy, dst, with_states, threads=None):
         """One call of the compiled backward over the tape in `work`:
         (dparams, dx, dstate0 rows, dstates or None)."""
         T, B, params, x, lengths, state0 = args
@@ -250,7 +276,7 @@ class Kernel:
         rc = self._fn["run_backward"](
             T, B, ptr(params), ptr(x), self._iptr(lengths), ptr(state0), ptr(work),
             ptr(dy), ptr(dst), ptr(dparams), ptr(dx), ptr(dstate0), ptr(dstates),
-            threads.get_num_threads())
+            threads or _threads.get_num_threads())
         self._raise_on_code(rc)
         return dparams, dx, dstate0, dstates
 
@@ -385,6 +411,12 @@ class Kernel:
             out[s] = work[off:off + n].reshape(T + 1, B, size)
             off += n
         return out
+
+
+def _row_spans(parts):
+    """The (lo, hi) batch rows of each slice of a split run."""
+    edges = np.cumsum([0] + [args[1] for args, _ in parts])
+    return list(zip(edges[:-1].tolist(), edges[1:].tolist()))
 
 
 def _rebuild_kernel(rebuild, checkpoint=None):

@@ -1,28 +1,37 @@
-"""How many threads the kernels use for their big GEMMs (the products hoisted over chunks
-of T·B rows, and the weight gradients after them). The time loop itself always runs on
-one thread: small in-loop GEMMs on a shared 2-core machine collapse when threaded."""
+"""How many threads the kernels use. By default the big GEMMs (the products hoisted over
+chunks of T·B rows, and the weight gradients after them) use every core and the time loop
+runs on one thread: in-loop work threaded on a shared 2-core machine collapses when the
+other core is busy. Setting a count — rc.set_num_threads(n) or $RNNC_NUM_THREADS — also
+splits large batches over n threads, each running the whole loop for its rows
+(parallel.py): what pays on an idle machine.
+"""
 from __future__ import annotations
 
 import os
 
-_num_threads = None
+_num_threads = None      # set by rc.set_num_threads
 
 
-def _default():
+def _from_environment():
     value = os.environ.get("RNNC_NUM_THREADS")
-    if value:
-        try:
-            n = int(value)
-        except ValueError:
-            raise ValueError("RNNC_NUM_THREADS: expected an int >= 1, got %r" % value) from None
-        if n < 1:
-            raise ValueError("RNNC_NUM_THREADS: expected an int >= 1, got %r" % value)
-        return n
+    if not value:
+        return None
+    try:
+        n = int(value)
+    except ValueError:
+        raise ValueError("RNNC_NUM_THREADS: expected an int >= 1, got %r" % value) from None
+    if n < 1:
+        raise ValueError("RNNC_NUM_THREADS: expected an int >= 1, got %r" % value)
+    return n
+
+
+def _cores():
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def set_num_threads(n):
-    """Threads for the hoisted GEMMs; 1 means no BLAS threads at all."""
+    """Use n threads: for the big GEMMs, and for slices of large batches; 1 means no
+    threads at all (no BLAS threads either)."""
     global _num_threads
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError("n: expected an int >= 1, got %r" % (n,))
@@ -31,7 +40,9 @@ def set_num_threads(n):
 
 def get_num_threads():
     """The current setting: rc.set_num_threads, else $RNNC_NUM_THREADS, else all cores."""
-    global _num_threads
-    if _num_threads is None:
-        _num_threads = _default()
-    return _num_threads
+    return _num_threads or _from_environment() or _cores()
+
+
+def loop_threads():
+    """Threads for the time loop (batch slices): the count set by the user, else 1."""
+    return _num_threads or _from_environment() or 1
