@@ -131,7 +131,7 @@ def fuse_elementwise(g):
         expr = d["expr"].xreplace({sympy.Symbol("a%d" % k, real=True): sympy.Symbol(a, real=True)
                                    for k, a in enumerate(d["args"])})
         args = []
-        for a in d["args"]:
+        for a in dict.fromkeys(d["args"]):        # g * g reads g twice: inline it once
             if a in merged and uses[a] == 1 and _terms(merged[a][0]) <= MAX_FUSED_TERMS:
                 inner_expr, inner_args = merged.pop(a)
                 expr = expr.xreplace({sympy.Symbol(a, real=True): inner_expr})

@@ -111,7 +111,7 @@ FUNCTIONS = {
                     "const real v = u / 6 + (real)0.5; return v < 0 ? 0 : (v > 1 ? 1 : v);",
                     lambda u: np.clip(u / 6 + 0.5, 0, 1)),
     "Relu": (Relu,
-             "return u > 0 ? u : 0;",
+             "return u <= 0 ? 0 : u;",        # NaN stays NaN, as in numpy and torch
              lambda u: np.where(u > 0, u, 0 * u)),
 }
 

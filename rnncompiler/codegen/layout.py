@@ -259,11 +259,13 @@ def saved_activations(g, bwd, bundle_of):
     forward loop then stores F(E) in a_k's slot, and the backward loop reads it there
     instead of computing F again (the LSTM's and GRU's gates: no exponentials in backward)."""
     grads = {op.node: op for op in bwd.ops if isinstance(op, EwGrad)}
+    results = {node for _, node in g.graph["new_states"]} | {g.graph["output"]}
     saved = {}
     for n, op in grads.items():
         expr, chosen = g.nodes[n]["expr"], {}
         for k, a in enumerate(op.args):
-            if a in bundle_of and g.out_degree(a) == 1:
+            # a result is read from its array after the step: it keeps its own value
+            if a in bundle_of and g.out_degree(a) == 1 and a not in results:
                 S = _activation_holding(expr, op.contributions, k)
                 # each F(E) saved once; one inside another is fine: xreplace takes the
                 # outer one whole where it appears, the inner one elsewhere

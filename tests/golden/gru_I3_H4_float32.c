@@ -38,7 +38,7 @@ static inline float rnnc_sigmoidf(float u) { const float e = rnnc_expf(-fabsf(u)
 static inline float rnnc_softplusf(float u) { return (u > 0 ? u : 0) + log1pf(rnnc_expf(-fabsf(u))); }
 static inline float rnnc_softsignf(float u) { return u / (1 + fabsf(u)); }
 static inline float rnnc_hardsigmoidf(float u) { const float v = u / 6 + (float)0.5; return v < 0 ? 0 : (v > 1 ? 1 : v); }
-static inline float rnnc_reluf(float u) { return u > 0 ? u : 0; }
+static inline float rnnc_reluf(float u) { return u <= 0 ? 0 : u; }
 static inline float rnnc_clipf(float u, float lo, float hi) { return u < lo ? lo : (u > hi ? hi : u); }
 
 #include <cblas.h>
