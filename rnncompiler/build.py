@@ -5,6 +5,10 @@ An entry is KEY.json (the manifest: module name, binary SHA-256, kernel metadata
 the binary and its C file. A hit needs no compiler: the manifest is read, the binary's
 hash checked, the module imported. Builds run under an flock on KEY.lock (released by the
 kernel if the process dies), in a private temp dir, then os.replace into place.
+
+$CC names the compiler (default gcc), $RNNC_CC_TIMEOUT bounds each compiler run (seconds,
+default 600), and $RNNC_SANITIZE=address,undefined builds every kernel instrumented by
+the sanitizers (a test mode, keyed apart from plain builds; see docs/reliability.md).
 """
 from __future__ import annotations
 
@@ -17,13 +21,16 @@ import io
 import json
 import os
 import platform
+import re
 import shutil
+import signal
 import stat
 import subprocess
 import sys
 import sysconfig
 import tempfile
 import threading
+import time
 
 from .errors import CacheSecurityError, CompileError
 
@@ -31,12 +38,18 @@ _LOADED = {}                  # binary path -> module, for this process
 _LOCK = threading.Lock()
 
 
-def cache_root():
+def cache_dir():
     """$RNNC_CACHE_DIR, else $XDG_CACHE_HOME/rnncompiler, else ~/.cache/rnncompiler."""
     root = os.environ.get("RNNC_CACHE_DIR")
     if not root:
         base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
         root = os.path.join(base, "rnncompiler")
+    return root
+
+
+def cache_root():
+    """The cache directory, created private (0700) and checked."""
+    root = cache_dir()
     os.makedirs(root, mode=0o700, exist_ok=True)
     check_private(root)
     return root
@@ -72,7 +85,8 @@ def machine_identity():
     except OSError:
         pass
     return {"machine": platform.machine(), "cpu": hashlib.sha256(flags.encode()).hexdigest()[:16],
-            "abi": sysconfig.get_config_var("EXT_SUFFIX") or "", "blas": blas_identity()}
+            "abi": sysconfig.get_config_var("EXT_SUFFIX") or "", "blas": blas_identity(),
+            "sanitize": sanitize_flags()}
 
 
 def blas_identity():
@@ -89,6 +103,71 @@ def blas_flags():
     lib = ob.get_lib_dir()
     return (["-I" + ob.get_include_dir(), "-pthread"],
             ["-L" + lib, "-l" + ob.get_library(), "-Wl,-rpath," + lib, "-pthread"])
+
+
+# ---------------------------------------------------------------- the compiler
+
+SANITIZERS = ("address", "undefined", "leak")
+DEFAULT_CC_TIMEOUT = 600.0
+
+
+def compiler():
+    """The C compiler's command name: $CC, else gcc."""
+    return os.environ.get("CC") or "gcc"
+
+
+def require_compiler():
+    """Fail fast, before any C is generated, when the compiler cannot be found."""
+    cc = compiler()
+    if shutil.which(cc) is None:
+        raise CompileError("no C compiler: %r is not an executable file%s; install gcc, or set "
+                           "CC to a C compiler (kernels already in the cache load without one)"
+                           % (cc, "" if os.sep in cc else " on PATH"))
+
+
+def sanitize_flags():
+    """The sanitizer flags of $RNNC_SANITIZE (e.g. "address,undefined"), or []."""
+    value = os.environ.get("RNNC_SANITIZE", "").strip()
+    if not value:
+        return []
+    names = [n.strip() for n in value.split(",")]
+    unknown = [n for n in names if n not in SANITIZERS]
+    if unknown:
+        raise ValueError("RNNC_SANITIZE: expected a comma-separated list of %s, got %r"
+                         % (", ".join(SANITIZERS), value))
+    # frame pointers and -g make the reports readable; every finding stops the process
+    return ["-fsanitize=" + ",".join(names), "-fno-sanitize-recover=all",
+            "-fno-omit-frame-pointer", "-g"]
+
+
+def check_sanitizer_runtime():
+    """An AddressSanitizer build loaded into a process without the ASan runtime first
+    aborts the interpreter: refuse with advice instead."""
+    if not any("address" in f for f in sanitize_flags() if f.startswith("-fsanitize=")):
+        return
+    try:
+        with open("/proc/self/maps") as f:
+            loaded = "libasan" in f.read()
+    except OSError:
+        return
+    if not loaded:
+        raise RuntimeError(
+            "RNNC_SANITIZE=%s builds kernels with AddressSanitizer, whose runtime must be the "
+            "first library of the process: run Python as LD_PRELOAD=$(%s "
+            "-print-file-name=libasan.so) ASAN_OPTIONS=detect_leaks=0 python ..., or unset "
+            "RNNC_SANITIZE" % (os.environ.get("RNNC_SANITIZE"), compiler()))
+
+
+def cc_timeout():
+    """Seconds one compiler run may take: $RNNC_CC_TIMEOUT, default 600."""
+    value = os.environ.get("RNNC_CC_TIMEOUT", "")
+    try:
+        seconds = float(value) if value else DEFAULT_CC_TIMEOUT
+    except ValueError:
+        seconds = -1.0
+    if not 0 < seconds < float("inf"):
+        raise ValueError("RNNC_CC_TIMEOUT: expected a positive number of seconds, got %r" % value)
+    return seconds
 
 
 # ---------------------------------------------------------------- the cache
@@ -137,6 +216,7 @@ def _locked(root, name):
 
 def load_cached(key):
     """(module, meta) for a valid cache entry, or None (missing or corrupt)."""
+    check_sanitizer_runtime()
     hit = _verified_entry(cache_root(), key)
     if hit is None:
         return None
@@ -153,12 +233,14 @@ def runtime_object():
     from .codegen.helpers import runtime_c
     text = runtime_c()
     root = cache_root()
-    flags = compiler_command("runtime.c", "runtime.o", 3, True, compile_only=True)
+    level = 1 if sanitize_flags() else 3     # instrumented -O3 takes 3x longer to build
+    flags = compiler_command("runtime.c", "runtime.o", level, True, compile_only=True)
     ident = json.dumps([text, flags, machine_identity()], sort_keys=True)
     name = "runtime-" + hashlib.sha256(ident.encode()).hexdigest()[:40]
     hit = _verified_entry(root, name)
     if hit is not None:
         return hit[1]
+    require_compiler()
     with _locked(root, name):
         hit = _verified_entry(root, name)
         if hit is not None:
@@ -167,7 +249,7 @@ def runtime_object():
         try:
             c_file, obj = os.path.join(tmp, name + ".c"), os.path.join(tmp, name + ".o")
             _write_private(c_file, text)
-            _run_gcc([(compiler_command(c_file, obj, 3, True, compile_only=True), c_file)])
+            _run_gcc([(compiler_command(c_file, obj, level, True, compile_only=True), c_file)])
             return _install(root, tmp, name, obj, {"what": "runtime object"})
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -178,6 +260,7 @@ def load_or_build(key, generate, *, opt_level=2, blas=True):
     hit = load_cached(key)
     if hit is not None:
         return hit
+    require_compiler()                  # before the (slow) C generation
     root = cache_root()
     with _locked(root, key):
         hit = load_cached(key)          # another process may have built it meanwhile
@@ -248,10 +331,10 @@ def _write_private(path, text):
 def compiler_command(c_file, binary, opt_level, blas, objects=(), compile_only=False):
     """The gcc command line for one extension module (linked with `objects`), or for an
     object file (compile_only)."""
-    cc = os.environ.get("CC", "gcc")
+    cc = compiler()
     inc = sysconfig.get_paths()["include"]
     # -fno-math-errno lets gcc inline and vectorise sqrt/fmin; no -ffast-math anywhere
-    cflags = ["-fPIC", "-O%d" % opt_level, "-fno-math-errno", "-I" + inc]
+    cflags = ["-fPIC", "-O%d" % opt_level, "-fno-math-errno", "-I" + inc] + sanitize_flags()
     if platform.machine() in ("x86_64", "AMD64"):
         cflags.insert(2, "-march=native")
     ldflags = ["-lm"]
@@ -267,35 +350,78 @@ def compiler_command(c_file, binary, opt_level, blas, objects=(), compile_only=F
 def link_command(objects, binary, blas):
     """The gcc command line that links object files into an extension module."""
     ldflags = ["-lm"] + (blas_flags()[1] if blas else [])
-    return [os.environ.get("CC", "gcc"), "-shared"] + list(objects) + ["-o", binary] + ldflags
+    return [compiler(), "-shared"] + sanitize_flags() + list(objects) + ["-o", binary] + ldflags
 
 
 def _run_gcc(commands):
-    """Run compiler commands [(argv, C file)] at once; CompileError for the first that fails."""
+    """Run compiler commands [(argv, C file)] at once; CompileError for the first that fails
+    or when they outlast $RNNC_CC_TIMEOUT (then every one of them is killed)."""
     debug = os.environ.get("RNNC_DEBUG", "") >= "3"
+    timeout = cc_timeout()
+    env = _compiler_env()
     procs = []
     for cmd, c_file in commands:
         if debug:
             print(" ".join(cmd), file=sys.stderr)
         try:
+            # a session of its own: a timeout kills the driver and the cc1 it started
             procs.append((subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                           text=True), c_file))
+                                           text=True, start_new_session=True, env=env), c_file))
         except FileNotFoundError as exc:
-            for p, _ in procs:
-                p.kill()
+            _kill_all(procs)
             raise CompileError("no C compiler: %s (set CC or install gcc)" % exc) from None
+    deadline = time.monotonic() + timeout
     failed = None
     for proc, c_file in procs:
-        stderr = proc.communicate()[1]
+        try:
+            stderr = proc.communicate(timeout=max(deadline - time.monotonic(), 0.0))[1]
+        except subprocess.TimeoutExpired:
+            _kill_all(procs)
+            kept = _keep_c(c_file)
+            raise CompileError("the C compiler did not finish within %g s (RNNC_CC_TIMEOUT) and "
+                               "was stopped; C file kept at %s" % (timeout, kept),
+                               c_file=kept) from None
+        except BaseException:            # Ctrl-C: the compilers are in sessions of their own
+            _kill_all(procs)
+            raise
         if proc.returncode != 0 and failed is None:
             failed = (proc.returncode, c_file, stderr)
     if failed:
         code, c_file, stderr = failed
-        kept = os.path.join(tempfile.gettempdir(), os.path.basename(c_file))
-        shutil.copyfile(c_file, kept)
+        kept = _keep_c(c_file)
         tail = "\n".join(stderr.strip().splitlines()[-20:])
         raise CompileError("the C compiler failed (exit %d); C file kept at %s:\n%s"
                            % (code, kept, tail), c_file=kept, stderr=stderr)
+
+
+def _compiler_env():
+    """The environment less a preloaded sanitizer runtime: it slows the compiler by half."""
+    libs = [lib for lib in re.split(r"[\s:]+", os.environ.get("LD_PRELOAD", "")) if lib]
+    kept = [lib for lib in libs if not re.search(r"lib(a|ub)san", lib)]
+    if kept == libs:
+        return None
+    env = dict(os.environ)
+    if kept:
+        env["LD_PRELOAD"] = " ".join(kept)
+    else:
+        env.pop("LD_PRELOAD")
+    return env
+
+
+def _kill_all(procs):
+    for proc, _ in procs:
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def _keep_c(c_file):
+    """A copy of a C file that failed, outside the build dir that is about to go: in a new
+    private directory (a fixed name in the shared /tmp could be a planted symlink)."""
+    kept = os.path.join(tempfile.mkdtemp(prefix="rnnc-failed-"), os.path.basename(c_file))
+    shutil.copyfile(c_file, kept)
+    return kept
 
 
 def _import(module_name, path):

@@ -243,7 +243,7 @@ def test_bad_option_values_are_usage_errors(capsys):
 def test_help_of_every_subcommand_lists_its_options(capsys):
     parser = build_parser()
     sub = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
-    assert sorted(sub.choices) == ["bench", "check", "demo", "export", "graph", "show"]
+    assert sorted(sub.choices) == ["bench", "cache", "check", "demo", "export", "graph", "show"]
     for name, p in sub.choices.items():
         with pytest.raises(SystemExit) as exc:
             main([name, "--help"])

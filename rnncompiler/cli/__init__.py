@@ -268,7 +268,21 @@ def build_parser():
 
     sub.add_parser("demo", add_help=False, help="what `make demo` runs (rnnc demo --help: "
                    "its options)")
+
+    p = sub.add_parser("cache", formatter_class=fmt, help="show or empty the kernel cache",
+                       description="info: the cache directory ($RNNC_CACHE_DIR, else "
+                       "$XDG_CACHE_HOME/rnncompiler, else ~/.cache/rnncompiler), its entries, "
+                       "their total size and the runtime object. clear: remove the entries "
+                       "(only files the cache names; a directory that is not yours or that "
+                       "others can write is refused).")
+    p.add_argument("action", choices=("info", "clear"))
+    p.set_defaults(fn=_cmd_cache)
     return ap
+
+
+def _cmd_cache(args):
+    from .cache import cmd_cache
+    return cmd_cache(args)
 
 
 def _one_line(exc):

@@ -1,0 +1,159 @@
+"""`rnnc cache info|clear`: what the kernel cache holds, and emptying it.
+
+Only files whose names the cache itself makes (manifests, binaries, kept C, locks, the
+runtime object, unfinished build directories) are counted or removed, so a cache pointed
+by mistake at a directory of other files (RNNC_CACHE_DIR=$HOME) loses none of them. An
+entry whose build is running (its flock is held) is left alone.
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import re
+import shutil
+import stat
+from dataclasses import dataclass, field
+
+from .. import build
+
+# what each cache file is, from its name (see rnncompiler/build.py)
+_KINDS = (
+    ("kernel", re.compile(r"(?P<key>[0-9a-f]{64})\.json\Z")),
+    ("kept", re.compile(r"(?P<key>[0-9a-f]{64})\.(c|lock)\Z")),
+    ("binary", re.compile(r"_rnnc_(?P<key>[0-9a-f]{16})_[0-9a-f]{8}\.[\w.-]*so\Z")),
+    ("runtime", re.compile(r"(?P<key>runtime-[0-9a-f]{40})\.o\Z")),
+    ("kept", re.compile(r"(?P<key>runtime-[0-9a-f]{40})\.(json|lock)\Z")),
+    ("build", re.compile(r"build-[A-Za-z0-9_]+\Z")),
+)
+
+
+@dataclass
+class CacheContents:
+    """The cache files of a directory, by kind, with their total size in bytes."""
+    root: str
+    exists: bool
+    private: bool = True
+    files: dict = field(default_factory=dict)       # name -> (kind, key or None)
+    bytes: int = 0
+
+    def names(self, kind):
+        return sorted(n for n, (k, _) in self.files.items() if k == kind)
+
+
+def _kind(name):
+    for kind, pattern in _KINDS:
+        m = pattern.match(name)
+        if m:
+            return kind, m.groupdict().get("key")
+    return None
+
+
+def _size(path):
+    st = os.lstat(path)
+    if not stat.S_ISDIR(st.st_mode):
+        return st.st_size
+    total = 0
+    for top, dirs, files in os.walk(path):
+        total += sum(os.lstat(os.path.join(top, f)).st_size for f in files)
+    return total
+
+
+def scan(root=None):
+    """The cache files in `root` (default: the cache directory); creates nothing."""
+    root = root or build.cache_dir()
+    if not os.path.isdir(root):
+        return CacheContents(root, exists=False)
+    try:
+        build.check_private(root)
+        private = True
+    except PermissionError:
+        private = False
+    contents = CacheContents(root, True, private)
+    for name in sorted(os.listdir(root)):
+        kind = _kind(name)
+        if kind is not None:
+            contents.files[name] = kind
+            contents.bytes += _size(os.path.join(root, name))
+    return contents
+
+
+def _busy_keys(root, contents, held):
+    """Keys whose build holds its lock now (each other lock is taken into `held`)."""
+    busy = set()
+    for name, (_, key) in contents.files.items():
+        if not name.endswith(".lock"):
+            continue
+        try:
+            fd = os.open(os.path.join(root, name), os.O_RDWR | os.O_NOFOLLOW)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            held.append(fd)
+        except BlockingIOError:
+            os.close(fd)
+            busy.add(key)
+    return busy
+
+
+def clear(root=None):
+    """Remove every cache entry from the cache directory; (removed contents, number of
+    entries left because they are being built). Refuses (CacheSecurityError) a directory
+    that another user owns or others can write."""
+    contents = scan(root)
+    if not contents.exists:
+        return contents, 0
+    build.check_private(contents.root)
+    held = []
+    try:
+        busy = _busy_keys(contents.root, contents, held)
+        removed = CacheContents(contents.root, True)
+        busy_prefixes = {b[:16] for b in busy}        # binaries carry key[:16]
+        for name, (kind, key) in contents.files.items():
+            if (key and (key in busy or key[:16] in busy_prefixes)) or (kind == "build" and busy):
+                continue            # a build dir may belong to a running build
+            path = os.path.join(contents.root, name)
+            size = _size(path)
+            if kind == "build" and not os.path.islink(path):
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
+            removed.files[name] = (kind, key)
+            removed.bytes += size
+    finally:
+        for fd in held:
+            os.close(fd)
+    return removed, len(busy)
+
+
+def _megabytes(n):
+    return "%.1f MB" % (n / 1e6) if n >= 1e5 else "%d bytes" % n
+
+
+def cmd_cache(args):
+    """rnnc cache info / rnnc cache clear."""
+    if args.action == "clear":
+        removed, busy = clear()
+        print("removed %d kernel entries and %d runtime objects (%d files, %s) from %s%s"
+              % (len(removed.names("kernel")), len(removed.names("runtime")),
+                 len(removed.files), _megabytes(removed.bytes), removed.root,
+                 "; left %d entries that are being built" % busy if busy else ""))
+        return 0
+    info = scan()
+    print("cache directory: %s%s" % (info.root, "" if info.exists else " (not created yet)"))
+    if not info.exists:
+        return 0
+    if not info.private:
+        print("WARNING: other users can write this directory, or it is not yours: "
+              "rnncompiler refuses to use it (chmod 700 it, or set RNNC_CACHE_DIR)")
+    runtime = info.names("runtime")
+    print("kernels: %d entries" % len(info.names("kernel")))
+    print("runtime object: %s" % (", ".join(os.path.join(info.root, n) for n in runtime)
+                                  if runtime else "none yet (built with the first kernel)"))
+    builds = info.names("build")
+    if builds:
+        print("unfinished builds: %d (running, or left by a killed build)" % len(builds))
+    print("total: %d files, %s" % (len(info.files), _megabytes(info.bytes)))
+    return 0

@@ -1,0 +1,306 @@
+"""Random cells (hypothesis): each is a random program of the cell language's activations,
+arithmetic, linear maps over concats, learnable vectors and scalars, reductions, with 1-3
+states of sizes 1, 2, 3, 5 or 17 and a random output. Every one must pass rc.gradcheck
+(float64, central finite differences) and agree with the numpy reference evaluator
+(rc.reference) on outputs, final states and every gradient, with and without lengths.
+
+The CI profile tries $RNNC_FUZZ_EXAMPLES cells (default 20); `make fuzz` runs 250 examples
+(more than 200 distinct cells). The runs are derandomized: the same cells every time, so
+CI is deterministic. The bugs it found are kept as tests of their own, below.
+"""
+import hashlib
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, assume, given, note, settings
+from hypothesis import strategies as st
+
+import rnncompiler as rc
+from rnncompiler.check import draw as gradcheck_data
+
+EXAMPLES = int(os.environ.get("RNNC_FUZZ_EXAMPLES", "20"))
+T, B = 3, 2
+SIZES = (1, 2, 3, 5, 17)          # 17: not a multiple of any vector width
+INPUT_SIZES = (1, 2, 3, 5)
+LIMIT = 1e6                       # programs whose values leave this range are skipped
+
+FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
+                print_blob=True,
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much,
+                                       HealthCheck.data_too_large])
+
+# ---------------------------------------------------------------- the operations
+
+UNARY = {
+    "sigmoid": rc.sigmoid, "tanh": rc.tanh, "relu": rc.relu, "exp": rc.exp,
+    "log1p_sq": lambda v: rc.log(1 + v ** 2),        # log of a positive argument
+    "softplus": rc.softplus, "softsign": rc.softsign, "hard_sigmoid": rc.hard_sigmoid,
+    "log_sigmoid": lambda v: -rc.softplus(-v), "neg": lambda v: -v,
+}
+BINARY = {
+    "add": lambda a, b: a + b, "sub": lambda a, b: a - b, "mul": lambda a, b: a * b,
+    "div": lambda a, b: a / (1 + b ** 2),            # a denominator that is never 0
+    "rdiv": lambda a, b: 2 / (1 + a ** 2 + b ** 2),  # a number over a vector
+}
+CONSTANTS = (0.5, -1.5, 2.0, 0.25, 3)
+CLIPS = ((-1.0, 1.0), (-0.5, 2.0), (0.0, 1.0))
+
+
+def apply_op(op, vals, p):
+    """The value one program operation computes, traced on the cell's vectors."""
+    kind = op[0]
+    if kind in UNARY:
+        return UNARY[kind](vals[op[1]])
+    if kind in BINARY:
+        return BINARY[kind](vals[op[1]], vals[op[2]])
+    if kind == "clip":
+        return rc.clip(vals[op[1]], *op[2])
+    if kind == "pow":
+        return vals[op[1]] ** op[2]
+    if kind == "cmul":
+        return vals[op[1]] * op[2]
+    if kind == "cadd":
+        return op[2] + vals[op[1]]
+    if kind == "linear":
+        _, weight, args, bias, size = op
+        v = vals[args[0]] if len(args) == 1 else rc.concat(*(vals[i] for i in args))
+        return p.linear(weight, v, bias=bias, size=size)
+    if kind == "vector":
+        _, i, name, size, how = op
+        return vals[i] * p.vector(name, size) if how == "*" else p.vector(name, size) + vals[i]
+    if kind == "scalar":
+        return vals[op[1]] * p.scalar(op[2])
+    if kind in ("sum", "mean"):
+        return getattr(rc, kind)(vals[op[1]])
+    raise AssertionError("unknown operation %r" % (op,))
+
+
+@dataclass(frozen=True)
+class Program:
+    """A random cell: input size, state sizes, operations over a growing list of values
+    (x, then the states, then one value per operation), the value each new state takes
+    (optionally through tanh) and the output: None (the only state), ("state", k) or
+    ("y", value index)."""
+    input_size: int
+    state_sizes: tuple
+    ops: tuple
+    new_states: tuple
+    output: tuple = None
+
+    @property
+    def name(self):
+        return "fuzz_" + hashlib.sha256(repr(self).encode()).hexdigest()[:12]
+
+    def run(self, x, states, p):
+        vals = [x] + list(states)
+        for op in self.ops:
+            vals.append(apply_op(op, vals, p))
+        new = {"s%d" % k: rc.tanh(vals[i]) if wrap else vals[i]
+               for k, (i, wrap) in enumerate(self.new_states)}
+        if self.output is not None and self.output[0] == "y":
+            return new, vals[self.output[1]]
+        return new
+
+    def cell(self):
+        """The program as an @rc.cell: a function with one argument per state."""
+        names = ", ".join("s%d" % k for k in range(len(self.state_sizes)))
+        scope = {"run": self.run}
+        exec("def %s(x, %s, p):\n    return run(x, [%s], p)\n" % (self.name, names, names), scope)
+        output = "s%d" % self.output[1] if self.output and self.output[0] == "state" else None
+        states = {"s%d" % k: n for k, n in enumerate(self.state_sizes)}
+        return rc.cell(states=states, output=output)(scope[self.name])
+
+    def describe(self):
+        lines = ["cell %s: I=%d, states %s" % (self.name, self.input_size, self.state_sizes),
+                 "  v0 = x; " + "; ".join("v%d = s%d[t-1]" % (k + 1, k)
+                                          for k in range(len(self.state_sizes)))]
+        first = 1 + len(self.state_sizes)
+        lines += ["  v%d = %r" % (first + n, op) for n, op in enumerate(self.ops)]
+        lines += ["  s%d[t] = %sv%d" % (k, "tanh " if wrap else "", i)
+                  for k, (i, wrap) in enumerate(self.new_states)]
+        lines.append("  output: %r" % (self.output,))
+        return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- drawing programs
+
+@st.composite
+def programs(draw, max_ops=7):
+    """A random Program; sizes are ints, or "I" for values computed from x alone."""
+    input_size = draw(st.sampled_from(INPUT_SIZES))
+    state_sizes = tuple(draw(st.lists(st.sampled_from(SIZES), min_size=1, max_size=3)))
+    pool = [("vec", "I")] + [("vec", n) for n in state_sizes]     # (kind, size) per value
+    ops, weights = [], {}
+    for k in range(draw(st.integers(1, max_ops))):
+        op, out = draw_op(draw, k, pool, weights)
+        ops.append(op)
+        pool.append(out)
+    new_states = []
+    for n in state_sizes:
+        made = [i for i, v in enumerate(pool) if v == ("vec", n) and i > len(state_sizes)]
+        if not made or draw(st.booleans()):
+            op, out = draw_linear(draw, len(ops), pool, weights, n)
+            ops.append(op)
+            pool.append(out)
+            made = [len(pool) - 1]
+        same = [i for i, v in enumerate(pool) if v == ("vec", n) and i > 0]
+        new_states.append((draw(st.sampled_from(made + same)), draw(st.booleans())))
+    output = draw_output(draw, pool, len(state_sizes))
+    return Program(input_size, state_sizes, tuple(ops), tuple(new_states), output)
+
+
+def width(pool, indices):
+    """The width of a concat as the cell language sees it: (multiple of I, constant)."""
+    return (sum(pool[i][1] == "I" for i in indices),
+            sum(pool[i][1] for i in indices if pool[i][1] != "I"))
+
+
+def draw_linear(draw, k, pool, weights, size=None):
+    """p.linear over one vector or a concat of 2-3 (repeats allowed), maybe tied to an
+    earlier weight of the same shape, with or without a bias."""
+    vecs = [i for i, v in enumerate(pool) if v[0] == "vec"]
+    args = tuple(draw(st.lists(st.sampled_from(vecs), min_size=1, max_size=3)))
+    size = size or draw(st.sampled_from(SIZES))
+    shape = (size, width(pool, args))
+    name = "W%d" % k
+    if shape in weights and draw(st.booleans()):
+        name = weights[shape]                   # a tied weight: the same parameter twice
+    weights.setdefault(shape, name)
+    bias = draw(st.sampled_from([None, "b%d" % k]))
+    return ("linear", name, args, bias, size), ("vec", size)
+
+
+def draw_op(draw, k, pool, weights):
+    """One random operation on the values so far, and the (kind, size) of its result."""
+    kind = draw(st.sampled_from(["unary", "binary", "linear", "linear", "clip", "pow", "const",
+                                 "vector", "scalar", "reduce"]))
+    i = draw(st.integers(0, len(pool) - 1))
+    if kind == "linear":
+        return draw_linear(draw, k, pool, weights)
+    if kind == "binary":
+        # operands of one size, or one per-row scalar that broadcasts
+        fits = [j for j, v in enumerate(pool)
+                if v[0] == "row" or pool[i][0] == "row" or v[1] == pool[i][1]]
+        j = draw(st.sampled_from(fits))
+        out = pool[i] if pool[i][0] == "vec" else pool[j]
+        return (draw(st.sampled_from(sorted(BINARY))), i, j), out
+    if kind == "unary":
+        return (draw(st.sampled_from(sorted(UNARY))), i), pool[i]
+    if kind == "clip":
+        return ("clip", i, draw(st.sampled_from(CLIPS))), pool[i]
+    if kind == "pow":
+        return ("pow", i, draw(st.sampled_from([2, 3]))), pool[i]
+    if kind == "const":
+        return (draw(st.sampled_from(["cmul", "cadd"])), i, draw(st.sampled_from(CONSTANTS))), pool[i]
+    if kind == "scalar":
+        return ("scalar", i, "a%d" % k), pool[i]
+    if pool[i][0] == "row":                     # vectors and reductions need a vector
+        return ("tanh", i), pool[i]
+    if kind == "vector":
+        return ("vector", i, "v%d" % k, pool[i][1], draw(st.sampled_from("*+"))), pool[i]
+    return (draw(st.sampled_from(["sum", "mean"])), i), ("row", 1)
+
+
+def draw_output(draw, pool, n_states):
+    vecs = [i for i, v in enumerate(pool) if v[0] == "vec"]
+    choices = [("y", i) for i in vecs] + [("state", k) for k in range(n_states)]
+    if n_states == 1:
+        choices.append(None)
+    return draw(st.sampled_from(choices))
+
+
+# ---------------------------------------------------------------- found by fuzzing
+
+@rc.cell(states=("h",))
+def gate_squared(x, h, p):
+    g = rc.sigmoid(p.linear("W", rc.concat(h, x)))
+    return {"h": h + g * g}
+
+
+def test_a_value_read_twice_by_one_node():
+    """g * g with g an activation compiles and equals the reference."""
+    kern = rc.compile(gate_squared, 3, 4, "float64")
+    params, x, state0, _, _, _ = gradcheck_data(kern, T, B, 0, None)
+    ref = rc.reference(gate_squared, 3, 4).forward(params, x, state0)
+    assert_close(kern.forward(params, x, state0).outputs, ref.outputs, "outputs")
+
+
+@rc.cell(states=("h",))
+def preactivation_out(x, h, p):
+    v = p.linear("W", rc.concat(x, h), bias="b")
+    return {"h": rc.sigmoid(v) * rc.tanh(h)}, v
+
+
+@rc.cell(states=("h", "c"), output="h")
+def preactivation_state(x, h, c, p):
+    v = p.linear("W", rc.concat(x, h))
+    return {"h": rc.tanh(v) * h, "c": v}
+
+
+@pytest.mark.parametrize("cell", [preactivation_out, preactivation_state], ids=lambda c: c.name)
+def test_result_read_by_an_activation(cell):
+    """A linear map that is the output (or a state) and also goes through an activation:
+    the kernel's forward must equal the reference's (it returns the activation instead)."""
+    kern = rc.compile(cell, 3, 4, "float64")
+    params, x, state0, _, _, _ = gradcheck_data(kern, T, B, 0, None)
+    res = kern.forward(params, x, state0)
+    ref = rc.reference(cell, 3, 4).forward(params, x, state0)
+    for s in kern.state_sizes:
+        assert_close(res.states[s], ref.states[s], "states[%r]" % s)
+    assert_close(res.outputs, ref.outputs, "outputs")
+
+
+# ---------------------------------------------------------------- the property
+
+def finite_and_sane(*arrays):
+    return all(np.isfinite(a).all() and np.abs(a).max(initial=0) < LIMIT for a in arrays)
+
+
+def assert_close(got, want, what):
+    """Kernel (own exp/tanh/log, other summation order) against the numpy reference."""
+    scale = max(1.0, float(np.abs(want).max(initial=0)))
+    np.testing.assert_allclose(got, want, rtol=1e-8, atol=1e-10 * scale, err_msg=what)
+
+
+@FUZZ
+@given(prog=programs(), lengths=st.sampled_from([None, (T, 1), (0, 2)]), seed=st.integers(0, 3))
+def test_random_cell_passes_gradcheck_and_matches_the_reference(prog, lengths, seed):
+    """Outputs, final states and every gradient equal the reference evaluator's, and every
+    gradient block equals central finite differences (rtol 1e-5)."""
+    note(prog.describe())
+    cell = prog.cell()
+    hidden = prog.state_sizes[0]
+    kern = rc.compile(cell, prog.input_size, hidden, "float64")
+    params, x, state0, d_y, d_s, _ = gradcheck_data(kern, T, B, seed, None)
+    res = kern.forward(params, x, state0, lengths)
+    g = kern.backward(res, d_y, d_s)
+    sane = finite_and_sane(res.outputs, *res.states.values(), g.x, *g.params.values(),
+                           *g.state0.values())
+    if not sane:
+        log("overflowed", prog)
+    assume(sane)
+    ref = rc.reference(cell, prog.input_size, hidden)
+    r = ref.forward(params, x, state0, lengths)
+    rg = ref.backward(r, d_y, d_s)
+    assert_close(res.outputs, r.outputs, "outputs")
+    for s in kern.state_sizes:
+        assert_close(res.states[s], r.states[s], "states[%r]" % s)
+        assert_close(g.state0[s], rg.state0[s], "d state0[%r]" % s)
+    assert_close(g.x, rg.x, "d x")
+    for name in kern.param_shapes:
+        assert_close(g.params[name], rg.params[name], "d params[%r]" % name)
+    report = rc.gradcheck(kern, T=T, B=B, seed=seed, lengths=lengths, rtol=1e-5,
+                          localize=False)
+    assert report.ok, "%s\n%s" % (prog.describe(), report)
+    log("passed", prog)
+
+
+def log(outcome, prog):
+    """One line per example in $RNNC_FUZZ_LOG (make fuzz counts the distinct cells)."""
+    path = os.environ.get("RNNC_FUZZ_LOG")
+    if path:
+        with open(path, "a") as f:
+            f.write("%s %s states=%s ops=%d\n" % (outcome, prog.name, len(prog.state_sizes),
+                                                 len(prog.ops)))
