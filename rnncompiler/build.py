@@ -231,12 +231,47 @@ def runtime_object():
     """The runtime object file every JIT kernel links (the GEMM helpers and microkernel),
     built once per machine, compiler and generator, and verified like any entry."""
     from .codegen.helpers import runtime_c
-    text = runtime_c()
-    root = cache_root()
     level = 1 if sanitize_flags() else 3     # instrumented -O3 takes 3x longer to build
-    flags = compiler_command("runtime.c", "runtime.o", level, True, compile_only=True)
+    return _cached_object("runtime", runtime_c(), level)
+
+
+SHARED_WRAPPER = "_rnnc_wrapper"
+
+
+def shared_wrapper_c(cdef):
+    """The C of the cffi wrapper exposing `cdef`, compiled once per real type and linked
+    into every kernel, whose own module entry (entry_c) passes its name in; None if this
+    cffi writes its module init in a shape not recognised (each kernel then compiles its
+    whole wrapper)."""
+    tmp = tempfile.mkdtemp(prefix="build-", dir=cache_root())
+    try:
+        with open(_emit_wrapper(tmp, SHARED_WRAPPER, cdef, "#include <stddef.h>\n" + cdef)) as f:
+            text = f.read()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    init = 'PyInit_%s(void)\n{\n  return _cffi_init("%s",' % (SHARED_WRAPPER, SHARED_WRAPPER)
+    if text.count(init) != 1:
+        return None
+    return text.replace(init, "rnnc_wrapper_init(const char *name)\n{\n  return _cffi_init(name,")
+
+
+def entry_c(module):
+    """The module entry of one kernel: the shared wrapper's init under the kernel's own
+    module name (a name shared between kernels would make them replace each other in
+    sys.modules)."""
+    return ("/* module entry of %s: the shared cffi wrapper under this name */\n"
+            "extern void *rnnc_wrapper_init(const char *name);\n"
+            "__attribute__((visibility(\"default\"))) void *PyInit_%s(void)\n"
+            "{\n    return rnnc_wrapper_init(\"%s\");\n}\n" % (module, module, module))
+
+
+def _cached_object(kind, text, level):
+    """An object file compiled from C text, cached under a name hashing that text, the
+    compiler command and the machine, verified like any entry."""
+    root = cache_root()
+    flags = compiler_command("object.c", "object.o", level, True, compile_only=True)
     ident = json.dumps([text, flags, machine_identity()], sort_keys=True)
-    name = "runtime-" + hashlib.sha256(ident.encode()).hexdigest()[:40]
+    name = kind + "-" + hashlib.sha256(ident.encode()).hexdigest()[:40]
     hit = _verified_entry(root, name)
     if hit is not None:
         return hit[1]
@@ -250,7 +285,7 @@ def runtime_object():
             c_file, obj = os.path.join(tmp, name + ".c"), os.path.join(tmp, name + ".o")
             _write_private(c_file, text)
             _run_gcc([(compiler_command(c_file, obj, level, True, compile_only=True), c_file)])
-            return _install(root, tmp, name, obj, {"what": "runtime object"})
+            return _install(root, tmp, name, obj, {"what": kind + " object"})
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
 
@@ -305,19 +340,25 @@ def _emit_wrapper(tmp, module, cdef, source):
 
 
 def _build_units(tmp, module, csrc, binary, objects, opt_level, blas):
-    """Compile the cffi wrapper (prototypes only) and the kernel's translation units in
-    parallel, then link them with objects()."""
+    """Compile the kernel's translation units and its module entry in parallel, then link
+    them with the cffi wrapper (compiled once per real type) and objects()."""
     jobs = []
     for k, text in enumerate(csrc.units):
         path = os.path.join(tmp, "unit%d.c" % k)
         _write_private(path, text)
         jobs.append((path, opt_level))
-    # the wrapper last: a compiler error is reported for the kernel's own code first
-    jobs.append((_emit_wrapper(tmp, module, csrc.cdef, "#include <stddef.h>\n" + csrc.cdef), 1))
+    wrapper = shared_wrapper_c(csrc.cdef)
+    if wrapper is None:
+        jobs.append((_emit_wrapper(tmp, module, csrc.cdef, "#include <stddef.h>\n" + csrc.cdef), 1))
+    else:
+        jobs.append((os.path.join(tmp, "entry.c"), 1))
+        _write_private(jobs[-1][0], entry_c(module))
     commands = [(compiler_command(c, c[:-2] + ".o", level, blas, compile_only=True), c)
                 for c, level in jobs]
     _run_gcc(commands)
-    objs = [c[:-2] + ".o" for c, _ in jobs]
+    # the shared wrapper is compiled (once per real type) after the kernel's own code
+    objs = [c[:-2] + ".o" for c, _ in jobs] + ([_cached_object("wrapper", wrapper, 1)]
+                                              if wrapper else [])
     _run_gcc([(link_command(objs + objects(), binary, blas), jobs[0][0])])
 
 

@@ -19,6 +19,8 @@ import numpy as np
 import pytest
 
 import rnncompiler as rc
+from rnncompiler import build
+from rnncompiler.build import SHARED_WRAPPER
 from rnncompiler.pipeline import bind_sizes, lower
 
 from cells import elman, lstm
@@ -217,7 +219,7 @@ def test_concurrent_processes_build_one_entry(cache_dir, child, tmp_path):
     np.testing.assert_allclose(results[0]["y"], reference_outputs(results[0]), rtol=1e-12,
                                atol=1e-14)
     names = os.listdir(cache_dir)
-    kernels = [n for n in names if not n.startswith("runtime-")]    # the shared runtime object
+    kernels = [n for n in names if not n.startswith(("runtime-", "wrapper-"))]   # shared objects
     assert [n for n in kernels if n.endswith(".json")] == [key + ".json"]
     assert [n for n in names if n.startswith("build-")] == []
     assert len([n for n in names if n.endswith(".so")]) == 1, names    # built exactly once
@@ -396,6 +398,39 @@ def _forward_backward(kern, params, x):
 def _forward_in_worker(args):
     kern, params, x = args
     return os.getpid(), _forward_backward(kern, params, x)
+
+
+def test_kernels_link_one_wrapper_object_under_their_own_module_names(cache_dir, monkeypatch):
+    """Kernels of one real type link the cffi wrapper compiled once, each with its own module
+    name (one name for all would make each load replace the last in sys.modules); after
+    many loads every kernel still computes what the reference evaluator does."""
+    use_cache(monkeypatch, cache_dir)
+    kerns = [rc.compile(elman, input_size=3, hidden_size=h, dtype="float64") for h in (2, 3, 4, 5)]
+    kerns.append(rc.compile(lstm, input_size=3, hidden_size=4, dtype="float64"))
+    wrappers = [n for n in os.listdir(cache_dir) if n.startswith("wrapper-") and n.endswith(".o")]
+    assert len(wrappers) == 1, wrappers
+    names = [k._module.__name__ for k in kerns]
+    assert len(set(names)) == len(kerns) and SHARED_WRAPPER not in names
+    import gc
+    gc.collect()
+    rng = np.random.default_rng(0)
+    for kern in kerns:
+        params = kern.init_params(seed=1)
+        x = rng.standard_normal((4, 2, 3))
+        ref = rc.reference(kern.cell, 3, kern.hidden_size).forward(params, x)
+        np.testing.assert_allclose(kern.forward(params, x).outputs, ref.outputs, rtol=1e-12, atol=1e-14)
+
+
+def test_an_unrecognised_cffi_init_compiles_the_whole_wrapper(cache_dir, monkeypatch):
+    """If cffi writes its module init in another shape, each kernel compiles its own wrapper."""
+    use_cache(monkeypatch, cache_dir)
+    monkeypatch.setattr(build, "shared_wrapper_c", lambda cdef: None)
+    kern = rc.compile(elman, input_size=3, hidden_size=4, dtype="float64")
+    assert not [n for n in os.listdir(cache_dir) if n.startswith("wrapper-")]
+    params = kern.init_params(seed=1)
+    x = np.random.default_rng(0).standard_normal((4, 2, 3))
+    ref = rc.reference(elman, 3, 4).forward(params, x)
+    np.testing.assert_allclose(kern.forward(params, x).outputs, ref.outputs, rtol=1e-12, atol=1e-14)
 
 
 def test_kernel_pickles_in_process(cache_dir, monkeypatch):

@@ -1,9 +1,10 @@
 """`rnnc cache info|clear`: what the kernel cache holds, and emptying it.
 
 Only files whose names the cache itself makes (manifests, binaries, kept C, locks, the
-runtime object, unfinished build directories) are counted or removed, so a cache pointed
-by mistake at a directory of other files (RNNC_CACHE_DIR=$HOME) loses none of them. An
-entry whose build is running (its flock is held) is left alone.
+runtime objects — the helpers and the cffi wrappers — and unfinished build directories)
+are counted or removed, so a cache pointed by mistake at a directory of other files
+(RNNC_CACHE_DIR=$HOME) loses none of them. An entry whose build is running (its flock is
+held) is left alone.
 """
 from __future__ import annotations
 
@@ -22,8 +23,8 @@ _KINDS = (
     ("kernel", re.compile(r"(?P<key>[0-9a-f]{64})\.json\Z")),
     ("kept", re.compile(r"(?P<key>[0-9a-f]{64})\.(c|lock)\Z")),
     ("binary", re.compile(r"_rnnc_(?P<key>[0-9a-f]{16})_[0-9a-f]{8}\.[\w.-]*so\Z")),
-    ("runtime", re.compile(r"(?P<key>runtime-[0-9a-f]{40})\.o\Z")),
-    ("kept", re.compile(r"(?P<key>runtime-[0-9a-f]{40})\.(json|lock)\Z")),
+    ("runtime", re.compile(r"(?P<key>(runtime|wrapper)-[0-9a-f]{40})\.o\Z")),
+    ("kept", re.compile(r"(?P<key>(runtime|wrapper)-[0-9a-f]{40})\.(json|lock)\Z")),
     ("build", re.compile(r"build-[A-Za-z0-9_]+\Z")),
 )
 
@@ -150,8 +151,8 @@ def cmd_cache(args):
               "rnncompiler refuses to use it (chmod 700 it, or set RNNC_CACHE_DIR)")
     runtime = info.names("runtime")
     print("kernels: %d entries" % len(info.names("kernel")))
-    print("runtime object: %s" % (", ".join(os.path.join(info.root, n) for n in runtime)
-                                  if runtime else "none yet (built with the first kernel)"))
+    print("runtime objects: %s" % (", ".join(os.path.join(info.root, n) for n in runtime)
+                                   if runtime else "none yet (built with the first kernel)"))
     builds = info.names("build")
     if builds:
         print("unfinished builds: %d (running, or left by a killed build)" % len(builds))
