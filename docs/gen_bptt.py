@@ -107,16 +107,20 @@ def render(text, generated):
     return "".join(out)
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def regenerate(argv, doc, make_blocks, script):
+    """The command line of a page generator: rewrite the generated blocks of `doc`, or with
+    --check write nothing and exit 1 if the page is stale."""
+    ap = argparse.ArgumentParser(description="Regenerate the generated blocks of docs/%s."
+                                             % os.path.basename(doc))
     ap.add_argument("--check", action="store_true",
                     help="do not write; exit 1 if the file differs from what would be written")
-    ap.add_argument("--file", default=DOC, help="the Markdown file (default: docs/bptt.md)")
+    ap.add_argument("--file", default=doc, help="the Markdown file (default: docs/%s)"
+                    % os.path.basename(doc))
     args = ap.parse_args(argv)
     with open(args.file, encoding="utf-8") as f:
         old = f.read()
     try:
-        new = render(old, blocks())
+        new = render(old, make_blocks())
     except ValueError as exc:
         print("%s: %s" % (args.file, exc), file=sys.stderr)
         return 1
@@ -125,7 +129,7 @@ def main(argv=None):
             diff = difflib.unified_diff(old.splitlines(), new.splitlines(), args.file,
                                         args.file + " (regenerated)", lineterm="", n=1)
             print("\n".join(list(diff)[:80]), file=sys.stderr)
-            print("%s is stale: run python docs/gen_bptt.py" % args.file, file=sys.stderr)
+            print("%s is stale: run python docs/%s" % (args.file, script), file=sys.stderr)
             return 1
         return 0
     if new != old:
@@ -135,6 +139,10 @@ def main(argv=None):
     else:
         print("%s is up to date" % args.file)
     return 0
+
+
+def main(argv=None):
+    return regenerate(argv, DOC, blocks, "gen_bptt.py")
 
 
 if __name__ == "__main__":

@@ -17,9 +17,7 @@ I=3, H=4 and P=O=2 in float64; compiled kernels come from the usual cache
 """
 from __future__ import annotations
 
-import argparse
 import ast
-import difflib
 import inspect
 import os
 import re
@@ -30,10 +28,10 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))     # the checkout's package, installed or not
 
 import rnncompiler as rc  # noqa: E402
+from gen_bptt import regenerate  # noqa: E402
 
 DOC = os.path.join(HERE, "cells.md")
 INPUT_SIZE, HIDDEN_SIZE, OTHER_SIZE = 3, 4, 2
-MARKER = re.compile(r"^<!-- (BEGIN|END) GENERATED: ([A-Za-z0-9_-]+) -->[ \t]*$", re.M)
 GROUPS = {      # rc.cells module -> the heading of its part of the catalogue
     "simple": "Elman, Jordan, IndRNN and the small gated units",
     "lstms": "The LSTM family",
@@ -191,61 +189,8 @@ def blocks():
     return {"index": index(), "catalogue": catalogue(), "torch-mapping": torch_mapping()}
 
 
-def render(text, generated):
-    """`text` with every generated block replaced; raises ValueError on broken markers."""
-    out, pos, seen = [], 0, set()
-    markers = list(MARKER.finditer(text))
-    if len(markers) % 2:
-        raise ValueError("unbalanced GENERATED markers")
-    for begin, end in zip(markers[::2], markers[1::2]):
-        name = begin.group(2)
-        if begin.group(1) != "BEGIN" or end.group(1) != "END" or end.group(2) != name:
-            raise ValueError("marker %r at offset %d is not closed by its END marker"
-                             % (name, begin.start()))
-        if name not in generated:
-            raise ValueError("unknown generated block %r (known: %s)"
-                             % (name, ", ".join(sorted(generated))))
-        if name in seen:
-            raise ValueError("generated block %r appears twice" % name)
-        seen.add(name)
-        out.append(text[pos:begin.end()])
-        out.append("\n" + generated[name] + "\n")
-        pos = end.start()
-    out.append(text[pos:])
-    missing = sorted(set(generated) - seen)
-    if missing:
-        raise ValueError("generated blocks missing from the file: %s" % ", ".join(missing))
-    return "".join(out)
-
-
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--check", action="store_true",
-                    help="do not write; exit 1 if the file differs from what would be written")
-    ap.add_argument("--file", default=DOC, help="the Markdown file (default: docs/cells.md)")
-    args = ap.parse_args(argv)
-    with open(args.file, encoding="utf-8") as f:
-        old = f.read()
-    try:
-        new = render(old, blocks())
-    except ValueError as exc:
-        print("%s: %s" % (args.file, exc), file=sys.stderr)
-        return 1
-    if args.check:
-        if new != old:
-            diff = difflib.unified_diff(old.splitlines(), new.splitlines(), args.file,
-                                        args.file + " (regenerated)", lineterm="", n=1)
-            print("\n".join(list(diff)[:80]), file=sys.stderr)
-            print("%s is stale: run python docs/gen_cells.py" % args.file, file=sys.stderr)
-            return 1
-        return 0
-    if new != old:
-        with open(args.file, "w", encoding="utf-8") as f:
-            f.write(new)
-        print("rewrote the generated blocks of %s" % args.file)
-    else:
-        print("%s is up to date" % args.file)
-    return 0
+    return regenerate(argv, DOC, blocks, "gen_cells.py")
 
 
 if __name__ == "__main__":
