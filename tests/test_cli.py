@@ -162,6 +162,8 @@ def test_a_torch_peer_only_for_cells_that_compute_what_torch_computes():
     sizes = {"I": 3, "H": 4}
     assert torch_peer(cells.lstm, sizes) == "lstm" and torch_peer(renamed, sizes) == "lstm"
     assert torch_peer(cells.gru, sizes) == "gru"
+    assert torch_peer(rc.cells.gru_torch, sizes) == "gru" and torch_peer(rc.cells.lstm_np, sizes) == "lstm"
+    assert torch_peer(rc.cells.gru, sizes) is None      # reset before the product: not torch's GRU
     for cell in (cells.elman, cells.peephole_lstm, cells.gated_bump, no_forget):
         assert torch_peer(cell, sizes) is None, cell.name
 

@@ -15,39 +15,13 @@ import rnncompiler as rc
 from ..pipeline import bind_sizes
 
 
-@rc.cell(states=("h", "c"), output="h")
-def _lstm(x, h, c, p):
-    z = rc.concat(h, x)
-    f = rc.sigmoid(p.linear("W_f", z, bias="b_f"))
-    i = rc.sigmoid(p.linear("W_i", z, bias="b_i"))
-    g = rc.tanh(p.linear("W_g", z, bias="b_g"))
-    o = rc.sigmoid(p.linear("W_o", z, bias="b_o"))
-    c_new = f * c + i * g
-    return {"h": o * rc.tanh(c_new), "c": c_new}
-
-
-@rc.cell(states=("h",))
-def _gru(x, h, p):
-    r = rc.sigmoid(p.linear("W_ir", x, bias="b_ir") + p.linear("W_hr", h, bias="b_hr"))
-    u = rc.sigmoid(p.linear("W_iz", x, bias="b_iz") + p.linear("W_hz", h, bias="b_hz"))
-    n = rc.tanh(p.linear("W_in", x, bias="b_in") + r * p.linear("W_hn", h, bias="b_hn"))
-    return {"h": (1 - u) * n + u * h}
-
-
 def reference_forms():
-    """kind -> cells that torch.nn.LSTM / torch.nn.GRU compute: the docs' forms, and
-    rnncompiler.cells' when that module exists."""
-    forms = {"lstm": [_lstm], "gru": [_gru]}
-    try:
-        from .. import cells as library
-    except ImportError:
-        return forms
-    for kind in forms:
-        for name in (kind, kind + "_torch"):
-            cell = getattr(library, name, None)
-            if isinstance(cell, rc.Cell):
-                forms[kind].append(cell)
-    return forms
+    """kind -> cells of rnncompiler.cells that torch.nn.LSTM / torch.nn.GRU compute: the
+    concatenated LSTM (with or without a constant forget bias, which is one of torch's
+    biases) and PyTorch's own forms. rc.cells.gru is not one: it resets h before the
+    product, torch.nn.GRU after it."""
+    from .. import cells
+    return {"lstm": [cells.lstm_np, cells.lstm, cells.lstm_torch], "gru": [cells.gru_torch]}
 
 
 def _comparable(cell, sizes):
