@@ -13,7 +13,6 @@ import platform
 import subprocess
 import sys
 import tempfile
-import time
 
 import numpy as np
 
@@ -24,6 +23,7 @@ except ImportError:
 
 import rnncompiler as rc
 from rnncompiler.demo import lstm
+from rnncompiler.cli.bench import time_interleaved
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 FULL = {"steps": 100, "hidden": [32, 128, 512], "repeats": 10}
@@ -166,20 +166,6 @@ def torch_step(kern, params, x, dy):
     return step
 
 
-def time_interleaved(fns, warmup, repeats):
-    """Each callable's run times in ms, taking turns (A, B, C, A, B, C, ...) after warm-up."""
-    for _ in range(warmup):
-        for fn in fns.values():
-            fn()
-    times = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            times[name].append(1e3 * (time.perf_counter() - t0))
-    return times
-
-
 def bench_size(H, args):
     """Timings of every available implementation for one hidden size."""
     rng = np.random.default_rng(0)
@@ -191,7 +177,7 @@ def bench_size(H, args):
     if torch is not None:
         makers["torch"] = torch_step
     fns = {name: make(kern, params, x, dy) for name, make in makers.items()}
-    times = time_interleaved(fns, args.warmup, args.repeats)
+    times = time_interleaved(fns, args.repeats, args.warmup)
     return {"H": H, "times_ms": times,
             "median_ms": {name: float(np.median(t)) for name, t in times.items()}}
 

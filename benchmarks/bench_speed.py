@@ -21,11 +21,11 @@ import platform
 import subprocess
 import sys
 import tempfile
-import time
 
 import numpy as np
 
 import rnncompiler as rc
+from rnncompiler.cli.bench import time_interleaved as interleaved_ms
 
 try:
     import torch
@@ -158,19 +158,10 @@ def jax_peephole_step(H, B, T, seed=0):
 
 # ---------------------------------------------------------------- timing
 
-def time_interleaved(fns, repeats, warmup=2):
+def time_interleaved(fns, repeats):
     """Median seconds per function, the functions run in turn so that a slow spell of the
     machine hits all alike."""
-    for fn in fns.values():
-        for _ in range(warmup):
-            fn()
-    times = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t0)
-    return {name: float(np.median(v)) for name, v in times.items()}
+    return {name: float(np.median(ms)) / 1e3 for name, ms in interleaved_ms(fns, repeats).items()}
 
 
 def case(name, ours, peer_name, peer, target, repeats):

@@ -10,13 +10,13 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 import argparse  # noqa: E402
 import platform  # noqa: E402
 import tempfile  # noqa: E402
-import time  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 import rnncompiler as rc  # noqa: E402
+from rnncompiler.cli.bench import time_interleaved  # noqa: E402
 
 FULL = {"steps": 100, "hidden": [32, 128, 512], "repeats": 10}
 QUICK = {"steps": 20, "hidden": [32], "repeats": 3}
@@ -126,27 +126,13 @@ def verify(T=7, B=3, H=5):
     return max(float((a - b).abs().max()) for a, b in zip(*results))
 
 
-def time_interleaved(fns, warmup, repeats):
-    """Each callable's run times in ms, taking turns (A, B, C, A, B, C, ...) after warm-up."""
-    for _ in range(warmup):
-        for fn in fns.values():
-            fn()
-    times = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            times[name].append(1e3 * (time.perf_counter() - t0))
-    return times
-
-
 def bench_size(H, args):
     dtype = getattr(torch, args.dtype)
     g = torch.Generator().manual_seed(0)
     x = torch.randn(args.steps, args.batch, H, generator=g, dtype=dtype)
     target = torch.randn(args.steps, args.batch, H, generator=g, dtype=dtype)
     fns = {name: training_step(m, x, target) for name, m in make_models(H, dtype).items()}
-    times = time_interleaved(fns, args.warmup, args.repeats)
+    times = time_interleaved(fns, args.repeats, args.warmup)
     return {name: float(np.median(t)) for name, t in times.items()}
 
 
