@@ -61,6 +61,22 @@ class Gradients:
     states: dict = None
 
 
+def check_lengths(lengths, T, B):
+    """lengths as an int array (B,) with every length in [0, T], or None."""
+    if lengths is None:
+        return None
+    arr = np.asarray(lengths)
+    if arr.dtype.kind not in "iu":
+        raise TypeError("lengths: expected integers, got dtype %s" % arr.dtype)
+    if arr.shape != (B,):
+        raise ValueError("lengths: expected shape (%d,) (one length per batch row), got %s"
+                         % (B, arr.shape))
+    if arr.size and (arr.min() < 0 or arr.max() > T):
+        raise ValueError("lengths: every length must be in [0, %d] (T), got %s"
+                         % (T, arr.tolist()))
+    return arr
+
+
 class Kernel:
     """A compiled cell: forward/backward/infer/step over whole sequences on numpy arrays."""
 
@@ -381,17 +397,8 @@ class Kernel:
 
     @staticmethod
     def _lengths(lengths, T, B):
-        if lengths is None:
-            return None
-        arr = np.asarray(lengths)
-        if arr.dtype.kind not in "iu":
-            raise TypeError("lengths: expected integers, got dtype %s" % arr.dtype)
-        if arr.shape != (B,):
-            raise ValueError("lengths: expected shape (%d,), got %s" % (B, arr.shape))
-        if arr.size and (arr.min() < 0 or arr.max() > T):
-            raise ValueError("lengths: every length must be in [0, %d], got %s"
-                             % (T, arr.tolist()))
-        return np.array(arr, dtype=np.intc, order="C")
+        arr = check_lengths(lengths, T, B)
+        return None if arr is None else np.array(arr, dtype=np.intc, order="C")
 
     def _split_params(self, flat):
         return {name: flat[where].reshape(shape) for name, (where, shape) in self._param_slices.items()}

@@ -6,21 +6,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .. import kernel
+
 
 def check_lengths(lengths, T, B):
-    """lengths as an int array (B,) in [0, T], or None."""
-    if lengths is None:
-        return None
-    arr = np.asarray(lengths)
-    if arr.dtype.kind not in "iu":
-        raise TypeError("lengths: expected integers, got dtype %s" % arr.dtype)
-    if arr.shape != (B,):
-        raise ValueError("lengths: expected shape (%d,) (one length per batch row), got %s"
-                         % (B, arr.shape))
-    if B and (arr.min() < 0 or arr.max() > T):
-        raise ValueError("lengths: every length must be in [0, %d] (T), got %s"
-                         % (T, arr.tolist()))
-    return arr.astype(np.int64)
+    """lengths as an int64 array (B,) in [0, T], or None."""
+    arr = kernel.check_lengths(lengths, T, B)
+    return None if arr is None else arr.astype(np.int64)
 
 
 def step_mask(lengths, T, B, dtype=np.float64):
