@@ -299,6 +299,11 @@ def write_docs(rows, threads, ck, compiles, meta):
                               ck["ck_peak_mb"]), "",
               "| compile of an LSTM, in a fresh process after import | seconds |", "|---|---|"]
     lines += ["| %s | %.3f |" % (c["case"], c["s"]) for c in compiles]
+    if compiles:
+        lines += ["", "A cold compile traces the cell, derives its backward pass, prints the C and "
+                  "runs gcc on its two translation units in parallel. The first one in a process "
+                  "also loads sympy and networkx (about 0.45 s here), which `import rnncompiler` "
+                  "leaves to the first compile that needs them; a cache hit never loads them."]
     lines += ["", "![LSTM forward+backward time against H](performance.png)", ""]
     with open(os.path.join(DOCS, "performance.md"), "w") as f:
         f.write("\n".join(lines))
