@@ -1,5 +1,5 @@
 """The kernels' own exp and tanh against libm (long double reference) over the whole range:
-exp <= 1 ulp (float32 and float64), tanh <= 2 ulp (float32) and <= 3 ulp (float64)."""
+exp <= 1 ulp (float32 and float64), tanh <= 2 ulp (float32) and <= 1 ulp (float64)."""
 import importlib
 import sys
 
@@ -9,7 +9,7 @@ import pytest
 from rnncompiler import mathfn
 
 BOUNDS = {("float32", "exp"): 1, ("float64", "exp"): 1,
-          ("float32", "tanh"): 2, ("float64", "tanh"): 3,
+          ("float32", "tanh"): 2, ("float64", "tanh"): 1,
           ("float32", "sigmoid"): 3, ("float64", "sigmoid"): 3}
 
 
@@ -53,6 +53,7 @@ def sweep(dtype):
     big = 800 if dtype == "float32" else 800
     return np.concatenate([
         np.linspace(-big, big, 400001), np.linspace(-20, 20, 400001),
+        np.linspace(0.6, 0.65, 100001), -np.linspace(0.6, 0.65, 100001),   # tanh's switch
         np.geomspace(1e-30, 1e3, 200001), -np.geomspace(1e-30, 1e3, 200001),
         [0.0, -0.0, np.inf, -np.inf]]).astype(dtype)
 
