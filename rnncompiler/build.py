@@ -374,8 +374,11 @@ def compiler_command(c_file, binary, opt_level, blas, objects=(), compile_only=F
     object file (compile_only)."""
     cc = compiler()
     inc = sysconfig.get_paths()["include"]
-    # -fno-math-errno lets gcc inline and vectorise sqrt/fmin; no -ffast-math anywhere
-    cflags = ["-fPIC", "-O%d" % opt_level, "-fno-math-errno", "-I" + inc] + sanitize_flags()
+    # -fno-math-errno lets gcc inline and vectorise sqrt/fmin, -fno-trapping-math lets it
+    # if-convert a division (as in log's) where nothing reads the exception flags; the
+    # values stay IEEE: no -ffast-math anywhere
+    cflags = ["-fPIC", "-O%d" % opt_level, "-fno-math-errno", "-fno-trapping-math",
+              "-I" + inc] + sanitize_flags()
     if platform.machine() in ("x86_64", "AMD64"):
         cflags.insert(2, "-march=native")
     ldflags = ["-lm"]

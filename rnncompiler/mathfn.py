@@ -128,8 +128,8 @@ for _name in ("erf", "erfc", "gamma"):
 NUMPY_FUNCTIONS["loggamma"] = np.vectorize(math.lgamma, otypes=[float])
 
 
-# Vectorisable exp, expm1 (of arguments <= 0) and tanh: Cody-Waite range reduction
-# x = n ln2 + r, |r| <= ln2/2, a Taylor polynomial for e^r (or e^r - 1), and 2^n built in
+# Vectorisable exp, expm1 (of arguments <= 0) and tanh (log and log1p below): Cody-Waite
+# range reduction x = n ln2 + r, |r| <= ln2/2, a Taylor polynomial for e^r (or e^r - 1), and 2^n built in
 # the exponent bits (as two factors, so results down to the subnormals are right). No
 # branches or libm calls, so gcc vectorises the loops around them; glibc's expf/tanhf are
 # vectorised only under -ffast-math, which the kernels never use. Accuracy, checked
@@ -137,11 +137,17 @@ NUMPY_FUNCTIONS["loggamma"] = np.vectorize(math.lgamma, otypes=[float])
 _FAST = {
     "float32": dict(T="float", I="int32_t", F="f", MAGIC="12582912.0f", LOG2E="1.44269504088896341f",
                     LN2HI="0.693359375f", LN2LO="-2.12194440e-4f", LO="-104.0f", HI="89.0f",
-                    M1LO="-30.0f", SH="23", BIAS="127", DEG=7, DEGM1=8),
+                    M1LO="-30.0f", SH="23", BIAS="127", DEG=7, DEGM1=8,
+                    ONE="0x3f800000", SQRTH="0x3f3504f3", MANT="0x007fffff",
+                    MINNORM="1.17549435e-38f", SCALE="33554432.0f", SCALEK="25",
+                    MAXV="3.40282347e+38f"),
     "float64": dict(T="double", I="int64_t", F="", MAGIC="6755399441055744.0",
                     LOG2E="1.4426950408889634074", LN2HI="6.93147180369123816490e-01",
                     LN2LO="1.90821492927058770002e-10", LO="-746.0", HI="710.0",
-                    M1LO="-40.0", SH="52", BIAS="1023", DEG=13, DEGM1=15),
+                    M1LO="-40.0", SH="52", BIAS="1023", DEG=13, DEGM1=15,
+                    ONE="0x3ff0000000000000", SQRTH="0x3fe6a09e667f3bcd",
+                    MANT="0x000fffffffffffff", MINNORM="2.2250738585072014e-308",
+                    SCALE="18014398509481984.0", SCALEK="54", MAXV="1.7976931348623157e+308"),
 }
 
 
@@ -155,7 +161,8 @@ def _horner(T, F, first, last, var):
 
 
 def fast_math_helpers(dtype):
-    """C source of rnnc_exp, rnnc_expm1_neg and rnnc_tanh (suffix f for float32)."""
+    """C source of rnnc_exp, rnnc_expm1_neg, rnnc_tanh, rnnc_log and rnnc_log1p (suffix f
+    for float32)."""
     c = _FAST[dtype]
     T, I, F = c["T"], c["I"], c["F"]
     sub = dict(c, P_EXP=_horner(T, F, 0, c["DEG"], "r"),
@@ -191,6 +198,9 @@ static inline T rnnc_tanhF(T x)
 }"""
     if dtype == "float64":
         text = text[:text.index("/* tanh x = -expm1")] + _TANH_DOUBLE.replace("P_TANH", _tanh_taylor(23))
+    lg = ["%r%s" % (v, F) for v in _LG]
+    text += "\n" + _LOG % dict(c, F=F, LG1=lg[0], LG2=lg[1], LG3=lg[2], LG4=lg[3], LG5=lg[4],
+                               LG6=lg[5], LG7=lg[6])
     for key in ("P_EXP", "P_M1", "MAGIC", "LOG2E", "LN2HI", "LN2LO", "M1LO", "LO", "HI",
                 "BIAS", "SH"):
         text = text.replace(key, str(sub[key]))
@@ -219,6 +229,42 @@ static inline T rnnc_tanhF(T x)
 }"""
 
 
+# log after fdlibm: x = 2^k m with m in [sqrt(2)/2, sqrt(2)), f = m - 1, s = f/(2 + f) and
+# log m = f - f^2/2 + s (f^2/2 + R(s^2)), R fdlibm's minimax polynomial (the same seven
+# coefficients serve float); k ln2 in two parts. Integer steps and ternaries only, so it
+# vectorises; log1p(x) = log(1 + x) + the rounding of 1 + x divided by it.
+_LG = (6.666666666666735130e-01, 3.999999999940941908e-01, 2.857142874366239149e-01,
+       2.222219843214978396e-01, 1.818357216161805012e-01, 1.531383769920937332e-01,
+       1.479819860511658591e-01)
+_LOG = """/* log x: -inf at 0, NaN below 0 and for NaN, inf at inf; subnormals scaled first */
+static inline T rnnc_log%(F)s(T x)
+{
+    const int sub = x < %(MINNORM)s;
+    const T xs = sub ? x * %(SCALE)s : x;
+    I ix;
+    memcpy(&ix, &xs, sizeof ix);
+    ix += (I)%(ONE)s - (I)%(SQRTH)s;
+    const I k = (ix >> %(SH)s) - %(BIAS)s - (sub ? %(SCALEK)s : 0);
+    ix = (ix & (I)%(MANT)s) + (I)%(SQRTH)s;
+    T m;
+    memcpy(&m, &ix, sizeof m);
+    const T f = m - 1, s = f / (2 + f), z = s * s, w = z * z;
+    const T R = z * (%(LG1)s + w * (%(LG3)s + w * (%(LG5)s + w * %(LG7)s)))
+              + w * (%(LG2)s + w * (%(LG4)s + w * %(LG6)s));
+    const T hfsq = (T)0.5 * f * f, dk = (T)k;
+    const T y = s * (hfsq + R) + dk * %(LN2LO)s - hfsq + f + dk * %(LN2HI)s;
+    return (x > 0) & (x <= %(MAXV)s) ? y : (x == 0 ? -INFINITY : (x > 0 ? x : NAN));
+}
+/* log(1 + x): the rounding of u = 1 + x corrected by (x - (u - 1)) / u; -inf at -1 */
+static inline T rnnc_log1p%(F)s(T x)
+{
+    const T u = 1 + x;
+    const T c = (u > 0) & (u != 1) & (u <= %(MAXV)s) ? (x - (u - 1)) / u : 0;
+    const T y = u == 1 ? x : rnnc_log%(F)s(u) + c;
+    return x != x ? x : y;
+}"""
+
+
 def _tanh_taylor(terms):
     """Horner form in a2 of the Taylor coefficients of tanh for x^3, x^5, ... (`terms` of
     them): 2^{2n} (2^{2n} - 1) B_{2n} / (2n)! for x^{2n-1}."""
@@ -232,12 +278,13 @@ def _tanh_taylor(terms):
 
 def c_helpers(dtype, fast=False):
     """The C definitions of the activation helpers for one dtype ("float32"/"float64");
-    fast: exp and tanh from fast_math_helpers instead of libm."""
+    fast: exp, tanh, log and log1p from fast_math_helpers instead of libm."""
     f = dtype == "float32"
     suffix = "f" if f else ""
     ctype = "float" if f else "double"
     exp = "rnnc_exp" if fast else "exp"
-    macros = {"EXP": exp, "LOG1P": "log1p", "FABS": "fabs", "FMAX": "fmax", "FMIN": "fmin"}
+    macros = {"EXP": exp, "LOG1P": "rnnc_log1p" if fast else "log1p", "FABS": "fabs",
+              "FMAX": "fmax", "FMIN": "fmin"}
     out = [fast_math_helpers(dtype)] if fast else []
     for name, (_, body, _) in FUNCTIONS.items():
         for macro, fn in macros.items():
@@ -257,7 +304,7 @@ class CPrinter(C99CodePrinter):
     def __init__(self, dtype="float64", fast=False):
         alias = float32 if dtype == "float32" else float64
         suffix = "f" if dtype == "float32" else ""
-        user = {"exp": "rnnc_exp" + suffix, "tanh": "rnnc_tanh" + suffix} if fast else {}
+        user = {f: "rnnc_" + f + suffix for f in ("exp", "tanh", "log", "log1p")} if fast else {}
         super().__init__({"type_aliases": {real: alias}, "strict": True, "user_functions": user})
         self._suffix = suffix
 

@@ -1,5 +1,5 @@
-"""The kernels' own exp and tanh against libm (long double reference) over the whole range:
-exp <= 1 ulp (float32 and float64), tanh <= 2 ulp (float32) and <= 1 ulp (float64)."""
+"""The kernels' own exp, tanh, log and log1p against libm (long double reference) over the
+whole range: <= 2 ulp in float32, <= 1 ulp in float64 (sigmoid, built on exp: <= 3)."""
 import importlib
 import sys
 
@@ -10,7 +10,9 @@ from rnncompiler import mathfn
 
 BOUNDS = {("float32", "exp"): 1, ("float64", "exp"): 1,
           ("float32", "tanh"): 2, ("float64", "tanh"): 1,
-          ("float32", "sigmoid"): 3, ("float64", "sigmoid"): 3}
+          ("float32", "sigmoid"): 3, ("float64", "sigmoid"): 3,
+          ("float32", "log"): 2, ("float64", "log"): 1, ("float32", "log1p"): 2, ("float64", "log1p"): 1}
+FUNCTIONS = ("exp", "tanh", "sigmoid", "log", "log1p")
 
 
 @pytest.fixture(scope="module")
@@ -23,14 +25,15 @@ def modules(tmp_path_factory):
         src = "#include <math.h>\n#include <string.h>\n#include <stdint.h>\n"
         src += mathfn.c_helpers(dtype, fast=True)
         cdef = ""
-        for fn in ("exp", "tanh", "sigmoid"):
+        for fn in FUNCTIONS:
             src += ("\nvoid v_%s(long n, const %s *restrict x, %s *restrict y)"
                     " { for (long i = 0; i < n; ++i) y[i] = rnnc_%s%s(x[i]); }" % (fn, T, T, fn, F))
             cdef += "void v_%s(long n, const %s *x, %s *y);\n" % (fn, T, T)
         ffi = cffi.FFI()
         ffi.cdef(cdef)
         name = "_rnnc_fastmath_%s" % dtype
-        ffi.set_source(name, src, extra_compile_args=["-O2", "-march=native", "-fno-math-errno"])
+        ffi.set_source(name, src, extra_compile_args=["-O3", "-march=native", "-fno-math-errno",
+                                                      "-fno-trapping-math"])  # as the kernels
         ffi.compile(tmpdir=str(tmp), verbose=False)
         sys.path.insert(0, str(tmp))
         out[dtype] = importlib.import_module(name)
@@ -58,27 +61,63 @@ def sweep(dtype):
         [0.0, -0.0, np.inf, -np.inf]]).astype(dtype)
 
 
-@pytest.mark.parametrize("dtype", ["float32", "float64"])
-@pytest.mark.parametrize("fn", ["exp", "tanh", "sigmoid"])
-def test_accuracy_over_the_whole_range(modules, dtype, fn):
-    mod = modules[dtype]
-    x = sweep(dtype)
+def positive_sweep(dtype):
+    """From the smallest subnormal to the largest finite number, and densely around 1."""
+    info = np.finfo(dtype)
+    tiny = float(np.nextafter(np.zeros(1, dtype), 1)[0])
+    return np.concatenate([
+        np.geomspace(tiny, float(info.max) / 2, 1000001), np.linspace(0, 10, 200001),
+        1 + np.linspace(-1e-3, 1e-3, 200001), [float(info.max), tiny, float(info.tiny)]]).astype(dtype)
+
+
+def inputs(fn, dtype):
+    if fn == "log":
+        return positive_sweep(dtype)
+    if fn == "log1p":
+        p = positive_sweep(dtype)
+        return np.concatenate([p, -p[p < 1], np.linspace(-0.999, 0.999, 200001, dtype=dtype)])
+    return sweep(dtype)
+
+
+REFERENCE = {"exp": np.exp, "tanh": np.tanh, "sigmoid": lambda v: 1 / (1 + np.exp(-v)),
+             "log": np.log, "log1p": np.log1p}
+
+
+def run(mod, fn, x):
     y = np.empty_like(x)
-    T = "float[]" if dtype == "float32" else "double[]"
+    T = "float[]" if x.dtype == np.float32 else "double[]"
     getattr(mod.lib, "v_" + fn)(x.size, mod.ffi.from_buffer(T, x), mod.ffi.from_buffer(T, y))
-    ld = x.astype(np.longdouble)
+    return y
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("fn", FUNCTIONS)
+def test_accuracy_over_the_whole_range(modules, dtype, fn):
+    x = inputs(fn, dtype)
+    y = run(modules[dtype], fn, x)
     with np.errstate(all="ignore"):
-        ref = {"exp": np.exp, "tanh": np.tanh, "sigmoid": lambda v: 1 / (1 + np.exp(-v))}[fn](ld)
+        ref = REFERENCE[fn](x.astype(np.longdouble))
     d = ulp_distance(y, ref, dtype)
     worst = int(np.argmax(d))
     assert d.max() <= BOUNDS[dtype, fn], (x[worst], y[worst], ref[worst])
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_log_at_the_edges_of_its_domain(modules, dtype):
+    """log: -inf at 0, NaN below, inf at inf; log1p: -inf at -1, NaN below, inf at inf."""
+    mod = modules[dtype]
+    y = run(mod, "log", np.array([0.0, -0.0, -1.0, -np.inf, np.inf], dtype))
+    assert y[0] == y[1] == -np.inf and np.isnan(y[2:4]).all() and y[4] == np.inf, y
+    y = run(mod, "log1p", np.array([-1.0, -1.5, -np.inf, np.inf, -0.0], dtype))
+    assert y[0] == -np.inf and np.isnan(y[1:3]).all() and y[3] == np.inf, y
+    assert y[4] == 0 and np.signbit(y[4]), y          # log1p(-0) = -0, as libm
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_nan_propagates(modules, dtype):
     mod = modules[dtype]
     T = "float[]" if dtype == "float32" else "double[]"
-    for fn in ("exp", "tanh", "sigmoid"):
+    for fn in FUNCTIONS:
         x = np.array([np.nan, 1.0], dtype)
         y = np.empty_like(x)
         getattr(mod.lib, "v_" + fn)(2, mod.ffi.from_buffer(T, x), mod.ffi.from_buffer(T, y))

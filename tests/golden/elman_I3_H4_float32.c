@@ -34,8 +34,35 @@ static inline float rnnc_tanhf(float x)
     const float t = -e / (2 + e);
     return x != x ? x : copysignf(t, x);
 }
+/* log x: -inf at 0, NaN below 0 and for NaN, inf at inf; subnormals scaled first */
+static inline float rnnc_logf(float x)
+{
+    const int sub = x < 1.17549435e-38f;
+    const float xs = sub ? x * 33554432.0f : x;
+    int32_t ix;
+    memcpy(&ix, &xs, sizeof ix);
+    ix += (int32_t)0x3f800000 - (int32_t)0x3f3504f3;
+    const int32_t k = (ix >> 23) - 127 - (sub ? 25 : 0);
+    ix = (ix & (int32_t)0x007fffff) + (int32_t)0x3f3504f3;
+    float m;
+    memcpy(&m, &ix, sizeof m);
+    const float f = m - 1, s = f / (2 + f), z = s * s, w = z * z;
+    const float R = z * (0.6666666666666735f + w * (0.2857142874366239f + w * (0.1818357216161805f + w * 0.14798198605116586f)))
+              + w * (0.3999999999940942f + w * (0.22222198432149784f + w * 0.15313837699209373f));
+    const float hfsq = (float)0.5 * f * f, dk = (float)k;
+    const float y = s * (hfsq + R) + dk * -2.12194440e-4f - hfsq + f + dk * 0.693359375f;
+    return (x > 0) & (x <= 3.40282347e+38f) ? y : (x == 0 ? -INFINITY : (x > 0 ? x : NAN));
+}
+/* log(1 + x): the rounding of u = 1 + x corrected by (x - (u - 1)) / u; -inf at -1 */
+static inline float rnnc_log1pf(float x)
+{
+    const float u = 1 + x;
+    const float c = (u > 0) & (u != 1) & (u <= 3.40282347e+38f) ? (x - (u - 1)) / u : 0;
+    const float y = u == 1 ? x : rnnc_logf(u) + c;
+    return x != x ? x : y;
+}
 static inline float rnnc_sigmoidf(float u) { const float e = rnnc_expf(-fabsf(u)), s = 1 / (1 + e); return u >= 0 ? s : e * s; }
-static inline float rnnc_softplusf(float u) { return (u > 0 ? u : 0) + log1pf(rnnc_expf(-fabsf(u))); }
+static inline float rnnc_softplusf(float u) { return (u > 0 ? u : 0) + rnnc_log1pf(rnnc_expf(-fabsf(u))); }
 static inline float rnnc_softsignf(float u) { return u / (1 + fabsf(u)); }
 static inline float rnnc_hardsigmoidf(float u) { const float v = u / 6 + (float)0.5; return v < 0 ? 0 : (v > 1 ? 1 : v); }
 static inline float rnnc_reluf(float u) { return u <= 0 ? 0 : u; }
