@@ -121,6 +121,17 @@ def test_step_graph_levels_differ_as_described(tmp_path, capsys):
     assert counts["ops"] > counts["named"] > counts["fused"]
 
 
+def test_a_merged_linear_map_is_labelled_with_all_its_terms():
+    """PyTorch's form W_ii x + W_hi h + b_ii + b_hi lowers to one linear node: its label
+    names every product and bias, not only the first."""
+    import rnncompiler as rc
+    from rnncompiler.cli.graphs import node_label, step_graph
+    g, names = step_graph(rc.cells.lstm_torch, {"I": 3, "H": 4}, "fused")
+    labels = [node_label(g, names, n) for n in g if g.nodes[n]["op"] == "linear"]
+    assert len(labels) == 4 and all(label.count(" + ") >= 2 for label in labels), labels
+    assert any("W_ii x[t] + W_hi h[t-1]" in label for label in labels), labels
+
+
 def test_bench_times_rnncompiler_and_torch_side_by_side():
     proc = rnnc("bench", CELLS + ":lstm", "--hidden", "4", "--steps", "3", "--batch", "2",
                 "--repeats", "2", "--dtype", "float64")

@@ -112,6 +112,7 @@ def equations_of(cell, sizes, level="named"):
 def node_label(g, names, n):
     """Two lines: the value's name, and what computes it."""
     from ..equations import _render
+    from ..graph import linear_terms
     d = g.nodes[n]
     name = names[n][0]
     if d["op"] == "param":
@@ -121,8 +122,9 @@ def node_label(g, names, n):
     if d["op"] == "ew":
         what = _render(d["expr"], d["args"], names)[0]
     elif d["op"] == "linear":
-        what = " ".join(names[a][0] for a in d["args"][1::-1])
-        what += " + %s" % names[d["args"][2]][0] if len(d["args"]) == 3 else ""
+        terms, biases = linear_terms(g, n)
+        what = " + ".join(["%s %s" % (names[w][0], names[v][0]) for v, w in terms]
+                          + [names[b][0] for b in biases])
     elif d["op"] == "concat":
         what = "[%s]" % "; ".join(names[a][0] for a in d["args"])
     else:
