@@ -17,14 +17,11 @@ import sympy
 
 from . import mathfn
 from .errors import CellError
+from .graph import linear_terms, topo_order
 
 # Piecewise-constant functions: derivative 0 where it exists and at their jumps too
 # (PyTorch's choice); sympy would give DiracDelta or an unevaluated derivative.
 STEP_FUNCTIONS = (sympy.sign, sympy.floor, sympy.ceiling, sympy.Heaviside)
-
-
-def _op_nodes(g):
-    return [n for n in g.nodes if g.nodes[n]["op"] not in ("input", "state", "param")]
 
 
 def lambdify_node(expr, n_args, extra=()):
@@ -64,7 +61,7 @@ def evaluate_step(g, params, x_t, states, fns=None):
         val["state." + s] = states[s]
     for name, _ in g.graph["params"]:
         val["param." + name] = params[name]
-    for n in _op_nodes(g):
+    for n in topo_order(g):
         d = g.nodes[n]
         args = [val[a] for a in d["args"]]
         if d["op"] == "ew":
@@ -72,9 +69,14 @@ def evaluate_step(g, params, x_t, states, fns=None):
                 fns[n] = lambdify_node(d["expr"], len(args))
             out = np.asarray(fns[n](*args), dtype=x_t.dtype)
             val[n] = np.array(np.broadcast_to(out, (B, d["size"])))
-        elif d["op"] == "linear":
-            out = args[0] @ args[1].T
-            val[n] = out + args[2] if len(args) == 3 else out
+        elif d["op"] == "linear":            # sum_k W_k v_k + sum of biases
+            terms, biases = linear_terms(g, n)
+            out = val[terms[0][0]] @ val[terms[0][1]].T
+            for v, W in terms[1:]:
+                out = out + val[v] @ val[W].T
+            for b in biases:
+                out = out + val[b]
+            val[n] = out
         elif d["op"] == "concat":
             val[n] = np.concatenate(args, axis=1)
         elif d["op"] == "reduce":
@@ -176,11 +178,12 @@ def _node_backward(g, n, adj, val, partials, add):
                 add(a, unbroadcast(adj * np.asarray(fn(*ops), dtype=adj.dtype),
                                    np.shape(val[a])))
     elif d["op"] == "linear":
-        v, W = val[args[0]], val[args[1]]
-        add(args[0], adj @ W)
-        add(args[1], adj.T @ v)
-        if len(args) == 3:
-            add(args[2], adj.sum(axis=0))
+        terms, biases = linear_terms(g, n)
+        for v, W in terms:
+            add(v, adj @ val[W])
+            add(W, adj.T @ val[v])
+        for b in biases:
+            add(b, adj.sum(axis=0))
     elif d["op"] == "concat":
         off = 0
         for a in args:
@@ -201,7 +204,7 @@ def backward_step(g, val, seeds, partials):
 
     for n, s in seeds.items():
         add(n, s)
-    for n in reversed(_op_nodes(g)):
+    for n in reversed(topo_order(g)):
         if n in adj:
             _node_backward(g, n, adj[n], val, partials, add)
     return adj

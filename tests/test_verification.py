@@ -503,3 +503,32 @@ def test_kinks_do_not_fail_the_equation_checks():
     report = rc.gradcheck(kinky, T=3, B=2, rtol=1e-6, atol=1e-9)
     assert report.ok, str(report)
     assert len(report.partials) >= 2 and all(p.points > 0 for p in report.partials)
+
+
+@pytest.mark.parametrize("name", ["rnn_tanh_torch", "lstm_torch", "gru_torch"])
+def test_the_evaluator_reads_merged_linear_maps_whole(name):
+    """PyTorch's forms fuse W_ih x + W_hh h + b_ih + b_hh into one linear node of two terms:
+    evaluating the fused graph (as the localised gradcheck does) gives the unfused graph's
+    values, and one backward step the same adjoints of parameters, input and states."""
+    from rnncompiler.evaluator import Partials, backward_step, evaluate_step
+    from rnncompiler.graph import build_graph, fuse_elementwise
+    cell = getattr(rc.cells, name)
+    g = build_graph(cell.spec, {"I": 3, "H": 4})
+    fg = fuse_elementwise(g)
+    assert any("terms" in fg.nodes[n] for n in fg), "no merged linear map to test"
+    rng = np.random.default_rng(0)
+    params = {p: rng.standard_normal(s) for p, s in g.graph["params"]}
+    x_t = rng.standard_normal((2, 3))
+    states = {s: rng.standard_normal((2, n)) for s, n in g.graph["states"]}
+    runs = []
+    for graph in (g, fg):
+        new, y, val = evaluate_step(graph, params, x_t, states)
+        adj = backward_step(graph, val, {graph.graph["output"]: np.ones_like(y)}, Partials(graph))
+        runs.append((new, y, {n: adj[n] for n in adj if n == "x" or n.startswith(("param.", "state."))}))
+    (new0, y0, adj0), (new1, y1, adj1) = runs
+    np.testing.assert_allclose(y1, y0, rtol=1e-12, atol=1e-12)
+    for s in new0:
+        np.testing.assert_allclose(new1[s], new0[s], rtol=1e-12, atol=1e-12)
+    assert sorted(adj1) == sorted(adj0)
+    for n in adj0:
+        np.testing.assert_allclose(adj1[n], adj0[n], rtol=1e-12, atol=1e-12, err_msg=n)
