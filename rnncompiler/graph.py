@@ -111,18 +111,18 @@ def topo_order(g):
 
 # ---------------------------------------------------------------- fusion
 
-def fuse_elementwise(g):
+def fuse_elementwise(g, keep=()):
     """Inline every elementwise node used once, by another elementwise node, into it.
 
-    Results (states, output) are never inlined; identity copies made for results are
+    Results (states, output) and the nodes in `keep` are never inlined; identity copies made for results are
     dropped when their operand is already a computed node; sums of linear maps become
     linear maps of several terms (merge_linear_sums). The result is the graph the compiled
     path lowers, not the one `evaluate` defines the semantics with.
     """
     g = g.copy()
     _drop_result_copies(g)
-    merge_linear_sums(g)
-    uses = _use_counts(g)
+    merge_linear_sums(g, keep)
+    uses = _use_counts(g, keep)
     merged = {}
     for n in topo_order(g):
         d = g.nodes[n]
@@ -153,12 +153,17 @@ def linear_terms(g, n):
     return ((d["args"][0], d["args"][1]),), tuple(d["args"][2:])
 
 
-def merge_linear_sums(g):
+def result_nodes(g):
+    """The nodes whose values leave the step: the new states and the output."""
+    return {node for _, node in g.graph["new_states"]} | {g.graph["output"]}
+
+
+def merge_linear_sums(g, keep=()):
     """W1 v1 + b1 + W2 v2 + b2, where nothing else reads the two maps, becomes one linear
     node of two terms: its products share one output and one tape slot, and lowering puts
     them in one bundle (cells written with separate input and hidden weights, as PyTorch's
-    are, then cost what the concatenated form costs)."""
-    results = {node for _, node in g.graph["new_states"]} | {g.graph["output"]}
+    are, then cost what the concatenated form costs). Maps in `keep` stay apart."""
+    results = result_nodes(g) | set(keep)
     for n in list(topo_order(g)):
         d = g.nodes[n]
         lins = d["args"]
@@ -193,13 +198,15 @@ def _terms(expr):
     return sum(1 for _ in sympy.preorder_traversal(expr))
 
 
-def _use_counts(g):
+def _use_counts(g, keep=()):
+    """How many nodes read each node; a result, or a node in `keep`, counts once more."""
     uses = {n: 0 for n in g}
     for n, d in g.nodes(data=True):
         for a in set(d["args"]):
             uses[a] += 1
-    for _, node in g.graph["new_states"] + [(None, g.graph["output"])]:
-        uses[node] += 1
+    for node in [node for _, node in g.graph["new_states"]] + [g.graph["output"]] + list(keep):
+        if node in uses:
+            uses[node] += 1
     return uses
 
 

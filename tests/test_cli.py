@@ -121,6 +121,22 @@ def test_step_graph_levels_differ_as_described(tmp_path, capsys):
     assert counts["ops"] > counts["named"] > counts["fused"]
 
 
+def test_the_named_graph_keeps_a_named_scalar():
+    """A value the cell names stays a node of the default graph level, a scalar too
+    (rc.mean of a vector): it is kept, not taken for a state."""
+    import rnncompiler as rc
+    from rnncompiler.cli.graphs import step_graph
+
+    @rc.cell(states=("h",))
+    def centred(x, h, p):
+        a = p.linear("W", rc.concat(h, x), bias="b")
+        m = rc.mean(a)
+        return {"h": rc.tanh(a - m)}
+    g, names = step_graph(centred, {"I": 3, "H": 4}, "named")
+    assert "m[t]" in {text for text, _ in names.values()}
+    assert [s for s, _ in g.graph["new_states"]] == ["h"]
+
+
 def test_a_merged_linear_map_is_labelled_with_all_its_terms():
     """PyTorch's form W_ii x + W_hi h + b_ii + b_hi lowers to one linear node: its label
     names every product and bias, not only the first."""

@@ -28,14 +28,15 @@ def step_graph(cell, sizes, level="named"):
     if level not in LEVELS:
         raise ValueError("level: expected one of %s, got %r" % (", ".join(LEVELS), level))
     g = build_graph(cell.spec, sizes)
+    assigned = source_names(cell, g)
     if level == "fused":
         g = fuse_elementwise(g)
     elif level == "named":
-        g = _fuse_keeping(g, set(source_names(cell, g)))
+        g = fuse_elementwise(g, keep=set(assigned))
     names = display_names(g)
     if level != "fused":
         taken = {text.split("[")[0] for text, _ in names.values()}
-        for n, var in source_names(cell, g).items():
+        for n, var in assigned.items():
             if n in g and names[n][0].startswith("v") and var not in taken:
                 names[n] = ("%s[t]" % var, "%s_{t}" % _tex_name(var))
                 taken.add(var)
@@ -50,13 +51,14 @@ def _tex_name(name):
 def source_names(cell, g):
     """node -> the variable the cell's code assigns it to: the last operation on a line
     `name = ...` of the cell function (results keep their state names)."""
+    from ..graph import result_nodes
     try:
         lines, start = inspect.getsourcelines(cell.fn)
         fname = inspect.getsourcefile(cell.fn) or ""
     except (OSError, TypeError):
         return {}
     base = fname.replace("\\", "/").rsplit("/", 1)[-1]
-    results = {node for _, node in g.graph["new_states"]} | {g.graph["output"]}
+    results = result_nodes(g)
     last = {}
     for n, d in g.nodes(data=True):
         file, _, line = str(d.get("where", "")).rpartition(":")
@@ -69,18 +71,6 @@ def source_names(cell, g):
             if m:
                 out[n] = m.group(1)
     return out
-
-
-def _fuse_keeping(g, keep):
-    """fuse_elementwise, but the nodes in `keep` stay materialised (they count as results
-    while fusing)."""
-    from ..graph import fuse_elementwise
-    g = g.copy()
-    real = list(g.graph["new_states"])
-    g.graph["new_states"] = real + [("keep.%s" % n, n) for n in sorted(keep)]
-    fused = fuse_elementwise(g)
-    fused.graph["new_states"] = fused.graph["new_states"][:len(real)]
-    return fused
 
 
 def rename_equations(eqs, old, new):
