@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import hashlib
 import importlib.machinery
 import importlib.util
@@ -74,7 +75,14 @@ def _sha256(path):
 
 
 def machine_identity():
-    """What the binary depends on besides the C: CPU features, Python ABI, BLAS."""
+    """What the binary depends on besides the C: CPU features, Python ABI, BLAS, and the
+    sanitizers (read from the environment on every call)."""
+    return dict(_fixed_machine_identity(), sanitize=sanitize_flags())
+
+
+@functools.lru_cache(maxsize=None)
+def _fixed_machine_identity():
+    """The part of machine_identity that cannot change while the process runs: read once."""
     flags = ""
     try:
         with open("/proc/cpuinfo") as f:
@@ -85,8 +93,7 @@ def machine_identity():
     except OSError:
         pass
     return {"machine": platform.machine(), "cpu": hashlib.sha256(flags.encode()).hexdigest()[:16],
-            "abi": sysconfig.get_config_var("EXT_SUFFIX") or "", "blas": blas_identity(),
-            "sanitize": sanitize_flags()}
+            "abi": sysconfig.get_config_var("EXT_SUFFIX") or "", "blas": blas_identity()}
 
 
 def blas_identity():
@@ -238,11 +245,12 @@ def runtime_object():
 SHARED_WRAPPER = "_rnnc_wrapper"
 
 
+@functools.lru_cache(maxsize=None)
 def shared_wrapper_c(cdef):
     """The C of the cffi wrapper exposing `cdef`, compiled once per real type and linked
     into every kernel, whose own module entry (entry_c) passes its name in; None if this
     cffi writes its module init in a shape not recognised (each kernel then compiles its
-    whole wrapper)."""
+    whole wrapper). Emitted once per process and cdef."""
     tmp = tempfile.mkdtemp(prefix="build-", dir=cache_root())
     try:
         with open(_emit_wrapper(tmp, SHARED_WRAPPER, cdef, "#include <stddef.h>\n" + cdef)) as f:

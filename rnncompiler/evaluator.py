@@ -89,11 +89,10 @@ def evaluate_step(g, params, x_t, states, fns=None):
 @dataclass
 class Trace:
     """A forward run kept whole: outputs, final states, and per step t the values of every
-    node (`values[t]`) and the states read at t (`read[t]`, before masking by lengths)."""
+    node (`values[t]`; the states read at t among them)."""
     outputs: np.ndarray
     states: dict
     values: list
-    read: list
     valid: np.ndarray          # (T, B) bool: step t counts for row b
 
 
@@ -108,15 +107,14 @@ def trace(g, params, x, state0=None, lengths=None, fns=None):
     valid = np.arange(T)[:, None] < lengths[None, :]
     ys = np.zeros((T, B, g.nodes[g.graph["output"]]["size"]), x.dtype)
     fns = {} if fns is None else fns
-    values, read = [], []
+    values = []
     for t in range(T):
-        read.append(states)
         new, y, val = evaluate_step(g, params, x[t], states, fns)
         values.append(val)
         keep = valid[t][:, None]
         states = {s: np.where(keep, new[s], states[s]) for s in states}
         ys[t] = np.where(keep, y, 0)
-    return Trace(ys, states, values, read, valid)
+    return Trace(ys, states, values, valid)
 
 
 def evaluate(g, params, x, state0=None, lengths=None):

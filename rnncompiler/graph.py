@@ -225,12 +225,6 @@ def _drop_result_copies(g):
 
 # ---------------------------------------------------------------- the numpy reference
 
-def evaluate_step(g, params, x_t, states, fns=None):
-    """One step of the graph in numpy: (new states dict, output, all node values)."""
-    from .evaluator import evaluate_step as run_step
-    return run_step(g, params, x_t, states, fns)
-
-
 def evaluate(g, params, x, state0=None, lengths=None):
     """Run the step graph over x (T, B, I) in numpy; returns (outputs, final states).
     The evaluator itself, with its backward pass, is rnncompiler.evaluator."""

@@ -22,6 +22,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .kernel import check_lengths
+
 # kernel -> its custom_vjp function, built once: JAX caches what it compiles for a callback
 # by the callback's identity, so a new one per call would compile again on every call
 _FUNCTIONS = weakref.WeakKeyDictionary()
@@ -148,8 +150,7 @@ def _check_range(lengths, T):
         values = np.asarray(lengths)
     except jax.errors.TracerArrayConversionError:
         return
-    if values.size and (values.min() < 0 or values.max() > T):
-        raise ValueError("lengths: every length must be in [0, %d], got %s" % (T, values.tolist()))
+    check_lengths(values, T, values.shape[0])
 
 
 def _params(kern, params, dtype):

@@ -168,6 +168,7 @@ class Kernel:
         states every k steps: backward recomputes the rest)."""
         args, n_work = self._prepare(params, x, state0, lengths, keep=True)
         T, B = args[0], args[1]
+        spans = None if self._segmented(T) else self._spans(B)
         if self._segmented(T):
             work = self._pool.take(self._workspace_size(False, self.checkpoint, B), self.dtype)
             try:
@@ -176,8 +177,8 @@ class Kernel:
                 self._pool.give(work)
             res = ForwardResult(y, self._split_states(rows), self._key, args, None, marks)
             history = {}                 # per-step states are not kept: outputs are checked
-        elif self._spans(B):
-            y, rows, parts = parallel.forward(self, args, self._spans(B), keep=True)
+        elif spans:
+            y, rows, parts = parallel.forward(self, args, spans, keep=True)
             res = ForwardResult(y, self._split_states(rows), self._key, args, None, None, parts)
             for _, work in parts:
                 weakref.finalize(res, self._pool.give, work)
@@ -208,8 +209,9 @@ class Kernel:
     def infer(self, params, x, state0=None, lengths=None):
         """Forward without a tape (less memory): (outputs, final states)."""
         args, n_work = self._prepare(params, x, state0, lengths, keep=False)
-        if self._spans(args[1]):
-            y, rows, parts = parallel.forward(self, args, self._spans(args[1]), keep=False)
+        spans = self._spans(args[1])
+        if spans:
+            y, rows, parts = parallel.forward(self, args, spans, keep=False)
             for _, work in parts:
                 self._pool.give(work)
             return y, self._split_states(rows)

@@ -48,7 +48,8 @@ def slice_args(args, lo, hi):
 
 def _each(fn, items):
     """fn over items at once, on the pool (the first in this thread); results in order."""
-    futures = [_executor(len(items)).submit(fn, *item) for item in items[1:]]
+    pool = _executor(max(len(items) - 1, 1))
+    futures = [pool.submit(fn, *item) for item in items[1:]]
     first = fn(*items[0])
     return [first] + [f.result() for f in futures]
 

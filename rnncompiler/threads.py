@@ -7,6 +7,7 @@ splits large batches over n threads, each running the whole loop for its rows
 """
 from __future__ import annotations
 
+import functools
 import os
 
 _num_threads = None      # set by rc.set_num_threads
@@ -25,6 +26,7 @@ def _from_environment():
     return n
 
 
+@functools.lru_cache(maxsize=None)
 def _cores():
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 

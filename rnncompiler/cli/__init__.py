@@ -99,22 +99,21 @@ def cmd_check(args):
     import rnncompiler as rc
     cell = load_cell(args.cell)
     sizes = parse_sizes(args.size)
-    report = rc.gradcheck(cell, input_size=args.input_size, hidden_size=args.hidden_size,
-                          T=args.steps, B=args.batch, seed=args.seed, sizes=sizes)
+    kern = rc.compile(cell, args.input_size, args.hidden_size, "float64", sizes=sizes)
+    report = rc.gradcheck(kern, T=args.steps, B=args.batch, seed=args.seed)
     print(report)
     if args.plot:
-        _plot_flow(cell, args, sizes)
+        _plot_flow(cell, kern, args)
     return 0 if report.ok else 1
 
 
-def _plot_flow(cell, args, sizes):
+def _plot_flow(cell, kern, args):
     import numpy as np
     import rnncompiler as rc
     try:
         from matplotlib.figure import Figure
     except ImportError:
         raise UsageError("--plot needs matplotlib: pip install matplotlib") from None
-    kern = rc.compile(cell, args.input_size, args.hidden_size, "float64", sizes=sizes)
     rng = np.random.default_rng(args.seed)
     x = rng.standard_normal((args.plot_steps, args.batch, kern.input_size))
     flow = rc.gradient_flow(kern, kern.init_params(seed=args.seed), x)

@@ -23,7 +23,7 @@ COLOURS = {"param": "#f6c28b", "state": "#9cc3e6", "input": "#9cc3e6", "state0":
 
 def step_graph(cell, sizes, level="named"):
     """(graph, names): the step graph at `level` and node -> (text, latex) names."""
-    from ..equations import display_names
+    from ..equations import _tex, display_names
     from ..graph import build_graph, fuse_elementwise
     if level not in LEVELS:
         raise ValueError("level: expected one of %s, got %r" % (", ".join(LEVELS), level))
@@ -38,14 +38,9 @@ def step_graph(cell, sizes, level="named"):
         taken = {text.split("[")[0] for text, _ in names.values()}
         for n, var in assigned.items():
             if n in g and names[n][0].startswith("v") and var not in taken:
-                names[n] = ("%s[t]" % var, "%s_{t}" % _tex_name(var))
+                names[n] = ("%s[t]" % var, "%s_{t}" % _tex(var))
                 taken.add(var)
     return g, names
-
-
-def _tex_name(name):
-    head, _, tail = name.partition("_")
-    return "%s_{%s}" % (head, tail.replace("_", r"\_")) if tail else name
 
 
 def source_names(cell, g):

@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 import sympy
 
 from ..autodiff import EwGrad, ew_reads
-from ..graph import LEAVES, linear_terms, param_name, topo_order
+from ..graph import LEAVES, linear_terms, param_name, result_nodes, topo_order
 from .microkernel import panel_size
 
 CHUNK = 64      # steps per hoisted GEMM: bounds memory without a tape, keeps GEMMs large
@@ -141,10 +141,9 @@ def plan_bundles(g, params):
 
 def _elided(g, bundle_of):
     """Concats whose every consumer is a linear map (which reads the parts directly)."""
-    out = set()
+    out, results = set(), result_nodes(g)
     for n in topo_order(g):
         d = g.nodes[n]
-        results = {node for _, node in g.graph["new_states"]} | {g.graph["output"]}
         if d["op"] == "concat" and n not in results and all(
                 s in bundle_of for s in g.successors(n)):
             out.add(n)
@@ -259,7 +258,7 @@ def saved_activations(g, bwd, bundle_of):
     forward loop then stores F(E) in a_k's slot, and the backward loop reads it there
     instead of computing F again (the LSTM's and GRU's gates: no exponentials in backward)."""
     grads = {op.node: op for op in bwd.ops if isinstance(op, EwGrad)}
-    results = {node for _, node in g.graph["new_states"]} | {g.graph["output"]}
+    results = result_nodes(g)
     saved = {}
     for n, op in grads.items():
         expr, chosen = g.nodes[n]["expr"], {}

@@ -10,6 +10,14 @@ import numpy as np
 from .tree import flatten, unflatten
 
 
+def _slot(state, name, p):
+    """The optimizer state `name` of parameter p, zeros when first asked for (made once,
+    not on every step)."""
+    if name not in state:
+        state[name] = np.zeros_like(p)
+    return state[name]
+
+
 def _lerp(start, end, weight):
     """torch.lerp's formula (two branches for accuracy near either end)."""
     if abs(weight) < 0.5:
@@ -104,17 +112,17 @@ class RMSProp(Optimizer):
     def _update(self, p, g, state, lr):
         if self.weight_decay:
             g = g + self.weight_decay * p
-        sq = state.setdefault("square_avg", np.zeros_like(p))
+        sq = _slot(state, "square_avg", p)
         sq *= self.alpha
         sq += (1 - self.alpha) * g * g
         if self.centered:
-            ga = state["grad_avg"] = _lerp(state.get("grad_avg", np.zeros_like(p)), g,
+            ga = state["grad_avg"] = _lerp(_slot(state, "grad_avg", p), g,
                                            1 - self.alpha)
             avg = np.sqrt(sq - ga * ga) + self.eps
         else:
             avg = np.sqrt(sq) + self.eps
         if self.momentum > 0:
-            buf = state.setdefault("momentum_buffer", np.zeros_like(p))
+            buf = _slot(state, "momentum_buffer", p)
             buf *= self.momentum
             buf += g / avg
             p -= lr * buf
@@ -142,8 +150,8 @@ class Adam(Optimizer):
                 p *= 1 - lr * self.weight_decay
             else:
                 g = g + self.weight_decay * p
-        m = state["exp_avg"] = _lerp(state.get("exp_avg", np.zeros_like(p)), g, 1 - self.beta1)
-        v = state.setdefault("exp_avg_sq", np.zeros_like(p))
+        m = state["exp_avg"] = _lerp(_slot(state, "exp_avg", p), g, 1 - self.beta1)
+        v = _slot(state, "exp_avg_sq", p)
         v *= self.beta2
         v += (1 - self.beta2) * g * g
         if self.amsgrad:

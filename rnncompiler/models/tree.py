@@ -45,10 +45,6 @@ def tree_map(fn, tree, *rest):
     return fn(tree, *rest)
 
 
-def zeros_like(tree):
-    return tree_map(np.zeros_like, tree)
-
-
 def tree_add(a, b):
     """a + b leaf by leaf; a leaf missing from one side counts as zero."""
     out = dict(a)
