@@ -66,7 +66,7 @@ STEP_FUNCTIONS = (sympy.sign, sympy.floor, sympy.ceiling, sympy.Heaviside)
 
 def _diff(f, a):
     """df/da with the derivatives of step functions set to 0 (kinks as in PyTorch)."""
-    d = sympy.diff(f, a)
+    d = mathfn.mod_derivatives(sympy.diff(f, a))
     d = d.replace(lambda e: isinstance(e, sympy.Derivative) and isinstance(e.expr, STEP_FUNCTIONS),
                   lambda e: sympy.S.Zero)
     return d.replace(lambda e: isinstance(e, sympy.DiracDelta), lambda e: sympy.S.Zero)

@@ -40,7 +40,7 @@ def partial(expr, k, hand_written=False, where=""):
     """
     a = sympy.Symbol("a%d" % k, real=True)
     f = expr if hand_written else mathfn.expand_activations(expr)
-    d = sympy.diff(f, a)
+    d = mathfn.mod_derivatives(sympy.diff(f, a))
     d = d.replace(lambda e: isinstance(e, sympy.Derivative)
                   and isinstance(e.expr, STEP_FUNCTIONS), lambda e: sympy.S.Zero)
     d = d.replace(lambda e: isinstance(e, sympy.DiracDelta), lambda e: sympy.S.Zero)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import networkx as nx
 import sympy
 
+from . import mathfn
 from .errors import CellError
 from .expr import Term, to_sympy
 
@@ -45,8 +46,8 @@ def build_graph(spec, sizes):
 def _sympy_expr(node):
     """The node's expression in sympy (the cell language traces arithmetic without it)."""
     if not isinstance(node.expr, Term):
-        return node.expr
-    expr = to_sympy(node.expr)
+        return None if node.expr is None else mathfn.real_roots(node.expr)
+    expr = mathfn.real_roots(to_sympy(node.expr))
     if expr.has(sympy.zoo, sympy.nan, sympy.oo, sympy.I):
         raise CellError("%s: the expression %s is not finite or not real" % (node.where, expr))
     return expr

@@ -14,6 +14,7 @@ import numpy as np
 import sympy
 from sympy.core.function import AppliedUndef
 from sympy.printing.c import C99CodePrinter
+from sympy.printing.precedence import PRECEDENCE
 from sympy.codegen.ast import real, float32, float64
 
 from .errors import CellError
@@ -83,6 +84,23 @@ class Relu(sympy.Function):
         return _step(self.args[0], strict_lo=True)
 
 
+class Cbrt(sympy.Function):
+    """The real cube root (-2 at -8), as C's cbrt and numpy's cbrt; derivative
+    1 / (3 cbrt(u)^2). sympy's u**(1/3) is the principal (complex) root: real_roots()
+    rewrites it into this function, so that the value, its derivative, the C and the
+    reference agree on negative u."""
+    nargs = 1
+
+    def fdiff(self, argindex=1):
+        return 1 / (3 * self ** 2)
+
+    def _latex(self, printer, exp=None):
+        return r"\sqrt[3]{%s}" % printer._print(self.args[0]) + ("^{%s}" % exp if exp else "")
+
+    def _sympystr(self, printer):
+        return "cbrt(%s)" % printer._print(self.args[0])
+
+
 class Clip(sympy.Function):
     """clip(u, lo, hi) with constant bounds; derivative 1 on [lo, hi] as torch.clamp."""
     nargs = 3
@@ -113,7 +131,29 @@ FUNCTIONS = {
     "Relu": (Relu,
              "return u <= 0 ? 0 : u;",        # NaN stays NaN, as in numpy and torch
              lambda u: np.where(u > 0, u, 0 * u)),
+    "Cbrt": (Cbrt, "return CBRT(u);", np.cbrt),
 }
+
+
+def mod_derivatives(expr):
+    """expr with sympy's unevaluated derivatives of Mod(u, v) = u - v floor(u/v) written
+    out: du - floor(u/v) dv, PyTorch's choice for remainder (floor's jumps count 0)."""
+    def is_mod_derivative(e):
+        return isinstance(e, sympy.Derivative) and isinstance(e.expr, sympy.Mod)
+
+    def written_out(e):
+        (u, v), s = e.expr.args, e.variables
+        return sympy.diff(u, *s) - sympy.floor(u / v) * sympy.diff(v, *s)
+    return expr.replace(is_mod_derivative, written_out)
+
+
+def real_roots(expr):
+    """expr with every u**(p/3) written as cbrt(u)**p: the cell language means the real
+    cube root, which C's cbrt computes, where sympy's power is the principal root."""
+    def is_cube_root(e):
+        return e.is_Pow and e.exp.is_Rational and e.exp.q == 3
+
+    return expr.replace(is_cube_root, lambda e: Cbrt(e.base) ** e.exp.p)
 
 
 def _np_clip(u, lo, hi):
@@ -126,6 +166,9 @@ NUMPY_FUNCTIONS["Clip"] = _np_clip
 for _name in ("erf", "erfc", "gamma"):
     NUMPY_FUNCTIONS[_name] = np.vectorize(getattr(math, _name), otypes=[float])
 NUMPY_FUNCTIONS["loggamma"] = np.vectorize(math.lgamma, otypes=[float])
+# numpy's own step function: sympy's numpy printer would rewrite Heaviside into a Piecewise,
+# which fails on conditions in several variables
+NUMPY_FUNCTIONS["Heaviside"] = lambda u, h=0.5: np.heaviside(u, h)
 
 
 # Vectorisable exp, expm1 (of arguments <= 0) and tanh (log and log1p below): Cody-Waite
@@ -284,7 +327,7 @@ def c_helpers(dtype, fast=False):
     ctype = "float" if f else "double"
     exp = "rnnc_exp" if fast else "exp"
     macros = {"EXP": exp, "LOG1P": "rnnc_log1p" if fast else "log1p", "FABS": "fabs",
-              "FMAX": "fmax", "FMIN": "fmin"}
+              "FMAX": "fmax", "FMIN": "fmin", "CBRT": "cbrt"}
     out = [fast_math_helpers(dtype)] if fast else []
     for name, (_, body, _) in FUNCTIONS.items():
         for macro, fn in macros.items():
@@ -292,28 +335,81 @@ def c_helpers(dtype, fast=False):
         body = body.replace("(real)", "(%s)" % ctype).replace("real ", ctype + " ")
         out.append("static inline %s rnnc_%s%s(%s u) { %s }"
                    % (ctype, name.lower(), suffix, ctype, body))
-    # ternaries, not fmin/fmax: they vectorise and keep NaN, as torch.clamp does
-    out.append("static inline %s rnnc_clip%s(%s u, %s lo, %s hi) "
-               "{ return u < lo ? lo : (u > hi ? hi : u); }" % (ctype, suffix, ctype, ctype, ctype))
+    # ternaries, not fmin/fmax: they vectorise and keep NaN, as torch.clamp and numpy do
+    out += [line.replace("T ", ctype + " ").replace("F(", suffix + "(") for line in _NAN_KEEPING]
     return "\n".join(out)
 
 
+# Elementwise helpers that keep NaN as numpy does (C's fmax, fmin and comparisons drop it)
+_NAN_KEEPING = (
+    "static inline T rnnc_clipF(T u, T lo, T hi) { return u < lo ? lo : (u > hi ? hi : u); }",
+    "static inline T rnnc_maxF(T a, T b) { return a > b || a != a ? a : b; }",
+    "static inline T rnnc_minF(T a, T b) { return a < b || a != a ? a : b; }",
+    # numpy's and Python's modulo: the divisor's sign (C's fmod keeps the dividend's),
+    # exact as fmod is, NaN for a zero divisor
+    "static inline T rnnc_modF(T a, T b) "
+    "{ const T m = fmodF(a, b); return m != 0 ? ((b < 0) != (m < 0) ? m + b : m) : copysignF(0, b); }",
+    "static inline T rnnc_signF(T u) { return u > 0 ? 1 : (u < 0 ? -1 : u); }",
+    "static inline T rnnc_heavisideF(T u, T h) "
+    "{ return u < 0 ? 0 : (u > 0 ? 1 : (u == 0 ? h : u)); }",
+)
+
+
 class CPrinter(C99CodePrinter):
-    """C99 printer for one real type: the activation helpers, x*x for small powers."""
+    """C99 printer for one real type, with the semantics of numpy (the reference): every
+    number a literal of that type (no integer division, no M_PI outside POSIX), a
+    quotient's denominator parenthesised, Max/Min/sign/Heaviside keeping NaN, Mod the
+    floored modulo, a Piecewise without a default NaN where no branch holds, and
+    u**(1/3) the principal root (NaN below 0; the cell language's cube root is Cbrt)."""
 
     def __init__(self, dtype="float64", fast=False):
         alias = float32 if dtype == "float32" else float64
         suffix = "f" if dtype == "float32" else ""
         user = {f: "rnnc_" + f + suffix for f in ("exp", "tanh", "log", "log1p")} if fast else {}
-        super().__init__({"type_aliases": {real: alias}, "strict": True, "user_functions": user})
+        super().__init__({"type_aliases": {real: alias}, "strict": True, "user_functions": user,
+                          "math_macros": {}})
         self._suffix = suffix
+        self._dtype = np.float32 if dtype == "float32" else np.float64
+
+    def _helper(self, name, args):
+        return "rnnc_%s%s(%s)" % (name, self._suffix, ", ".join(self._print(a) for a in args))
 
     def _print_Function(self, expr):
         name = type(expr).__name__
         if name in FUNCTIONS or name == "Clip":
-            args = ", ".join(self._print(a) for a in expr.args)
-            return "rnnc_%s%s(%s)" % (name.lower(), self._suffix, args)
+            return self._helper(name.lower(), expr.args)
         return super()._print_Function(expr)
+
+    def _literal(self, value):
+        """A real literal of the kernel's type: INFINITY/NAN where the type has no such
+        finite number, 0 where it underflows."""
+        v = self._dtype(value)
+        if v != v:
+            return "NAN"
+        if np.isinf(v):
+            return "INFINITY" if v > 0 else "-INFINITY"
+        text = repr(float(v)) if self._dtype is np.float64 else str(v)   # shortest round trip
+        if "e" not in text and "." not in text:
+            text += ".0"
+        return text + ("F" if self._suffix else "")
+
+    def _print_Integer(self, expr):
+        return self._literal(float(expr) if abs(expr) < 2**1000 else math.copysign(math.inf, expr))
+
+    def _print_Float(self, expr):
+        return self._literal(float(expr))
+
+    def _print_Rational(self, expr):
+        p, q = int(expr.p), int(expr.q)
+        if abs(p) < 2**24 and q < 2**24:       # exact in both types: one rounding
+            return "(%s/%s)" % (self._literal(p), self._literal(q))
+        return self._literal(float(expr))
+
+    def _print_NumberSymbol(self, expr):
+        return self._literal(float(expr.evalf(20)))
+
+    _print_Pi = _print_Exp1 = _print_EulerGamma = _print_Catalan = _print_GoldenRatio = \
+        _print_TribonacciConstant = _print_NumberSymbol
 
     def _print_Pow(self, expr):
         base, e = expr.args
@@ -321,14 +417,52 @@ class CPrinter(C99CodePrinter):
             b = self.parenthesize(base, 100)  # always parenthesised
             return "(" + "*".join([b] * int(e)) + ")"
         if e.is_Integer and -4 <= int(e) <= -1:
-            one = "1.0F" if self._suffix else "1.0"
-            return "(%s/%s)" % (one, self._print(base ** (-e)))
-        return super()._print_Pow(expr)
+            # the denominator as one operand: 1/(1 + exp(u)), not 1/1 + exp(u)
+            den = self.parenthesize(base ** (-e), PRECEDENCE["Mul"])
+            return "(%s/%s)" % (self._literal(1), den)
+        if e == sympy.Rational(1, 2):
+            return "sqrt%s(%s)" % (self._suffix, self._print(base))
+        if e == sympy.Rational(-1, 2):
+            return "(%s/sqrt%s(%s))" % (self._literal(1), self._suffix, self._print(base))
+        if base == sympy.E:
+            return self._print(sympy.exp(e, evaluate=False))
+        # pow: NaN for a negative base and a fractional exponent, as numpy (not cbrt)
+        return "pow%s(%s, %s)" % (self._suffix, self._print(base), self._print(e))
+
+    def _print_Mod(self, expr):
+        return self._helper("mod", expr.args)
+
+    def _nested(self, name, args):
+        text = self._print(args[-1])
+        for a in reversed(args[:-1]):
+            text = "rnnc_%s%s(%s, %s)" % (name, self._suffix, self._print(a), text)
+        return text
+
+    def _print_Max(self, expr):
+        return self._nested("max", expr.args)
+
+    def _print_Min(self, expr):
+        return self._nested("min", expr.args)
+
+    def _print_sign(self, expr):
+        return self._helper("sign", expr.args)
+
+    def _print_Heaviside(self, expr):
+        u, *h = expr.args
+        return self._helper("heaviside", [u, h[0] if h else sympy.Rational(1, 2)])
+
+    def _print_BooleanTrue(self, expr):
+        return "1"                  # sympy's `true` needs <stdbool.h>
+
+    def _print_BooleanFalse(self, expr):
+        return "0"
 
     def _print_Piecewise(self, expr):
-        # one line: (c0 ? e0 : (c1 ? e1 : e2))
-        *pieces, (last, _) = expr.args
-        text = self._print(last)
+        # one line: (c0 ? e0 : (c1 ? e1 : e2)); NaN where no condition holds, as numpy
+        pieces = list(expr.args)
+        text = "NAN"
+        if pieces[-1].cond == True:  # noqa: E712 (sympy's true)
+            text = self._print(pieces.pop().expr)
         for value, cond in reversed(pieces):
             text = "(%s ? %s : %s)" % (self._print(cond), self._print(value), text)
         return text
@@ -370,11 +504,11 @@ def make_activation(name, forward, derivative):
     def fdiff(self, argindex=1):
         if derivative is None:
             u = sympy.Dummy("u", real=True)
-            return sympy.diff(forward(u), u).xreplace({u: self.args[0]})
-        return sympy.sympify(derivative(self.args[0], self))
+            return sympy.diff(real_roots(sympy.sympify(forward(u))), u).xreplace({u: self.args[0]})
+        return real_roots(sympy.sympify(derivative(self.args[0], self)))
 
     def rnnc_forward(self, u):
-        return sympy.sympify(forward(u))
+        return real_roots(sympy.sympify(forward(u)))
 
     return type("Act_" + name, (sympy.Function,), {
         "nargs": 1, "fdiff": fdiff, "_rnnc_forward": rnnc_forward,

@@ -1,6 +1,8 @@
 """Cells that exercise the corners of lowering: linear maps and concats as results, the
 same operand twice, a weight shared by two bundles, a constant state, powers of vectors,
 nested linear maps, outputs read again within the step."""
+import sympy
+
 import rnncompiler as rc
 
 CORNER_CELLS = {}
@@ -94,3 +96,24 @@ def bias_only_some(x, h, p):
 def shared_bias(x, h, p):
     z = rc.concat(h, x)
     return {"h": rc.tanh(p.linear("A", z, bias="b")) + rc.sigmoid(p.linear("B", z, bias="b"))}
+
+# ---- forms of hand-written math the C printer must print with numpy's meaning
+
+@reg
+@rc.cell(states=("h",), output="h")
+def hand_sigmoid(x, h, p):
+    a = p.linear("A", rc.concat(x, h), bias="a")
+    b = p.linear("B", h)
+    g = rc.elementwise(lambda s, t: 1 / (1 + sympy.exp(-s * t)), a, b)   # a sigmoid, by hand
+    return {"h": rc.tanh(g) * 0.5 + h * 0.5}
+
+@reg
+@rc.cell(states=("h",), output="h")
+def printer_forms(x, h, p):
+    a = p.linear("A", rc.concat(x, h), bias="a")
+    # the real cube root of negative values, pi, a reciprocal standing alone as an argument
+    r = rc.elementwise(lambda u: sympy.cbrt(u - 1) + sympy.tanh(1 / (1 + sympy.exp(u))), a)
+    # Python's modulo (the divisor's sign), NaN-keeping Max/Min, sign, Rational constants
+    m = rc.elementwise(lambda u, v: sympy.Mod(u, 3) / 4 + sympy.Max(u, v / 2, -1)
+                       - sympy.Min(u, sympy.Rational(1, 3)) * sympy.sign(v) * sympy.pi / 7, a, h)
+    return {"h": rc.tanh(r * 0.5 + m / (2 + a * a) ** 2)}

@@ -66,7 +66,12 @@ static inline float rnnc_softplusf(float u) { return (u > 0 ? u : 0) + rnnc_log1
 static inline float rnnc_softsignf(float u) { return u / (1 + fabsf(u)); }
 static inline float rnnc_hardsigmoidf(float u) { const float v = u / 6 + (float)0.5; return v < 0 ? 0 : (v > 1 ? 1 : v); }
 static inline float rnnc_reluf(float u) { return u <= 0 ? 0 : u; }
+static inline float rnnc_cbrtf(float u) { return cbrtf(u); }
 static inline float rnnc_clipf(float u, float lo, float hi) { return u < lo ? lo : (u > hi ? hi : u); }
+static inline float rnnc_maxf(float a, float b) { return a > b || a != a ? a : b; }
+static inline float rnnc_minf(float a, float b) { return a < b || a != a ? a : b; }
+static inline float rnnc_signf(float u) { return u > 0 ? 1 : (u < 0 ? -1 : u); }
+static inline float rnnc_heavisidef(float u, float h) { return u < 0 ? 0 : (u > 0 ? 1 : (u == 0 ? h : u)); }
 
 #include <cblas.h>
 #include <pthread.h>
@@ -225,7 +230,7 @@ static void bwd_next0(int t, int B, const int *lengths, const float *restrict ne
         for (ptrdiff_t j = 0; j < 4; ++j) {
             const float g = gr[j];
             const float y = yr[j];
-            dr0[j] += g*(1 - (y*y));
+            dr0[j] += g*(1.0F - (y*y));
         }
     }
 }

@@ -66,7 +66,12 @@ static inline float rnnc_softplusf(float u) { return (u > 0 ? u : 0) + rnnc_log1
 static inline float rnnc_softsignf(float u) { return u / (1 + fabsf(u)); }
 static inline float rnnc_hardsigmoidf(float u) { const float v = u / 6 + (float)0.5; return v < 0 ? 0 : (v > 1 ? 1 : v); }
 static inline float rnnc_reluf(float u) { return u <= 0 ? 0 : u; }
+static inline float rnnc_cbrtf(float u) { return cbrtf(u); }
 static inline float rnnc_clipf(float u, float lo, float hi) { return u < lo ? lo : (u > hi ? hi : u); }
+static inline float rnnc_maxf(float a, float b) { return a > b || a != a ? a : b; }
+static inline float rnnc_minf(float a, float b) { return a < b || a != a ? a : b; }
+static inline float rnnc_signf(float u) { return u > 0 ? 1 : (u < 0 ? -1 : u); }
+static inline float rnnc_heavisidef(float u, float h) { return u < 0 ? 0 : (u > 0 ? 1 : (u == 0 ? h : u)); }
 
 #include <cblas.h>
 #include <pthread.h>
@@ -186,7 +191,7 @@ static void fwd_next0(int t, int B, const int *lengths, const float *restrict s0
             const float a4 = r4[j];
             const float t0 = rnnc_sigmoidf(a2);
             const float t1 = rnnc_tanhf(a1 + a3*t0);
-            o[j] = a0*a4 + t1*(1 - a0);
+            o[j] = a0*a4 + t1*(1.0F - a0);
             r1[j] = t1;
             r2[j] = t0;
         }
@@ -301,11 +306,11 @@ static void bwd_next0(int t, int B, const int *lengths, const float *restrict s0
             const float a2 = r2[j];
             const float a3 = r3[j];
             const float a4 = r4[j];
-            const float t0 = g*(1 - a0)*(1 - (a1*a1));
+            const float t0 = g*(1.0F - a0)*(1.0F - (a1*a1));
             const float t1 = a2*t0;
             dr0[j] += g*(-a1 + a4);
             dr1[j] += t0;
-            dr2[j] += a3*t1*(1 - a2);
+            dr2[j] += a3*t1*(1.0F - a2);
             dr3[j] += t1;
             dr4[j] += a0*g;
         }
@@ -324,7 +329,7 @@ static void bwd_v2(int t, int B, const int *lengths, const float *restrict v2, f
         for (ptrdiff_t j = 0; j < 4; ++j) {
             const float g = gr[j];
             const float y = yr[j];
-            dr0[j] += g*y*(1 - y);
+            dr0[j] += g*y*(1.0F - y);
         }
     }
 }

@@ -66,7 +66,12 @@ static inline float rnnc_softplusf(float u) { return (u > 0 ? u : 0) + rnnc_log1
 static inline float rnnc_softsignf(float u) { return u / (1 + fabsf(u)); }
 static inline float rnnc_hardsigmoidf(float u) { const float v = u / 6 + (float)0.5; return v < 0 ? 0 : (v > 1 ? 1 : v); }
 static inline float rnnc_reluf(float u) { return u <= 0 ? 0 : u; }
+static inline float rnnc_cbrtf(float u) { return cbrtf(u); }
 static inline float rnnc_clipf(float u, float lo, float hi) { return u < lo ? lo : (u > hi ? hi : u); }
+static inline float rnnc_maxf(float a, float b) { return a > b || a != a ? a : b; }
+static inline float rnnc_minf(float a, float b) { return a < b || a != a ? a : b; }
+static inline float rnnc_signf(float u) { return u > 0 ? 1 : (u < 0 ? -1 : u); }
+static inline float rnnc_heavisidef(float u, float h) { return u < 0 ? 0 : (u > 0 ? 1 : (u == 0 ? h : u)); }
 
 #include <cblas.h>
 #include <pthread.h>
@@ -286,8 +291,8 @@ static void bwd_next0(int t, int B, const int *lengths, const float *restrict L0
             const float a1 = r1[j];
             const float t0 = rnnc_tanhf(a1);
             const float t1 = a0*g;
-            dr0[j] += t0*t1*(1 - a0);
-            dr1[j] += t1*(1 - (t0*t0));
+            dr0[j] += t0*t1*(1.0F - a0);
+            dr1[j] += t1*(1.0F - (t0*t0));
         }
     }
 }
@@ -315,10 +320,10 @@ static void bwd_next1(int t, int B, const int *lengths, const float *restrict s1
             const float a3 = r3[j];
             const float t0 = a0*g;
             const float t1 = a2*g;
-            dr0[j] += a1*t0*(1 - a0);
+            dr0[j] += a1*t0*(1.0F - a0);
             dr1[j] += t0;
-            dr2[j] += a3*t1*(1 - a2);
-            dr3[j] += t1*(1 - (a3*a3));
+            dr2[j] += a3*t1*(1.0F - a2);
+            dr3[j] += t1*(1.0F - (a3*a3));
         }
     }
 }

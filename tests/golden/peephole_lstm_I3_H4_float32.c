@@ -66,7 +66,12 @@ static inline float rnnc_softplusf(float u) { return (u > 0 ? u : 0) + rnnc_log1
 static inline float rnnc_softsignf(float u) { return u / (1 + fabsf(u)); }
 static inline float rnnc_hardsigmoidf(float u) { const float v = u / 6 + (float)0.5; return v < 0 ? 0 : (v > 1 ? 1 : v); }
 static inline float rnnc_reluf(float u) { return u <= 0 ? 0 : u; }
+static inline float rnnc_cbrtf(float u) { return cbrtf(u); }
 static inline float rnnc_clipf(float u, float lo, float hi) { return u < lo ? lo : (u > hi ? hi : u); }
+static inline float rnnc_maxf(float a, float b) { return a > b || a != a ? a : b; }
+static inline float rnnc_minf(float a, float b) { return a < b || a != a ? a : b; }
+static inline float rnnc_signf(float u) { return u > 0 ? 1 : (u < 0 ? -1 : u); }
+static inline float rnnc_heavisidef(float u, float h) { return u < 0 ? 0 : (u > 0 ? 1 : (u == 0 ? h : u)); }
 
 #include <cblas.h>
 #include <pthread.h>
@@ -289,11 +294,11 @@ static void bwd_next0(int t, int B, const int *lengths, const float *restrict L0
             const float a1 = params[136 + j];
             const float a2 = r2[j];
             const float t0 = rnnc_tanhf(a2);
-            const float t1 = a0*t0*(1 - a0);
+            const float t1 = a0*t0*(1.0F - a0);
             const float t2 = g*t1;
             dr0[j] += t2;
             dparams[136 + j] += a2*t2;
-            dr2[j] += g*(a0*(1 - (t0*t0)) + a1*t1);
+            dr2[j] += g*(a0*(1.0F - (t0*t0)) + a1*t1);
         }
     }
 }
@@ -321,9 +326,9 @@ static void bwd_next1(int t, int B, const int *lengths, const float *restrict s1
             const float a3 = r3[j];
             const float a4 = params[68 + j];
             const float a5 = r5[j];
-            const float t0 = 1 - a0;
+            const float t0 = 1.0F - a0;
             const float t1 = a0*g*t0;
-            const float t2 = a5*(1 - a3);
+            const float t2 = a5*(1.0F - a3);
             const float t3 = a3*g;
             const float t4 = t2*t3;
             dr0[j] += a2*t1;
@@ -331,7 +336,7 @@ static void bwd_next1(int t, int B, const int *lengths, const float *restrict s1
             dr2[j] += g*(a0*a1*a2*t0 + a0 + a3*a4*t2);
             dr3[j] += t4;
             dparams[68 + j] += a2*t4;
-            dr5[j] += t3*(1 - (a5*a5));
+            dr5[j] += t3*(1.0F - (a5*a5));
         }
     }
 }

@@ -1,0 +1,229 @@
+"""Differential testing of the C printer: random sympy expressions over everything the
+cell language accepts, printed to C the way the kernels print them (sympy.cse, then
+mathfn.CPrinter, with the kernels' helpers and compiler flags), compiled once per batch
+and compared with sympy.lambdify in numpy (the reference evaluator's definition).
+
+A disagreement counts only when it is not rounding: where the two differ by more than
+the tolerance, the value is recomputed with mpmath at 50 digits and the C must be the
+one that is far from it; NaN against a number, or infinities of other signs, always
+count (numpy's semantics are the definition).
+"""
+from __future__ import annotations
+
+import ctypes
+import functools
+import os
+import random
+import subprocess
+import tempfile
+from dataclasses import dataclass
+
+import numpy as np
+import sympy
+
+from rnncompiler import build, mathfn
+from rnncompiler.autodiff import Y, local_partials
+from rnncompiler.codegen.elementwise import cse_lines
+from rnncompiler.errors import CellError
+from rnncompiler.evaluator import lambdify_node, partial
+
+A = [sympy.Symbol("a%d" % k, real=True) for k in range(3)]
+SOFTSIGN_BY_HAND = mathfn.make_activation("softsign_by_hand", lambda u: u / (1 + sympy.Abs(u)),
+                                          lambda u, y: 1 / (1 + sympy.Abs(u)) ** 2)
+SWISH = mathfn.make_activation("swish", lambda u: u / (1 + sympy.exp(-u)), None)
+
+# unary forms: activations, sympy's math, and the powers users write
+UNARY = [
+    mathfn.Sigmoid, sympy.tanh, mathfn.Relu, sympy.exp, mathfn.Softplus, mathfn.Softsign,
+    mathfn.HardSigmoid, sympy.Abs, sympy.sign, sympy.floor, sympy.ceiling, sympy.erf,
+    sympy.atan, sympy.sin, sympy.cos, sympy.asinh, sympy.cbrt, sympy.Heaviside,
+    SOFTSIGN_BY_HAND, SWISH,
+    lambda u: sympy.log(1 + u ** 2), lambda u: sympy.sqrt(1 + u ** 2),
+    lambda u: sympy.log(sympy.Abs(u) + sympy.Rational(1, 10)),
+    lambda u: -u, lambda u: 1 / u, lambda u: u ** -1, lambda u: u ** -2, lambda u: u ** -3,
+    lambda u: u ** 2, lambda u: u ** 3, lambda u: u ** 5, lambda u: sympy.Abs(u) ** sympy.Rational(3, 2),
+    lambda u: (1 + u ** 2) ** sympy.Rational(-1, 2), lambda u: sympy.Abs(u) ** 0.75,
+    lambda u: 1 / (1 + sympy.exp(-u)), lambda u: 1 / (1 + sympy.exp(u)),
+    lambda u: u / (1 + sympy.Abs(u)), lambda u: 0.5 * sympy.tanh(u) + 0.5,
+    lambda u: (u + 1) / 2, lambda u: mathfn.Clip(u, -1, sympy.Rational(1, 2)),
+    lambda u: sympy.pi * u, lambda u: sympy.E ** u / 3,
+    lambda u: sympy.Piecewise((u, u > 0), (sympy.Rational(1, 5) * u, True)),
+    lambda u: sympy.Piecewise((1, u > 1), (u, u > -1)),           # no default: NaN below -1
+]
+BINARY = [
+    lambda u, v: u + v, lambda u, v: u - v, lambda u, v: u * v, lambda u, v: u / v,
+    lambda u, v: u / (1 + v ** 2), lambda u, v: sympy.Max(u, v), lambda u, v: sympy.Min(u, v, 0),
+    lambda u, v: sympy.Mod(u, 1 + v ** 2), lambda u, v: sympy.atan2(u, v),
+    lambda u, v: sympy.Piecewise((u, u > v), (v, True)),
+    lambda u, v: sympy.Piecewise((u * v, sympy.And(u > 0, v < 1)), (u - v, True)),
+    lambda u, v: 1 / (1 + sympy.exp(-u * v)), lambda u, v: (u - v) ** 2 / (1 + u ** 2),
+    lambda u, v: u * sympy.exp(-v ** 2), lambda u, v: sympy.Abs(u) ** sympy.Abs(v / 4),
+]
+CONSTANTS = [sympy.Integer(2), sympy.Rational(1, 3), sympy.Rational(-7, 4), sympy.Float(0.1),
+             sympy.pi, sympy.E, sympy.Integer(2) ** 40, sympy.Float(1e-20)]
+
+
+def random_expression(rng, depth):
+    """A random expression in a0, a1, a2 whose root sits at `depth`: leaves are symbols
+    (sometimes constants), inner nodes the forms above."""
+    if depth == 0 or rng.random() < 0.2:
+        return rng.choice(A) if rng.random() < 0.85 else rng.choice(CONSTANTS) * rng.choice(A)
+    if rng.random() < 0.55:
+        return rng.choice(UNARY)(random_expression(rng, depth - 1))
+    return rng.choice(BINARY)(random_expression(rng, depth - 1), random_expression(rng, depth - 1))
+
+
+def expressions(seed, count, depth=4, derivatives=True):
+    """`count` random expressions with their operands' derivatives as the compiler derives
+    them (through y where it can), each as (what, printed form, reference form)."""
+    rng = random.Random(seed)
+    out = []
+    while len(out) < count:
+        e = mathfn.real_roots(sympy.sympify(random_expression(rng, depth)))
+        if not e.free_symbols or e.has(sympy.zoo, sympy.nan, sympy.oo, sympy.I):
+            continue
+        out.append(("f = %s" % e, e, e))
+        if derivatives:
+            try:
+                partials = local_partials(e, 3)
+            except (CellError, ValueError):   # e.g. Mod in its divisor: not differentiable
+                continue
+            out += [("d/da%d of %s" % (k, e), p.xreplace({Y: e}), partial(e, k))
+                    for k, p in enumerate(partials) if p != 0]
+    return out[:count]
+
+
+@dataclass
+class Batch:
+    """The compiled C of a batch of expressions for one dtype."""
+    lib: object
+    dtype: np.dtype
+    count: int
+
+
+def compile_batch(exprs, dtype, workdir):
+    """One shared library evaluating every expression over arrays: eval_k(n, a0, a1, a2, out)."""
+    ctype = "float" if dtype == "float32" else "double"
+    printer = mathfn.CPrinter(dtype, fast=True)
+    parts = ["#include <math.h>\n#include <stddef.h>\n#include <stdint.h>\n#include <string.h>",
+             mathfn.c_helpers(dtype, fast=True)]
+    for k, (what, printed, _) in enumerate(exprs):
+        lines, (value,) = cse_lines([printed], printer, ctype, "        ")
+        parts.append("\n".join(
+            ["/* %s */" % what.replace("*/", "* /").replace("σ", "sigmoid"),
+             "void eval_%d(ptrdiff_t n, const %s *A0, const %s *A1, const %s *A2, %s *out)"
+             % (k, ctype, ctype, ctype, ctype), "{",
+             "    for (ptrdiff_t i = 0; i < n; ++i) {",
+             "        const %s a0 = A0[i], a1 = A1[i], a2 = A2[i];" % ctype]
+            + lines + ["        out[i] = %s;" % value, "    }", "}"]))
+    c_file = os.path.join(workdir, "exprs_%s.c" % dtype)
+    with open(c_file, "w") as f:
+        f.write("\n\n".join(parts) + "\n")
+    so = c_file[:-2] + ".so"
+    cmd = build.compiler_command(c_file, so, 1, False)
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    assert proc.returncode == 0, "the printed C does not compile:\n%s" % proc.stderr[-3000:]
+    return Batch(ctypes.CDLL(so), np.dtype(dtype), len(exprs))
+
+
+def run(batch, k, points):
+    n = points.shape[1]
+    pts = [np.ascontiguousarray(p, dtype=batch.dtype) for p in points]
+    out = np.empty(n, batch.dtype)
+    ptr = lambda arr: arr.ctypes.data_as(ctypes.c_void_p)  # noqa: E731
+    getattr(batch.lib, "eval_%d" % k)(ctypes.c_ssize_t(n), *[ptr(p) for p in pts], ptr(out))
+    return out
+
+
+ORDINARY = np.random.default_rng(0).uniform(-3, 3, size=(3, 64))
+
+
+def _grid(edges):
+    return np.array(np.meshgrid(edges[::3], edges[1::3], edges[2::3])).reshape(3, -1)
+
+
+# zeros, tiny and huge values, where exp and the powers overflow or underflow in each type
+EXTREMES = {"float64": _grid([0.0, -0.0, 1e-30, -1e-30, 0.5, -1.5, 40.0, -40.0, 100.0, -100.0,
+                              1e10, -1e10, 1e30, -1e30, 1e200, -1e200, 800.0, -800.0]),
+            "float32": _grid([0.0, -0.0, 1e-20, -1e-20, 0.5, -1.5, 10.0, -10.0, 50.0, -50.0,
+                              100.0, -100.0, 1e10, -1e10, 1e30, -1e30, 1e37, -1e37])}
+
+
+@functools.lru_cache(maxsize=None)
+def numpy_function(expr):
+    return lambdify_node(expr, 3)          # slow (sympy prints Piecewise carefully): once
+
+
+def reference(expr, points, dtype=np.float64):
+    """numpy's value of expr in the C's type (float32 math where numpy keeps it)."""
+    with np.errstate(all="ignore"):
+        out = numpy_function(expr)(*points.astype(dtype))
+    return np.broadcast_to(np.asarray(out, dtype=np.float64), points.shape[1:])
+
+
+def precise(expr, point):
+    """expr at one point with mpmath at 50 digits (NaN where it is not real and finite)."""
+    try:
+        v = complex(mathfn.expand_activations(expr).subs(
+            {A[k]: sympy.Float(float(point[k]), 60) for k in range(3)}).evalf(50))
+    except (TypeError, ValueError, ZeroDivisionError, OverflowError):
+        return float("nan")
+    return v.real if abs(v.imag) <= 1e-30 * max(1.0, abs(v.real)) else float("nan")
+
+
+def disagreements(batch, exprs, points, rtol, kind):
+    """(what, point, C value, numpy value) where the C is wrong beyond rounding: against
+    numpy's value of the printed expression itself, or (kind "derivative") of the same
+    derivative taken by the reference evaluator, which may be written otherwise."""
+    found = []
+    cast = points.astype(batch.dtype).astype(np.float64)   # the points the C really sees
+    for k, (what, printed, truth) in enumerate(exprs):
+        if kind == "derivative" and truth is printed:
+            continue
+        with np.errstate(all="ignore"):
+            c = run(batch, k, cast).astype(np.float64)
+        r = reference(truth if kind == "derivative" else printed, cast, batch.dtype)
+        for i in np.flatnonzero(~_close(c, r, rtol)):
+            if _c_is_wrong(c[i], r[i], printed, cast[:, i], rtol, batch.dtype, kind):
+                found.append((what, cast[:, i].tolist(), c[i], r[i]))
+                break
+    return found
+
+
+def _close(c, r, rtol):
+    both_nan = np.isnan(c) & np.isnan(r)
+    same_inf = np.isinf(c) & (c == r)
+    with np.errstate(all="ignore"):
+        near = np.abs(c - r) <= rtol * np.maximum(np.abs(r), 1.0)
+    return both_nan | same_inf | near
+
+
+def _c_is_wrong(c, r, expr, point, rtol, dtype, kind):
+    """Whether C's c is wrong where numpy gave r: judged against the exact value. Where
+    either is not finite, only at ordinary points (at extreme ones an overflow inside an
+    expression gives NaN or inf depending on how a formula is arranged) and only where
+    the exact value is far from overflow; a derivative numpy cannot evaluate is skipped."""
+    if not (np.isfinite(c) and np.isfinite(r)) and (kind != "ordinary" or not np.isfinite(r)
+                                                     and not np.isnan(c)):
+        return False
+    m = precise(expr, point)
+    if not np.isfinite(m) or abs(m) > float(np.finfo(dtype).max) / 1e8:
+        return False                          # no real value to arbitrate with
+    if not np.isfinite(c):
+        return abs(r - m) <= rtol * max(abs(m), 1.0)
+    slack = 10 if dtype == np.float64 else 100
+    return abs(c - m) > slack * max(abs(r - m), rtol * max(abs(m), 1.0))
+
+
+def check(seed, count, dtypes=("float64", "float32"), depth=4):
+    """Every disagreement found over `count` expressions and derivatives, per dtype."""
+    exprs = expressions(seed, count, depth)
+    found = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for dtype in dtypes:
+            batch = compile_batch(exprs, dtype, tmp)
+            rtol = 1e-9 if dtype == "float64" else 1e-3
+            for kind, points in (("ordinary", ORDINARY), ("extreme", EXTREMES[dtype]),
+                                 ("derivative", ORDINARY)):
+                found += [(dtype, kind) + d for d in disagreements(batch, exprs, points, rtol, kind)]
+    return exprs, found
