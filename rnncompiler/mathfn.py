@@ -322,7 +322,7 @@ class CPrinter(C99CodePrinter):
             return "(" + "*".join([b] * int(e)) + ")"
         if e.is_Integer and -4 <= int(e) <= -1:
             one = "1.0F" if self._suffix else "1.0"
-            return "(%s/%s)" % (one, self._print(base ** (-e)))
+            return "(%s/%s)" % (one, self.parenthesize(base ** (-e), 100))
         return super()._print_Pow(expr)
 
     def _print_Piecewise(self, expr):

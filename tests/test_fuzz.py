@@ -395,6 +395,27 @@ def test_result_read_by_an_activation(cell):
     assert_close(res.outputs, ref.outputs, "outputs")
 
 
+@rc.cell(states=("h",))
+def sigmoid_by_hand(x, h, p):
+    a = p.linear("W", rc.concat(x, h), bias="b")
+    return {"h": rc.elementwise(lambda u: 1 / (1 + sympy.exp(-u)), a)}
+
+
+@rc.cell(states=("h",))
+def sigmoid_of_vectors(x, h, p):
+    return {"h": rc.tanh(h + 1 / (1 + rc.exp(-p.linear("W", rc.concat(x, h)))))}
+
+
+@pytest.mark.parametrize("cell", [sigmoid_by_hand, sigmoid_of_vectors], ids=lambda c: c.name)
+def test_a_reciprocal_of_a_sum_standing_alone(cell):
+    """1/(1 + exp(-u)) alone, or as a term: the kernel's forward equals the reference's
+    (the C was once (1.0/1 + exp(-u)), the division binding only the 1)."""
+    kern = rc.compile(cell, 3, 4, "float64")
+    params, x, state0, _, _, _ = gradcheck_data(kern, T, B, 0, None)
+    ref = rc.reference(cell, 3, 4).forward(params, x, state0)
+    assert_close(kern.forward(params, x, state0).outputs, ref.outputs, "outputs")
+
+
 # ---------------------------------------------------------------- the property
 
 def finite_and_sane(*arrays):
