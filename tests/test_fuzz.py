@@ -11,7 +11,8 @@ into gates, Piecewise/Abs/Min/Max, rc.activation with and without a written deri
 shared subexpressions and parameters used twice (HAND below).
 
 The CI profile tries $RNNC_FUZZ_EXAMPLES cells (default 20 built from the fixed
-operations, 8 written by hand); `make fuzz` runs 250 examples of each. The runs are derandomized: the same cells every time, so
+operations, 8 written by hand, and one cell holding every hand-written gate); `make fuzz`
+runs 250 examples of each family. The runs are derandomized: the same cells every time, so
 CI is deterministic. The bugs it found are kept as tests of their own, below.
 """
 import hashlib

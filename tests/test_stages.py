@@ -308,7 +308,8 @@ def test_render_c_key_lines():
                  "size_t tiny_input_size(void) { return 3; }",
                  "size_t tiny_state_size(void) { return 2; }",
                  "size_t tiny_output_size(void) { return 2; }",
-                 "for (ptrdiff_t r = 0; r < 2; ++r) pack[10 + 0 + r] = params[6 + r] + params[12 + r];",
+                 "for (ptrdiff_t r = 0; r < 2; ++r) "
+                 "pack[10 + 0 + r] = params[6 + r] + params[12 + r];",
                  "o[j] = tanh(a0);",
                  "dr0[j] += g*(1 - (y*y));",
                  "rnnc_d_gemm_nt(B, 2, 2, s0, 2, pack + 6, 2, 1, L0, 2);"]:
