@@ -25,9 +25,10 @@ test: $(VENV)/.test
 bench: $(VENV)/.test
 	$(PY) benchmarks/bench_lstm.py
 
-# The full reliability profile (docs/reliability.md): 250 random cells against finite
-# differences and the reference evaluator; every built-in cell and 24 random cells under
-# AddressSanitizer and UndefinedBehaviorSanitizer; the hostile-input and contract tests.
+# The full reliability profile (docs/reliability.md): 250 random cells and 250 written by
+# hand against finite differences and the reference evaluator; every built-in cell and 24
+# random cells under AddressSanitizer and UndefinedBehaviorSanitizer; the hostile-input
+# and contract tests.
 fuzz: $(VENV)/.test
 	RNNC_FUZZ_EXAMPLES=250 RNNC_SANITIZE_FULL=1 $(PY) -m pytest -n 2 -q \
 		--hypothesis-show-statistics tests/test_fuzz.py tests/test_sanitizers.py \

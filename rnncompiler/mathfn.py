@@ -402,7 +402,7 @@ class CPrinter(C99CodePrinter):
     def _print_Rational(self, expr):
         p, q = int(expr.p), int(expr.q)
         if abs(p) < 2**24 and q < 2**24:       # exact in both types: one rounding
-            return "(%s/%s)" % (self._literal(p), self._literal(q))
+            return "%s/%s" % (self._literal(p), self._literal(q))
         return self._literal(float(expr))
 
     def _print_NumberSymbol(self, expr):

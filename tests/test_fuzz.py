@@ -4,8 +4,15 @@ states of sizes 1, 2, 3, 5 or 17 and a random output. Every one must pass rc.gra
 (float64, central finite differences) and agree with the numpy reference evaluator
 (rc.reference) on outputs, final states and every gradient, with and without lengths.
 
-The CI profile tries $RNNC_FUZZ_EXAMPLES cells (default 20); `make fuzz` runs 250 examples
-(more than 200 distinct cells). The runs are derandomized: the same cells every time, so
+A second family writes cells as users write them by hand: sigmoids, softsigns and rational
+gates spelled out in rc.elementwise (sympy) or in plain vector arithmetic, standalone
+reciprocals and negative or fractional powers of positive quantities, constants folded
+into gates, Piecewise/Abs/Min/Max, rc.activation with and without a written derivative,
+shared subexpressions and parameters used twice (HAND below).
+
+The CI profile tries $RNNC_FUZZ_EXAMPLES cells (default 20 built from the fixed
+operations, 8 written by hand, and one cell holding every hand-written gate); `make fuzz`
+runs 250 examples of each family. The runs are derandomized: the same cells every time, so
 CI is deterministic. The bugs it found are kept as tests of their own, below.
 """
 import hashlib
@@ -14,6 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pytest
+import sympy
 from hypothesis import HealthCheck, assume, given, note, settings
 from hypothesis import strategies as st
 
@@ -21,6 +29,7 @@ import rnncompiler as rc
 from rnncompiler.check import draw as gradcheck_data
 
 EXAMPLES = int(os.environ.get("RNNC_FUZZ_EXAMPLES", "20"))
+HAND_EXAMPLES = int(os.environ.get("RNNC_FUZZ_EXAMPLES", "8"))
 T, B = 3, 2
 SIZES = (1, 2, 3, 5, 17)          # 17: not a multiple of any vector width
 INPUT_SIZES = (1, 2, 3, 5)
@@ -30,6 +39,7 @@ FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database
                 print_blob=True,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much,
                                        HealthCheck.data_too_large])
+HAND_FUZZ = settings(FUZZ, max_examples=HAND_EXAMPLES)
 
 # ---------------------------------------------------------------- the operations
 
@@ -47,6 +57,83 @@ BINARY = {
 CONSTANTS = (0.5, -1.5, 2.0, 0.25, 3)
 CLIPS = ((-1.0, 1.0), (-0.5, 2.0), (0.0, 1.0))
 
+# ---------------------------------------------------------------- gates written by hand
+
+
+def _shared_exp(v):
+    """Two gates reading one exp: sigma(v) and 1 - sigma(v), spelled through e = exp(-v)."""
+    e = rc.exp(-v)
+    return 1 / (1 + e) * v + e / (1 + e)
+
+
+def _reciprocals(v):
+    """q = 1 + v*v read by 1/q and q**-2 (q stays a node of its own: two readers)."""
+    q = 1 + v * v
+    return q ** -1 - 0.5 * q ** -2
+
+
+def _elu_by_hand(u):
+    return sympy.Piecewise((u, u > 0), (sympy.exp(u) - 1, True))
+
+
+def _isru_shared(u):
+    """A subexpression used twice inside one sympy gate."""
+    r = 1 / sympy.sqrt(1 + u ** 2)
+    return u * r + r ** 3
+
+
+# user activations: with sympy's derivative, and with one written by hand (through y)
+SWISH = rc.activation("fz_swish", lambda u: u / (1 + sympy.exp(-u)))
+LOGISTIC = rc.activation("fz_logistic", lambda u: 1 / (1 + sympy.exp(-u)),
+                         derivative=lambda u, y: y * (1 - y))
+ISRU = rc.activation("fz_isru", lambda u: u / sympy.sqrt(1 + u ** 2),
+                     derivative=lambda u, y: (1 + u ** 2) ** sympy.Rational(-3, 2))
+
+HAND_UNARY = {
+    "sigmoid_sympy": lambda v: rc.elementwise(lambda u: 1 / (1 + sympy.exp(-u)), v),
+    "sigmoid_vec": lambda v: 1 / (1 + rc.exp(-v)),
+    "softsign_sympy": lambda v: rc.elementwise(lambda u: u / (1 + sympy.Abs(u)), v),
+    "complement_sympy": lambda v: rc.elementwise(lambda u: 1 / (1 + sympy.exp(u)), v),
+    "tanh_of_reciprocal": lambda v: rc.elementwise(
+        lambda u: sympy.tanh(1 / (1 + sympy.exp(u))) - 2 / (3 + sympy.exp(-u)), v),
+    "recip_vec": lambda v: 1 / (1 + v * v),
+    "pow_m1_vec": lambda v: (1 + v ** 2) ** -1,
+    "pow_m2_vec": lambda v: (2 + rc.tanh(v)) ** -2,
+    "reciprocals_shared": _reciprocals,
+    "half_tanh": lambda v: 0.5 * rc.tanh(v) + 0.5,
+    "half_shift": lambda v: (v + 1) / 2,
+    "rational_vec": lambda v: sympy.Rational(2, 3) * v - sympy.Rational(1, 4),
+    "rational_sympy": lambda v: rc.elementwise(
+        lambda u: sympy.Rational(1, 3) * sympy.tanh(u) + sympy.Rational(2, 3), v),
+    "sqrt_pos": lambda v: (1 + v ** 2) ** 0.5,
+    "rsqrt_pos": lambda v: (1 + v ** 2) ** -0.5,
+    "pow_frac": lambda v: (2 + rc.tanh(v)) ** 1.5,
+    "pow_frac_sympy": lambda v: rc.elementwise(
+        lambda u: (1 + u ** 2) ** sympy.Rational(-3, 2) + sympy.sqrt(1 + sympy.exp(u)), v),
+    "elu_piecewise": lambda v: rc.elementwise(_elu_by_hand, v),
+    "leaky_piecewise": lambda v: rc.elementwise(
+        lambda u: sympy.Piecewise((u, u > 0), (u / 10, True)), v),
+    "abs_rational": lambda v: rc.elementwise(lambda u: sympy.Abs(u) * u / (1 + u ** 2), v),
+    "isru_shared": lambda v: rc.elementwise(_isru_shared, v),
+    "shared_exp": _shared_exp,
+    "swish_activation": SWISH,
+    "logistic_activation": LOGISTIC,
+    "isru_activation": ISRU,
+}
+HAND_BINARY = {
+    "gate_sympy": lambda a, b: rc.elementwise(lambda s, t: 1 / (1 + sympy.exp(-s * t)), a, b),
+    "rational_sympy2": lambda a, b: rc.elementwise(lambda s, t: (s - t) / (1 + s ** 2 + t ** 2),
+                                                   a, b),
+    "softsign_sum": lambda a, b: rc.elementwise(
+        lambda s, t: (s + t) / (1 + sympy.Abs(s) + sympy.Abs(t)), a, b),
+    "min_max": lambda a, b: rc.elementwise(lambda s, t: sympy.Min(s, t) + sympy.Max(s, 0) * t,
+                                           a, b),
+    "piecewise_max": lambda a, b: rc.elementwise(
+        lambda s, t: sympy.Piecewise((s, s > t), (t / 2, True)), a, b),
+    "gru_mix_vec": lambda a, b: (lambda z: z * b + (1 - z) * a)(1 / (1 + rc.exp(-a))),
+    "over_pow_m1": lambda a, b: a * (1 + b * b) ** -1,
+}
+
 
 def apply_op(op, vals, p):
     """The value one program operation computes, traced on the cell's vectors."""
@@ -55,6 +142,10 @@ def apply_op(op, vals, p):
         return UNARY[kind](vals[op[1]])
     if kind in BINARY:
         return BINARY[kind](vals[op[1]], vals[op[2]])
+    if kind in HAND_UNARY:
+        return HAND_UNARY[kind](vals[op[1]])
+    if kind in HAND_BINARY:
+        return HAND_BINARY[kind](vals[op[1]], vals[op[2]])
     if kind == "clip":
         return rc.clip(vals[op[1]], *op[2])
     if kind == "pow":
@@ -72,6 +163,13 @@ def apply_op(op, vals, p):
         return vals[i] * p.vector(name, size) if how == "*" else p.vector(name, size) + vals[i]
     if kind == "scalar":
         return vals[op[1]] * p.scalar(op[2])
+    if kind == "vector_twice":                  # one learnable vector read in two places
+        _, i, name, size = op
+        w = p.vector(name, size)
+        return vals[i] * w + rc.tanh(w)
+    if kind == "scalar_twice":
+        a = p.scalar(op[2])
+        return vals[op[1]] * a + a * a
     if kind in ("sum", "mean"):
         return getattr(rc, kind)(vals[op[1]])
     raise AssertionError("unknown operation %r" % (op,))
@@ -127,14 +225,15 @@ class Program:
 # ---------------------------------------------------------------- drawing programs
 
 @st.composite
-def programs(draw, max_ops=7):
-    """A random Program; sizes are ints, or "I" for values computed from x alone."""
+def programs(draw, max_ops=7, hand=False):
+    """A random Program; sizes are ints, or "I" for values computed from x alone. hand:
+    mostly gates written by hand (HAND_UNARY, HAND_BINARY, parameters used twice)."""
     input_size = draw(st.sampled_from(INPUT_SIZES))
     state_sizes = tuple(draw(st.lists(st.sampled_from(SIZES), min_size=1, max_size=3)))
     pool = [("vec", "I")] + [("vec", n) for n in state_sizes]     # (kind, size) per value
     ops, weights = [], {}
     for k in range(draw(st.integers(1, max_ops))):
-        op, out = draw_op(draw, k, pool, weights)
+        op, out = (draw_hand_op if hand else draw_op)(draw, k, pool, weights)
         ops.append(op)
         pool.append(out)
     new_states = []
@@ -180,11 +279,7 @@ def draw_op(draw, k, pool, weights):
     if kind == "linear":
         return draw_linear(draw, k, pool, weights)
     if kind == "binary":
-        # operands of one size, or one per-row scalar that broadcasts
-        fits = [j for j, v in enumerate(pool)
-                if v[0] == "row" or pool[i][0] == "row" or v[1] == pool[i][1]]
-        j = draw(st.sampled_from(fits))
-        out = pool[i] if pool[i][0] == "vec" else pool[j]
+        j, out = draw_partner(draw, pool, i)
         return (draw(st.sampled_from(sorted(BINARY))), i, j), out
     if kind == "unary":
         return (draw(st.sampled_from(sorted(UNARY))), i), pool[i]
@@ -201,6 +296,55 @@ def draw_op(draw, k, pool, weights):
     if kind == "vector":
         return ("vector", i, "v%d" % k, pool[i][1], draw(st.sampled_from("*+"))), pool[i]
     return (draw(st.sampled_from(["sum", "mean"])), i), ("row", 1)
+
+
+HAND_KINDS = ["hand_unary"] * 4 + ["hand_binary"] * 3 + [
+    "linear", "linear", "vector_twice", "scalar_twice", "vector", "unary", "reduce"]
+
+
+def draw_hand_op(draw, k, pool, weights):
+    """One operation as a user writes it by hand, mostly: the gates of HAND_UNARY and
+    HAND_BINARY, a learnable vector or scalar read twice (or again, by its name, in a
+    later operation), among linear maps and a few building blocks."""
+    kind = draw(st.sampled_from(HAND_KINDS))
+    i = draw(st.integers(0, len(pool) - 1))
+    if kind == "linear":
+        return draw_linear(draw, k, pool, weights)
+    if kind == "hand_unary":
+        return (draw(st.sampled_from(sorted(HAND_UNARY))), i), pool[i]
+    if kind == "hand_binary":
+        j, out = draw_partner(draw, pool, i)
+        return (draw(st.sampled_from(sorted(HAND_BINARY))), i, j), out
+    if kind == "unary":
+        return (draw(st.sampled_from(sorted(UNARY))), i), pool[i]
+    if kind == "scalar_twice":
+        return ("scalar_twice", i, shared_name(draw, weights, ("scalar",), "a%d" % k)), pool[i]
+    if pool[i][0] == "row":                     # vectors and reductions need a vector
+        return ("sigmoid_vec", i), pool[i]
+    if kind == "reduce":
+        return (draw(st.sampled_from(["sum", "mean"])), i), ("row", 1)
+    name = shared_name(draw, weights, ("vector", pool[i][1]), "v%d" % k)
+    if kind == "vector":
+        return ("vector", i, name, pool[i][1], draw(st.sampled_from("*+"))), pool[i]
+    return ("vector_twice", i, name, pool[i][1]), pool[i]
+
+
+def draw_partner(draw, pool, i):
+    """A second operand for value i (same size, or a per-row scalar on either side) and
+    the (kind, size) of the result."""
+    fits = [j for j, v in enumerate(pool)
+            if v[0] == "row" or pool[i][0] == "row" or v[1] == pool[i][1]]
+    j = draw(st.sampled_from(fits))
+    return j, (pool[i] if pool[i][0] == "vec" else pool[j])
+
+
+def shared_name(draw, names, key, fresh):
+    """The name of an earlier parameter of the same kind and shape (a parameter used
+    again), or a fresh one."""
+    if key in names and draw(st.booleans()):
+        return names[key]
+    names.setdefault(key, fresh)
+    return fresh
 
 
 def draw_output(draw, pool, n_states):
@@ -252,6 +396,27 @@ def test_result_read_by_an_activation(cell):
     assert_close(res.outputs, ref.outputs, "outputs")
 
 
+@rc.cell(states=("h",))
+def sigmoid_by_hand(x, h, p):
+    a = p.linear("W", rc.concat(x, h), bias="b")
+    return {"h": rc.elementwise(lambda u: 1 / (1 + sympy.exp(-u)), a)}
+
+
+@rc.cell(states=("h",))
+def sigmoid_of_vectors(x, h, p):
+    return {"h": rc.tanh(h + 1 / (1 + rc.exp(-p.linear("W", rc.concat(x, h)))))}
+
+
+@pytest.mark.parametrize("cell", [sigmoid_by_hand, sigmoid_of_vectors], ids=lambda c: c.name)
+def test_a_reciprocal_of_a_sum_standing_alone(cell):
+    """1/(1 + exp(-u)) alone, or as a term: the kernel's forward equals the reference's
+    (the C was once (1.0/1 + exp(-u)), the division binding only the 1)."""
+    kern = rc.compile(cell, 3, 4, "float64")
+    params, x, state0, _, _, _ = gradcheck_data(kern, T, B, 0, None)
+    ref = rc.reference(cell, 3, 4).forward(params, x, state0)
+    assert_close(kern.forward(params, x, state0).outputs, ref.outputs, "outputs")
+
+
 # ---------------------------------------------------------------- the property
 
 def finite_and_sane(*arrays):
@@ -264,12 +429,51 @@ def assert_close(got, want, what):
     np.testing.assert_allclose(got, want, rtol=1e-8, atol=1e-10 * scale, err_msg=what)
 
 
+LENGTHS = st.sampled_from([None, (T, 1), (0, 2)])
+
+
 @FUZZ
-@given(prog=programs(), lengths=st.sampled_from([None, (T, 1), (0, 2)]), seed=st.integers(0, 3))
+@given(prog=programs(), lengths=LENGTHS, seed=st.integers(0, 3))
 def test_random_cell_passes_gradcheck_and_matches_the_reference(prog, lengths, seed):
     """Outputs, final states and every gradient equal the reference evaluator's, and every
     gradient block equals central finite differences (rtol 1e-5)."""
     note(prog.describe())
+    assume(check_program(prog, lengths, seed))
+
+
+@HAND_FUZZ
+@given(prog=programs(hand=True), lengths=LENGTHS, seed=st.integers(0, 3))
+def test_hand_written_cell_passes_gradcheck_and_matches_the_reference(prog, lengths, seed):
+    """The same property for cells whose gates are written by hand (HAND_UNARY,
+    HAND_BINARY, parameters used twice)."""
+    note(prog.describe())
+    assume(check_program(prog, lengths, seed))
+
+
+def every_hand_written_gate():
+    """One Program applying every gate of HAND_UNARY to h and of HAND_BINARY to (x, h),
+    summed, scaled and through tanh: each is compiled and checked at least once, whatever
+    the random draws pick."""
+    gates = [(name, 1) for name in sorted(HAND_UNARY)] + [
+        (name, 0, 1) for name in sorted(HAND_BINARY)]
+    ops = list(gates)                           # values: x, h, then one per operation
+    total = 2
+    for k in range(3, 2 + len(gates)):
+        ops.append(("add", total, k))
+        total = 1 + len(ops)
+    ops.append(("cmul", total, 0.1))
+    return Program(3, (3,), tuple(ops), ((1 + len(ops), True),))
+
+
+@pytest.mark.parametrize("lengths", [None, (T, 1)])
+def test_every_hand_written_gate_in_one_cell(lengths):
+    """Every hand-written gate compiled at least once, in the quick profile too."""
+    assert check_program(every_hand_written_gate(), lengths, 0), "values beyond LIMIT"
+
+
+def check_program(prog, lengths, seed):
+    """Compile prog in float64; compare it with the reference evaluator and with central
+    finite differences. False (nothing compared) when its values leave the range LIMIT."""
     cell = prog.cell()
     hidden = prog.state_sizes[0]
     kern = rc.compile(cell, prog.input_size, hidden, "float64")
@@ -280,7 +484,7 @@ def test_random_cell_passes_gradcheck_and_matches_the_reference(prog, lengths, s
                            *g.state0.values())
     if not sane:
         log("overflowed", prog)
-    assume(sane)
+        return False
     ref = rc.reference(cell, prog.input_size, hidden)
     r = ref.forward(params, x, state0, lengths)
     rg = ref.backward(r, d_y, d_s)
@@ -295,6 +499,7 @@ def test_random_cell_passes_gradcheck_and_matches_the_reference(prog, lengths, s
                           localize=False)
     assert report.ok, "%s\n%s" % (prog.describe(), report)
     log("passed", prog)
+    return True
 
 
 def log(outcome, prog):

@@ -27,7 +27,7 @@ F32, F64 = mathfn.CPrinter("float32", fast=True), mathfn.CPrinter("float64")
     (1 / (sympy.sign(u) + 2), "(1.0F/(rnnc_signf(a0) + 2.0F))",    # no integer division
      "(1.0/(rnnc_sign(a0) + 2.0))"),
     (1 / sympy.sqrt(u), "(1.0F/sqrtf(a0))", "(1.0/sqrt(a0))"),
-    (u ** sympy.Rational(1, 3), "powf(a0, (1.0F/3.0F))", "pow(a0, (1.0/3.0))"),  # NaN below 0
+    (u ** sympy.Rational(1, 3), "powf(a0, 1.0F/3.0F)", "pow(a0, 1.0/3.0)"),  # NaN below 0
     (mathfn.real_roots(u ** sympy.Rational(2, 3)), "((cbrtf(a0))*(cbrtf(a0)))",
      "((cbrt(a0))*(cbrt(a0)))"),
     # numbers are literals of the type: no M_PI (not C99), no integer literal out of range

@@ -70,6 +70,7 @@ static inline float rnnc_cbrtf(float u) { return cbrtf(u); }
 static inline float rnnc_clipf(float u, float lo, float hi) { return u < lo ? lo : (u > hi ? hi : u); }
 static inline float rnnc_maxf(float a, float b) { return a > b || a != a ? a : b; }
 static inline float rnnc_minf(float a, float b) { return a < b || a != a ? a : b; }
+static inline float rnnc_modf(float a, float b) { const float m = fmodf(a, b); return m != 0 ? ((b < 0) != (m < 0) ? m + b : m) : copysignf(0, b); }
 static inline float rnnc_signf(float u) { return u > 0 ? 1 : (u < 0 ? -1 : u); }
 static inline float rnnc_heavisidef(float u, float h) { return u < 0 ? 0 : (u > 0 ? 1 : (u == 0 ? h : u)); }
 
