@@ -190,6 +190,9 @@ class TBPTT:
             raise ValueError("k2: expected k2 >= k1 (every update back-propagates at least "
                              "through the k1 steps whose loss it takes), got k1=%d, k2=%d"
                              % (k1, k2))
+        if getattr(model, "batch_first", False):
+            raise ValueError("model: truncated BPTT cuts streams (N, B, ...) along their first "
+                             "axis; build the model with batch_first=False")
         if model.rnn.bidirectional or model.readout != "steps":
             raise ValueError("model: truncated BPTT needs a unidirectional model with "
                              "readout='steps' (it reads streams forwards, one window at a time)")
