@@ -18,7 +18,7 @@ LOSSES = {"cross_entropy": cross_entropy, "mse": mse, None: None}
 @dataclass
 class ModelResult:
     """What `SequenceModel.forward` returns: predictions ((T, B, O) for readout "steps",
-    else (B, O)), the RNN's final states, the lengths, and the tape for `backward`."""
+    (B, T, O) with batch_first, else (B, O)), the RNN's final states, the lengths, and the tape for `backward`."""
     predictions: np.ndarray
     states: dict
     lengths: np.ndarray = None
@@ -167,7 +167,9 @@ class SequenceModel:
 
     def step(self, params, x_t, states):
         """One step of a unidirectional "steps" model: x_t ((B,) ids or (B, I)) ->
-        (prediction (B, O), new states). The one per-step call: for generation."""
+        (prediction (B, O), new states); `states` None on the first step (the initial
+        states), then what the previous step returned. The one per-step call: for
+        generation."""
         if self.readout != "steps":
             raise ValueError("step: needs readout='steps' (a prediction at every step), "
                              "this model has readout=%r" % self.readout)
@@ -180,8 +182,8 @@ class SequenceModel:
 
     def loss(self, result, targets, mask=None):
         """(value, dL/d(predictions)) of the model's loss, over the valid steps given by
-        the lengths (readout "steps") or over rows; `mask` ((T, B) or (B,)) weights entries
-        further (0 drops one)."""
+        the lengths (readout "steps") or over rows; `mask` ((T, B), (B, T) with batch_first,
+        or (B,)) weights entries further (0 drops one)."""
         fn = LOSSES[self.loss_name]
         if fn is None:
             raise ValueError("loss: this model was built with loss=None; give d_predictions "
