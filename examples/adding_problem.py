@@ -6,7 +6,12 @@ carry a value across ~T/2 steps to beat it. An LSTM learns it at T = 100, an Elm
 network does not: its gradient from the last step vanishes long before the first marker,
 which the gradient-flow diagnostic shows directly.
 
-    python examples/adding_problem.py --full --plot docs/adding_problem.png
+    python examples/adding_problem.py          # about 30 s on one core
+    python examples/adding_problem.py --full --plot docs/adding_problem.png   # about 8 min
+
+By default (T = 100, 32 units, 1500 updates of Adam at lr 0.01) the LSTM reaches a test
+MSE near 0.0005 while the Elman network stays at the baseline 0.168. `--full` is the run
+of docs/examples.md: 128 units, Adam at lr 1e-3, batches of 50, 6000 updates.
 """
 import argparse
 import os
@@ -101,22 +106,29 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--T", type=int, default=100)
-    ap.add_argument("--hidden", type=int, default=64)
-    ap.add_argument("--batch", type=int, default=50)
-    ap.add_argument("--iters", type=int, default=1000)
-    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--hidden", type=int, default=32)
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--iters", type=int, default=1500)
+    ap.add_argument("--lr", type=float, default=1e-2)
     ap.add_argument("--cells", default="lstm,elman")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--plot", default=None, help="write the loss curves and gradient flow here")
-    ap.add_argument("--full", action="store_true", help="T=100, H=128, 6000 updates each")
+    ap.add_argument("--full", action="store_true",
+                    help="T=100, H=128, batches of 50, Adam lr 1e-3, 6000 updates each")
     args = ap.parse_args(argv)
     if args.full:
-        args.T, args.hidden, args.iters = 100, 128, 6000
+        args.T, args.hidden, args.batch, args.lr, args.iters = 100, 128, 50, 1e-3, 6000
 
     results = {name: train(name, args) for name in args.cells.split(",")}
     for name, (hist, test, (before, after)) in results.items():
         print("%-6s test MSE %.4f; ‖dL/dh_0‖ / ‖dL/dh_T-1‖ = %.2e at initialisation, %.2e "
               "trained" % (name, test, before.ratio(), after.ratio()))
+    baseline = 1 / 6
+    for name, (_, test, _) in results.items():
+        print("%-6s %s" % (name, "learned the task (test MSE %.4f, %.1f%% of the baseline %.3f)"
+                           % (test, 100 * test / baseline, baseline) if test < baseline / 10
+                           else "did not learn it: test MSE %.4f, the baseline is %.3f"
+                           % (test, baseline)))
     if args.plot:
         plot(results, args.plot, args.T)
     failed = []

@@ -11,10 +11,12 @@ from __future__ import annotations
 import builtins
 import inspect
 import keyword
+import operator
 import os
 import re
 from dataclasses import dataclass, field
 
+from . import advice
 from . import expr as ex
 from .errors import CellError
 
@@ -125,16 +127,22 @@ class Cell:
 
 # ---------------------------------------------------------------- tracing
 
-def _user_where():
-    """file:line of the innermost frame outside this package's machinery (the cell's line;
-    the cells library counts as user code)."""
+def _user_frame():
+    """(path, line) of the innermost frame outside this package's machinery (the cell's
+    line; the cells library counts as user code), or (None, 0)."""
     frame = inspect.currentframe()
     while frame is not None:
         path = os.path.abspath(frame.f_code.co_filename)
         if not path.startswith(_PKG_DIR + os.sep) or path.startswith(_CELLS_DIR):
-            return "%s:%d" % (os.path.basename(path), frame.f_lineno)
+            return path, frame.f_lineno
         frame = frame.f_back
-    return "<cell>"
+    return None, 0
+
+
+def _user_where():
+    """file:line of the cell's line (see _user_frame)."""
+    path, line = _user_frame()
+    return "%s:%d" % (os.path.basename(path), line) if path else "<cell>"
 
 
 class _Tracer:
@@ -249,7 +257,9 @@ class Vec:
         return "Vec(%s, size=%s%s)" % (self.id, self.size, ", scalar" if self.scalar else "")
 
     def __len__(self):
-        raise TypeError("the size of a symbolic vector is %s, known at compile time" % self.size)
+        raise CellError("%s: len(v): the size of a symbolic vector is %s, bound at compile "
+                        "time; give sizes by name (size=\"H\", sizes={...})"
+                        % (_user_where(), self.size))
 
     def __bool__(self):
         raise CellError("%s: a symbolic vector has no truth value; use sympy.Piecewise "
@@ -260,7 +270,67 @@ class Vec:
                         "condition inside rc.elementwise, e.g. rc.elementwise(lambda u: "
                         "sympy.Piecewise((u, u > 0), (0, True)), v)" % _user_where())
 
-    __lt__ = __le__ = __gt__ = __ge__ = _compare
+    __lt__ = __le__ = __gt__ = __ge__ = __eq__ = __ne__ = _compare
+    __hash__ = object.__hash__
+
+    # Python and numpy hooks that would otherwise fail with their own texts
+
+    def _needs_number(what):
+        def refuse(self, *args):
+            path, line = _user_frame()
+            raise CellError(advice.number_advice(_user_where(), path, line, what))
+        return refuse
+
+    __float__ = _needs_number("float()")
+    __complex__ = _needs_number("complex()")
+    __int__ = _needs_number("int()")
+    __index__ = _needs_number("an integer (an index, range(), a size)")
+    __round__ = _needs_number("round()")
+    __trunc__ = __floor__ = __ceil__ = _needs_number("math.trunc/floor/ceil")
+    del _needs_number
+
+    def __getitem__(self, key):
+        raise CellError(advice.slice_advice(_user_where()))
+
+    def __iter__(self):
+        raise CellError(advice.iterate_advice(_user_where()))
+
+    def __abs__(self):
+        raise CellError(advice.function_advice(_user_where(), "abs()", "abs"))
+
+    def __matmul__(self, other):
+        raise CellError(advice.function_advice(_user_where(), "@", "matmul"))
+
+    __rmatmul__ = __matmul__
+
+    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        """numpy scalars in arithmetic work as numbers; any other numpy use is refused
+        with the rc function to use instead."""
+        where = _user_where()
+        op = _NUMPY_ARITHMETIC.get(ufunc.__name__)
+        if op is None or method != "__call__" or kwargs:
+            raise CellError(advice.function_advice(where, "np." + ufunc.__name__,
+                                                   ufunc.__name__))
+        return op(*[_from_numpy(a, where) for a in inputs])
+
+    def __array_function__(self, func, types, args, kwargs):
+        raise CellError(advice.function_advice(_user_where(), "np." + func.__name__,
+                                               func.__name__))
+
+
+_NUMPY_ARITHMETIC = {"add": operator.add, "subtract": operator.sub,
+                     "multiply": operator.mul, "true_divide": operator.truediv,
+                     "divide": operator.truediv, "power": operator.pow,
+                     "negative": operator.neg, "positive": operator.pos}
+
+
+def _from_numpy(value, where):
+    """A numpy scalar as a Python number; a numpy array is refused (sizes are symbolic)."""
+    if isinstance(value, Vec):
+        return value
+    if getattr(value, "ndim", 0) != 0:
+        raise CellError(advice.numpy_array_advice(where))
+    return value.item() if hasattr(value, "item") else value
 
 
 def _binary(op):

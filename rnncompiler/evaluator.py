@@ -18,6 +18,7 @@ import sympy
 from . import mathfn
 from .errors import CellError
 from .graph import linear_terms, topo_order
+from .kernel import check_step_states
 
 # Piecewise-constant functions: derivative 0 where it exists and at their jumps too
 # (PyTorch's choice); sympy would give DiracDelta or an unevaluated derivative.
@@ -280,6 +281,7 @@ class Reference:
         return res.outputs, res.states
 
     def step(self, params, x_t, states=None):
+        check_step_states(states, self.name, self.state_sizes)
         y, new = self.infer(params, np.asarray(x_t, np.float64)[None], states)
         return y[0], new
 

@@ -49,6 +49,7 @@ class ForwardResult:
     _work: np.ndarray = field(repr=False, default=None)
     _checkpoints: list = field(repr=False, default=None)   # checkpointed: segment starts
     _parts: list = field(repr=False, default=None)   # batch split: [(slice args, workspace)]
+    _batch_first: bool = field(repr=False, default=False)   # outputs (B, T, O); backward alike
 
 
 @dataclass
@@ -163,10 +164,20 @@ class Kernel:
 
     # ------------------------------------------------------------ running
 
-    def forward(self, params, x, state0=None, lengths=None, *, check_finite=False):
+    def forward(self, params, x, state0=None, lengths=None, *, batch_first=False,
+                check_finite=False):
         """Run the whole sequence, keeping the tape for backward (with checkpoint=k, the
-        states every k steps: backward recomputes the rest)."""
-        args, n_work = self._prepare(params, x, state0, lengths, keep=True)
+        states every k steps: backward recomputes the rest). With batch_first=True, x is
+        (B, T, I) and the outputs (B, T, O)."""
+        res = self._forward(params, x, state0, lengths, batch_first, check_finite)
+        if batch_first:
+            res.outputs, res._batch_first = res.outputs.swapaxes(0, 1), True
+        return res
+
+    def _forward(self, params, x, state0, lengths, batch_first, check_finite):
+        """forward on time-major arrays (x is put in time order first)."""
+        args, n_work = self._prepare(params, x, state0, lengths, keep=True,
+                                     batch_first=batch_first)
         T, B = args[0], args[1]
         spans = None if self._segmented(T) else self._spans(B)
         if self._segmented(T):
@@ -206,9 +217,16 @@ class Kernel:
         histories = [self._state_history(work, args[0], args[1]) for args, work in parts]
         return {s: np.concatenate([h[s] for h in histories], axis=1) for s in self.state_sizes}
 
-    def infer(self, params, x, state0=None, lengths=None):
-        """Forward without a tape (less memory): (outputs, final states)."""
-        args, n_work = self._prepare(params, x, state0, lengths, keep=False)
+    def infer(self, params, x, state0=None, lengths=None, *, batch_first=False):
+        """Forward without a tape (less memory): (outputs, final states); with
+        batch_first=True, x is (B, T, I) and the outputs (B, T, O)."""
+        y, states = self._infer(params, x, state0, lengths, batch_first)
+        return (y.swapaxes(0, 1) if batch_first else y), states
+
+    def _infer(self, params, x, state0, lengths, batch_first):
+        """infer on time-major arrays (x is put in time order first)."""
+        args, n_work = self._prepare(params, x, state0, lengths, keep=False,
+                                     batch_first=batch_first)
         spans = self._spans(args[1])
         if spans:
             y, rows, parts = parallel.forward(self, args, spans, keep=False)
@@ -223,12 +241,16 @@ class Kernel:
             self._pool.give(work)
 
     def step(self, params, x_t, states=None):
-        """One step: x_t (B, I) -> (y_t (B, O), new states)."""
+        """One step: x_t (B, I) -> (y_t (B, O), new states). `states` is None on the first
+        step (every state starts at zero), then the dict the previous step returned: a
+        state missing from it is an error, not a silent restart at zero."""
         x_t = self._array("x_t", x_t)
         if x_t.ndim != 2 or x_t.shape[1] != self.input_size:
             raise ValueError("x_t: expected shape (B, %d), got %s" % (self.input_size, x_t.shape))
+        check_step_states(states, self.name, self.state_sizes)
         y, new = self.infer(params, x_t[None], states)
         return y[0], new
+
 
     def backward(self, result, d_outputs=None, d_states=None, *, state_grads=False,
                  check_finite=False):
@@ -240,9 +262,10 @@ class Kernel:
             raise ValueError("result: expected the ForwardResult of this kernel's forward "
                              "(%s), got one from another kernel" % self.name)
         T, B = result._args[0], result._args[1]
+        bf = result._batch_first
         dy = None
         if d_outputs is not None:
-            dy = self._shaped("d_outputs", d_outputs, (T, B, self.output_size))
+            dy = self._time_major("d_outputs", d_outputs, (T, B, self.output_size), bf)
         dst = self._state_rows("d_states", d_states, B) if d_states is not None else None
         with_states = state_grads or check_finite
         if result._checkpoints is not None:
@@ -261,6 +284,10 @@ class Kernel:
                                                                 dst, with_states)
         grads = Gradients(self._split_params(dparams), dx, self._split_states(dstate0),
                           self._split_states(dstates) if state_grads else None)
+        if bf:
+            grads.x = dx.swapaxes(0, 1)
+            if state_grads:
+                grads.states = {s: v.swapaxes(0, 1) for s, v in grads.states.items()}
         if check_finite:
             named = {"params[%r]" % k: v for k, v in grads.params.items()}
             named.update({"state0[%r]" % k: v for k, v in grads.state0.items()})
@@ -340,13 +367,28 @@ class Kernel:
             raise ValueError("%s: expected shape %s, got %s" % (name, tuple(shape), arr.shape))
         return np.array(arr, dtype=self.dtype, order="C", copy=True if copy else None)
 
-    def _prepare(self, params, x, state0, lengths, keep):
+    def _time_major(self, name, value, shape, batch_first):
+        """A (T, B, ...) C-ordered array of the kernel's dtype from `value`, which has
+        `shape` or, with batch_first, `shape` with its first two axes swapped."""
+        if not batch_first:
+            return self._shaped(name, value, shape)
+        arr = self._array(name, value)
+        bt = (shape[1], shape[0]) + tuple(shape[2:])
+        if arr.shape != bt:
+            raise ValueError("%s: expected shape %s (batch_first=True: B, T first), got %s"
+                             % (name, bt, arr.shape))
+        return np.ascontiguousarray(arr.swapaxes(0, 1), dtype=self.dtype)
+
+    def _prepare(self, params, x, state0, lengths, keep, batch_first=False):
         """(T, B, flat params, x, lengths, state rows) checked, converted and owned (x is
-        copied when the tape keeps it), and the workspace size."""
+        copied when the tape keeps it), and the workspace size. With batch_first, x comes
+        as (B, T, I) and is put in time order."""
         x = self._array("x", x)
         if x.ndim != 3 or x.shape[2] != self.input_size or 0 in x.shape[:2]:
-            raise ValueError("x: expected shape (T, B, %d) with T, B >= 1, got %s"
-                             % (self.input_size, x.shape))
+            raise ValueError("x: expected shape (%s, %d) with T, B >= 1, got %s"
+                             % ("B, T" if batch_first else "T, B", self.input_size, x.shape))
+        if batch_first:
+            x = x.swapaxes(0, 1)
         T, B = x.shape[0], x.shape[1]
         if T > _INT_MAX or B > _INT_MAX:
             raise ValueError("x: T and B must be below 2**31, got %s" % (x.shape,))
@@ -420,6 +462,18 @@ class Kernel:
             out[s] = work[off:off + n].reshape(T + 1, B, size)
             off += n
         return out
+
+
+def check_step_states(states, cell_name, state_sizes):
+    """A KeyError naming the first state that step's `states` dict lacks (None, the first
+    step, starts every state at zero; a type other than dict is refused later by name)."""
+    if not isinstance(states, dict):
+        return
+    missing = [s for s in state_sizes if s not in states]
+    if missing:
+        raise KeyError("states: missing state %r; step needs every state of %s (%s): pass "
+                       "states=None for the first step, then the states the previous step "
+                       "returned" % (missing[0], cell_name, list(state_sizes)))
 
 
 def _row_spans(parts):

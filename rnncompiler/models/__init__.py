@@ -9,7 +9,7 @@ forward returns a result that backward takes, losses return (value, gradient).
     >>> params = model.init(seed=0)                                 # doctest: +SKIP
     >>> loss, grads = model.loss_and_grads(params, x, labels, lengths)  # doctest: +SKIP
 """
-from .checkpoint import load, save
+from .checkpoint import SavedModel, load, save
 from .data import CharVocab, load_text, streams
 from .generate import pick, sample
 from .heads import pool, unpool
@@ -22,7 +22,7 @@ from .seq2seq import Seq2Seq
 from .train import TBPTT, History, Progress, fit
 from .tree import flatten, global_norm, tree_map, unflatten
 
-__all__ = ["load", "save", "CharVocab", "load_text", "streams", "pick", "sample",
+__all__ = ["load", "save", "SavedModel", "CharVocab", "load_text", "streams", "pick", "sample",
            "pool", "unpool", "Embedding", "Linear", "reversal_index", "reverse_steps",
            "step_mask", "cross_entropy", "log_softmax", "mse", "softmax", "ModelGrads",
            "ModelResult", "SequenceModel", "SGD", "Adam", "AdamW", "Optimizer", "RMSProp",

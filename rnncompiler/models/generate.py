@@ -37,7 +37,8 @@ def sample(model, params, prompt, length, *, temperature=1.0, seed=0, states=Non
     if states is None:
         states = model.initial_states(params, ids.shape[1])
     if len(ids) > 1:
-        _, states = model.infer(params, ids[:-1], state0=states)
+        prefix = ids[:-1].T if model.batch_first else ids[:-1]
+        _, states = model.infer(params, prefix, state0=states)
     token, out = ids[-1], []
     for _ in range(length):
         logits, states = model.step(params, token, states)

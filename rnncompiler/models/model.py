@@ -18,7 +18,7 @@ LOSSES = {"cross_entropy": cross_entropy, "mse": mse, None: None}
 @dataclass
 class ModelResult:
     """What `SequenceModel.forward` returns: predictions ((T, B, O) for readout "steps",
-    else (B, O)), the RNN's final states, the lengths, and the tape for `backward`."""
+    (B, T, O) with batch_first, else (B, O)), the RNN's final states, the lengths, and the tape for `backward`."""
     predictions: np.ndarray
     states: dict
     lengths: np.ndarray = None
@@ -47,13 +47,15 @@ class SequenceModel:
     adds a linear head (none: the predictions are the RNN outputs); `readout` is "steps",
     "last", "mean" or "ends" (see `heads.pool`); `loss` is "cross_entropy" (integer
     targets), "mse" or None. `num_layers`, `bidirectional`, `dropout`, `learn_state0`,
-    `dtype`, `sizes`, `seed` go to the `RNN`.
+    `dtype`, `sizes`, `seed` go to the `RNN`. `batch_first=True` puts the batch first in
+    everything indexed by time: x (B, T, I) or ids (B, T), "steps" predictions (B, T, O),
+    their targets and masks (B, T), d_predictions and the input gradient (as torch).
     """
 
     def __init__(self, cell, hidden_size, *, input_size=None, vocab_size=None, embed_size=None,
                  output_size=None, readout="steps", loss="cross_entropy", num_layers=1,
                  bidirectional=False, dropout=0.0, learn_state0=False, dtype="float32",
-                 sizes=None, seed=0):
+                 sizes=None, seed=0, batch_first=False):
         if (input_size is None) == (vocab_size is None):
             raise ValueError("input_size, vocab_size: give exactly one (vectors of input_size "
                              "or token ids below vocab_size), got %r and %r"
@@ -61,6 +63,15 @@ class SequenceModel:
         if loss not in LOSSES:
             raise ValueError("loss: expected one of %s, got %r" % (list(LOSSES), loss))
         self.readout, self.loss_name = check_readout(readout), loss
+        self.batch_first = bool(batch_first)
+        # the constructor's arguments: what `rm.save` writes to rebuild this model
+        self.config = dict(cell=cell, hidden_size=hidden_size, input_size=input_size,
+                           vocab_size=vocab_size, embed_size=embed_size,
+                           output_size=output_size, readout=readout, loss=loss,
+                           num_layers=num_layers, bidirectional=bidirectional,
+                           dropout=dropout, learn_state0=learn_state0,
+                           dtype=np.dtype(dtype).name, sizes=sizes, seed=seed,
+                           batch_first=self.batch_first)
         dtype = np.dtype(dtype)
         self.embedding = None
         if vocab_size is not None:
@@ -81,7 +92,8 @@ class SequenceModel:
             parts.insert(0, "Embedding(%d, %d)" % (self.embedding.vocab_size, self.embedding.size))
         if self.head:
             parts.append("Linear(%d, %d)" % (self.head.in_size, self.head.out_size))
-        return "SequenceModel[%s, loss=%s]" % (" -> ".join(parts), self.loss_name)
+        return "SequenceModel[%s, loss=%s%s]" % (" -> ".join(parts), self.loss_name,
+                                                 ", batch_first" if self.batch_first else "")
 
     def init(self, seed=0):
         """The parameter tree {"embed"?: {"table"}, "rnn": {...}, "head"?: {"W", "b"}}."""
@@ -100,13 +112,29 @@ class SequenceModel:
 
     # ------------------------------------------------------------ running
 
+    def _time_major(self, a):
+        """An array indexed (B, T, ...) as (T, B, ...) and back (a view) with batch_first;
+        otherwise `a` itself."""
+        return a.swapaxes(0, 1) if self.batch_first and a is not None else a
+
     def _inputs(self, params, x):
+        """(token ids or None, input vectors), both time-major."""
         if self.embedding is None:
-            return None, x
+            x = np.asarray(x)
+            if x.ndim != 3 or x.shape[2] != self.rnn.input_size or 0 in x.shape[:2]:
+                raise ValueError("x: expected shape (%s, %d) with T, B >= 1, got %s" % (
+                    "B, T" if self.batch_first else "T, B", self.rnn.input_size, x.shape))
+            return None, self._time_major(x)
         ids = self.embedding.check_ids("x", x)
         if ids.ndim != 2:
-            raise ValueError("x: expected token ids of shape (T, B), got %s" % (ids.shape,))
+            raise ValueError("x: expected token ids of shape (%s), got %s"
+                             % ("B, T" if self.batch_first else "T, B", ids.shape))
+        ids = self._time_major(ids)
         return ids, self.embedding.forward(params["embed"], ids)
+
+    def _steps_layout(self, preds):
+        """Predictions in the caller's layout: (B, T, O) for "steps" with batch_first."""
+        return self._time_major(preds) if self.readout == "steps" else preds
 
     def forward(self, params, x, lengths=None, state0=None, *, train=False, rng=None):
         """Run the model, keeping what `backward` needs (see `RNN.forward` for the
@@ -121,7 +149,8 @@ class SequenceModel:
         if self.head:
             head = {k: v.copy() for k, v in params["head"].items()}  # backward sees these
             preds = self.head.forward(head, feats)
-        return ModelResult(preds, res.states, res.lengths, res, ids, feats, head)
+        return ModelResult(self._steps_layout(preds), res.states, res.lengths, res, ids, feats,
+                           head)
 
     def infer(self, params, x, lengths=None, state0=None):
         """(predictions, final states) without tapes; dropout off."""
@@ -130,14 +159,17 @@ class SequenceModel:
         if self.readout != "steps":
             lengths = None if lengths is None else np.asarray(lengths)
             outputs = pool(outputs, lengths, self.readout, len(self.rnn.directions))
-        return (self.head.forward(params["head"], outputs) if self.head else outputs), states
+        preds = self.head.forward(params["head"], outputs) if self.head else outputs
+        return self._steps_layout(preds), states
 
     def predict(self, params, x, lengths=None, state0=None):
         return self.infer(params, x, lengths, state0)[0]
 
     def step(self, params, x_t, states):
         """One step of a unidirectional "steps" model: x_t ((B,) ids or (B, I)) ->
-        (prediction (B, O), new states). The one per-step call: for generation."""
+        (prediction (B, O), new states); `states` None on the first step (the initial
+        states), then what the previous step returned. The one per-step call: for
+        generation."""
         if self.readout != "steps":
             raise ValueError("step: needs readout='steps' (a prediction at every step), "
                              "this model has readout=%r" % self.readout)
@@ -150,8 +182,8 @@ class SequenceModel:
 
     def loss(self, result, targets, mask=None):
         """(value, dL/d(predictions)) of the model's loss, over the valid steps given by
-        the lengths (readout "steps") or over rows; `mask` ((T, B) or (B,)) weights entries
-        further (0 drops one)."""
+        the lengths (readout "steps") or over rows; `mask` ((T, B), (B, T) with batch_first,
+        or (B,)) weights entries further (0 drops one)."""
         fn = LOSSES[self.loss_name]
         if fn is None:
             raise ValueError("loss: this model was built with loss=None; give d_predictions "
@@ -160,7 +192,8 @@ class SequenceModel:
         lead = preds.shape[:-1]
         w = None
         if self.readout == "steps" and result.lengths is not None:
-            w = step_mask(result.lengths, lead[0], lead[1], preds.dtype)
+            T, B = lead[::-1] if self.batch_first else lead
+            w = self._time_major(step_mask(result.lengths, T, B, preds.dtype))
         if mask is not None:
             m = np.asarray(mask, preds.dtype)
             if m.shape != lead:
@@ -180,7 +213,7 @@ class SequenceModel:
             if d_predictions.shape != result.predictions.shape:
                 raise ValueError("d_predictions: expected shape %s, got %s"
                                  % (result.predictions.shape, d_predictions.shape))
-            d_feats = d_predictions
+            d_feats = d_predictions = self._steps_layout(d_predictions)
             if self.head:
                 grads["head"], d_feats = self.head.backward(result._head, result._features,
                                                             d_predictions)
@@ -190,7 +223,7 @@ class SequenceModel:
                            len(self.rnn.directions))
         g = self.rnn.backward(result.rnn, d_out, d_states)
         grads["rnn"] = g.params
-        x_grad = g.x
+        x_grad = self._time_major(g.x)
         if self.embedding:
             grads["embed"], x_grad = self.embedding.backward(result._inputs, g.x), None
         if self.head and "head" not in grads:

@@ -30,6 +30,19 @@ class Optimizer:
     of the number of updates done so far (a schedule). State lives in `self.state`, one dict
     per parameter path; `state_dict`/`load_state_dict` turn it into a tree for `save`."""
 
+    def __new__(cls, *args, **kwargs):
+        """Refuses a parameter tree where the learning rate goes (torch.optim's habit:
+        here parameters are given to `step`), and keeps the arguments for `rm.save`."""
+        first = args[0] if args else kwargs.get("lr")
+        if isinstance(first, (dict, list, tuple)) or hasattr(first, "parameters"):
+            raise TypeError(
+                "%s: the first argument is the learning rate, got %s; parameters are not "
+                "given to the optimizer here but to each update: opt = rm.%s(lr=0.01), then "
+                "opt.step(params, grads)" % (cls.__name__, type(first).__name__, cls.__name__))
+        obj = super().__new__(cls)
+        obj._arguments = (args, dict(kwargs))
+        return obj
+
     def __init__(self, lr):
         if not callable(lr) and not float(lr) >= 0:
             raise ValueError("lr: expected a learning rate >= 0 or a schedule, got %r" % (lr,))

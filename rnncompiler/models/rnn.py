@@ -63,7 +63,9 @@ class RNN:
     cell over each row reversed within its length and concatenates both outputs;
     `dropout` is the rate applied to the inputs of layers 1.. when `train=True`;
     `learn_state0` makes every initial state a learnable vector; `dtype`; `sizes` for
-    cells with extra size names; `seed` seeds the dropout masks when no `rng` is given.
+    cells with extra size names; `seed` seeds the dropout masks when no `rng` is given;
+    `batch_first=True` takes x as (B, T, I) and gives outputs, d_outputs and the input
+    gradient as (B, T, ...), as torch.nn.LSTM(batch_first=True) does (default time-major).
 
         >>> rnn = RNN(lstm, 3, 8, num_layers=2, bidirectional=True)  # doctest: +SKIP
         >>> out = rnn.forward(params, x, lengths)                          # doctest: +SKIP
@@ -71,13 +73,21 @@ class RNN:
     """
 
     def __init__(self, cell, input_size, hidden_size, num_layers=1, *, bidirectional=False,
-                 dropout=0.0, learn_state0=False, dtype="float32", sizes=None, seed=0):
+                 dropout=0.0, learn_state0=False, dtype="float32", sizes=None, seed=0,
+                 batch_first=False):
         if not isinstance(num_layers, (int, np.integer)) or num_layers < 1:
             raise ValueError("num_layers: expected an int >= 1, got %r" % (num_layers,))
         if not 0.0 <= float(dropout) < 1.0:
             raise ValueError("dropout: expected a rate in [0, 1), got %r" % (dropout,))
         self.num_layers, self.dropout = int(num_layers), float(dropout)
         self.bidirectional, self.learn_state0 = bool(bidirectional), bool(learn_state0)
+        self.batch_first = bool(batch_first)
+        # the constructor's arguments: what `rm.save` writes to rebuild this RNN
+        self.config = dict(cell=cell, input_size=input_size, hidden_size=hidden_size,
+                           num_layers=int(num_layers), bidirectional=self.bidirectional,
+                           dropout=self.dropout, learn_state0=self.learn_state0,
+                           dtype=np.dtype(dtype).name, sizes=sizes, seed=seed,
+                           batch_first=self.batch_first)
         self.directions = ("fwd", "bwd") if bidirectional else ("fwd",)
         self.input_size = input_size
         self.kernels = []
@@ -94,7 +104,8 @@ class RNN:
     def __repr__(self):
         cells = ", ".join("%s(%d->%d)" % (k.name, k.input_size, k.hidden_size)
                           for k in self.kernels)
-        return "RNN[%s%s]" % (cells, ", bidirectional" if self.bidirectional else "")
+        return "RNN[%s%s%s]" % (cells, ", bidirectional" if self.bidirectional else "",
+                                ", batch_first" if self.batch_first else "")
 
     # ------------------------------------------------------------ parameters
 
@@ -157,14 +168,21 @@ class RNN:
     # ------------------------------------------------------------ running
 
     def _check_x(self, x):
+        """x as a time-major (T, B, I) array (a view of a batch-first one)."""
         x = np.asarray(x)
         if x.ndim != 3 or x.shape[2] != self.input_size or 0 in x.shape[:2]:
-            raise ValueError("x: expected shape (T, B, %d) with T, B >= 1, got %s"
-                             % (self.input_size, x.shape))
-        return x
+            raise ValueError("x: expected shape (%s, %d) with T, B >= 1, got %s"
+                             % ("B, T" if self.batch_first else "T, B", self.input_size,
+                                x.shape))
+        return x.swapaxes(0, 1) if self.batch_first else x
+
+    def _layout(self, a):
+        """A time-major (T, B, ...) array in the caller's layout, and back (a view)."""
+        return a.swapaxes(0, 1) if self.batch_first and a is not None else a
 
     def forward(self, params, x, lengths=None, state0=None, *, train=False, rng=None):
-        """Run every layer over x (T, B, I); keeps the tapes for `backward`.
+        """Run every layer over x (T, B, I), or (B, T, I) with batch_first; keeps the tapes
+        for `backward`.
 
         `state0` (optional) is a tree like `RNNResult.states` with (B, size) or (size,)
         arrays; what it gives replaces the learned or zero initial state. `train=True`
@@ -195,27 +213,30 @@ class RNN:
             h = outs[0] if len(outs) == 1 else np.concatenate(outs, axis=2)
         states = {"layer%d" % l: {d: t.results[d].states for d in self.directions}
                   for l, t in enumerate(layers)}
-        return RNNResult(h, states, lengths, layers, rev)
+        return RNNResult(self._layout(h), states, lengths, layers, rev)
 
     def backward(self, result, d_outputs=None, d_states=None):
-        """Gradients of a loss L given dL/d(outputs) (T, B, F) and dL/d(final states) (a
-        tree like `result.states`; missing parts are zero), through every layer."""
+        """Gradients of a loss L given dL/d(outputs) (T, B, F), or (B, T, F) with
+        batch_first, and dL/d(final states) (a tree like `result.states`; missing parts are
+        zero), through every layer."""
         if not isinstance(result, RNNResult):
             raise TypeError("result: expected the RNNResult of RNN.forward, got %s"
                             % type(result).__name__)
-        T, B, F = result.outputs.shape
         dh = None
         if d_outputs is not None:
             dh = np.asarray(d_outputs)
-            if dh.shape != (T, B, F):
-                raise ValueError("d_outputs: expected shape %s, got %s" % ((T, B, F), dh.shape))
+            if dh.shape != result.outputs.shape:
+                raise ValueError("d_outputs: expected shape %s (that of the outputs), got %s"
+                                 % (result.outputs.shape, dh.shape))
+            dh = self._layout(dh)
         d_states = d_states or {}
         grads, d_state0, seeds = {}, {}, [None] * self.num_layers
         for l in reversed(range(self.num_layers)):
             grads["layer%d" % l], d_state0["layer%d" % l], dh, seeds[l] = self._layer_backward(
                 l, result._layers[l], result._rev, dh, d_states.get("layer%d" % l, {}))
         order = ["layer%d" % l for l in range(self.num_layers)]
-        return RNNGrads({k: grads[k] for k in order}, dh, {k: d_state0[k] for k in order}, seeds)
+        return RNNGrads({k: grads[k] for k in order}, self._layout(dh),
+                        {k: d_state0[k] for k in order}, seeds)
 
     def _layer_backward(self, l, tape, rev, dh, d_states):
         kern = self.kernels[l]
@@ -241,7 +262,8 @@ class RNN:
         return g_layer, ds_layer, dx, seed
 
     def infer(self, params, x, lengths=None, state0=None):
-        """Outputs and final states without tapes (less memory); dropout off."""
+        """Outputs (in the layout of x) and final states without tapes (less memory);
+        dropout off."""
         x = self._check_x(x)
         T, B = x.shape[:2]
         lengths = check_lengths(lengths, T, B)
@@ -257,17 +279,23 @@ class RNN:
                 states["layer%d" % l][d] = s
                 outs.append(y if d == "fwd" else reverse_steps(y, rev))
             h = outs[0] if len(outs) == 1 else np.concatenate(outs, axis=2)
-        return h, states
+        return self._layout(h), states
 
     def step(self, params, x_t, states):
         """One time step of a unidirectional stack: x_t (B, I) -> (y_t (B, F), new states);
-        `states` is a full tree (see `initial_states`)."""
+        `states` is a full tree (see `initial_states`), or None for the first step."""
         if self.bidirectional:
             raise ValueError("step: a bidirectional RNN reads the whole sequence backwards; "
                              "step-by-step generation needs bidirectional=False")
         h, new = np.asarray(x_t), {}
+        if states is None:
+            states = self.initial_states(params, h.shape[0] if h.ndim else 1)
         for l, kern in enumerate(self.kernels):
             key = "layer%d" % l
+            if not isinstance(states.get(key), dict) or "fwd" not in states[key]:
+                raise KeyError("states: missing %r/'fwd'; pass states=None for the first step "
+                               "(initial states), then the states the previous step returned"
+                               % key)
             h, s = kern.step(self._layer(params, l, "fwd")["cell"], h, states[key]["fwd"])
             new[key] = {"fwd": s}
         return h, new

@@ -20,6 +20,9 @@ class Seq2Seq:
     def __init__(self, cell, src_vocab, tgt_vocab, hidden_size, *, embed_size=None,
                  num_layers=1, dtype="float32", sizes=None):
         common = dict(embed_size=embed_size, num_layers=num_layers, dtype=dtype, sizes=sizes)
+        self.config = dict(cell=cell, src_vocab=src_vocab, tgt_vocab=tgt_vocab,
+                           hidden_size=hidden_size, embed_size=embed_size,
+                           num_layers=num_layers, dtype=np.dtype(dtype).name, sizes=sizes)
         self.encoder = SequenceModel(cell, hidden_size, vocab_size=src_vocab, loss=None, **common)
         self.decoder = SequenceModel(cell, hidden_size, vocab_size=tgt_vocab,
                                      output_size=tgt_vocab, loss="cross_entropy", **common)

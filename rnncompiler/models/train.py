@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -43,13 +44,29 @@ class History:
         return np.convolve(loss, np.ones(window) / window, mode="valid")
 
     def plot(self, ax=None, label=None, window=None):
-        """The loss against the update, raw and smoothed (needs matplotlib)."""
+        """The loss against the update, raw and smoothed (needs matplotlib), on `ax` (a
+        matplotlib Axes) or a new figure; given a file name instead (`plot("loss.png")`),
+        the figure is saved there and closed. Returns the Axes."""
         try:
             import matplotlib.pyplot as plt
         except ImportError:
             raise ImportError("History.plot needs matplotlib: pip install matplotlib") from None
+        path = None
+        if isinstance(ax, (str, os.PathLike)):
+            path, ax = ax, None
+        elif ax is not None and not hasattr(ax, "plot"):
+            raise TypeError("ax: expected a matplotlib Axes or a file name to save the figure "
+                            "to (e.g. \"loss.png\"), got %s" % type(ax).__name__)
         if ax is None:
             _, ax = plt.subplots(figsize=(6, 3.5))
+        self._draw(ax, label, window)
+        if path is not None:
+            ax.figure.savefig(path, dpi=120, bbox_inches="tight")
+            plt.close(ax.figure)
+        return ax
+
+    def _draw(self, ax, label, window):
+        """The raw and smoothed loss curves on ax."""
         line, = ax.plot(self.losses, alpha=0.25)
         sm = self.smoothed(window)
         ax.plot(np.arange(len(sm)) + (len(self.losses) - len(sm)), sm, color=line.get_color(),
@@ -58,7 +75,6 @@ class History:
         ax.set_ylabel("loss")
         if label:
             ax.legend()
-        return ax
 
 
 class Progress:
@@ -190,6 +206,9 @@ class TBPTT:
             raise ValueError("k2: expected k2 >= k1 (every update back-propagates at least "
                              "through the k1 steps whose loss it takes), got k1=%d, k2=%d"
                              % (k1, k2))
+        if getattr(model, "batch_first", False):
+            raise ValueError("model: truncated BPTT cuts streams (N, B, ...) along their first "
+                             "axis; build the model with batch_first=False")
         if model.rnn.bidirectional or model.readout != "steps":
             raise ValueError("model: truncated BPTT needs a unidirectional model with "
                              "readout='steps' (it reads streams forwards, one window at a time)")
