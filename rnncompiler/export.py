@@ -290,7 +290,9 @@ state0, state_T, dstate_T, dstate0: B*S reals, one row of S = {S} per batch row 
 lengths: B ints, or NULL (every row runs all T steps). Row b runs steps
   0 .. lengths[b]-1: for t >= lengths[b] its y is 0, its states are kept (state_T holds
   those after its last step, state0 when lengths[b] = 0) and dy there is ignored.
-  0 <= lengths[b] <= T, in any order.
+  0 <= lengths[b] <= T, in any order. x past a row's length (NaN and inf included) and
+  the state0 of a row of length 0 reach no gradient: dx is 0 there, and that row's
+  dstate0 is its dstate_T.
 work: {p}_workspace_size(T, B) reals of scratch that the caller allocates (nothing is
   allocated inside). forward fills it with the tape: packed weights, the states at
   every step, and the values the backward step reads. backward reads the tape and uses

@@ -54,11 +54,20 @@ def check_timed(label, arr, note=""):
         _raise(label, arr[hit], " at step %d, batch row %d, unit %d" % hit, note)
 
 
-def check_forward(params, state0, x, history, outputs):
+def valid_steps(arr, lengths):
+    """arr (T, B, ...) with the steps past each row's length set to 0: the padding, which
+    the kernels never let into a result, is not checked."""
+    if lengths is None:
+        return arr
+    keep = np.arange(arr.shape[0])[:, None] < np.asarray(lengths)[None, :]
+    return np.where(keep.reshape(keep.shape + (1,) * (arr.ndim - 2)), arr, 0)
+
+
+def check_forward(params, state0, x, history, outputs, lengths=None):
     """history: state name -> (T+1, B, size) states before step 0 .. after step T-1."""
     check_blocks([("params[%r]" % k, v) for k, v in params.items()])
     check_blocks([("state0[%r]" % k, v) for k, v in state0.items()])
-    check_timed("x", x)
+    check_timed("x", valid_steps(x, lengths))
     hits = []
     for k, (s, hist) in enumerate(history.items()):
         hit = first_bad_row(hist[1:])
@@ -73,10 +82,10 @@ def check_forward(params, state0, x, history, outputs):
                " — the first non-finite value of the forward pass; its inputs are finite")
 
 
-def check_backward(d_outputs, d_states, state_adjoints, dx, grads):
+def check_backward(d_outputs, d_states, state_adjoints, dx, grads, lengths=None):
     """state_adjoints: state name -> (T, B, size) dL/d(state after step t)."""
     if d_outputs is not None:
-        check_timed("d_outputs", d_outputs)
+        check_timed("d_outputs", valid_steps(d_outputs, lengths))
     check_blocks([("d_states[%r]" % k, v) for k, v in (d_states or {}).items()])
     hits = []
     for k, (s, adj) in enumerate(state_adjoints.items()):

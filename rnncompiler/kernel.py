@@ -202,7 +202,7 @@ class Kernel:
             history = self._state_history(work, T, B) if check_finite else None
         if check_finite:
             finite.check_forward(self._split_params(args[2]), self._split_states(args[5])
-                                 if args[5] is not None else {}, args[3], history, y)
+                                 if args[5] is not None else {}, args[3], history, y, args[4])
         return res
 
     def _segmented(self, T):
@@ -291,7 +291,8 @@ class Kernel:
         if check_finite:
             named = {"params[%r]" % k: v for k, v in grads.params.items()}
             named.update({"state0[%r]" % k: v for k, v in grads.state0.items()})
-            finite.check_backward(dy, d_states, self._split_states(dstates), dx, named)
+            finite.check_backward(dy, d_states, self._split_states(dstates), dx, named,
+                                  result._args[4])
         return grads
 
     # ------------------------------------------------------------ helpers

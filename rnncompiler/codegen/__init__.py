@@ -121,7 +121,7 @@ def _size_terms(L, keep):
     if keep:
         step = sum(w for _, w, chunked in L.adj_arrays if not chunked)
         chunk = sum(w for _, w, chunked in L.adj_arrays if chunked)
-        terms += [("1", step), ("CH", chunk), ("1", L.S)]
+        terms += [("1", step), ("CH", chunk), ("1", L.S), ("CH", linear.pad_width(L))]
     return terms
 
 
@@ -422,6 +422,7 @@ def _backward(g, bwd, L, printer, ctype, p):
                                                     else chunk_prev))
             chunk_prev = "%s_all + (ptrdiff_t)CH * B * %d" % (name, width)
     regions.append("    %s *dcarry = %s;" % (ctype, chunk_prev or chunk_base))
+    regions.append("    %s *pad = dcarry + (ptrdiff_t)B * %d; (void)pad;" % (ctype, L.S))
     pointers = ["%sconst %s *restrict x_t = x + (ptrdiff_t)t * B * %d; (void)x_t;" % (ind, ctype, L.I)]
     for k, (_, size, _, _, _) in enumerate(L.states):
         pointers.append("%sconst %s *restrict s%d = hist%d + (ptrdiff_t)t * B * %d; (void)s%d;"
@@ -472,7 +473,7 @@ def _backward(g, bwd, L, printer, ctype, p):
     if stepwise:
         carry += ["if (dx) memcpy(dx + (ptrdiff_t)t * B * %d, d_x_t, sizeof(%s) * (size_t)B * %d);"
                   % (L.I, ctype, L.I)]
-    defs, body = [], []
+    defs, body = [linear.padding_c(ctype)] if L.bundles else [], []
     for op in bwd.ops:
         d, code = _op_backward(g, L, op, printer, ctype)
         defs += d
@@ -508,7 +509,8 @@ def _backward(g, bwd, L, printer, ctype, p):
         "        for (int t = t1 - 1; t >= t0; --t) {",
     ] + pointers + [ind + ln for ln in zero] + [ind + ln for blk in (seeds, body, carry) for ln in blk] + [
         "        }",
-    ] + ["        " + ln for ln in after] + [
+    ] + (["        const int padded = lengths && chunk_has_padding(t1, B, lengths);"]
+         if L.bundles else []) + ["        " + ln for ln in after] + [
         "        (void)tc;",
         "    }",
     ] + ["    " + ln for ln in scatter] + [

@@ -129,18 +129,54 @@ def operand_rows(L, n, g):
     return (base if col == 0 else "%s + %d" % (base, col)), stride
 
 
+def pad_width(L):
+    """Scalars per row of backward's scratch for an operand with its padded rows zeroed:
+    the widest operand of any bundle."""
+    return max((p.width for b in L.bundles for p in b.parts), default=0)
+
+
+def padding_c(ctype):
+    """The C that keeps padded rows out of the after-chunk GEMMs: their adjoints are 0, but
+    0 * NaN (or inf) is NaN, so an operand's padded rows are read as 0 there."""
+    return """\
+/* whether some row is past its length before step t1 */
+static int chunk_has_padding(int t1, int B, const int *lengths)
+{
+    for (int b = 0; b < B; ++b) if (lengths[b] < t1) return 1;
+    return 0;
+}
+
+/* rows of steps t0..t0+tc-1 of an operand (row stride ld) copied densely to dst (tc*B x w),
+   those past their length as 0 */
+static const R *valid_rows(int t0, int tc, int B, const int *lengths, const R *src,
+        ptrdiff_t ld, ptrdiff_t w, R *restrict dst)
+{
+    for (ptrdiff_t i = 0; i < tc; ++i) for (ptrdiff_t b = 0; b < B; ++b) {
+        const R *s = src + (i * B + b) * ld;
+        R *d = dst + (i * B + b) * w;
+        if (t0 + i < lengths[b]) memcpy(d, s, sizeof(R) * (size_t)w);
+        else memset(d, 0, sizeof(R) * (size_t)w);
+    }
+    return dst;
+}""".replace("R *", ctype + " *").replace("(R)", "(%s)" % ctype)
+
+
 def chunk_backward(g, L, b, ctype, dx_beta=1):
     """After a chunk's steps: weight and bias gradients over its tc*B rows, and dx (added
-    to what the steps wrote there, or overwriting it with dx_beta=0)."""
+    to what the steps wrote there, or overwriting it with dx_beta=0). In a chunk with
+    padded rows (`padded`) each operand is read through its copy with those rows zeroed."""
     d = "dch_" + b.name
     code = [comment("%s over steps t0..t0+tc-1 at once: dW += d%s^T v, db += sums, dx += d%s W_x"
                     % (b.name, b.name, b.name)),
             "{",
             "    const %s *%s = d_%s_all;" % (ctype, d, b.name)]
-    for p in b.parts:
+    for k, p in enumerate(b.parts):
         src, stride = operand_rows(L, p.operand, g)
-        code.append("    gemm_big(RNNC_TN, threads, 1, %d, %d, (ptrdiff_t)tc * B, %s, %d, %s, %d, gpack + %d, %d);"
-                    % (b.width, p.width, d, b.width, src, stride, p.pack, p.width))
+        code.append("    const %s *v%d = padded ? valid_rows(t0, tc, B, lengths, %s, %d, %d, pad) : %s;"
+                    % (ctype, k, src, stride, p.width, src))
+        ld = str(stride) if stride == p.width else "padded ? %d : %d" % (p.width, stride)
+        code.append("    gemm_big(RNNC_TN, threads, 1, %d, %d, (ptrdiff_t)tc * B, %s, %d, v%d, %s, "
+                    "gpack + %d, %d);" % (b.width, p.width, d, b.width, k, ld, p.pack, p.width))
         if p.static:
             code.append("    if (dx) gemm_big(RNNC_NN, threads, %d, (ptrdiff_t)tc * B, %d, %d, %s, %d, pack + %d, %d, "
                         "dx + (ptrdiff_t)t0 * B * %d, %d);"

@@ -71,5 +71,6 @@ def mse(predictions, targets, mask=None):
     n = float(w.sum()) * predictions.shape[-1]
     if n == 0:
         return 0.0, np.zeros_like(predictions)
-    err = predictions - targets
+    # entries the mask drops are 0 even where a padded target is NaN or inf
+    err = np.where(w != 0, predictions - targets, 0)
     return float(np.sum(w * err * err) / n), (2.0 / n) * w * err
