@@ -117,6 +117,7 @@ size_t rnnc_workspace_size(int T, int B)
     n = add_sz(n, mul_sz(mul_sz(1, (size_t)B), 11));
     n = add_sz(n, mul_sz(mul_sz((size_t)CH, (size_t)B), 8));
     n = add_sz(n, mul_sz(mul_sz(1, (size_t)B), 4));
+    n = add_sz(n, mul_sz(mul_sz((size_t)CH, (size_t)B), 4));
     return fits(n, T, B);
 }
 
@@ -233,6 +234,27 @@ int rnnc_infer(int T, int B, const float *params, const float *x, const int *len
               const float *state0, float *y, float *state_T, float *work)
 { return rnnc_run_forward(T, B, params, x, lengths, state0, y, state_T, work, 0, 1); }
 
+/* whether some row is past its length before step t1 */
+static int chunk_has_padding(int t1, int B, const int *lengths)
+{
+    for (int b = 0; b < B; ++b) if (lengths[b] < t1) return 1;
+    return 0;
+}
+
+/* rows of steps t0..t0+tc-1 of an operand (row stride ld) copied densely to dst (tc*B x w),
+   those past their length as 0 */
+static const float *valid_rows(int t0, int tc, int B, const int *lengths, const float *src,
+        ptrdiff_t ld, ptrdiff_t w, float *restrict dst)
+{
+    for (ptrdiff_t i = 0; i < tc; ++i) for (ptrdiff_t b = 0; b < B; ++b) {
+        const float *s = src + (i * B + b) * ld;
+        float *d = dst + (i * B + b) * w;
+        if (t0 + i < lengths[b]) memcpy(d, s, sizeof(float) * (size_t)w);
+        else memset(d, 0, sizeof(float) * (size_t)w);
+    }
+    return dst;
+}
+
 /* adjoints of the operands of next0 */
 static void bwd_next0(int t, int B, const int *lengths, const float *restrict L0, const float *restrict L1, float *restrict d_s0, float *restrict d_L0, float *restrict d_L1, float *restrict d_v3)
 {
@@ -283,6 +305,7 @@ int rnnc_run_backward(int T, int B, const float *params, const float *x, const i
     float *d_L0_all = adj + (ptrdiff_t)B * 11;
     float *d_L1_all = d_L0_all + (ptrdiff_t)CH * B * 4;
     float *dcarry = d_L1_all + (ptrdiff_t)CH * B * 4;
+    float *pad = dcarry + (ptrdiff_t)B * 4; (void)pad;
     (void)pack;
     rnnc_s_mk_pack_nn(4, 4, pack + 12, 4, pack + 176);
     rnnc_s_mk_pack_nn(4, 4, pack + 32, 4, pack + 432);
@@ -319,19 +342,23 @@ int rnnc_run_backward(int T, int B, const float *params, const float *x, const i
             for (ptrdiff_t b = 0; b < B; ++b) if (VALID(b))
                 for (ptrdiff_t j = 0; j < 4; ++j) dcarry[(ptrdiff_t)B * 0 + b * 4 + j] = d_s0[b * 4 + j];
         }
+        const int padded = lengths && chunk_has_padding(t1, B, lengths);
         /* L0 over steps t0..t0+tc-1 at once: dW += dL0^T v, db += sums, dx += dL0 W_x */
         {
             const float *dch_L0 = d_L0_all;
-            rnnc_s_gemm_big(RNNC_TN, threads, 1, 4, 3, (ptrdiff_t)tc * B, dch_L0, 4, x + (ptrdiff_t)t0 * B * 3, 3, gpack + 0, 3);
+            const float *v0 = padded ? valid_rows(t0, tc, B, lengths, x + (ptrdiff_t)t0 * B * 3, 3, 3, pad) : x + (ptrdiff_t)t0 * B * 3;
+            rnnc_s_gemm_big(RNNC_TN, threads, 1, 4, 3, (ptrdiff_t)tc * B, dch_L0, 4, v0, 3, gpack + 0, 3);
             if (dx) rnnc_s_gemm_big(RNNC_NN, threads, 0, (ptrdiff_t)tc * B, 3, 4, dch_L0, 4, pack + 0, 3, dx + (ptrdiff_t)t0 * B * 3, 3);
-            rnnc_s_gemm_big(RNNC_TN, threads, 1, 4, 4, (ptrdiff_t)tc * B, dch_L0, 4, hist0 + (ptrdiff_t)t0 * B * 4, 4, gpack + 12, 4);
+            const float *v1 = padded ? valid_rows(t0, tc, B, lengths, hist0 + (ptrdiff_t)t0 * B * 4, 4, 4, pad) : hist0 + (ptrdiff_t)t0 * B * 4;
+            rnnc_s_gemm_big(RNNC_TN, threads, 1, 4, 4, (ptrdiff_t)tc * B, dch_L0, 4, v1, 4, gpack + 12, 4);
             for (ptrdiff_t i = 0; i < (ptrdiff_t)tc * B; ++i) for (ptrdiff_t r = 0; r < 4; ++r)
                 gpack[28 + r] += dch_L0[i * 4 + r];
         }
         /* L1 over steps t0..t0+tc-1 at once: dW += dL1^T v, db += sums, dx += dL1 W_x */
         {
             const float *dch_L1 = d_L1_all;
-            rnnc_s_gemm_big(RNNC_TN, threads, 1, 4, 4, (ptrdiff_t)tc * B, dch_L1, 4, hist0 + (ptrdiff_t)t0 * B * 4, 4, gpack + 32, 4);
+            const float *v0 = padded ? valid_rows(t0, tc, B, lengths, hist0 + (ptrdiff_t)t0 * B * 4, 4, 4, pad) : hist0 + (ptrdiff_t)t0 * B * 4;
+            rnnc_s_gemm_big(RNNC_TN, threads, 1, 4, 4, (ptrdiff_t)tc * B, dch_L1, 4, v0, 4, gpack + 32, 4);
         }
         (void)tc;
     }

@@ -99,6 +99,7 @@ size_t hand_sigmoid_workspace_size(int T, int B)
     n = add_sz(n, mul_sz(mul_sz(1, (size_t)B), 11));
     n = add_sz(n, mul_sz(mul_sz((size_t)CH, (size_t)B), 8));
     n = add_sz(n, mul_sz(mul_sz(1, (size_t)B), 4));
+    n = add_sz(n, mul_sz(mul_sz((size_t)CH, (size_t)B), 4));
     return fits(n, T, B);
 }
 
@@ -217,6 +218,27 @@ int hand_sigmoid_infer(int T, int B, const double *params, const double *x, cons
               const double *state0, double *y, double *state_T, double *work)
 { return hand_sigmoid_run_forward(T, B, params, x, lengths, state0, y, state_T, work, 0, 1); }
 
+/* whether some row is past its length before step t1 */
+static int chunk_has_padding(int t1, int B, const int *lengths)
+{
+    for (int b = 0; b < B; ++b) if (lengths[b] < t1) return 1;
+    return 0;
+}
+
+/* rows of steps t0..t0+tc-1 of an operand (row stride ld) copied densely to dst (tc*B x w),
+   those past their length as 0 */
+static const double *valid_rows(int t0, int tc, int B, const int *lengths, const double *src,
+        ptrdiff_t ld, ptrdiff_t w, double *restrict dst)
+{
+    for (ptrdiff_t i = 0; i < tc; ++i) for (ptrdiff_t b = 0; b < B; ++b) {
+        const double *s = src + (i * B + b) * ld;
+        double *d = dst + (i * B + b) * w;
+        if (t0 + i < lengths[b]) memcpy(d, s, sizeof(double) * (size_t)w);
+        else memset(d, 0, sizeof(double) * (size_t)w);
+    }
+    return dst;
+}
+
 /* adjoints of the operands of next0 */
 static void bwd_next0(int t, int B, const int *lengths, const double *restrict L0, const double *restrict L1, double *restrict d_s0, double *restrict d_L0, double *restrict d_L1, double *restrict d_v3)
 {
@@ -267,6 +289,7 @@ int hand_sigmoid_run_backward(int T, int B, const double *params, const double *
     double *d_L0_all = adj + (ptrdiff_t)B * 11;
     double *d_L1_all = d_L0_all + (ptrdiff_t)CH * B * 4;
     double *dcarry = d_L1_all + (ptrdiff_t)CH * B * 4;
+    double *pad = dcarry + (ptrdiff_t)B * 4; (void)pad;
     (void)pack;
     memset(dparams, 0, sizeof(double) * 48);
     memset(gpack, 0, sizeof(double) * 48);
@@ -301,19 +324,23 @@ int hand_sigmoid_run_backward(int T, int B, const double *params, const double *
             for (ptrdiff_t b = 0; b < B; ++b) if (VALID(b))
                 for (ptrdiff_t j = 0; j < 4; ++j) dcarry[(ptrdiff_t)B * 0 + b * 4 + j] = d_s0[b * 4 + j];
         }
+        const int padded = lengths && chunk_has_padding(t1, B, lengths);
         /* L0 over steps t0..t0+tc-1 at once: dW += dL0^T v, db += sums, dx += dL0 W_x */
         {
             const double *dch_L0 = d_L0_all;
-            rnnc_d_gemm_big(RNNC_TN, threads, 1, 4, 3, (ptrdiff_t)tc * B, dch_L0, 4, x + (ptrdiff_t)t0 * B * 3, 3, gpack + 0, 3);
+            const double *v0 = padded ? valid_rows(t0, tc, B, lengths, x + (ptrdiff_t)t0 * B * 3, 3, 3, pad) : x + (ptrdiff_t)t0 * B * 3;
+            rnnc_d_gemm_big(RNNC_TN, threads, 1, 4, 3, (ptrdiff_t)tc * B, dch_L0, 4, v0, 3, gpack + 0, 3);
             if (dx) rnnc_d_gemm_big(RNNC_NN, threads, 0, (ptrdiff_t)tc * B, 3, 4, dch_L0, 4, pack + 0, 3, dx + (ptrdiff_t)t0 * B * 3, 3);
-            rnnc_d_gemm_big(RNNC_TN, threads, 1, 4, 4, (ptrdiff_t)tc * B, dch_L0, 4, hist0 + (ptrdiff_t)t0 * B * 4, 4, gpack + 12, 4);
+            const double *v1 = padded ? valid_rows(t0, tc, B, lengths, hist0 + (ptrdiff_t)t0 * B * 4, 4, 4, pad) : hist0 + (ptrdiff_t)t0 * B * 4;
+            rnnc_d_gemm_big(RNNC_TN, threads, 1, 4, 4, (ptrdiff_t)tc * B, dch_L0, 4, v1, 4, gpack + 12, 4);
             for (ptrdiff_t i = 0; i < (ptrdiff_t)tc * B; ++i) for (ptrdiff_t r = 0; r < 4; ++r)
                 gpack[28 + r] += dch_L0[i * 4 + r];
         }
         /* L1 over steps t0..t0+tc-1 at once: dW += dL1^T v, db += sums, dx += dL1 W_x */
         {
             const double *dch_L1 = d_L1_all;
-            rnnc_d_gemm_big(RNNC_TN, threads, 1, 4, 4, (ptrdiff_t)tc * B, dch_L1, 4, hist0 + (ptrdiff_t)t0 * B * 4, 4, gpack + 32, 4);
+            const double *v0 = padded ? valid_rows(t0, tc, B, lengths, hist0 + (ptrdiff_t)t0 * B * 4, 4, 4, pad) : hist0 + (ptrdiff_t)t0 * B * 4;
+            rnnc_d_gemm_big(RNNC_TN, threads, 1, 4, 4, (ptrdiff_t)tc * B, dch_L1, 4, v0, 4, gpack + 32, 4);
         }
         (void)tc;
     }
