@@ -33,6 +33,7 @@ import tempfile
 import threading
 import time
 
+from . import options
 from .errors import CacheSecurityError, CompileError
 
 _LOADED = {}                  # binary path -> module, for this process
@@ -167,14 +168,7 @@ def check_sanitizer_runtime():
 
 def cc_timeout():
     """Seconds one compiler run may take: $RNNC_CC_TIMEOUT, default 600."""
-    value = os.environ.get("RNNC_CC_TIMEOUT", "")
-    try:
-        seconds = float(value) if value else DEFAULT_CC_TIMEOUT
-    except ValueError:
-        seconds = -1.0
-    if not 0 < seconds < float("inf"):
-        raise ValueError("RNNC_CC_TIMEOUT: expected a positive number of seconds, got %r" % value)
-    return seconds
+    return options.env_float("RNNC_CC_TIMEOUT", DEFAULT_CC_TIMEOUT, "a positive number of seconds")
 
 
 # ---------------------------------------------------------------- the cache
@@ -408,7 +402,7 @@ def link_command(objects, binary, blas):
 def _run_gcc(commands):
     """Run compiler commands [(argv, C file)] at once; CompileError for the first that fails
     or when they outlast $RNNC_CC_TIMEOUT (then every one of them is killed)."""
-    debug = os.environ.get("RNNC_DEBUG", "") >= "3"
+    debug = options.debug_level() >= 3
     timeout = cc_timeout()
     env = _compiler_env()
     procs = []

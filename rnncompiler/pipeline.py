@@ -11,7 +11,7 @@ import sys
 
 import numpy as np
 
-from . import build
+from . import build, options
 from .dsl import Cell, check_identifier
 from .errors import CellError
 from .expr import Term
@@ -22,13 +22,6 @@ from .kernel import Kernel
 
 VERSION = "0.1.0"
 DTYPES = ("float32", "float64")
-
-
-def _debug_level():
-    try:
-        return int(os.environ.get("RNNC_DEBUG", "0"))
-    except ValueError:
-        return 0
 
 
 def bind_sizes(cell, input_size, hidden_size, sizes):
@@ -127,12 +120,12 @@ def lower(cell, sizes, dtype, blas, prefix="rnnc"):
     bwd = differentiate(g)
     csrc = render_c(g, bwd, dtype, prefix=prefix, blas=blas, fast_math=True, microkernel=True,
                     runtime=bool(blas))
-    if _debug_level() >= 1:
+    if options.debug_level() >= 1:
         print(format_graph(g), file=sys.stderr)
         print("backward: %s\ntape (per step): %s" % (", ".join(type(op).__name__ + "(" + op.node + ")"
                                                         for op in bwd.ops), ", ".join(bwd.tape)),
               file=sys.stderr)
-    if _debug_level() >= 2:
+    if options.debug_level() >= 2:
         print(csrc.text, file=sys.stderr)
     return g, bwd, csrc
 
@@ -194,8 +187,8 @@ def compile(cell, input_size, hidden_size, dtype="float32", *, sizes=None, opt_l
         raise ValueError("checkpoint: expected None or an int >= 1 (steps per segment), "
                          "got %r" % (checkpoint,))
     dtype = _dtype_name(dtype)
-    if opt_level is None:
-        opt_level = int(os.environ.get("RNNC_OPT_LEVEL", "3"))
+    opt_level = options.opt_level(opt_level)
+    blas = options.flag("blas", blas)
     bound = bind_sizes(cell, input_size, hidden_size, sizes)
     key = cache_key(cell, bound, dtype, opt_level, blas)
 
