@@ -31,6 +31,23 @@ def last_bad_step(arr):
     return None if hit is None else (arr.shape[0] - 1 - hit[0],) + hit[1:]
 
 
+def zero_padding(x, lengths):
+    """Set x[t, b] = 0 for t >= lengths[b], in place: a (T, B, ...) array's padding, which
+    no output depends on, made finite (0 times a NaN there would reach the gradients)."""
+    if lengths is not None:
+        for b in np.flatnonzero(lengths < x.shape[0]):
+            x[lengths[b]:, b] = 0
+
+
+def read_part(arr, lengths):
+    """A (T, B, ...) array with its padding (t >= lengths[b]) zeroed: what a kernel reads."""
+    if lengths is None or not (lengths < arr.shape[0]).any():
+        return arr
+    arr = np.array(arr)
+    zero_padding(arr, lengths)
+    return arr
+
+
 def _raise(what, value, where, note=""):
     raise NonFiniteError("%s is not finite (%s)%s%s" % (what, float(value), where, note))
 
@@ -73,10 +90,11 @@ def check_forward(params, state0, x, history, outputs):
                " — the first non-finite value of the forward pass; its inputs are finite")
 
 
-def check_backward(d_outputs, d_states, state_adjoints, dx, grads):
-    """state_adjoints: state name -> (T, B, size) dL/d(state after step t)."""
+def check_backward(d_outputs, d_states, state_adjoints, dx, grads, lengths=None):
+    """state_adjoints: state name -> (T, B, size) dL/d(state after step t); d_outputs
+    beyond a row's length are ignored, as the kernel ignores them."""
     if d_outputs is not None:
-        check_timed("d_outputs", d_outputs)
+        check_timed("d_outputs", read_part(d_outputs, lengths))
     check_blocks([("d_states[%r]" % k, v) for k, v in (d_states or {}).items()])
     hits = []
     for k, (s, adj) in enumerate(state_adjoints.items()):

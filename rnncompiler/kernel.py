@@ -264,7 +264,8 @@ class Kernel:
         if check_finite:
             named = {"params[%r]" % k: v for k, v in grads.params.items()}
             named.update({"state0[%r]" % k: v for k, v in grads.state0.items()})
-            finite.check_backward(dy, d_states, self._split_states(dstates), dx, named)
+            finite.check_backward(dy, d_states, self._split_states(dstates), dx, named,
+                                  result._args[4])
         return grads
 
     # ------------------------------------------------------------ helpers
@@ -354,7 +355,10 @@ class Kernel:
         x = self._shaped("x", x, x.shape, copy=keep)
         flat = self._flat_params(params)
         rows = self._state_rows("state0", state0, B) if state0 is not None else None
-        return (T, B, flat, x, self._lengths(lengths, T, B), rows), n_work
+        lengths = self._lengths(lengths, T, B)
+        if keep:
+            finite.zero_padding(x, lengths)      # the weight gradients' GEMMs read all of x
+        return (T, B, flat, x, lengths, rows), n_work
 
     def _flat_params(self, params):
         if not isinstance(params, dict):
