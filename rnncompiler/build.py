@@ -52,9 +52,26 @@ def cache_dir():
 def cache_root():
     """The cache directory, created private (0700) and checked."""
     root = cache_dir()
-    os.makedirs(root, mode=0o700, exist_ok=True)
+    try:
+        os.makedirs(root, mode=0o700, exist_ok=True)
+    except OSError as exc:
+        raise _unusable_cache(root, exc) from None
+    if not os.path.isdir(root):             # makedirs accepts a symlink to a file
+        raise _unusable_cache(root, NotADirectoryError())
     check_private(root)
     return root
+
+
+def _unusable_cache(root, exc):
+    """An OSError of exc's kind naming the cache directory that failed and how to move it."""
+    is_file = os.path.exists(root) and not os.path.isdir(root)
+    what = "is a file, not a directory" if is_file else \
+        "cannot be created (%s)" % (exc.strerror or type(exc).__name__)
+    if os.environ.get("RNNC_CACHE_DIR"):
+        msg = "RNNC_CACHE_DIR=%s: the kernel cache %s; point RNNC_CACHE_DIR at a directory" % (root, what)
+    else:
+        msg = "the kernel cache %s (the default) %s; set RNNC_CACHE_DIR to a directory" % (root, what)
+    return (NotADirectoryError if is_file else type(exc))(msg)
 
 
 def check_private(path):

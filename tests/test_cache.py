@@ -6,6 +6,7 @@ import json
 import multiprocessing
 import os
 import pickle
+import re
 import shutil
 import signal
 import subprocess
@@ -273,6 +274,22 @@ def test_cache_dir_writable_by_others_is_refused(tmp_path, monkeypatch, mode):
     assert isinstance(ei.value, PermissionError)
     assert str(cache) in str(ei.value)
     assert not list(cache.iterdir())          # nothing was written into it
+
+
+def test_cache_dir_that_is_a_file_is_named(tmp_path, monkeypatch):
+    """RNNC_CACHE_DIR naming a file: an error naming the variable and the path, not
+    makedirs' FileExistsError."""
+    cache = tmp_path / "not-a-dir"
+    cache.write_text("")
+    use_cache(monkeypatch, cache)
+    with pytest.raises(NotADirectoryError, match=r"RNNC_CACHE_DIR=%s: the kernel cache is a "
+                       r"file, not a directory" % re.escape(str(cache))):
+        rc.compile(elman, input_size=3, hidden_size=4, dtype="float64")
+    monkeypatch.delenv("RNNC_CACHE_DIR")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(cache))      # the default, under a file
+    with pytest.raises(NotADirectoryError, match=r"\(the default\) cannot be created.*set "
+                       r"RNNC_CACHE_DIR"):
+        rc.compile(elman, input_size=3, hidden_size=4, dtype="float64")
 
 
 @pytest.mark.parametrize("part,mode", [("manifest", 0o664), ("manifest", 0o646),

@@ -335,6 +335,15 @@ def test_non_vector_operand(op, what):
     assert line_of(tag) in lines_named(msg), msg
 
 
+def test_a_constant_beyond_a_double_names_its_line():
+    """h * 10**400 is a CellError naming the line, not float()'s OverflowError."""
+    def body(x, h, p):
+        return {"h": h * 10**400}          # <huge>
+    msg = cell_error(body)
+    assert line_of("huge") in lines_named(msg), msg
+    assert "too large for a double" in msg and "401 digits" in msg
+
+
 def test_vector_in_python_if():
     """`if h:` asks a symbolic vector for a truth value: a CellError naming the line."""
     def bad(x, h, p):
