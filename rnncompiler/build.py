@@ -232,6 +232,66 @@ def _locked(root, name):
         os.close(fd)
 
 
+BUILD_START_SECONDS = 5       # a newer build-* dir may not hold its lock yet
+UNLOCKED_BUILD_SECONDS = 600  # a build-* dir without a lock (older versions) this old is left over
+_BUILD_LOCKS = {}             # build dir of this process -> the fd holding its .lock
+
+
+def new_build_dir(root):
+    """A new private build-* directory in the cache, marked live by an flock on its .lock
+    (released by the kernel when the process dies: what a killed build leaves is known)."""
+    tmp = tempfile.mkdtemp(prefix="build-", dir=root)
+    fd = os.open(os.path.join(tmp, ".lock"), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    with _LOCK:
+        _BUILD_LOCKS[tmp] = fd
+    return tmp
+
+
+def remove_build_dir(tmp):
+    """Remove a build directory of this process, then release its lock."""
+    shutil.rmtree(tmp, ignore_errors=True)
+    with _LOCK:
+        fd = _BUILD_LOCKS.pop(tmp, None)
+    if fd is not None:
+        os.close(fd)
+
+
+def build_dir_is_stale(path):
+    """Whether a build-* directory was left by a build that no longer runs: its lock is
+    free (the process holding it died), or it has none and is older than any build."""
+    try:
+        age = time.time() - os.lstat(path).st_mtime
+    except OSError:
+        return False
+    if age < BUILD_START_SECONDS:
+        return False
+    try:
+        fd = os.open(os.path.join(path, ".lock"), os.O_RDWR | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        return os.path.isdir(path) and age >= UNLOCKED_BUILD_SECONDS
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)
+
+
+def remove_stale_builds(root):
+    """Remove the build-* directories of killed builds; the names of those removed."""
+    removed = []
+    for name in os.listdir(root):
+        path = os.path.join(root, name)
+        if name.startswith("build-") and not os.path.islink(path) and build_dir_is_stale(path):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(name)
+    return removed
+
+
 def load_cached(key):
     """(module, meta) for a valid cache entry, or None (missing or corrupt)."""
     check_sanitizer_runtime()
@@ -262,12 +322,12 @@ def shared_wrapper_c(cdef):
     into every kernel, whose own module entry (entry_c) passes its name in; None if this
     cffi writes its module init in a shape not recognised (each kernel then compiles its
     whole wrapper). Emitted once per process and cdef."""
-    tmp = tempfile.mkdtemp(prefix="build-", dir=cache_root())
+    tmp = new_build_dir(cache_root())
     try:
         with open(_emit_wrapper(tmp, SHARED_WRAPPER, cdef, "#include <stddef.h>\n" + cdef)) as f:
             text = f.read()
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        remove_build_dir(tmp)
     init = 'PyInit_%s(void)\n{\n  return _cffi_init("%s",' % (SHARED_WRAPPER, SHARED_WRAPPER)
     if text.count(init) != 1:
         return None
@@ -299,14 +359,14 @@ def _cached_object(kind, text, level):
         hit = _verified_entry(root, name)
         if hit is not None:
             return hit[1]
-        tmp = tempfile.mkdtemp(prefix="build-", dir=root)
+        tmp = new_build_dir(root)
         try:
             c_file, obj = os.path.join(tmp, name + ".c"), os.path.join(tmp, name + ".o")
             _write_private(c_file, text)
             _run_gcc([(compiler_command(c_file, obj, level, True, compile_only=True), c_file)])
             return _install(root, tmp, name, obj, {"what": kind + " object"})
         finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+            remove_build_dir(tmp)
 
 
 def load_or_build(key, generate, *, opt_level=2, blas=True):
@@ -316,6 +376,7 @@ def load_or_build(key, generate, *, opt_level=2, blas=True):
         return hit
     require_compiler()                  # before the (slow) C generation
     root = cache_root()
+    remove_stale_builds(root)
     with _locked(root, key):
         hit = load_cached(key)          # another process may have built it meanwhile
         if hit is not None:
@@ -325,7 +386,7 @@ def load_or_build(key, generate, *, opt_level=2, blas=True):
 
 
 def _build(root, key, csrc, meta, opt_level, blas):
-    tmp = tempfile.mkdtemp(prefix="build-", dir=root)
+    tmp = new_build_dir(root)
     try:
         module = "_rnnc_%s_%s" % (key[:16], os.urandom(4).hex())
         binary = os.path.join(tmp, module + sysconfig.get_config_var("EXT_SUFFIX"))
@@ -343,7 +404,7 @@ def _build(root, key, csrc, meta, opt_level, blas):
                                                    "meta": meta})
         return _import(module, final), meta
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        remove_build_dir(tmp)
 
 
 def _emit_wrapper(tmp, module, cdef, source):

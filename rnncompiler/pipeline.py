@@ -192,13 +192,18 @@ def compile(cell, input_size, hidden_size, dtype="float32", *, sizes=None, opt_l
     bound = bind_sizes(cell, input_size, hidden_size, sizes)
     key = cache_key(cell, bound, dtype, opt_level, blas)
 
+    generated = []
+
     def generate():
         g, bwd, csrc = lower(cell, bound, dtype, blas)
+        generated.append(True)
         return csrc, _meta(cell, g, bwd, bound, dtype, csrc)
 
     module, meta = build.load_or_build(key, generate, opt_level=opt_level, blas=blas)
     rebuild = functools.partial(load_kernel, key, build.read_kept_c(key), meta, opt_level, blas)
-    return Kernel(module, meta, key, rebuild, cell, None if checkpoint is None else int(checkpoint))
+    kern = Kernel(module, meta, key, rebuild, cell, None if checkpoint is None else int(checkpoint))
+    kern.loaded_from_cache = not generated
+    return kern
 
 
 def load_kernel(key, c_text, meta, opt_level, blas):

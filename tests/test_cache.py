@@ -341,7 +341,8 @@ def test_entries_written_under_umask_002_load_again(cache_dir, child, tmp_path):
 # ---------------------------------------------------------------- 5. killed builds
 
 def test_killed_build_leaves_no_blocking_lock(cache_dir, child, tmp_path):
-    """A build killed by SIGKILL while holding the lock does not block the next build."""
+    """A build killed by SIGKILL while holding the lock does not block the next build,
+    which removes the build directory the killed one left."""
     marker = tmp_path / "compiler-started"
     # sleeps longer than the next build's timeout: a lock surviving the kill would fail it
     slow_cc = write_script(tmp_path / "slow-cc", """\
@@ -361,6 +362,11 @@ def test_killed_build_leaves_no_blocking_lock(cache_dir, child, tmp_path):
             time.sleep(0.02)
         os.kill(victim.pid, signal.SIGKILL)       # only the Python process holding the lock
         victim.wait(timeout=30)
+        left = list(cache_dir.glob("build-*"))
+        assert left, "the killed build left no build directory"
+        for d in left:                             # older than a build that is starting
+            then = time.time() - 60
+            os.utime(d, (then, then))
         info, out = run_child(child, "tiny", tmp_path / "next.npz", cache_dir)
     finally:
         try:
@@ -371,6 +377,7 @@ def test_killed_build_leaves_no_blocking_lock(cache_dir, child, tmp_path):
             victim.wait()
     np.testing.assert_allclose(out["y"], reference_outputs(out), rtol=1e-12, atol=1e-14)
     assert_entry_valid(cache_dir, info["key"])
+    assert not list(cache_dir.glob("build-*")), "the next build did not remove the dead one's"
 
 
 # ---------------------------------------------------------------- 6. compiler failure
