@@ -6,6 +6,7 @@ timeout, and `rnnc cache info|clear`."""
 import fcntl
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -629,3 +630,20 @@ def test_cache_clear_refuses_a_directory_it_does_not_own(tmp_path, monkeypatch, 
     assert rnnc(["cache", "clear"]) == 2
     assert "owned by another user" in capsys.readouterr().err
     assert (cache / ("a" * 64 + ".json")).exists()
+
+
+def test_the_case_counts_in_the_reliability_page_are_current():
+    """docs/reliability.md counts the cases of three test files: they are what pytest
+    collects now."""
+    page = (Path(__file__).resolve().parents[1] / "docs" / "reliability.md").read_text()
+    row = re.search(r"\| hostile and careless inputs \| (.*) \|", page).group(1)
+    claimed = {name: int(n) for n, name in re.findall(r"(\d+)(?: cases)? in `tests/(\w+\.py)`", row)}
+    assert sorted(claimed) == ["test_cache.py", "test_errors.py", "test_reliability.py"]
+    here = os.path.dirname(os.path.abspath(__file__))
+    out = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p",
+                          "no:cacheprovider"] + sorted(claimed), cwd=here,
+                         capture_output=True, text=True).stdout
+    for name, n in claimed.items():
+        collected = sum(line.split("::")[0].endswith(name) for line in out.splitlines())
+        assert collected == n, "docs/reliability.md says %d cases in %s, pytest collects %d" \
+            % (n, name, collected)
