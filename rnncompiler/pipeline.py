@@ -92,8 +92,10 @@ def generator_fingerprint():
     return h.hexdigest()
 
 
-GENERATOR_SOURCES = ("graph.py", "autodiff.py", "mathfn.py", "equations.py", "pipeline.py",
-                     "build.py", "kernel.py", "codegen")
+# the cell language (dsl.py: the spec and its Size.bind) and its expressions (expr.py:
+# Term -> sympy) shape the C as much as the stages after them
+GENERATOR_SOURCES = ("dsl.py", "expr.py", "graph.py", "autodiff.py", "mathfn.py",
+                     "equations.py", "pipeline.py", "build.py", "kernel.py", "codegen")
 
 
 @functools.lru_cache(maxsize=None)

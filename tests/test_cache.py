@@ -592,3 +592,48 @@ def test_threads_share_one_kernel():
         assert len(got[i]) == rounds
         for r in got[i]:
             assert_same_arrays(expected[i], r)
+
+
+# ---------------------------------------------------------------- 10. what the key covers
+
+def _package_imports(path, package_dir):
+    """The package files a module imports (relative imports, at any depth of the file)."""
+    import ast
+    here = os.path.dirname(path)
+    found = set()
+    for node in ast.walk(ast.parse(Path(path).read_text())):
+        if not isinstance(node, ast.ImportFrom) or not node.level:
+            continue
+        base = here
+        for _ in range(node.level - 1):
+            base = os.path.dirname(base)
+        names = [node.module] if node.module else [a.name for a in node.names]
+        for name in names:
+            target = os.path.join(base, *name.split("."))
+            for candidate in (target + ".py", os.path.join(target, "__init__.py")):
+                if os.path.exists(candidate):
+                    found.add(os.path.relpath(candidate, package_dir))
+    return found
+
+
+def test_the_cache_key_hashes_every_source_that_shapes_the_c():
+    """GENERATOR_SOURCES covers the cell language (dsl.py, expr.py) and every package module
+    the generator imports, so that editing any of them never loads a binary of the old C."""
+    from rnncompiler import pipeline
+    package = os.path.dirname(os.path.abspath(pipeline.__file__))
+    listed = set()
+    for rel in pipeline.GENERATOR_SOURCES:
+        path = os.path.join(package, rel)
+        listed |= ({os.path.join(rel, f) for f in os.listdir(path) if f.endswith(".py")}
+                   if os.path.isdir(path) else {rel})
+    assert {"dsl.py", "expr.py", "graph.py", "codegen/__init__.py"} <= listed
+    # exceptions only; graph.evaluate's numpy evaluator is not on the way to the C
+    not_shaping = {"errors.py", "evaluator.py", "options.py"}
+    todo, seen = ["graph.py", "autodiff.py", "mathfn.py", "equations.py", "codegen/__init__.py"], set()
+    while todo:
+        rel = todo.pop()
+        if rel in seen or rel in not_shaping:
+            continue
+        seen.add(rel)
+        todo += sorted(_package_imports(os.path.join(package, rel), package))
+    assert seen <= listed, "shapes the C but is not in the cache key: %s" % sorted(seen - listed)
