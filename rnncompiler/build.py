@@ -152,14 +152,9 @@ def require_compiler():
 
 def sanitize_flags():
     """The sanitizer flags of $RNNC_SANITIZE (e.g. "address,undefined"), or []."""
-    value = os.environ.get("RNNC_SANITIZE", "").strip()
-    if not value:
+    names = options.env_names("RNNC_SANITIZE", SANITIZERS)
+    if not names:
         return []
-    names = [n.strip() for n in value.split(",")]
-    unknown = [n for n in names if n not in SANITIZERS]
-    if unknown:
-        raise ValueError("RNNC_SANITIZE: expected a comma-separated list of %s, got %r"
-                         % (", ".join(SANITIZERS), value))
     # frame pointers and -g make the reports readable; every finding stops the process
     return ["-fsanitize=" + ",".join(names), "-fno-sanitize-recover=all",
             "-fno-omit-frame-pointer", "-g"]

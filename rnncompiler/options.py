@@ -10,15 +10,20 @@ import numpy as np
 OPT_LEVELS = (0, 1, 2, 3)
 
 
+def _env_number(name, kind):
+    """($name stripped, its value as `kind` or None when it is not one); ("", None) unset."""
+    value = os.environ.get(name, "").strip()
+    try:
+        return value, kind(value) if value else None
+    except ValueError:
+        return value, None
+
+
 def env_int(name, default, low, high=None):
     """$name as an int in [low, high] (high None: no bound), or default when unset or empty."""
-    value = os.environ.get(name, "").strip()
+    value, n = _env_number(name, int)
     if not value:
         return default
-    try:
-        n = int(value)
-    except ValueError:
-        n = None
     if n is None or n < low or (high is not None and n > high):
         raise ValueError("%s: expected an int %s, got %r" % (name, _int_range(low, high), value))
     return n
@@ -26,16 +31,22 @@ def env_int(name, default, low, high=None):
 
 def env_float(name, default, what="a positive number"):
     """$name as a positive finite number, or default when unset or empty."""
-    value = os.environ.get(name, "").strip()
+    value, x = _env_number(name, float)
     if not value:
         return default
-    try:
-        x = float(value)
-    except ValueError:
-        x = -1.0
-    if not 0 < x < float("inf"):
+    if x is None or not 0 < x < float("inf"):
         raise ValueError("%s: expected %s, got %r" % (name, what, value))
     return x
+
+
+def env_names(name, allowed):
+    """$name as a comma-separated list of names from `allowed` ([] when unset or empty)."""
+    value = os.environ.get(name, "").strip()
+    names = [n.strip() for n in value.split(",")] if value else []
+    if any(n not in allowed for n in names):
+        raise ValueError("%s: expected a comma-separated list of %s, got %r"
+                         % (name, ", ".join(allowed), value))
+    return names
 
 
 def _int_range(low, high):

@@ -71,3 +71,12 @@ def test_bad_compiler_timeout_names_it(monkeypatch, value):
     with pytest.raises(ValueError, match=r"RNNC_CC_TIMEOUT: expected a positive number of "
                        r"seconds, got %r" % value):
         build.cc_timeout()
+
+
+def test_bad_sanitizer_list_names_it_and_the_sanitizers(monkeypatch):
+    monkeypatch.setenv("RNNC_SANITIZE", "address,,bogus")
+    with pytest.raises(ValueError, match=r"RNNC_SANITIZE: expected a comma-separated list of "
+                       r"address, undefined, leak, got 'address,,bogus'"):
+        build.sanitize_flags()
+    monkeypatch.setenv("RNNC_SANITIZE", " address , undefined ")
+    assert build.sanitize_flags()[0] == "-fsanitize=address,undefined"
