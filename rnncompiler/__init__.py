@@ -27,7 +27,7 @@ from .diagnostics import gradient_flow, GradientFlow
 _LAZY = {
     "gradcheck": ("check", "gradcheck"), "GradcheckReport": ("check", "GradcheckReport"),
     "StepCheck": ("check", "StepCheck"), "PartialCheck": ("check", "PartialCheck"),
-    "ActivationCheck": ("check", "ActivationCheck"),
+    "ActivationCheck": ("check", "ActivationCheck"), "check": ("check", None),
     "reference": ("evaluator", "reference"), "Reference": ("evaluator", "Reference"),
     "rtrl": ("forward_mode", "rtrl"), "RTRL": ("forward_mode", "RTRL"),
     "cells": ("cells", None), "models": ("models", None),
@@ -55,4 +55,4 @@ __all__ = ["CellError", "CompileError", "CacheSecurityError", "NonFiniteError", 
            "concat", "elementwise", "activation", "sigmoid", "tanh", "relu", "exp", "log",
            "softplus", "softsign", "hard_sigmoid", "clip", "sum", "mean", "compile", "Kernel",
            "ForwardResult", "Gradients", "unroll", "set_num_threads", "get_num_threads",
-           "gradient_flow", "GradientFlow"] + [n for n in _LAZY if n not in ("torch", "jax")]
+           "gradient_flow", "GradientFlow"] + [n for n in _LAZY if n not in ("torch", "jax", "check")]

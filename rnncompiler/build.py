@@ -33,6 +33,7 @@ import tempfile
 import threading
 import time
 
+from . import options
 from .errors import CacheSecurityError, CompileError
 
 _LOADED = {}                  # binary path -> module, for this process
@@ -51,9 +52,26 @@ def cache_dir():
 def cache_root():
     """The cache directory, created private (0700) and checked."""
     root = cache_dir()
-    os.makedirs(root, mode=0o700, exist_ok=True)
+    try:
+        os.makedirs(root, mode=0o700, exist_ok=True)
+    except OSError as exc:
+        raise _unusable_cache(root, exc) from None
+    if not os.path.isdir(root):             # makedirs accepts a symlink to a file
+        raise _unusable_cache(root, NotADirectoryError())
     check_private(root)
     return root
+
+
+def _unusable_cache(root, exc):
+    """An OSError of exc's kind naming the cache directory that failed and how to move it."""
+    is_file = os.path.exists(root) and not os.path.isdir(root)
+    what = "is a file, not a directory" if is_file else \
+        "cannot be created (%s)" % (exc.strerror or type(exc).__name__)
+    if os.environ.get("RNNC_CACHE_DIR"):
+        msg = "RNNC_CACHE_DIR=%s: the kernel cache %s; point RNNC_CACHE_DIR at a directory" % (root, what)
+    else:
+        msg = "the kernel cache %s (the default) %s; set RNNC_CACHE_DIR to a directory" % (root, what)
+    return (NotADirectoryError if is_file else type(exc))(msg)
 
 
 def check_private(path):
@@ -134,14 +152,9 @@ def require_compiler():
 
 def sanitize_flags():
     """The sanitizer flags of $RNNC_SANITIZE (e.g. "address,undefined"), or []."""
-    value = os.environ.get("RNNC_SANITIZE", "").strip()
-    if not value:
+    names = options.env_names("RNNC_SANITIZE", SANITIZERS)
+    if not names:
         return []
-    names = [n.strip() for n in value.split(",")]
-    unknown = [n for n in names if n not in SANITIZERS]
-    if unknown:
-        raise ValueError("RNNC_SANITIZE: expected a comma-separated list of %s, got %r"
-                         % (", ".join(SANITIZERS), value))
     # frame pointers and -g make the reports readable; every finding stops the process
     return ["-fsanitize=" + ",".join(names), "-fno-sanitize-recover=all",
             "-fno-omit-frame-pointer", "-g"]
@@ -167,14 +180,7 @@ def check_sanitizer_runtime():
 
 def cc_timeout():
     """Seconds one compiler run may take: $RNNC_CC_TIMEOUT, default 600."""
-    value = os.environ.get("RNNC_CC_TIMEOUT", "")
-    try:
-        seconds = float(value) if value else DEFAULT_CC_TIMEOUT
-    except ValueError:
-        seconds = -1.0
-    if not 0 < seconds < float("inf"):
-        raise ValueError("RNNC_CC_TIMEOUT: expected a positive number of seconds, got %r" % value)
-    return seconds
+    return options.env_float("RNNC_CC_TIMEOUT", DEFAULT_CC_TIMEOUT, "a positive number of seconds")
 
 
 # ---------------------------------------------------------------- the cache
@@ -221,6 +227,66 @@ def _locked(root, name):
         os.close(fd)
 
 
+BUILD_START_SECONDS = 5       # a newer build-* dir may not hold its lock yet
+UNLOCKED_BUILD_SECONDS = 600  # a build-* dir without a lock (older versions) this old is left over
+_BUILD_LOCKS = {}             # build dir of this process -> the fd holding its .lock
+
+
+def new_build_dir(root):
+    """A new private build-* directory in the cache, marked live by an flock on its .lock
+    (released by the kernel when the process dies: what a killed build leaves is known)."""
+    tmp = tempfile.mkdtemp(prefix="build-", dir=root)
+    fd = os.open(os.path.join(tmp, ".lock"), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    with _LOCK:
+        _BUILD_LOCKS[tmp] = fd
+    return tmp
+
+
+def remove_build_dir(tmp):
+    """Remove a build directory of this process, then release its lock."""
+    shutil.rmtree(tmp, ignore_errors=True)
+    with _LOCK:
+        fd = _BUILD_LOCKS.pop(tmp, None)
+    if fd is not None:
+        os.close(fd)
+
+
+def build_dir_is_stale(path):
+    """Whether a build-* directory was left by a build that no longer runs: its lock is
+    free (the process holding it died), or it has none and is older than any build."""
+    try:
+        age = time.time() - os.lstat(path).st_mtime
+    except OSError:
+        return False
+    if age < BUILD_START_SECONDS:
+        return False
+    try:
+        fd = os.open(os.path.join(path, ".lock"), os.O_RDWR | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        return os.path.isdir(path) and age >= UNLOCKED_BUILD_SECONDS
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)
+
+
+def remove_stale_builds(root):
+    """Remove the build-* directories of killed builds; the names of those removed."""
+    removed = []
+    for name in os.listdir(root):
+        path = os.path.join(root, name)
+        if name.startswith("build-") and not os.path.islink(path) and build_dir_is_stale(path):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(name)
+    return removed
+
+
 def load_cached(key):
     """(module, meta) for a valid cache entry, or None (missing or corrupt)."""
     check_sanitizer_runtime()
@@ -251,12 +317,12 @@ def shared_wrapper_c(cdef):
     into every kernel, whose own module entry (entry_c) passes its name in; None if this
     cffi writes its module init in a shape not recognised (each kernel then compiles its
     whole wrapper). Emitted once per process and cdef."""
-    tmp = tempfile.mkdtemp(prefix="build-", dir=cache_root())
+    tmp = new_build_dir(cache_root())
     try:
         with open(_emit_wrapper(tmp, SHARED_WRAPPER, cdef, "#include <stddef.h>\n" + cdef)) as f:
             text = f.read()
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        remove_build_dir(tmp)
     init = 'PyInit_%s(void)\n{\n  return _cffi_init("%s",' % (SHARED_WRAPPER, SHARED_WRAPPER)
     if text.count(init) != 1:
         return None
@@ -288,14 +354,14 @@ def _cached_object(kind, text, level):
         hit = _verified_entry(root, name)
         if hit is not None:
             return hit[1]
-        tmp = tempfile.mkdtemp(prefix="build-", dir=root)
+        tmp = new_build_dir(root)
         try:
             c_file, obj = os.path.join(tmp, name + ".c"), os.path.join(tmp, name + ".o")
             _write_private(c_file, text)
             _run_gcc([(compiler_command(c_file, obj, level, True, compile_only=True), c_file)])
             return _install(root, tmp, name, obj, {"what": kind + " object"})
         finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+            remove_build_dir(tmp)
 
 
 def load_or_build(key, generate, *, opt_level=2, blas=True):
@@ -305,6 +371,7 @@ def load_or_build(key, generate, *, opt_level=2, blas=True):
         return hit
     require_compiler()                  # before the (slow) C generation
     root = cache_root()
+    remove_stale_builds(root)
     with _locked(root, key):
         hit = load_cached(key)          # another process may have built it meanwhile
         if hit is not None:
@@ -314,7 +381,7 @@ def load_or_build(key, generate, *, opt_level=2, blas=True):
 
 
 def _build(root, key, csrc, meta, opt_level, blas):
-    tmp = tempfile.mkdtemp(prefix="build-", dir=root)
+    tmp = new_build_dir(root)
     try:
         module = "_rnnc_%s_%s" % (key[:16], os.urandom(4).hex())
         binary = os.path.join(tmp, module + sysconfig.get_config_var("EXT_SUFFIX"))
@@ -332,7 +399,7 @@ def _build(root, key, csrc, meta, opt_level, blas):
                                                    "meta": meta})
         return _import(module, final), meta
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        remove_build_dir(tmp)
 
 
 def _emit_wrapper(tmp, module, cdef, source):
@@ -408,7 +475,7 @@ def link_command(objects, binary, blas):
 def _run_gcc(commands):
     """Run compiler commands [(argv, C file)] at once; CompileError for the first that fails
     or when they outlast $RNNC_CC_TIMEOUT (then every one of them is killed)."""
-    debug = os.environ.get("RNNC_DEBUG", "") >= "3"
+    debug = options.debug_level() >= 3
     timeout = cc_timeout()
     env = _compiler_env()
     procs = []

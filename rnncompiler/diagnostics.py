@@ -38,8 +38,12 @@ class GradientFlow:
         if ax is None:
             _, ax = plt.subplots(figsize=(6, 3.5))
         for s, n in self.norms.items():
-            ax.semilogy(np.arange(len(n)), np.maximum(n, 1e-300),
-                        label=s if label is None else "%s %s" % (label, s))
+            name = s if label is None else "%s %s" % (label, s)
+            if not np.any(n > 0):
+                name += " (0 at every step)"
+            # a zero norm has no place on a log axis: a gap in the line, not a point at
+            # 1e-300 that would squash every other value into the top of the plot
+            ax.semilogy(np.arange(len(n)), np.where(n > 0, n, np.nan), label=name)
         ax.set_xlabel("step t")
         ax.set_ylabel("‖dL/ds_t‖")
         ax.legend()

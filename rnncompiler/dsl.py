@@ -188,6 +188,10 @@ def _to_vec(tracer, value, where):
 
 def _number(value, where):
     num = ex.real_number(value)
+    if num is None and ex.beyond_double(value):
+        text = str(value)
+        raise CellError("%s: the number %s is too large for a double (at most about 1.8e308)"
+                        % (where, text if len(text) < 40 else "%s...(%d digits)" % (text[:12], len(text))))
     if num is None:
         raise CellError("%s: expected a vector or a real number, got %r" % (where, value))
     return num

@@ -5,6 +5,7 @@ flat parameter layout, the state layout, lengths and the workspace.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import unicodedata
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ C_KEYWORDS = frozenset("""
 
 # exported blas option -> the generator's flavour ("openblas" is scipy-openblas32's
 # renamed symbols with pthreads: right for the JIT kernels, wrong for a standalone file)
+NAME_MAX = 255          # bytes in a file name on most file systems
 BLAS_OPTIONS = {False: False, None: False, True: "cblas", "cblas": "cblas"}
 
 # how the equations' symbols read in ASCII comments
@@ -119,6 +121,10 @@ def export_c(cell, out_dir, input_size, hidden_size, dtype="float32", name=None,
         raise TypeError("out_dir: expected a directory path, got %r" % (out_dir,))
     dtype = _dtype_name(dtype)
     name = check_c_name(cell.name if name is None else name)
+    if len(name) + len(".h") > NAME_MAX:
+        raise CellError("name: %d characters make file names NAME.h and NAME.c longer than "
+                        "%d, the limit of most file systems; pick a name of at most %d "
+                        "characters" % (len(name), NAME_MAX, NAME_MAX - 2))
     if not isinstance(blas, (bool, str, type(None))) or blas not in BLAS_OPTIONS:
         raise ValueError("blas: expected False (plain C loops) or 'cblas', got %r" % (blas,))
     bound = bind_sizes(cell, input_size, hidden_size, sizes)
@@ -149,10 +155,16 @@ def _lower(cell, sizes, dtype, prefix, blas):
 
 def _write(path, text):
     """Write via a temporary file, so a reader never sees half a file."""
-    tmp = "%s.tmp%d" % (path, os.getpid())
-    with open(tmp, "w", encoding="utf-8", newline="\n") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    # a short name of its own: NAME.h plus a suffix could pass the file-name limit
+    tmp = os.path.join(os.path.dirname(path), ".rnnc-%d-%s.tmp" % (os.getpid(), os.urandom(4).hex()))
+    try:
+        with open(tmp, "x", encoding="utf-8", newline="\n") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def ascii_comment(text):

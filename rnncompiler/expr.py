@@ -84,10 +84,21 @@ def real_number(value):
     if isinstance(value, bool):
         return None
     if isinstance(value, numbers.Real):
-        return value if math.isfinite(float(value)) else None
+        return value if beyond_double(value) is False and math.isfinite(float(value)) else None
     if type(value).__module__.startswith("sympy") and getattr(value, "is_number", False):
         return value if value.is_real and value.is_finite else None
     return None
+
+
+def beyond_double(value):
+    """True when a real number (e.g. 10**400) is too large for a C double, else False."""
+    if not isinstance(value, numbers.Real):
+        return False
+    try:
+        float(value)
+    except OverflowError:
+        return True
+    return False
 
 
 def number_key(value):

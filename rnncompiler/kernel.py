@@ -81,6 +81,8 @@ def check_lengths(lengths, T, B):
 class Kernel:
     """A compiled cell: forward/backward/infer/step over whole sequences on numpy arrays."""
 
+    loaded_from_cache = None     # rc.compile: True when the binary came from the cache
+
     def __init__(self, module, meta, key, rebuild, cell=None, checkpoint=None):
         self._module, self._lib, self._ffi = module, module.lib, module.ffi
         self._meta, self._key, self._rebuild = meta, key, rebuild

@@ -11,7 +11,7 @@ import sys
 
 import numpy as np
 
-from . import build
+from . import build, options
 from .dsl import Cell, check_identifier
 from .errors import CellError
 from .expr import Term
@@ -22,13 +22,6 @@ from .kernel import Kernel
 
 VERSION = "0.1.0"
 DTYPES = ("float32", "float64")
-
-
-def _debug_level():
-    try:
-        return int(os.environ.get("RNNC_DEBUG", "0"))
-    except ValueError:
-        return 0
 
 
 def bind_sizes(cell, input_size, hidden_size, sizes):
@@ -99,8 +92,10 @@ def generator_fingerprint():
     return h.hexdigest()
 
 
-GENERATOR_SOURCES = ("graph.py", "autodiff.py", "mathfn.py", "equations.py", "pipeline.py",
-                     "build.py", "kernel.py", "codegen")
+# the cell language (dsl.py: the spec and its Size.bind) and its expressions (expr.py:
+# Term -> sympy) shape the C as much as the stages after them
+GENERATOR_SOURCES = ("dsl.py", "expr.py", "graph.py", "autodiff.py", "mathfn.py",
+                     "equations.py", "pipeline.py", "build.py", "kernel.py", "codegen")
 
 
 @functools.lru_cache(maxsize=None)
@@ -127,12 +122,12 @@ def lower(cell, sizes, dtype, blas, prefix="rnnc"):
     bwd = differentiate(g)
     csrc = render_c(g, bwd, dtype, prefix=prefix, blas=blas, fast_math=True, microkernel=True,
                     runtime=bool(blas))
-    if _debug_level() >= 1:
+    if options.debug_level() >= 1:
         print(format_graph(g), file=sys.stderr)
         print("backward: %s\ntape (per step): %s" % (", ".join(type(op).__name__ + "(" + op.node + ")"
                                                         for op in bwd.ops), ", ".join(bwd.tape)),
               file=sys.stderr)
-    if _debug_level() >= 2:
+    if options.debug_level() >= 2:
         print(csrc.text, file=sys.stderr)
     return g, bwd, csrc
 
@@ -194,18 +189,23 @@ def compile(cell, input_size, hidden_size, dtype="float32", *, sizes=None, opt_l
         raise ValueError("checkpoint: expected None or an int >= 1 (steps per segment), "
                          "got %r" % (checkpoint,))
     dtype = _dtype_name(dtype)
-    if opt_level is None:
-        opt_level = int(os.environ.get("RNNC_OPT_LEVEL", "3"))
+    opt_level = options.opt_level(opt_level)
+    blas = options.flag("blas", blas)
     bound = bind_sizes(cell, input_size, hidden_size, sizes)
     key = cache_key(cell, bound, dtype, opt_level, blas)
 
+    generated = []
+
     def generate():
         g, bwd, csrc = lower(cell, bound, dtype, blas)
+        generated.append(True)
         return csrc, _meta(cell, g, bwd, bound, dtype, csrc)
 
     module, meta = build.load_or_build(key, generate, opt_level=opt_level, blas=blas)
     rebuild = functools.partial(load_kernel, key, build.read_kept_c(key), meta, opt_level, blas)
-    return Kernel(module, meta, key, rebuild, cell, None if checkpoint is None else int(checkpoint))
+    kern = Kernel(module, meta, key, rebuild, cell, None if checkpoint is None else int(checkpoint))
+    kern.loaded_from_cache = not generated
+    return kern
 
 
 def load_kernel(key, c_text, meta, opt_level, blas):

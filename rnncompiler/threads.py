@@ -10,20 +10,9 @@ from __future__ import annotations
 import functools
 import os
 
+from . import options
+
 _num_threads = None      # set by rc.set_num_threads
-
-
-def _from_environment():
-    value = os.environ.get("RNNC_NUM_THREADS")
-    if not value:
-        return None
-    try:
-        n = int(value)
-    except ValueError:
-        raise ValueError("RNNC_NUM_THREADS: expected an int >= 1, got %r" % value) from None
-    if n < 1:
-        raise ValueError("RNNC_NUM_THREADS: expected an int >= 1, got %r" % value)
-    return n
 
 
 @functools.lru_cache(maxsize=None)
@@ -42,9 +31,9 @@ def set_num_threads(n):
 
 def get_num_threads():
     """The current setting: rc.set_num_threads, else $RNNC_NUM_THREADS, else all cores."""
-    return _num_threads or _from_environment() or _cores()
+    return _num_threads or options.num_threads() or _cores()
 
 
 def loop_threads():
     """Threads for the time loop (batch slices): the count set by the user, else 1."""
-    return _num_threads or _from_environment() or 1
+    return _num_threads or options.num_threads() or 1

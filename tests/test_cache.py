@@ -6,6 +6,7 @@ import json
 import multiprocessing
 import os
 import pickle
+import re
 import shutil
 import signal
 import subprocess
@@ -275,6 +276,22 @@ def test_cache_dir_writable_by_others_is_refused(tmp_path, monkeypatch, mode):
     assert not list(cache.iterdir())          # nothing was written into it
 
 
+def test_cache_dir_that_is_a_file_is_named(tmp_path, monkeypatch):
+    """RNNC_CACHE_DIR naming a file: an error naming the variable and the path, not
+    makedirs' FileExistsError."""
+    cache = tmp_path / "not-a-dir"
+    cache.write_text("")
+    use_cache(monkeypatch, cache)
+    with pytest.raises(NotADirectoryError, match=r"RNNC_CACHE_DIR=%s: the kernel cache is a "
+                       r"file, not a directory" % re.escape(str(cache))):
+        rc.compile(elman, input_size=3, hidden_size=4, dtype="float64")
+    monkeypatch.delenv("RNNC_CACHE_DIR")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(cache))      # the default, under a file
+    with pytest.raises(NotADirectoryError, match=r"\(the default\) cannot be created.*set "
+                       r"RNNC_CACHE_DIR"):
+        rc.compile(elman, input_size=3, hidden_size=4, dtype="float64")
+
+
 @pytest.mark.parametrize("part,mode", [("manifest", 0o664), ("manifest", 0o646),
                                        ("binary", 0o775), ("binary", 0o757)])
 def test_entry_writable_by_others_is_refused(cache_dir, monkeypatch, part, mode):
@@ -324,7 +341,8 @@ def test_entries_written_under_umask_002_load_again(cache_dir, child, tmp_path):
 # ---------------------------------------------------------------- 5. killed builds
 
 def test_killed_build_leaves_no_blocking_lock(cache_dir, child, tmp_path):
-    """A build killed by SIGKILL while holding the lock does not block the next build."""
+    """A build killed by SIGKILL while holding the lock does not block the next build,
+    which removes the build directory the killed one left."""
     marker = tmp_path / "compiler-started"
     # sleeps longer than the next build's timeout: a lock surviving the kill would fail it
     slow_cc = write_script(tmp_path / "slow-cc", """\
@@ -344,6 +362,11 @@ def test_killed_build_leaves_no_blocking_lock(cache_dir, child, tmp_path):
             time.sleep(0.02)
         os.kill(victim.pid, signal.SIGKILL)       # only the Python process holding the lock
         victim.wait(timeout=30)
+        left = list(cache_dir.glob("build-*"))
+        assert left, "the killed build left no build directory"
+        for d in left:                             # older than a build that is starting
+            then = time.time() - 60
+            os.utime(d, (then, then))
         info, out = run_child(child, "tiny", tmp_path / "next.npz", cache_dir)
     finally:
         try:
@@ -354,6 +377,7 @@ def test_killed_build_leaves_no_blocking_lock(cache_dir, child, tmp_path):
             victim.wait()
     np.testing.assert_allclose(out["y"], reference_outputs(out), rtol=1e-12, atol=1e-14)
     assert_entry_valid(cache_dir, info["key"])
+    assert not list(cache_dir.glob("build-*")), "the next build did not remove the dead one's"
 
 
 # ---------------------------------------------------------------- 6. compiler failure
@@ -568,3 +592,48 @@ def test_threads_share_one_kernel():
         assert len(got[i]) == rounds
         for r in got[i]:
             assert_same_arrays(expected[i], r)
+
+
+# ---------------------------------------------------------------- 10. what the key covers
+
+def _package_imports(path, package_dir):
+    """The package files a module imports (relative imports, at any depth of the file)."""
+    import ast
+    here = os.path.dirname(path)
+    found = set()
+    for node in ast.walk(ast.parse(Path(path).read_text())):
+        if not isinstance(node, ast.ImportFrom) or not node.level:
+            continue
+        base = here
+        for _ in range(node.level - 1):
+            base = os.path.dirname(base)
+        names = [node.module] if node.module else [a.name for a in node.names]
+        for name in names:
+            target = os.path.join(base, *name.split("."))
+            for candidate in (target + ".py", os.path.join(target, "__init__.py")):
+                if os.path.exists(candidate):
+                    found.add(os.path.relpath(candidate, package_dir))
+    return found
+
+
+def test_the_cache_key_hashes_every_source_that_shapes_the_c():
+    """GENERATOR_SOURCES covers the cell language (dsl.py, expr.py) and every package module
+    the generator imports, so that editing any of them never loads a binary of the old C."""
+    from rnncompiler import pipeline
+    package = os.path.dirname(os.path.abspath(pipeline.__file__))
+    listed = set()
+    for rel in pipeline.GENERATOR_SOURCES:
+        path = os.path.join(package, rel)
+        listed |= ({os.path.join(rel, f) for f in os.listdir(path) if f.endswith(".py")}
+                   if os.path.isdir(path) else {rel})
+    assert {"dsl.py", "expr.py", "graph.py", "codegen/__init__.py"} <= listed
+    # exceptions only; graph.evaluate's numpy evaluator is not on the way to the C
+    not_shaping = {"errors.py", "evaluator.py", "options.py"}
+    todo, seen = ["graph.py", "autodiff.py", "mathfn.py", "equations.py", "codegen/__init__.py"], set()
+    while todo:
+        rel = todo.pop()
+        if rel in seen or rel in not_shaping:
+            continue
+        seen.add(rel)
+        todo += sorted(_package_imports(os.path.join(package, rel), package))
+    assert seen <= listed, "shapes the C but is not in the cache key: %s" % sorted(seen - listed)

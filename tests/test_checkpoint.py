@@ -1,5 +1,6 @@
 """rc.compile(..., checkpoint=k): forward keeps the states every k steps, backward
-recomputes each segment; the results are the plain kernel's."""
+recomputes each segment; outputs and states are the plain kernel's, the gradients agree
+with its gradients to rounding."""
 import pickle
 
 import numpy as np
@@ -84,3 +85,29 @@ def test_check_finite_in_checkpointed_runs():
 def test_bad_checkpoint_is_refused(bad):
     with pytest.raises(ValueError, match="checkpoint: expected None or an int >= 1"):
         rc.compile(lstm, 3, 4, "float64", checkpoint=bad)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_checkpointed_gradients_differ_from_the_plain_ones_by_rounding_only(dtype):
+    """The bound docs/getting-started.md states: outputs and final states are bitwise the
+    plain kernel's; every gradient is within 64 ε of its largest entry (the parameter
+    gradients, sums over all steps, are added segment by segment)."""
+    plain = rc.compile(lstm, 8, 32, dtype)
+    ck = rc.compile(lstm, 8, 32, dtype, checkpoint=10)
+    rng = np.random.default_rng(0)
+    T, B = 200, 4
+    params = plain.init_params(seed=1)
+    x = rng.standard_normal((T, B, 8))
+    lengths = [T, 150, 37, 0]
+    dy = rng.standard_normal((T, B, 32))
+    a, b = plain.forward(params, x, lengths=lengths), ck.forward(params, x, lengths=lengths)
+    assert a.outputs.tobytes() == b.outputs.tobytes()
+    assert all(a.states[s].tobytes() == b.states[s].tobytes() for s in a.states)
+    ga = plain.backward(a, dy, state_grads=True)
+    gb = ck.backward(b, dy, state_grads=True)
+    pairs = [(ga.params[n], gb.params[n]) for n in ga.params] + [(ga.x, gb.x)] + \
+        [(ga.states[s], gb.states[s]) for s in ga.states]
+    eps = np.finfo(dtype).eps
+    for u, v in pairs:
+        scale = float(np.max(np.abs(u)))
+        assert float(np.max(np.abs(u.astype(np.float64) - v))) <= 64 * eps * scale

@@ -48,6 +48,20 @@ def cell_file(tmp_path_factory):
 
 # ---------------------------------------------------------------- the subcommands
 
+def test_the_gradient_flow_plot_leaves_zero_norms_out():
+    """A zero gradient norm (a row past its length, or a state the loss does not reach) is
+    a gap in the line: drawn at 1e-300 it stretched the log axis over 300 decades."""
+    plt = pytest.importorskip("matplotlib.pyplot")
+    import numpy as np
+    from rnncompiler.diagnostics import GradientFlow
+    flow = GradientFlow({"h": np.array([0.0, 1e-3, 0.1, 1.0]), "c": np.zeros(4)}, {}, "test")
+    ax = flow.plot()
+    low, high = ax.get_ylim()
+    assert 1e-5 < low < 1e-3 and 1.0 < high < 10.0
+    assert [ln.get_label() for ln in ax.get_lines()] == ["h", "c (0 at every step)"]
+    plt.close("all")
+
+
 def test_check_passes_with_exit_0_and_draws_the_gradient_flow(cell_file, tmp_path):
     plot = tmp_path / "flow.png"
     proc = rnnc("check", cell_file + ":leaky", "--hidden-size", "3", "--plot", str(plot),

@@ -335,6 +335,15 @@ def test_non_vector_operand(op, what):
     assert line_of(tag) in lines_named(msg), msg
 
 
+def test_a_constant_beyond_a_double_names_its_line():
+    """h * 10**400 is a CellError naming the line, not float()'s OverflowError."""
+    def body(x, h, p):
+        return {"h": h * 10**400}          # <huge>
+    msg = cell_error(body)
+    assert line_of("huge") in lines_named(msg), msg
+    assert "too large for a double" in msg and "401 digits" in msg
+
+
 def test_vector_in_python_if():
     """`if h:` asks a symbolic vector for a truth value: a CellError naming the line."""
     def bad(x, h, p):
@@ -745,6 +754,34 @@ def test_nan_in_d_outputs_names_d_outputs_step_and_row(kern, data):
     with pytest.raises(rc.NonFiniteError) as info:
         kern.backward(res, bad, ds, check_finite=True)
     assert_mentions(str(info.value), r"d_outputs", r"step 2\b", r"row 1\b")
+
+
+def _nan_beyond(arr, lengths):
+    """A copy of a (T, B, n) array with NaN in every padded step of each row."""
+    bad = arr.copy()
+    for b, n in enumerate(lengths):
+        bad[n:, b] = np.nan
+    return bad
+
+
+def test_nan_in_padding_is_not_read(kern, data):
+    """NaN in x or d_outputs at t >= lengths[b] (padding the kernel ignores) changes no
+    result and is no error for check_finite; a NaN inside a row's length still is."""
+    params, x, state0, dy, ds = data
+    lengths = np.array([T, 2])
+    res = kern.forward(params, _nan_beyond(x, lengths), state0, lengths, check_finite=True)
+    clean = kern.forward(params, x, state0, lengths)
+    assert_all_equal(res, clean)
+    g = kern.backward(res, _nan_beyond(dy, lengths), ds, check_finite=True)
+    assert_all_equal(g, kern.backward(clean, dy, ds))
+    bad = x.copy()
+    bad[1, 1, 0] = np.nan
+    with pytest.raises(rc.NonFiniteError, match=r"\bx\b.*step 1, batch row 1"):
+        kern.forward(params, bad, state0, lengths, check_finite=True)
+    bad = dy.copy()
+    bad[1, 1, 0] = np.nan
+    with pytest.raises(rc.NonFiniteError, match=r"d_outputs.*step 1, batch row 1"):
+        kern.backward(res, bad, ds, check_finite=True)
 
 
 def test_nan_in_d_states_names_d_states_and_row(kern, data):

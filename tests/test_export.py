@@ -556,6 +556,17 @@ def test_names_that_cannot_prefix_c_symbols_are_refused(name, match, tmp_path):
     assert os.listdir(tmp_path) == []
 
 
+def test_a_long_valid_name_is_written_and_a_too_long_one_is_named(tmp_path):
+    """A 248-character name writes NAME.h and NAME.c (the temporary file beside them once
+    passed the 255-byte file-name limit: a raw OSError); 254 characters are refused."""
+    name = "c" * 248
+    exp = rc.export_c(elman, str(tmp_path), I, H, name=name)
+    assert sorted(os.listdir(tmp_path)) == [name + ".c", name + ".h"]
+    assert exp.header == os.path.join(str(tmp_path), name + ".h")
+    with pytest.raises(rc.CellError, match=r"name: 254 characters .* at most 253"):
+        rc.export_c(elman, str(tmp_path / "other"), I, H, name="c" * 254)
+
+
 def test_other_bad_arguments_are_named(tmp_path):
     with pytest.raises(TypeError, match="cell: expected a cell"):
         rc.export_c(lambda x: x, str(tmp_path), I, H)

@@ -6,6 +6,7 @@ timeout, and `rnnc cache info|clear`."""
 import fcntl
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -432,7 +433,7 @@ def private_cache(tmp_path, monkeypatch, name="cache"):
 
 def test_no_compiler_on_path_fails_fast_naming_it(tmp_path, monkeypatch):
     """With no gcc on PATH a cache miss raises CompileError naming 'gcc' and PATH before
-    any C is generated (well within 2 s), and writes no entry."""
+    any C is generated (the slow part, here replaced by a failure), and writes no entry."""
     cache = private_cache(tmp_path, monkeypatch)
     empty = tmp_path / "empty-bin"
     empty.mkdir()
@@ -442,12 +443,9 @@ def test_no_compiler_on_path_fails_fast_naming_it(tmp_path, monkeypatch):
     def no_lowering(*args, **kwargs):
         raise AssertionError("the C was generated although no compiler can build it")
     monkeypatch.setattr(pipeline, "lower", no_lowering)
-    t0 = time.monotonic()
     with pytest.raises(rc.CompileError) as info:
         rc.compile(never_built, I, H, "float64")
-    seconds = time.monotonic() - t0
     assert "'gcc'" in str(info.value) and "PATH" in str(info.value) and "CC" in str(info.value)
-    assert seconds < 2.0, "took %.2f s" % seconds
     assert not [p for p in cache.iterdir() if p.suffix in (".json", ".so")
                 and not p.name.startswith("runtime-")]
     monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))
@@ -536,23 +534,80 @@ def test_cache_info_and_clear(tmp_path, monkeypatch, capsys):
     assert len(list(cache.glob("*.json"))) == 3          # the kernel and the runtime objects
 
 
+def backdate(path, seconds):
+    """Make a path look `seconds` old."""
+    then = time.time() - seconds
+    os.utime(path, (then, then))
+
+
+def left_by_a_killed_build(cache, name, seconds=60):
+    """A build directory as a killed build leaves it: files, and a .lock nobody holds."""
+    d = cache / name
+    d.mkdir()
+    (d / "unit0.c").write_text("int x;\n")
+    (d / ".lock").write_text("")
+    backdate(d, seconds)
+    return d
+
+
 def test_cache_clear_leaves_an_entry_being_built(tmp_path, monkeypatch, capsys):
-    """An entry whose build holds its flock is left alone, and so are build directories."""
+    """An entry whose build holds its flock is left alone, and so is a build directory
+    whose build runs (its lock held) or that is too new to tell; a killed build's goes."""
     cache = private_cache(tmp_path, monkeypatch)
     kern = rc.compile(never_built, I, H, "float64")
-    (cache / "build-abc123").mkdir()
+    (cache / "build-abc123").mkdir()                      # no lock yet: just made
+    live = build.new_build_dir(str(cache))
+    backdate(live, 3600)
+    left_by_a_killed_build(cache, "build-dead01")
     fd = os.open(cache / (kern._key + ".lock"), os.O_RDWR)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         assert rnnc(["cache", "clear"]) == 0
     finally:
         os.close(fd)
-    assert "left 1 entries that are being built" in capsys.readouterr().out
+    assert "left 1 entry that is being built" in capsys.readouterr().out
     names = {p.name for p in cache.iterdir()}
-    assert {kern._key + ".json", kern._key + ".c", "build-abc123"} <= names
+    assert {kern._key + ".json", kern._key + ".c", "build-abc123", os.path.basename(live)} <= names
+    assert "build-dead01" not in names
     assert not [n for n in names if n.startswith("runtime-")]
+    build.remove_build_dir(live)
+    backdate(cache / "build-abc123", build.UNLOCKED_BUILD_SECONDS + 1)   # an older version's
     assert rnnc(["cache", "clear"]) == 0
     assert list(cache.iterdir()) == []
+
+
+def test_the_next_compile_removes_what_killed_builds_left(tmp_path, monkeypatch, capsys):
+    """build-* directories whose lock is free are removed by the next compile that builds,
+    and counted by rnnc cache info until then; a running build's directory is kept."""
+    cache = private_cache(tmp_path, monkeypatch)
+    left_by_a_killed_build(cache, "build-dead01")
+    left_by_a_killed_build(cache, "build-dead02", seconds=10)
+    live = build.new_build_dir(str(cache))
+    backdate(live, 3600)
+    assert rnnc(["cache", "info"]) == 0
+    assert "unfinished builds: 3 (running, or left by a killed build;" in capsys.readouterr().out
+    kern = rc.compile(never_built, I, H, "float64")
+    assert kern.loaded_from_cache is False
+    builds = sorted(p.name for p in cache.iterdir() if p.name.startswith("build-"))
+    assert builds == [os.path.basename(live)]
+    build.remove_build_dir(live)
+    assert not list(cache.glob("build-*"))
+    assert rnnc(["cache", "info"]) == 0
+    out = capsys.readouterr().out
+    assert "kernels: 1 entry\n" in out and "unfinished builds" not in out
+
+
+def test_a_cache_hit_says_it_was_loaded_not_compiled(tmp_path, monkeypatch):
+    """The demo's line for a kernel from the cache does not claim "compiled in 0.00 s"."""
+    from rnncompiler.demo import compiled_how
+    private_cache(tmp_path, monkeypatch)
+    first = rc.compile(never_built, I, H, "float64")
+    assert first.loaded_from_cache is False
+    assert compiled_how(first, "the cell", 1.5) == "compiled the cell in 1.50 s"
+    again = rc.compile(never_built, I, H, "float64")
+    assert again.loaded_from_cache is True
+    assert compiled_how(again, "the cell", 0.001).startswith("loaded the cell from the kernel "
+                                                            "cache in 0.00 s")
 
 
 def test_cache_clear_refuses_a_directory_others_can_write(tmp_path, monkeypatch, capsys):
@@ -575,3 +630,20 @@ def test_cache_clear_refuses_a_directory_it_does_not_own(tmp_path, monkeypatch, 
     assert rnnc(["cache", "clear"]) == 2
     assert "owned by another user" in capsys.readouterr().err
     assert (cache / ("a" * 64 + ".json")).exists()
+
+
+def test_the_case_counts_in_the_reliability_page_are_current():
+    """docs/reliability.md counts the cases of three test files: they are what pytest
+    collects now."""
+    page = (Path(__file__).resolve().parents[1] / "docs" / "reliability.md").read_text()
+    row = re.search(r"\| hostile and careless inputs \| (.*) \|", page).group(1)
+    claimed = {name: int(n) for n, name in re.findall(r"(\d+)(?: cases)? in `tests/(\w+\.py)`", row)}
+    assert sorted(claimed) == ["test_cache.py", "test_errors.py", "test_reliability.py"]
+    here = os.path.dirname(os.path.abspath(__file__))
+    out = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p",
+                          "no:cacheprovider"] + sorted(claimed), cwd=here,
+                         capture_output=True, text=True).stdout
+    for name, n in claimed.items():
+        collected = sum(line.split("::")[0].endswith(name) for line in out.splitlines())
+        assert collected == n, "docs/reliability.md says %d cases in %s, pytest collects %d" \
+            % (n, name, collected)

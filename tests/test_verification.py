@@ -280,6 +280,7 @@ def test_report_keeps_the_contract_and_renders():
     assert all(p.ok and p.points > 10 for p in report.partials)
     text = str(report)
     for part in ("gradcheck of lstm (float64, T=5, B=2): OK",
+                 "forward: outputs and states after every step against the numpy reference",
                  "blocks: gradcheck against central finite differences", "W_f", "state0.c", "time steps", "δc[t-1]",
                  "c[t] = c[t-1]*σ(a_f[t]) + tanh(a_g[t])*σ(a_i[t])", "seeds: data 0"):
         assert part in text, part
@@ -287,7 +288,7 @@ def test_report_keeps_the_contract_and_renders():
     assert "| block | rel. error |" in md and "| W_f |" in md and "**blocks: " in md
     page = report.to_html()
     root = ElementTree.fromstring(page)          # well-formed: every tag closed, text escaped
-    assert root.get("class") == "rnnc-gradcheck" and len(root.findall("table")) == 3
+    assert root.get("class") == "rnnc-gradcheck" and len(root.findall("table")) == 4
     assert "<td>W_f</td>" in page
 
 
@@ -532,3 +533,68 @@ def test_the_evaluator_reads_merged_linear_maps_whole(name):
     assert sorted(adj1) == sorted(adj0)
     for n in adj0:
         np.testing.assert_allclose(adj1[n], adj0[n], rtol=1e-12, atol=1e-12, err_msg=n)
+
+
+class WrongForward(Wrapped):
+    """A duck-typed kernel whose subclasses alter forward (Wrapped copies the kernel's)."""
+
+    def __init__(self, kern):
+        super().__init__(kern)
+        del self.forward
+
+
+class ShiftedInput(WrongForward):
+    """A forward that computes wrong values from step 2 on (x[2] read 0.1 off), as a
+    miscompiled kernel would; its backward is the right one for its own forward."""
+
+    def forward(self, params, x, state0=None, lengths=None, **kw):
+        x = np.array(x, np.float64)
+        if len(x) > 2:
+            x[2] += 0.1
+        return self.k.forward(params, x, state0, lengths, **kw)
+
+
+class ScaledForgetGate(WrongForward):
+    """A forward whose forget gate weights are 1 % off at every step."""
+
+    def forward(self, params, x, state0=None, lengths=None, **kw):
+        return self.k.forward(dict(params, W_f=np.asarray(params["W_f"]) * 1.01), x, state0,
+                              lengths, **kw)
+
+
+def test_a_wrong_forward_is_named_before_the_backward_is_blamed():
+    """The forward is compared with the reference evaluator first: a forward wrong from
+    step 2 is named there (which value, step, row), and the backward is not blamed."""
+    kern = compiled("lstm")
+    report = rc.gradcheck(ShiftedInput(kern), T=5, B=2, cell=lstm)
+    assert not report.ok and not report.forward.ok
+    assert (report.forward.what, report.forward.step) == ("outputs", 2)
+    words = "\n".join(report.diagnosis())
+    assert words.startswith("the forward pass is wrong, before any gradient: the kernel's "
+                            "outputs at step t = 2 (batch row 0, unit ")
+    assert "the numpy reference evaluator gives" in words
+    assert "backward pass first goes wrong" not in words
+    assert "FAIL" in str(report).splitlines()[5]          # the forward table comes first
+    report = rc.gradcheck(ScaledForgetGate(kern), T=4, B=2, cell=lstm)
+    assert not report.ok and report.forward.step == 0
+    assert "backward pass first goes wrong" not in "\n".join(report.diagnosis())
+
+
+def test_a_right_forward_passes_its_check_and_a_twin_checks_float32():
+    kern = compiled("lstm")
+    report = rc.gradcheck(kern, T=4, B=2, lengths=[4, 2])
+    assert report.ok and report.forward.ok and report.forward.error < 1e-12, str(report)
+    k32 = rc.compile(lstm, I, H, "float32")
+    bad = rc.gradcheck(ShiftedInput(k32), T=4, B=2, reference=kern)
+    assert bad.forward.against == "the float64 reference kernel" and bad.forward.step == 2
+    assert any("no forward check" in n for n in rc.gradcheck(Wrapped(kern), T=3).notes)
+
+
+def test_the_tolerances_are_reachable_in_a_fresh_process():
+    """rc.check.TOLERANCES (cited in the docs) without rc.gradcheck having been used."""
+    import subprocess
+    import sys
+    out = subprocess.run([sys.executable, "-c", "import rnncompiler as rc; "
+                          "print(rc.check.TOLERANCES['float64'])"],
+                         capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "(1e-05, 1e-08)"

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import blocks, derivations, steps
+from . import blocks, derivations, forward, steps
+from .forward import ForwardCheck
 from .report import ActivationCheck, GradcheckReport, PartialCheck, StepCheck
 
-__all__ = ["gradcheck", "GradcheckReport", "StepCheck", "PartialCheck", "ActivationCheck",
-           "TOLERANCES"]
+__all__ = ["gradcheck", "GradcheckReport", "ForwardCheck", "StepCheck", "PartialCheck",
+           "ActivationCheck", "TOLERANCES"]
 
 # (rtol, atol) by what is compared: float64 against finite differences; float32 against
 # its float64 twin (float32 carries ~7 digits, and gradients lose some over T steps)
@@ -77,6 +78,7 @@ def gradcheck_kernel(kern, T=5, B=2, seed=0, lengths=None, rtol=None, atol=None,
     atol = d_atol if atol is None else atol
     mode = _pick_mode(mode, kern, T, B)
     params, x, state0, u_y, u_s, lengths = draw(reference or kern, T, B, seed, lengths)
+    g = None if cell is None else _graph(cell, kern)
     seeds = {"data": seed, "projections": seed + 1}
     inputs = blocks.input_blocks(params, x, state0)
     errors, passed, worst = blocks.check_blocks(
@@ -86,15 +88,22 @@ def gradcheck_kernel(kern, T=5, B=2, seed=0, lengths=None, rtol=None, atol=None,
         False, max(errors.values(), default=0.0), errors, passed, rtol, atol,
         "central finite differences" if reference is None else "the float64 reference kernel",
         getattr(kern, "name", ""), dtype, mode, seeds, {"T": T, "B": B}, worst)
+    if g is not None or reference is not None:
+        report.forward = forward.check_forward(kern, params, x, state0, lengths, rtol, atol,
+                                               graph=g, twin=reference)
+    else:
+        report.notes.append("no forward check: pass cell= to compare the kernel's forward "
+                            "pass with the numpy reference evaluator")
     if localize:
-        _localize(report, kern, cell, reference, (params, x, state0, u_y, u_s, lengths),
+        _localize(report, kern, g, reference, (params, x, state0, u_y, u_s, lengths),
                   eps, projections, seed)
-    report.ok = (all(passed.values()) and (report.steps is None or report.steps.ok)
+    report.ok = ((report.forward is None or report.forward.ok) and all(passed.values())
+                 and (report.steps is None or report.steps.ok)
                  and not report.wrong_partials() and not report.wrong_activations())
     return report
 
 
-def _localize(report, kern, cell, reference, data, eps, projections, seed):
+def _localize(report, kern, g, reference, data, eps, projections, seed):
     params, x, state0, u_y, u_s, lengths = data
     rtol, atol = report.rtol, report.atol
     # steps are probed along random directions whatever the mode: T times the blocks'
@@ -108,11 +117,10 @@ def _localize(report, kern, cell, reference, data, eps, projections, seed):
             raise
         report.notes.append("no per-step check: this kernel's backward does not take "
                             "state_grads=True")
-    if cell is None:
+    if g is None:
         report.notes.append("no per-equation check: pass cell= to check the derivation "
                             "of a compiled kernel equation by equation")
         return
-    g = _graph(cell, kern)
     rtol64, atol64 = (rtol, atol) if reference is None else TOLERANCES["float64"]
     rng = np.random.default_rng(seed + 2)
     report.seeds["points"] = seed + 2

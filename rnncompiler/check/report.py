@@ -95,6 +95,7 @@ class GradcheckReport:
     sizes: dict = field(default_factory=dict)     # T, B, I, H
     worst: dict = field(default_factory=dict)     # block -> where its largest difference is
     steps: StepCheck = None
+    forward: object = None      # a ForwardCheck (check/forward.py), when there is a reference
     partials: list = field(default_factory=list)
     activations: list = field(default_factory=list)
     notes: list = field(default_factory=list)
@@ -127,7 +128,8 @@ def _fmt(v):
 
 
 def diagnose(r):
-    out = []
+    forward_wrong = r.forward is not None and not r.forward.ok
+    out = [_forward_diagnosis(r.forward)] if forward_wrong else []
     for a in r.wrong_activations():
         out.append("the hand-written derivative of %s is wrong: given %s, sympy derives %s; at "
                    "u = %s the given one is %s, sympy's %s, finite differences %s"
@@ -140,7 +142,7 @@ def diagnose(r):
                    "differences give %s at %s"
                    % (p.result, p.operand, p.equation, p.where, p.derived, value,
                       _fmt(p.numeric_value), at))
-    s = r.steps
+    s = None if forward_wrong else r.steps       # its blame would fall on the backward
     if s is not None and s.first_wrong is not None:
         out.append(_step_diagnosis(s))
     if s is not None and s.first_wrong is None and not all(s.sum_passed.values()):
@@ -155,6 +157,15 @@ def diagnose(r):
         out.append("blocks that disagree: %s; the largest relative error is %s's (%s%s)"
                    % (", ".join(bad), worst, _fmt(r.errors[worst]), where))
     return out
+
+
+def _forward_diagnosis(f):
+    return ("the forward pass is wrong, before any gradient: the kernel's %s at step t = %d "
+            "(batch row %d, unit %d) is %s where %s gives %s (relative error %s); the "
+            "gradients are those of the function the kernel computes, so the checks of the "
+            "backward below cannot be trusted until the forward agrees"
+            % (f.what, f.step, f.row, f.unit, _fmt(f.kernel_value), f.against,
+               _fmt(f.reference_value), _fmt(f.error)))
 
 
 def _step_diagnosis(s):
@@ -191,6 +202,13 @@ def _tables(r):
                [[k, _e(e), "ok" if r.passed.get(k, True) else "FAIL", r.worst.get(k, "")]
                 for k, e in r.errors.items()],
                "rel. error = max|analytic − %s| / max(max|%s|, atol/rtol)" % (word, word))]
+    if r.forward is not None:
+        f = r.forward
+        tables.insert(0, ("forward: outputs and states after every step against " + f.against,
+                          ["compared", "rel. error", "", "first difference at"],
+                          [["outputs, states", _e(f.error), "ok" if f.ok else "FAIL",
+                            "" if f.ok else "%s, t = %d, row %d, unit %d"
+                            % (f.what, f.step, f.row, f.unit)]], ""))
     if r.steps is not None:
         tables.append(_step_table(r.steps))
     if r.partials:

@@ -145,9 +145,9 @@ def run_bench(cell, args):
         torch.set_num_threads(args.threads)
         fns["torch.nn." + kind.upper()] = _torch_step(kind, I, H, x, dy)
     times = time_interleaved(fns, args.repeats)
-    print("%s: forward+backward, T=%d, B=%d, I=%d, H=%d, %s, %d thread%s (compiled or loaded "
-          "in %.2f s)" % (cell.name, T, B, I, H, args.dtype, args.threads,
-                          "" if args.threads == 1 else "s", compile_s))
+    print("%s: forward+backward, T=%d, B=%d, I=%d, H=%d, %s, %d thread%s (%s in %.2f s)"
+          % (cell.name, T, B, I, H, args.dtype, args.threads, "" if args.threads == 1 else "s",
+             "loaded from the cache" if kern.loaded_from_cache else "compiled", compile_s))
     print(why)
     med = {name: float(np.median(t)) for name, t in times.items()}
     for name, t in times.items():

@@ -4,7 +4,8 @@ Only files whose names the cache itself makes (manifests, binaries, kept C, lock
 runtime objects — the helpers and the cffi wrappers — and unfinished build directories)
 are counted or removed, so a cache pointed by mistake at a directory of other files
 (RNNC_CACHE_DIR=$HOME) loses none of them. An entry whose build is running (its flock is
-held) is left alone.
+held) is left alone, and so is a build directory whose build runs (build.py marks each
+with a lock of its own).
 """
 from __future__ import annotations
 
@@ -112,9 +113,10 @@ def clear(root=None):
         removed = CacheContents(contents.root, True)
         busy_prefixes = {b[:16] for b in busy}        # binaries carry key[:16]
         for name, (kind, key) in contents.files.items():
-            if (key and (key in busy or key[:16] in busy_prefixes)) or (kind == "build" and busy):
-                continue            # a build dir may belong to a running build
             path = os.path.join(contents.root, name)
+            if (key and (key in busy or key[:16] in busy_prefixes)) or (
+                    kind == "build" and not build.build_dir_is_stale(path)):
+                continue            # an entry or a build dir of a running build
             size = _size(path)
             if kind == "build" and not os.path.islink(path):
                 shutil.rmtree(path, ignore_errors=True)
@@ -129,6 +131,11 @@ def clear(root=None):
     return removed, len(busy)
 
 
+def plural(n, one, many):
+    """"1 entry", "2 entries"."""
+    return "%d %s" % (n, one if n == 1 else many)
+
+
 def _megabytes(n):
     return "%.1f MB" % (n / 1e6) if n >= 1e5 else "%d bytes" % n
 
@@ -137,10 +144,13 @@ def cmd_cache(args):
     """rnnc cache info / rnnc cache clear."""
     if args.action == "clear":
         removed, busy = clear()
-        print("removed %d kernel entries and %d runtime objects (%d files, %s) from %s%s"
-              % (len(removed.names("kernel")), len(removed.names("runtime")),
-                 len(removed.files), _megabytes(removed.bytes), removed.root,
-                 "; left %d entries that are being built" % busy if busy else ""))
+        print("removed %s and %s (%s, %s) from %s%s"
+              % (plural(len(removed.names("kernel")), "kernel entry", "kernel entries"),
+                 plural(len(removed.names("runtime")), "runtime object", "runtime objects"),
+                 plural(len(removed.files), "file", "files"), _megabytes(removed.bytes),
+                 removed.root, "; left %s being built" % plural(busy, "entry that is",
+                                                                "entries that are")
+                 if busy else ""))
         return 0
     info = scan()
     print("cache directory: %s%s" % (info.root, "" if info.exists else " (not created yet)"))
@@ -150,11 +160,12 @@ def cmd_cache(args):
         print("WARNING: other users can write this directory, or it is not yours: "
               "rnncompiler refuses to use it (chmod 700 it, or set RNNC_CACHE_DIR)")
     runtime = info.names("runtime")
-    print("kernels: %d entries" % len(info.names("kernel")))
+    print("kernels: %s" % plural(len(info.names("kernel")), "entry", "entries"))
     print("runtime objects: %s" % (", ".join(os.path.join(info.root, n) for n in runtime)
                                    if runtime else "none yet (built with the first kernel)"))
     builds = info.names("build")
     if builds:
-        print("unfinished builds: %d (running, or left by a killed build)" % len(builds))
-    print("total: %d files, %s" % (len(info.files), _megabytes(info.bytes)))
+        print("unfinished builds: %d (running, or left by a killed build; the next compile "
+              "removes those of killed builds)" % len(builds))
+    print("total: %s, %s" % (plural(len(info.files), "file", "files"), _megabytes(info.bytes)))
     return 0
