@@ -264,6 +264,7 @@ def assert_close(got, want, what):
     np.testing.assert_allclose(got, want, rtol=1e-8, atol=1e-10 * scale, err_msg=what)
 
 
+@pytest.mark.slow
 @FUZZ
 @given(prog=programs(), lengths=st.sampled_from([None, (T, 1), (0, 2)]), seed=st.integers(0, 3))
 def test_random_cell_passes_gradcheck_and_matches_the_reference(prog, lengths, seed):
