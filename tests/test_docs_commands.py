@@ -1,7 +1,8 @@
 """The shell commands of the README and docs/*.md work as written, in a shell where the
 project's .venv is active (as the README says to make it): every `rnnc COMMAND` names a
 command and options rnnc has, every `python FILE` a file and options it takes, every
-`make ARGS` targets of the Makefile where it runs; the cheap ones run, and a console
+`make ARGS` targets of the Makefile where it runs, every `pip install` extras and a
+constraints file that exist; the cheap ones run, and a console
 block's output is what its command prints."""
 import functools
 import os
@@ -110,7 +111,7 @@ def _program(cmd):
     name = os.path.basename(cmd.argv[0])
     if name in ("python", "python3"):
         return "python"
-    return name if name in ("rnnc", "make", "cd") else None
+    return name if name in ("rnnc", "make", "cd", "pip") else None
 
 
 def _of(program):
@@ -144,7 +145,7 @@ def _rnnc():
 
 
 def test_the_docs_have_commands_of_each_kind():
-    for program in ("rnnc", "python", "make", "cd"):
+    for program in ("rnnc", "python", "make", "cd", "pip"):
         assert _of(program), "no documented %s command found: is the parser broken?" % program
 
 
@@ -191,6 +192,27 @@ def test_make_targets_and_directories_exist(cmd, tmp_path):
     proc = subprocess.run(["make", "-n", "-C", os.path.join(ROOT, cmd.cwd)] + cmd.argv[1:],
                           capture_output=True, text=True, env=_env(tmp_path), timeout=120)
     assert proc.returncode == 0, "%s: %s\n%s" % (cmd, cmd.text, proc.stderr[-2000:])
+
+
+def _extras():
+    """The optional-dependency groups pyproject.toml declares."""
+    with open(os.path.join(ROOT, "pyproject.toml")) as f:
+        text = f.read()
+    section = text.split("[project.optional-dependencies]")[1].split("\n[")[0]
+    return set(re.findall(r"^([\w-]+) = \[", section, re.M))
+
+
+@pytest.mark.parametrize("cmd", _of("pip"), ids=str)
+def test_pip_extras_and_constraints_exist(cmd):
+    args = cmd.argv[2:]
+    for flag, value in zip(args, args[1:]):
+        if flag == "-c":
+            assert os.path.isfile(os.path.join(ROOT, cmd.cwd, value)), "%s: no %s" % (cmd, value)
+    for spec in args:
+        extras = re.fullmatch(r"\.\[([\w,-]+)\]", spec)
+        if extras:
+            missing = set(extras.group(1).split(",")) - _extras()
+            assert not missing, "%s: pyproject.toml has no extra %s" % (cmd, missing)
 
 
 def test_examples_c_makefile_uses_the_project_venv(tmp_path):
