@@ -2,8 +2,8 @@
 project's .venv is active (as the README says to make it): every `rnnc COMMAND` names a
 command and options rnnc has, every `python FILE` a file and options it takes, every
 `make ARGS` targets of the Makefile where it runs, every `pip install` extras and a
-constraints file that exist; the cheap ones run, and a console
-block's output is what its command prints."""
+constraints file that exist; the cheap ones run, and a console block's output is what
+its command prints."""
 import functools
 import os
 import re
