@@ -1,18 +1,22 @@
-# `make demo` and `make test` work on a fresh machine with only Python and gcc.
+# `make demo` and `make test` work on a fresh machine with only Python and gcc. Every
+# target installs into .venv (created if needed); `. .venv/bin/activate` then puts `rnnc`
+# and a python that imports rnncompiler on PATH.
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
+# the exact versions of the test and benchmark peers (the extras accept ranges)
+PIP    := $(PY) -m pip install -q -c constraints.txt
 
-.PHONY: demo test bench fuzz clean
+.PHONY: demo test test-fast bench fuzz clean
 
-$(VENV)/.base: pyproject.toml
+$(VENV)/.base: pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e .
+	$(PIP) -e .
 	touch $@
 
 $(VENV)/.test: $(VENV)/.base
-	$(PY) -m pip install -q -e '.[test]'
+	$(PIP) -e '.[test]'
 	touch $@
 
 demo: $(VENV)/.base
@@ -21,6 +25,11 @@ demo: $(VENV)/.base
 # One kernel cache per test session (conftest.py points RNNC_CACHE_DIR at a temp dir).
 test: $(VENV)/.test
 	$(PY) -m pytest -n 2 -q tests
+
+# The edit loop: the suite without the tests marked slow (builds in subprocesses,
+# sanitizers, DDP, benchmarks, the bigger fuzz runs), which `make test` runs too.
+test-fast: $(VENV)/.test
+	$(PY) -m pytest -n 2 -q -m "not slow" tests
 
 bench: $(VENV)/.test
 	$(PY) benchmarks/bench_lstm.py

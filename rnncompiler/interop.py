@@ -48,7 +48,7 @@ def _torch():
         import torch
     except ImportError as exc:    # pragma: no cover - torch is in the test extra
         raise ImportError("exchanging weights with PyTorch needs torch: "
-                          "pip install 'torch==2.13.0'") from exc
+                          "pip install 'rnncompiler[torch]'") from exc
     return torch
 
 

@@ -168,6 +168,7 @@ def use_cache(monkeypatch, cache):
 
 # ---------------------------------------------------------------- 1. warm loads
 
+@pytest.mark.slow
 def test_second_process_loads_from_cache_without_a_compiler(cache_dir, child, tmp_path):
     """A second process loads the cached kernel with CC=/bin/false: a hit never builds."""
     cold, first = run_child(child, "tiny", tmp_path / "cold.npz", cache_dir)
@@ -182,6 +183,7 @@ def test_second_process_loads_from_cache_without_a_compiler(cache_dir, child, tm
 
 # ---------------------------------------------------------------- 2. concurrent builds
 
+@pytest.mark.slow
 def test_concurrent_processes_build_one_entry(cache_dir, child, tmp_path):
     """Four processes compiling one new cell at once all succeed: one entry, no debris."""
     go = tmp_path / "go"
@@ -246,6 +248,7 @@ def _garbage_manifest(cache, entry, key):
     (cache / (key + ".json")).write_bytes(b"\x00\xffnot json{{" + os.urandom(64))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("corrupt", [_truncate_binary, _garbage_binary, _garbage_manifest],
                          ids=["truncated-binary", "garbage-binary", "garbage-manifest"])
 def test_corrupt_entry_is_rebuilt(cache_dir, child, tmp_path, corrupt):
@@ -292,6 +295,7 @@ def test_cache_dir_that_is_a_file_is_named(tmp_path, monkeypatch):
         rc.compile(elman, input_size=3, hidden_size=4, dtype="float64")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("part,mode", [("manifest", 0o664), ("manifest", 0o646),
                                        ("binary", 0o775), ("binary", 0o757)])
 def test_entry_writable_by_others_is_refused(cache_dir, monkeypatch, part, mode):
@@ -307,6 +311,7 @@ def test_entry_writable_by_others_is_refused(cache_dir, monkeypatch, part, mode)
     assert str(path) in str(ei.value)
 
 
+@pytest.mark.slow
 def test_planted_binary_is_not_loaded(cache_dir, child, tmp_path):
     """Another valid module planted in place of an entry's binary fails the hash: rebuilt."""
     info, first = run_child(child, "tiny", tmp_path / "tiny.npz", cache_dir)
@@ -325,6 +330,7 @@ def test_planted_binary_is_not_loaded(cache_dir, child, tmp_path):
     assert entry2["sha256"] != planted_hash
 
 
+@pytest.mark.slow
 def test_entries_written_under_umask_002_load_again(cache_dir, child, tmp_path):
     """Under the common umask 002 the cache must not write entries it then refuses to load."""
     cmd = "umask 002 && exec \"$0\" \"$@\""
@@ -340,6 +346,7 @@ def test_entries_written_under_umask_002_load_again(cache_dir, child, tmp_path):
 
 # ---------------------------------------------------------------- 5. killed builds
 
+@pytest.mark.slow
 def test_killed_build_leaves_no_blocking_lock(cache_dir, child, tmp_path):
     """A build killed by SIGKILL while holding the lock does not block the next build,
     which removes the build directory the killed one left."""
@@ -424,6 +431,7 @@ def _forward_in_worker(args):
     return os.getpid(), _forward_backward(kern, params, x)
 
 
+@pytest.mark.slow
 def test_kernels_link_one_wrapper_object_under_their_own_module_names(cache_dir, monkeypatch):
     """Kernels of one real type link the cffi wrapper compiled once, each with its own module
     name (one name for all would make each load replace the last in sys.modules); after
@@ -445,6 +453,7 @@ def test_kernels_link_one_wrapper_object_under_their_own_module_names(cache_dir,
         np.testing.assert_allclose(kern.forward(params, x).outputs, ref.outputs, rtol=1e-12, atol=1e-14)
 
 
+@pytest.mark.slow
 def test_an_unrecognised_cffi_init_compiles_the_whole_wrapper(cache_dir, monkeypatch):
     """If cffi writes its module init in another shape, each kernel compiles its own wrapper."""
     use_cache(monkeypatch, cache_dir)
@@ -457,6 +466,7 @@ def test_an_unrecognised_cffi_init_compiles_the_whole_wrapper(cache_dir, monkeyp
     np.testing.assert_allclose(kern.forward(params, x).outputs, ref.outputs, rtol=1e-12, atol=1e-14)
 
 
+@pytest.mark.slow
 def test_kernel_pickles_in_process(cache_dir, monkeypatch):
     """pickle.dumps/loads gives a kernel computing the same forward and backward."""
     use_cache(monkeypatch, cache_dir)
@@ -470,6 +480,7 @@ def test_kernel_pickles_in_process(cache_dir, monkeypatch):
     assert_same_arrays(_forward_backward(kern, params, x), _forward_backward(kern2, params, x))
 
 
+@pytest.mark.slow
 def test_kernel_works_through_multiprocessing_spawn(cache_dir, monkeypatch):
     """A spawn Pool maps kern.forward in worker processes with the parent's results."""
     use_cache(monkeypatch, cache_dir)
@@ -485,6 +496,7 @@ def test_kernel_works_through_multiprocessing_spawn(cache_dir, monkeypatch):
         assert_same_arrays(_forward_backward(kern, params, x), res)
 
 
+@pytest.mark.slow
 def test_unpickling_after_the_entry_is_deleted_rebuilds(cache_dir, tmp_path, monkeypatch):
     """A pickled kernel unpickles in a new process after its cache entry is deleted."""
     use_cache(monkeypatch, cache_dir)
@@ -517,6 +529,7 @@ def test_unpickling_after_the_entry_is_deleted_rebuilds(cache_dir, tmp_path, mon
 
 # ---------------------------------------------------------------- 8. determinism
 
+@pytest.mark.slow
 def test_generated_c_is_identical_across_hash_seeds():
     """The generated C (and the cache key) does not depend on PYTHONHASHSEED."""
     code = textwrap.dedent("""\

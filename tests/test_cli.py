@@ -62,6 +62,7 @@ def test_the_gradient_flow_plot_leaves_zero_norms_out():
     plt.close("all")
 
 
+@pytest.mark.slow
 def test_check_passes_with_exit_0_and_draws_the_gradient_flow(cell_file, tmp_path):
     plot = tmp_path / "flow.png"
     proc = rnnc("check", cell_file + ":leaky", "--hidden-size", "3", "--plot", str(plot),
@@ -103,6 +104,7 @@ def test_export_writes_the_c_pair(tmp_path):
     assert "float *params" in (out / "elman.h").read_text()
 
 
+@pytest.mark.slow
 def test_graph_writes_dot_svg_and_png(tmp_path):
     dot, svg, png = tmp_path / "g.dot", tmp_path / "g.svg", tmp_path / "u.png"
     proc = rnnc("graph", CELLS + ":lstm", "--unroll", "3", "-o", str(dot))
@@ -162,6 +164,7 @@ def test_a_merged_linear_map_is_labelled_with_all_its_terms():
     assert any("W_ii x[t] + W_hi h[t-1]" in label for label in labels), labels
 
 
+@pytest.mark.slow
 def test_bench_times_rnncompiler_and_torch_side_by_side():
     proc = rnnc("bench", CELLS + ":lstm", "--hidden", "4", "--steps", "3", "--batch", "2",
                 "--repeats", "2", "--dtype", "float64")
@@ -217,6 +220,7 @@ def test_bench_without_a_peer_times_rnncompiler_alone(capsys):
     assert re.search(r"rnncompiler\s+median", out) and "torch.nn" not in out.split("\n", 2)[2]
 
 
+@pytest.mark.slow
 def test_demo_runs_small():
     proc = rnnc("demo", "--hidden", "4", "--steps", "3", "--batch", "2", "--repeats", "1",
                 "--train-seconds", "0")

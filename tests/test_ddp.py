@@ -11,6 +11,8 @@ import sys
 
 import pytest
 
+pytestmark = pytest.mark.slow      # two training processes under DDP
+
 torch = pytest.importorskip("torch")
 nn = torch.nn
 

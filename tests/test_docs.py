@@ -12,6 +12,7 @@ DOCS = os.path.join(ROOT, "docs")
 PAGES = sorted(f for f in os.listdir(DOCS) if f.endswith(".md"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("page", PAGES)
 def test_page_code_runs(page, tmp_path):
     with open(os.path.join(DOCS, page)) as f:

@@ -33,12 +33,14 @@ def test_every_example_has_small_settings():
     assert examples == sorted(SMALL)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(SMALL))
 def test_example_runs(name):
     out = run([os.path.join("examples", name)] + SMALL[name])
     assert "FAILED" not in out
 
 
+@pytest.mark.slow
 def test_demo_runs():
     out = run(["-m", "rnncompiler.demo", "--hidden", "8", "--steps", "5", "--batch", "2",
                "--repeats", "1", "--train-seconds", "1"])

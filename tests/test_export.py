@@ -196,6 +196,7 @@ def compare_all(exports, lib, dtype):
 
 # ---------------------------------------------------------------- every cell
 
+@pytest.mark.slow
 @pytest.mark.parametrize("group", sorted(GROUPS))
 def test_every_exported_cell_compiles_strictly_and_matches_python(group, tmp_path):
     exports = export_all(GROUPS[group](), str(tmp_path), "float64")
@@ -396,6 +397,7 @@ int main(void)
 """
 
 
+@pytest.mark.slow
 def test_exported_kernels_stay_in_bounds_under_sanitizers(tmp_path):
     """AddressSanitizer and UndefinedBehaviorSanitizer on buffers of exactly the sizes the
     header documents, with and without lengths and state0, over more than one chunk."""

@@ -432,6 +432,7 @@ def assert_close(got, want, what):
 LENGTHS = st.sampled_from([None, (T, 1), (0, 2)])
 
 
+@pytest.mark.slow
 @FUZZ
 @given(prog=programs(), lengths=LENGTHS, seed=st.integers(0, 3))
 def test_random_cell_passes_gradcheck_and_matches_the_reference(prog, lengths, seed):

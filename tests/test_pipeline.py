@@ -522,6 +522,7 @@ print(sorted(loaded), sorted(m for m in ("sympy", "networkx", "cffi") if m in sy
 """
 
 
+@pytest.mark.slow
 def test_a_cache_hit_needs_neither_sympy_nor_networkx(tmp_path):
     """Importing rnncompiler, declaring a cell and loading its kernel from the cache load
     no sympy, networkx or cffi; the equations come with the kernel; a miss loads them."""

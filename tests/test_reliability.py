@@ -350,6 +350,7 @@ HASHSEED_PROGRAM = (
     " new_states=((11, True), (8, False)), output=('y', 4))")
 
 
+@pytest.mark.slow
 def test_generated_and_exported_c_are_identical_under_five_hash_seeds(tmp_path):
     """The JIT C and the exported NAME.h/NAME.c of a layer-normalised LSTM, PyTorch's GRU
     and a random cell are byte-identical under PYTHONHASHSEED=0, 1, 2, 12345, random."""
@@ -503,6 +504,7 @@ def test_a_bad_timeout_is_named(tmp_path, monkeypatch, value):
 
 # ================================================================ rnnc cache info|clear
 
+@pytest.mark.slow
 def test_cache_info_and_clear(tmp_path, monkeypatch, capsys):
     """info counts the entries, their size and the runtime object; clear removes exactly
     the cache's files (a stranger's file and a symlink's target survive), and the next

@@ -23,6 +23,8 @@ from rnncompiler import build
 
 from test_fuzz import programs
 
+pytestmark = pytest.mark.slow      # instrumented builds, run in subprocesses
+
 TESTS = Path(__file__).resolve().parent
 FULL = os.environ.get("RNNC_SANITIZE_FULL", "") not in ("", "0")
 CHILD_TIMEOUT = 1800 if FULL else 600
