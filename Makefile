@@ -37,11 +37,13 @@ bench: $(VENV)/.test
 # The full reliability profile (docs/reliability.md): 250 random cells and 250 written by
 # hand against finite differences and the reference evaluator; every built-in cell and 24
 # random cells under AddressSanitizer and UndefinedBehaviorSanitizer; the hostile-input
-# and contract tests.
+# and contract tests; 10 000 random expressions and their derivatives through the C
+# printer against numpy (tests/test_printer.py).
 fuzz: $(VENV)/.test
-	RNNC_FUZZ_EXAMPLES=250 RNNC_SANITIZE_FULL=1 $(PY) -m pytest -n 2 -q \
-		--hypothesis-show-statistics tests/test_fuzz.py tests/test_sanitizers.py \
-		tests/test_reliability.py tests/test_errors.py
+	RNNC_FUZZ_EXAMPLES=250 RNNC_SANITIZE_FULL=1 RNNC_PRINTER_EXAMPLES=10000 \
+		$(PY) -m pytest -n 2 -q --hypothesis-show-statistics tests/test_fuzz.py \
+		tests/test_sanitizers.py tests/test_reliability.py tests/test_errors.py \
+		tests/test_printer.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -395,8 +395,10 @@ def _build(root, key, csrc, meta, opt_level, blas):
         kept_c = os.path.join(root, key + ".c")
         _write_private(os.path.join(tmp, "kernel.c"), csrc.text)
         os.replace(os.path.join(tmp, "kernel.c"), kept_c)
-        final = _install(root, tmp, key, binary, {"module": module, "c_file": os.path.basename(kept_c),
-                                                   "meta": meta})
+        c_hash = hashlib.sha256(csrc.text.encode()).hexdigest()
+        final = _install(root, tmp, key, binary, {
+            "module": module, "c_file": os.path.basename(kept_c), "c_sha256": c_hash,
+            "c_size": len(csrc.text.encode()), "verified": False, "meta": meta})
         return _import(module, final), meta
     finally:
         remove_build_dir(tmp)
@@ -496,7 +498,7 @@ def _run_gcc(commands):
             stderr = proc.communicate(timeout=max(deadline - time.monotonic(), 0.0))[1]
         except subprocess.TimeoutExpired:
             _kill_all(procs)
-            kept = _keep_c(c_file)
+            kept = keep_c(c_file)
             raise CompileError("the C compiler did not finish within %g s (RNNC_CC_TIMEOUT) and "
                                "was stopped; C file kept at %s" % (timeout, kept),
                                c_file=kept) from None
@@ -507,7 +509,7 @@ def _run_gcc(commands):
             failed = (proc.returncode, c_file, stderr)
     if failed:
         code, c_file, stderr = failed
-        kept = _keep_c(c_file)
+        kept = keep_c(c_file)
         tail = "\n".join(stderr.strip().splitlines()[-20:])
         raise CompileError("the C compiler failed (exit %d); C file kept at %s:\n%s"
                            % (code, kept, tail), c_file=kept, stderr=stderr)
@@ -535,7 +537,7 @@ def _kill_all(procs):
         proc.wait()
 
 
-def _keep_c(c_file):
+def keep_c(c_file):
     """A copy of a C file that failed, outside the build dir that is about to go: in a new
     private directory (a fixed name in the shared /tmp could be a planted symlink)."""
     kept = os.path.join(tempfile.mkdtemp(prefix="rnnc-failed-"), os.path.basename(c_file))
@@ -563,7 +565,73 @@ def build_from_source(key, csrc_text, cdef, meta, *, opt_level=2, blas=True):
     return load_or_build(key, lambda: (csrc, meta), opt_level=opt_level, blas=blas)
 
 
+def _manifest(root, key):
+    """The manifest of an entry (checked private), or None when there is none or it is
+    unreadable."""
+    path = os.path.join(root, key + ".json")
+    if not os.path.exists(path):
+        return None
+    check_private(path)
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
 def read_kept_c(key):
+    """The C source kept with an entry, checked against the hash its manifest records:
+    None when it is missing or truncated (the caller rebuilds the entry); CacheSecurityError
+    when it is writable by others or was modified, for it would be compiled again when a
+    pickled kernel is rebuilt."""
     root = cache_root()
-    with open(os.path.join(root, key + ".c")) as f:
-        return f.read()
+    entry = _manifest(root, key) or {}
+    path = os.path.join(root, key + ".c")
+    if "c_sha256" not in entry or not os.path.exists(path):
+        return None
+    check_private(path)
+    with open(path, "rb") as f:
+        data = f.read()
+    if hashlib.sha256(data).hexdigest() == entry["c_sha256"]:
+        return data.decode()
+    if len(data) < entry.get("c_size", 0):
+        return None                         # cut short (a full disk, a killed copy)
+    raise CacheSecurityError(
+        "refusing the rnncompiler cache entry %s: its C source does not match the SHA-256 "
+        "recorded when it was built (it was modified); remove the entry (rnnc cache clear) "
+        "or set RNNC_CACHE_DIR" % path)
+
+
+def is_verified(key):
+    """Whether the entry's kernel has passed its check against the reference evaluator."""
+    return bool((_manifest(cache_root(), key) or {}).get("verified"))
+
+
+def mark_verified(key):
+    """Record in the manifest that the entry's kernel passed its check (atomically)."""
+    root = cache_root()
+    with _locked(root, key):
+        entry = _manifest(root, key)
+        if entry is None:
+            return
+        tmp = new_build_dir(root)
+        try:
+            _write_private(os.path.join(tmp, "manifest.json"), json.dumps(dict(entry, verified=True)))
+            os.replace(os.path.join(tmp, "manifest.json"), os.path.join(root, key + ".json"))
+        finally:
+            remove_build_dir(tmp)
+
+
+def discard(key):
+    """Remove an entry (manifest first, so that no process loads it meanwhile); its kept C
+    is copied to a new private directory first, and that path returned (None if none)."""
+    root = cache_root()
+    with _locked(root, key):
+        entry = _manifest(root, key) or {}
+        c_path = os.path.join(root, key + ".c")
+        kept = keep_c(c_path) if os.path.exists(c_path) else None
+        names = [key + ".json", key + ".c"] + ([entry["binary"]] if "binary" in entry else [])
+        for name in names:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(os.path.join(root, name))
+        return kept

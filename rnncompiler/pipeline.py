@@ -13,7 +13,7 @@ import numpy as np
 
 from . import build, options
 from .dsl import Cell, check_identifier
-from .errors import CellError
+from .errors import CellError, CompileError
 from .expr import Term
 from .kernel import Kernel
 
@@ -173,14 +173,17 @@ def _dtype_name(dtype):
 
 
 def compile(cell, input_size, hidden_size, dtype="float32", *, sizes=None, opt_level=None,
-            blas=True, checkpoint=None):
+            blas=True, checkpoint=None, verify=True):
     """Compile a cell into a Kernel of forward/backward functions over whole sequences.
 
     Parameters: the cell (from @rc.cell), the input size I and hidden size H, the dtype
     ("float32" or "float64"), sizes for other size names, the gcc optimisation level
     (default $RNNC_OPT_LEVEL or 3), whether linear maps call OpenBLAS, and checkpoint=k:
     forward keeps the states every k steps only and backward recomputes each segment
-    (tape memory O(T/k + k) steps for one more forward pass; the binary is the same).
+    (tape memory O(T/k + k) steps for one more forward pass; the binary is the same), and
+    verify: a kernel not yet checked runs once against the numpy reference evaluator before
+    it is used (a CompileError names the first value that differs and its equation); the
+    cache records the check, so that a hit costs nothing.
     """
     if not isinstance(cell, Cell):
         raise TypeError("cell: expected a cell made with @rc.cell, got %r" % (cell,))
@@ -201,11 +204,35 @@ def compile(cell, input_size, hidden_size, dtype="float32", *, sizes=None, opt_l
         generated.append(True)
         return csrc, _meta(cell, g, bwd, bound, dtype, csrc)
 
+    verify = options.flag("verify", verify)
     module, meta = build.load_or_build(key, generate, opt_level=opt_level, blas=blas)
-    rebuild = functools.partial(load_kernel, key, build.read_kept_c(key), meta, opt_level, blas)
+    c_text = build.read_kept_c(key)
+    if c_text is None:              # its C is gone or cut short: the entry is built anew
+        build.discard(key)
+        module, meta = build.load_or_build(key, generate, opt_level=opt_level, blas=blas)
+        c_text = build.read_kept_c(key)
+    rebuild = functools.partial(load_kernel, key, c_text, meta, opt_level, blas)
     kern = Kernel(module, meta, key, rebuild, cell, None if checkpoint is None else int(checkpoint))
     kern.loaded_from_cache = not generated
+    if verify and not build.is_verified(key):
+        verify_kernel(kern, cell, bound, key)
     return kern
+
+
+def verify_kernel(kern, cell, sizes, key):
+    """Check a kernel against the reference evaluator of its cell, record that in its cache
+    entry, or discard the entry and raise CompileError naming what differs."""
+    from . import selfcheck
+    from .graph import build_graph
+    problem = selfcheck.first_problem(kern, build_graph(cell.spec, sizes), kern._meta["equations"])
+    if problem is None:
+        build.mark_verified(key)
+        return
+    kept = build.discard(key)
+    raise CompileError("the kernel compiled for %s is wrong, so it was not cached: %s. This is "
+                       "a fault of rnncompiler's code generation, not of the cell; please report "
+                       "it with the kept C file (%s). rc.compile(..., verify=False) skips this "
+                       "check." % (cell.name, problem, kept), c_file=kept)
 
 
 def load_kernel(key, c_text, meta, opt_level, blas):

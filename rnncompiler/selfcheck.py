@@ -1,0 +1,163 @@
+"""A newly built kernel checks itself before it is cached: its compiled forward and
+backward run once on a tiny random input (T=3, two rows, one of them shorter) and are
+compared with the numpy reference evaluator of the unfused step graph — the forward value
+by value, step by step; each gradient block along a random direction against central
+differences of the reference forward in float64. A disagreement names the first value
+that differs and the equation that computes it (`rc.compile` raises it as CompileError).
+Shared with rc.gradcheck's forward check.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .evaluator import trace
+
+T, LENGTHS = 3, (3, 2)
+# (rtol, atol) per kernel dtype: the float64 reference against float32 arithmetic
+TOLERANCE = {"float64": (1e-8, 1e-10), "float32": (1e-3, 1e-5)}
+EPS = 1e-6
+
+
+@dataclass
+class ForwardCheck:
+    """The first value of the kernel's forward pass that differs from the reference (by
+    step, then outputs before states), or ok: what, step, batch row, unit and both values;
+    error is the largest relative difference over the whole run."""
+    ok: bool
+    error: float
+    against: str
+    what: str = ""
+    step: int = -1
+    row: int = -1
+    unit: int = -1
+    kernel_value: float = 0.0
+    reference_value: float = 0.0
+
+
+def kernel_steps(kern, params, x, state0, lengths):
+    """The kernel's outputs (T, B, O) and, per step t, its states after step t (float64),
+    from runs over the prefixes x[:t+1] (forward keeps only the final states)."""
+    T = x.shape[0]
+    outputs = np.asarray(kern.forward(params, x, state0, lengths).outputs, np.float64)
+    after = []
+    for t in range(T):
+        cut = None if lengths is None else np.minimum(np.asarray(lengths), t + 1).astype(np.intc)
+        res = kern.forward(params, x[:t + 1], state0, cut)
+        after.append({s: np.asarray(v, np.float64) for s, v in res.states.items()})
+    return outputs, after
+
+
+def reference_steps(g, params, x, state0, lengths):
+    """The same from the numpy evaluator of the unfused step graph `g`."""
+    tr = trace(g, params, x, state0, lengths)
+    T = x.shape[0]
+    after = [{s: tr.values[t + 1]["state." + s] for s, _ in g.graph["states"]}
+             for t in range(T - 1)] + [tr.states]
+    return tr.outputs, after
+
+
+def compare_steps(kernel, reference, rtol, atol, against):
+    """A ForwardCheck of (outputs, states after each step) against the reference's."""
+    (ky, kafter), (ry, rafter) = kernel, reference
+    series = [("outputs", ky, ry)] + [
+        ("state %r" % s, np.stack([a[s] for a in kafter]), np.stack([a[s] for a in rafter]))
+        for s in rafter[0]]
+    worst, first = 0.0, None
+    for k, (what, a, b) in enumerate(series):
+        scale = max(float(np.max(np.abs(b), initial=0.0)), atol / rtol)
+        diff = np.abs(a - b) / scale
+        worst = max(worst, float(np.max(diff, initial=0.0)))
+        bad = np.argwhere(~(diff <= rtol))         # NaN counts as a difference
+        if bad.size and (first is None or (bad[0][0], k) < first[:2]):
+            first = (int(bad[0][0]), k, what, tuple(int(i) for i in bad[0]), a, b)
+    if first is None:
+        return ForwardCheck(True, worst, against)
+    t, _, what, index, a, b = first
+    return ForwardCheck(False, worst, against, what, t, index[1], index[2],
+                        float(a[index]), float(b[index]))
+
+
+def first_problem(kern, g, equations):
+    """None if `kern` computes what the unfused step graph `g` means, else a sentence naming
+    the first value that differs and its equation (`equations`: kern.equations() as dict)."""
+    rtol, atol = TOLERANCE[np.dtype(kern.dtype).name]
+    data = _draw(kern)
+    fwd = compare_steps(kernel_steps(kern, *data[:4]), reference_steps(g, *data[:4]),
+                        rtol, atol, "the numpy reference evaluator")
+    if not fwd.ok:
+        return _forward_problem(fwd, g, equations)
+    return _backward_problem(kern, g, data, rtol, atol, equations)
+
+
+def _draw(kern):
+    """float64 parameters, x (T, 2, I), a non-zero state0 and lengths (3, 2); seeded."""
+    rng = np.random.default_rng(0)
+    params = {k: np.asarray(v, np.float64) for k, v in kern.init_params(seed=0).items()}
+    x = rng.standard_normal((T, len(LENGTHS), kern.input_size))
+    state0 = {s: 0.5 * rng.standard_normal((len(LENGTHS), n)) for s, n in kern.state_sizes.items()}
+    return params, x, state0, np.array(LENGTHS, np.intc), rng
+
+
+def _forward_problem(fwd, g, equations):
+    name = fwd.what[len("state "):].strip("'") if fwd.what.startswith("state ") else \
+        _output_name(g)
+    where = ("the outputs at step %d" if fwd.what == "outputs" else fwd.what + " after step %d") \
+        % fwd.step
+    return ("its forward pass differs from the reference evaluator first at %s (batch row %d, "
+            "unit %d): the kernel computed %.9g, the reference %.9g; %s"
+            % (where, fwd.row, fwd.unit, fwd.kernel_value, fwd.reference_value,
+               _equations_of(equations["forward"], name + "[t]")))
+
+
+def _output_name(g):
+    out = g.graph["output"]
+    states = {node: s for s, node in g.graph["new_states"]}
+    return states.get(out, "y")
+
+
+def _backward_problem(kern, g, data, rtol, atol, equations):
+    """The first gradient block whose directional derivative along a random direction
+    differs from central differences of the reference forward in float64."""
+    params, x, state0, lengths, rng = data
+    u_y = rng.standard_normal((T, len(LENGTHS), kern.output_size))
+    u_s = {s: rng.standard_normal(v.shape) for s, v in state0.items()}
+    grads = kern.backward(kern.forward(params, x, state0, lengths), d_outputs=u_y, d_states=u_s)
+    fns = {}
+
+    def loss(p, xx, s0):
+        tr = trace(g, p, xx, s0, lengths, fns)
+        return float(np.sum(u_y * tr.outputs) + sum(np.sum(u_s[s] * tr.states[s]) for s in u_s))
+
+    blocks = [("grad " + k, "δ" + k, grads.params[k], ("p", k)) for k in params]
+    blocks += [("grad x", "δx[t]", grads.x, ("x", None))]
+    blocks += [("grad state0[%r]" % s, "δ%s[t-1]" % s, grads.state0[s], ("s", s)) for s in state0]
+    for label, lhs, grad, (kind, name) in blocks:
+        base = {"p": params[name] if kind == "p" else None, "x": x,
+                "s": state0[name] if kind == "s" else None}[kind]
+        v = rng.standard_normal(base.shape)
+        shifted = [_shift(params, x, state0, kind, name, e * EPS * v) for e in (1, -1)]
+        numeric = (loss(*shifted[0]) - loss(*shifted[1])) / (2 * EPS)
+        analytic = float(np.sum(np.asarray(grad, np.float64) * v))
+        scale = float(np.sum(np.abs(np.asarray(grad, np.float64) * v)))
+        if not abs(analytic - numeric) <= atol + rtol * max(abs(numeric), scale):
+            return ("its backward pass gives a wrong %s: along a random direction %.9g, where "
+                    "central differences of the reference evaluator give %.9g; %s"
+                    % (label, analytic, numeric, _equations_of(equations["backward"], lhs)))
+    return None
+
+
+def _shift(params, x, state0, kind, name, delta):
+    if kind == "p":
+        return dict(params, **{name: params[name] + delta}), x, state0
+    if kind == "x":
+        return params, x + delta, state0
+    return params, x, dict(state0, **{name: state0[name] + delta})
+
+
+def _equations_of(rows, lhs):
+    found = ["%s %s %s" % tuple(r) for r in rows if r[0] == lhs]
+    if not found:
+        return "no equation of %s is shown" % lhs
+    return "computed by " + "; ".join(found)
