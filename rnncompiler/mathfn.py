@@ -337,7 +337,18 @@ def c_helpers(dtype, fast=False):
                    % (ctype, name.lower(), suffix, ctype, body))
     # ternaries, not fmin/fmax: they vectorise and keep NaN, as torch.clamp and numpy do
     out += [line.replace("T ", ctype + " ").replace("F(", suffix + "(") for line in _NAN_KEEPING]
-    return "\n".join(out)
+    return _ALWAYS_INLINE + "\n".join(out).replace("static inline ", "RNNC_INLINE ")
+
+
+# Every helper inlined, whatever gcc's size limits say: a helper called out of line in a
+# big cell's backward loop stops that loop from vectorising (a 4-layer LSTM written as one
+# cell lost 2.5x). Plain `static inline` for compilers without the attribute (C99).
+_ALWAYS_INLINE = """#if defined(__GNUC__)
+#define RNNC_INLINE static inline __attribute__((always_inline))
+#else
+#define RNNC_INLINE static inline
+#endif
+"""
 
 
 # Elementwise helpers that keep NaN as numpy does (C's fmax, fmin and comparisons drop it)

@@ -122,3 +122,40 @@ def test_nan_propagates(modules, dtype):
         y = np.empty_like(x)
         getattr(mod.lib, "v_" + fn)(2, mod.ffi.from_buffer(T, x), mod.ffi.from_buffer(T, y))
         assert np.isnan(y[0]) and np.isfinite(y[1]), fn
+
+
+def test_math_helpers_are_always_inlined_in_a_big_cells_kernel(tmp_path):
+    """A 4-layer LSTM written as one cell, its C compiled with -fno-inline (gcc then inlines
+    only what it must): no math helper is left as a function of its own — gcc once called
+    rnnc_tanh out of line in such a backward loop, which then did not vectorise."""
+    import shutil
+    import subprocess
+    import rnncompiler as rc
+    from rnncompiler import build
+    from rnncompiler.pipeline import bind_sizes, lower
+    if shutil.which("nm") is None:
+        pytest.skip("nm is not installed")
+
+    def layer(p, k, x, h, c):
+        z = rc.concat(h, x)
+        f, i, o = (rc.sigmoid(p.linear("W%s%d" % (n, k), z, bias="b%s%d" % (n, k))) for n in "fio")
+        c = f * c + i * rc.tanh(p.linear("Wg%d" % k, z, bias="bg%d" % k))
+        return o * rc.tanh(c), c
+
+    @rc.cell(states=("h1", "c1", "h2", "c2", "h3", "c3", "h4", "c4"), output="h4")
+    def stacked4(x, h1, c1, h2, c2, h3, c3, h4, c4, p):
+        h1, c1 = layer(p, 1, x, h1, c1)
+        h2, c2 = layer(p, 2, h1, h2, c2)
+        h3, c3 = layer(p, 3, h2, h3, c3)
+        h4, c4 = layer(p, 4, h3, h4, c4)
+        return {"h1": h1, "c1": c1, "h2": h2, "c2": c2, "h3": h3, "c3": c3, "h4": h4, "c4": c4}
+
+    _, _, csrc = lower(stacked4, bind_sizes(stacked4, 8, 8, None), "float32", blas=True)
+    c_file, obj = tmp_path / "stacked4.c", tmp_path / "stacked4.o"
+    c_file.write_text(csrc.text)
+    cmd = build.compiler_command(str(c_file), str(obj), 2, True, compile_only=True)
+    subprocess.run(cmd + ["-fno-inline"], check=True, capture_output=True)
+    symbols = subprocess.run(["nm", str(obj)], capture_output=True, text=True, check=True).stdout
+    math = ("exp", "tanh", "log", "log1p", "sigmoid", "expm1_neg", "pow2i", "max", "min", "clip")
+    helpers = [s for s in symbols.split() if s.rstrip("f") in ["rnnc_" + m for m in math]]
+    assert helpers == []
