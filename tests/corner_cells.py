@@ -94,16 +94,3 @@ def bias_only_some(x, h, p):
 def shared_bias(x, h, p):
     z = rc.concat(h, x)
     return {"h": rc.tanh(p.linear("A", z, bias="b")) + rc.sigmoid(p.linear("B", z, bias="b"))}
-
-
-def tanh_chain(depth):
-    """u = tanh(0.9 u + 0.1), `depth` times in one step: its value grows linearly with the
-    depth, its derivative written out with the square (not registered: its tests build
-    deep chains on purpose)."""
-    @rc.cell(states=("u",))
-    def chain(x, u, p):
-        u = u + p.linear("W", x)
-        for _ in range(depth):
-            u = rc.tanh(0.9 * u + 0.1)
-        return {"u": u}
-    return chain
