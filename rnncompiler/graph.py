@@ -236,8 +236,7 @@ def derivative_terms(expr):
     """An estimate of the size of expr's derivative (in tree nodes, summed over its
     symbols) without differentiating: the chain and product rules copy each function or
     product whole, once per symbol inside it, beside the derivative of that operand."""
-    size, dsize = _sizes(expr)
-    return dsize
+    return _sizes(expr)[1]
 
 
 def _sizes(e):
