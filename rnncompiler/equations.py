@@ -89,6 +89,7 @@ def _render(expr, args, names, node=None):
     """(text, latex) of an expression in a0..ak (and g, y) with display names."""
     import sympy
     from .autodiff import G, Y
+    from .graph import rename_symbols
     subs_t, subs_l = {}, {}
     for k, a in enumerate(args):
         sym = sympy.Symbol("a%d" % k, real=True)
@@ -99,7 +100,7 @@ def _render(expr, args, names, node=None):
         subs_l[G] = sympy.Symbol(r"\delta " + names[node][1], real=True)
         subs_t[Y] = sympy.Symbol(names[node][0], real=True)
         subs_l[Y] = sympy.Symbol(names[node][1], real=True)
-    return str(expr.xreplace(subs_t)), sympy.latex(expr.xreplace(subs_l))
+    return str(rename_symbols(expr, subs_t)), sympy.latex(rename_symbols(expr, subs_l))
 
 
 def derive_equations(g, bwd):

@@ -18,6 +18,10 @@ from .expr import Term, to_sympy
 
 LEAVES = ("input", "state", "param")
 MAX_FUSED_TERMS = 160   # cap on a fused expression's size: keeps sympy fast and predictable
+# cap on the size of its derivative (derivative_terms): nested functions, as in
+# tanh(tanh(...)), grow their derivative with the square of the depth while the value grows
+# linearly; past this size sympy's diff, cse and printing dominate the compile time
+MAX_DERIVATIVE_TERMS = 400
 
 
 def param_name(node_id):
@@ -129,11 +133,12 @@ def fuse_elementwise(g, keep=()):
         d = g.nodes[n]
         if d["op"] != "ew":
             continue
-        expr = d["expr"].xreplace({sympy.Symbol("a%d" % k, real=True): sympy.Symbol(a, real=True)
-                                   for k, a in enumerate(d["args"])})
+        expr = rename_symbols(d["expr"], {sympy.Symbol("a%d" % k, real=True):
+                                          sympy.Symbol(a, real=True)
+                                          for k, a in enumerate(d["args"])})
         args = []
         for a in dict.fromkeys(d["args"]):        # g * g reads g twice: inline it once
-            if a in merged and uses[a] == 1 and _terms(merged[a][0]) <= MAX_FUSED_TERMS:
+            if a in merged and uses[a] == 1 and _fits(merged[a][0]):
                 inner_expr, inner_args = merged.pop(a)
                 expr = expr.xreplace({sympy.Symbol(a, real=True): inner_expr})
                 args += [b for b in inner_args if b not in args]
@@ -190,13 +195,60 @@ def _set_ew(g, n, expr, args):
     local = {sympy.Symbol(a, real=True): sympy.Symbol("a%d" % k, real=True)
              for k, a in enumerate(args)}
     g.remove_edges_from(list(g.in_edges(n)))
-    g.nodes[n]["expr"] = expr.xreplace(local)
+    g.nodes[n]["expr"] = rename_symbols(expr, local)
     g.nodes[n]["args"] = tuple(args)
     g.add_edges_from((a, n) for a in args)
 
 
+def rename_symbols(expr, names):
+    """expr with its symbols renamed (names: symbol -> symbol, one to one). Unlike
+    xreplace, it does not run the functions' simplifications again on their renamed
+    arguments (nothing new to simplify; sympy's assumption queries there cost time
+    quadratic in the nesting depth), and it rebuilds a shared subexpression once."""
+    done = {}
+
+    def walk(e):
+        if e in names:
+            return names[e]
+        if not e.args:
+            return e
+        if e not in done:
+            args = tuple(walk(a) for a in e.args)
+            if args == e.args:
+                done[e] = e
+            elif isinstance(e, sympy.Function):
+                done[e] = e.func(*args, evaluate=False)
+            else:
+                done[e] = e.func(*args)
+        return done[e]
+    return walk(expr)
+
+
 def _terms(expr):
     return sum(1 for _ in sympy.preorder_traversal(expr))
+
+
+def _fits(expr):
+    """Whether an expression is small enough, in value and derivative, to be inlined."""
+    return _terms(expr) <= MAX_FUSED_TERMS and derivative_terms(expr) <= MAX_DERIVATIVE_TERMS
+
+
+def derivative_terms(expr):
+    """An estimate of the size of expr's derivative (in tree nodes, summed over its
+    symbols) without differentiating: the chain and product rules copy each function or
+    product whole, once per symbol inside it, beside the derivative of that operand."""
+    return _sizes(expr)[1]
+
+
+def _sizes(e):
+    """(tree nodes of e, estimated tree nodes of its derivative)."""
+    if not e.args:
+        return 1, int(e.is_Symbol)
+    parts = [_sizes(c) for c in e.args]
+    size = 1 + sum(s for s, _ in parts)
+    if e.is_Add:
+        return size, sum(d for _, d in parts)
+    return size, sum(size + d for _, d in parts if d)
 
 
 def _use_counts(g, keep=()):

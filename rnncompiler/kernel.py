@@ -39,16 +39,40 @@ class _WorkspacePool:
                 self._free.setdefault(arr.size, []).append(arr)
 
 
+class _Tape:
+    """A workspace kept for backward. Results hold this owner, never the array itself, so
+    a copy of a result (copy.copy, dataclasses.replace) shares the owner, and the array
+    goes back to the pool only when the last result referring to it is gone."""
+    __slots__ = ("array", "__weakref__")
+
+    def __init__(self, array, pool=None):
+        self.array = array
+        if pool is not None:
+            weakref.finalize(self, pool.give, array)
+
+    def __copy__(self):
+        return self
+
+    def __deepcopy__(self, memo):
+        return _Tape(self.array.copy())
+
+    def __reduce__(self):
+        # a copy, so that even out-of-band pickle buffers never alias pooled memory
+        return _Tape, (self.array.copy(),)
+
+
 @dataclass
 class ForwardResult:
-    """What forward returns: outputs (T, B, O), final states, and the tape for backward."""
+    """What forward returns: outputs (T, B, O), final states, and the tape for backward.
+    Copies share the tape (kept alive while any copy is); deep copies and unpickled
+    results carry their own copy of it."""
     outputs: np.ndarray
     states: dict
     _key: str = field(repr=False, default="")
     _args: tuple = field(repr=False, default=())     # (T, B, params, x, lengths, state0)
-    _work: np.ndarray = field(repr=False, default=None)
+    _work: _Tape = field(repr=False, default=None)
     _checkpoints: list = field(repr=False, default=None)   # checkpointed: segment starts
-    _parts: list = field(repr=False, default=None)   # batch split: [(slice args, workspace)]
+    _parts: list = field(repr=False, default=None)   # batch split: [(slice args, _Tape)]
     _batch_first: bool = field(repr=False, default=False)   # outputs (B, T, O); backward alike
 
 
@@ -192,15 +216,14 @@ class Kernel:
             history = {}                 # per-step states are not kept: outputs are checked
         elif spans:
             y, rows, parts = parallel.forward(self, args, spans, keep=True)
-            res = ForwardResult(y, self._split_states(rows), self._key, args, None, None, parts)
-            for _, work in parts:
-                weakref.finalize(res, self._pool.give, work)
+            tapes = [(part, _Tape(work, self._pool)) for part, work in parts]
+            res = ForwardResult(y, self._split_states(rows), self._key, args, None, None, tapes)
             history = self._split_history(parts) if check_finite else None
         else:
             work = self._pool.take(n_work, self.dtype)
             y, rows = self._run_rows(1, args, work)
-            res = ForwardResult(y, self._split_states(rows), self._key, args, work)
-            weakref.finalize(res, self._pool.give, work)
+            res = ForwardResult(y, self._split_states(rows), self._key, args,
+                                _Tape(work, self._pool))
             history = self._state_history(work, T, B) if check_finite else None
         if check_finite:
             finite.check_forward(self._split_params(args[2]), self._split_states(args[5])
@@ -279,11 +302,15 @@ class Kernel:
             finally:
                 self._pool.give(work)
         elif result._parts is not None:
+            parts = [(part, tape.array) for part, tape in result._parts]
             dparams, dx, dstate0, dstates = parallel.backward(
-                self, result._parts, _row_spans(result._parts), dy, dst, with_states)
+                self, parts, _row_spans(parts), dy, dst, with_states)
         else:
-            dparams, dx, dstate0, dstates = self._backward_pass(result._args, result._work, dy,
-                                                                dst, with_states)
+            if not isinstance(result._work, _Tape):
+                raise ValueError("result: it holds no tape for backward; pass the "
+                                 "ForwardResult that forward returned, or a copy of it")
+            dparams, dx, dstate0, dstates = self._backward_pass(
+                result._args, result._work.array, dy, dst, with_states)
         grads = Gradients(self._split_params(dparams), dx, self._split_states(dstate0),
                           self._split_states(dstates) if state_grads else None)
         if bf:

@@ -33,3 +33,10 @@ def test_bench_lstm_and_the_torch_adapter_bench_print_their_tables():
     for script in ("bench_lstm.py", "bench_torch_adapter.py"):
         out = run_bench(script)
         assert re.search(r"^\s+32\s+[\d.]+\s.*\d\.\d\dx\s*$", out, re.M), (script, out)
+
+
+def test_bench_compile_prints_each_depth_against_the_lstm():
+    out = run_bench("bench_compile.py")
+    assert re.search(r"^LSTM .*\(peer\)\s+[\d.]+ .*1\.00x$", out, re.M), out
+    for depth in (3, 10):
+        assert re.search(r"^tanh chain N=%d .*\s\d+\.\d\dx$" % depth, out, re.M), out

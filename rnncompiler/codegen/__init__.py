@@ -217,7 +217,8 @@ def as_function(name, loop, ctype, L, writable):
         return [], []
     comment_line, body = loop[0], loop[1:]
     text = "\n".join(body)
-    used = [v for v in step_pointers(L) if re.search(r"\b%s\b" % v, text)]
+    words = set(re.findall(r"\w+", text))      # once per loop, not once per pointer
+    used = [v for v in step_pointers(L) if v in words]
     # every step pointer is its own region of the workspace (or params, dparams, x): they
     # never overlap, and restrict spares gcc the aliasing checks around each loop
     args = ["int t", "int B", "const int *lengths"] + [

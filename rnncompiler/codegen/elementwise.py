@@ -7,6 +7,7 @@ from __future__ import annotations
 import sympy
 
 from .. import mathfn
+from ..graph import rename_symbols
 from .layout import param_offset
 
 
@@ -72,8 +73,9 @@ def _row_pointers(g, L, args, used, ctype, indent, writable=()):
 
 
 def _label_expr(expr, g, L, args):
-    return str(expr.xreplace({sympy.Symbol("a%d" % k, real=True):
-                              sympy.Symbol(label(L, a), real=True) for k, a in enumerate(args)}))
+    return str(rename_symbols(expr, {sympy.Symbol("a%d" % k, real=True):
+                                     sympy.Symbol(label(L, a), real=True)
+                                     for k, a in enumerate(args)}))
 
 
 def forward_loop(g, L, n, printer, ctype):

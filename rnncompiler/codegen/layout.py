@@ -278,16 +278,28 @@ def saved_activations(g, bwd, bundle_of):
 def _activation_holding(expr, contributions, k):
     """The smallest F(E), F output-differentiable, that holds every a_k of the node's
     expression and leaves none in its derivatives once replaced; or None."""
-    a_k, hole = sympy.Symbol("a%d" % k, real=True), sympy.Dummy("saved")
+    a_k = sympy.Symbol("a%d" % k, real=True)
     if not any(a_k in c.free_symbols for _, c in contributions):
         return None                      # the backward does not read a_k: nothing to save
     candidates = [f for f in expr.atoms(sympy.Function)
                   if type(f).__name__ in OUTPUT_DIFFERENTIABLE and a_k in f.free_symbols]
     for S in sorted(candidates, key=sympy.count_ops):
-        if a_k not in expr.xreplace({S: hole}).free_symbols and all(
-                a_k not in c.xreplace({S: hole}).free_symbols for _, c in contributions):
+        if not _reads_outside(expr, a_k, S) and not any(
+                _reads_outside(c, a_k, S) for _, c in contributions):
             return S
     return None
+
+
+def _reads_outside(expr, a, S):
+    """Whether symbol a occurs in expr outside every occurrence of S: a walk of the tree,
+    not an xreplace, which would rebuild (and re-evaluate) every function above S."""
+    walk = sympy.preorder_traversal(expr)
+    for e in walk:
+        if e == S:
+            walk.skip()
+        elif e == a:
+            return True
+    return False
 
 
 def param_offset(layout, node_id):
