@@ -130,7 +130,7 @@ FUNCTIONS = {
                     lambda u: np.clip(u / 6 + 0.5, 0, 1)),
     "Relu": (Relu,
              "return u <= 0 ? 0 : u;",        # NaN stays NaN, as in numpy and torch
-             lambda u: np.where(u > 0, u, 0 * u)),
+             lambda u: np.where(u > 0, u, np.where(u != u, u, 0.0))),   # +0 below, as C
     "Cbrt": (Cbrt, "return CBRT(u);", np.cbrt),
 }
 
@@ -431,9 +431,10 @@ class CPrinter(C99CodePrinter):
             # the denominator as one operand: 1/(1 + exp(u)), not 1/1 + exp(u)
             den = self.parenthesize(base ** (-e), PRECEDENCE["Mul"])
             return "(%s/%s)" % (self._literal(1), den)
-        if e == sympy.Rational(1, 2):
+        # u**0.5 is sqrt in numpy too (NaN at -inf, where pow gives inf)
+        if e.is_Number and float(e) == 0.5:
             return "sqrt%s(%s)" % (self._suffix, self._print(base))
-        if e == sympy.Rational(-1, 2):
+        if e.is_Number and float(e) == -0.5:
             return "(%s/sqrt%s(%s))" % (self._literal(1), self._suffix, self._print(base))
         if base == sympy.E:
             return self._print(sympy.exp(e, evaluate=False))

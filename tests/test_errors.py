@@ -205,7 +205,6 @@ def test_undefined_sympy_function_in_elementwise():
 UNSUPPORTED = [
     ("zeta", lambda a: sympy.zeta(a), r"zeta"),                       # no C form
     ("integral", lambda a: sympy.Integral(sympy.exp(-a ** 2), a), r"Integral"),
-    ("mod", lambda a: sympy.Mod(a, 2), r"Mod"),                       # no derivative
     ("gamma", lambda a: sympy.gamma(a), r"gamma"),                    # derivative has no C form
     ("complex", lambda a: sympy.I * a, r"I\*a|real"),                 # not real-valued
     ("relational", lambda a: a > 0, r">"),                            # not an expression
