@@ -128,8 +128,9 @@ def _linear(g, n, deps, names):
     if inherited is not None:
         return inherited
     v, W = live[0]
-    phrase = "the matrix %s maps %s" % (param_name(W), _reading(v, deps, names))
-    return _Dep("linear", _union(deps, [v for v, _ in live]), why=(n, phrase))
+    why = _first_why(deps, [v for v, _ in live]) or (
+        n, "the matrix %s maps %s" % (param_name(W), _reading(v, deps, names)))
+    return _Dep("linear", _union(deps, [v for v, _ in live]), why=why)
 
 
 def _reduce(g, n, deps, names):
@@ -144,8 +145,9 @@ def _reduce(g, n, deps, names):
     if d["how"] not in ("sum", "mean"):
         return _Dep("nonlinear", deps[v].states, why=(n, "%s over the units of %s"
                                                       % (d["how"], _reading(v, deps, names))))
-    phrase = "the %s over the units of %s mixes them" % (d["how"], _reading(v, deps, names))
-    return _Dep("linear", deps[v].states, why=(n, phrase))
+    why = _first_why(deps, [v]) or (
+        n, "the %s over the units of %s mixes them" % (d["how"], _reading(v, deps, names)))
+    return _Dep("linear", deps[v].states, why=why)
 
 
 def _concat(g, n, deps, names):
@@ -182,7 +184,7 @@ def _combine(deps, parts):
         return inherited
     ops = [deps[a] for a, _, _ in parts]
     states = frozenset().union(*(o.states for o in ops))
-    why = next((o.why for o in ops if o.why is not None), None)
+    why = _first_why(deps, [a for a, _, _ in parts])
     if any(o.kind == "linear" for o in ops):
         return _Dep("linear", states, why=why)
     offsets = {(s, off + o_off) for (_, off, _), o in zip(parts, ops) for s, o_off in o.offsets}
@@ -210,6 +212,12 @@ def _inherit(deps, args):
         if deps[a].kind == "nonlinear":
             return _Dep("nonlinear", _union(deps, args), why=deps[a].why)
     return None
+
+
+def _first_why(deps, nodes):
+    """The first cause recorded by any of `nodes` (where the value left the diagonal
+    form), or None."""
+    return next((deps[a].why for a in nodes if deps[a].why is not None), None)
 
 
 def _union(deps, nodes):
