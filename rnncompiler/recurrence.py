@@ -337,20 +337,27 @@ def _verdict(g, s, node, dep, names):
     if dep.kind == "none":
         return Recurrence("diagonal-linear", "%s reads no state at t-1, so %s[t] = 0 ⊙ %s[t-1] "
                           "+ b[t]" % (head, s, s))
-    if dep.kind in ("nonlinear", "linear"):
-        where, phrase = dep.why
-        lead = head if where == node else "%s, where %s = %s" % (head, names[where][0], _rhs(g, where, names))
-        if dep.kind == "nonlinear":
-            return Recurrence("nonlinear", "%s: %s" % (lead, phrase))
-        return Recurrence("linear", "%s: affine in the states, but %s" % (lead, phrase))
+    if dep.kind == "diagonal":
+        return _diagonal_verdict(s, dep, head)
+    where, phrase = dep.why
+    if where != node:
+        head = "%s, where %s = %s" % (head, names[where][0], _rhs(g, where, names))
+    if dep.kind == "nonlinear":
+        return Recurrence("nonlinear", "%s: %s" % (head, phrase))
+    return Recurrence("linear", "%s: affine in the states, but %s" % (head, phrase))
+
+
+def _diagonal_verdict(s, dep, head):
+    """A new value of the diagonal form: diagonal-linear in s only when it reads no
+    other state and keeps s's units in place."""
     others = sorted(dep.states - {s})
     if others:
-        return Recurrence("linear", "%s: affine in the states, but it reads %s, another "
-                          "state" % (head, _state_list(others)))
+        return Recurrence("linear", "%s: affine in the states, but it reads %s, %s" % (
+            head, _state_list(others), "another state" if len(others) == 1 else "other states"))
     if dep.offsets != {(s, 0)}:
         return Recurrence("linear", "%s: affine in the states, but concatenation moves the "
                           "units of %s[t-1] to other positions" % (head, s))
     a = dep.coeff.get(s)
+    shown = "(not shown)" if a is None else _cut(str(a))
     return Recurrence("diagonal-linear", "%s: %s[t] = a[t] ⊙ %s[t-1] + b[t] with a[t] = %s; "
-                      "a[t] and b[t] read no state" % (head, s, s,
-                                                       "(not shown)" if a is None else _cut(str(a))))
+                      "a[t] and b[t] read no state" % (head, s, s, shown))
