@@ -105,27 +105,12 @@ def _render(expr, args, names, node=None):
 
 def derive_equations(g, bwd):
     """Equations of fused step graph g and its backward step bwd."""
-    from .graph import linear_terms, topo_order
+    from .graph import topo_order
     names = display_names(g)
     fwd, fwd_l = [], []
     for n in topo_order(g):
-        d = g.nodes[n]
         t, l = names[n]
-        args = d["args"]
-        if d["op"] == "ew":
-            rt, rl = _render(d["expr"], args, names)
-        elif d["op"] == "linear":
-            terms, biases = linear_terms(g, n)
-            rt = " + ".join(["%s %s" % (names[W][0], names[v][0]) for v, W in terms]
-                            + [names[b][0] for b in biases])
-            rl = " + ".join(["%s %s" % (names[W][1], names[v][1]) for v, W in terms]
-                            + [names[b][1] for b in biases])
-        elif d["op"] == "concat":
-            rt = "[%s]" % "; ".join(names[a][0] for a in args)
-            rl = r"\begin{bmatrix} %s \end{bmatrix}" % r" \\ ".join(names[a][1] for a in args)
-        else:
-            rt = "%s(%s)" % (d["how"], names[args[0]][0])
-            rl = r"\operatorname{%s}(%s)" % (d["how"], names[args[0]][1])
+        rt, rl = forward_rhs(g, n, names)
         fwd.append((t, "=", rt))
         fwd_l.append((l, "=", rl))
     bwd_t, bwd_l = _seed_equations(g, names)
@@ -134,6 +119,28 @@ def derive_equations(g, bwd):
             bwd_t.append(eq_t)
             bwd_l.append(eq_l)
     return Equations(tuple(fwd), tuple(bwd_t), tuple(fwd_l), tuple(bwd_l))
+
+
+def forward_rhs(g, n, names):
+    """(text, latex) of the right-hand side of node n's forward equation."""
+    from .graph import linear_terms
+    d = g.nodes[n]
+    args = d["args"]
+    if d["op"] == "ew":
+        rt, rl = _render(d["expr"], args, names)
+    elif d["op"] == "linear":
+        terms, biases = linear_terms(g, n)
+        rt = " + ".join(["%s %s" % (names[W][0], names[v][0]) for v, W in terms]
+                        + [names[b][0] for b in biases])
+        rl = " + ".join(["%s %s" % (names[W][1], names[v][1]) for v, W in terms]
+                        + [names[b][1] for b in biases])
+    elif d["op"] == "concat":
+        rt = "[%s]" % "; ".join(names[a][0] for a in args)
+        rl = r"\begin{bmatrix} %s \end{bmatrix}" % r" \\ ".join(names[a][1] for a in args)
+    else:
+        rt = "%s(%s)" % (d["how"], names[args[0]][0])
+        rl = r"\operatorname{%s}(%s)" % (d["how"], names[args[0]][1])
+    return rt, rl
 
 
 def _seed_equations(g, names):

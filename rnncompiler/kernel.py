@@ -150,6 +150,12 @@ class Kernel:
         from .equations import Equations
         return Equations.from_dict(self._meta["equations"])
 
+    def recurrence(self):
+        """state -> Recurrence(kind, reason): how each new state depends on the states at
+        t-1, "diagonal-linear", "linear" or "nonlinear" (defined in rnncompiler.recurrence)."""
+        from .recurrence import from_meta
+        return from_meta(self._meta["recurrence"])
+
     def tape_plan(self, T=100, B=32):
         """What forward keeps per step for backward, and the workspace bytes for (T, B)."""
         lines = ["tape of %s (%s), per step and batch row:" % (self.name, self.dtype.name)]

@@ -93,9 +93,11 @@ def generator_fingerprint():
 
 
 # the cell language (dsl.py: the spec and its Size.bind) and its expressions (expr.py:
-# Term -> sympy) shape the C as much as the stages after them
+# Term -> sympy) shape the C as much as the stages after them; equations.py and
+# recurrence.py shape the metadata kept with it
 GENERATOR_SOURCES = ("dsl.py", "expr.py", "graph.py", "autodiff.py", "mathfn.py",
-                     "equations.py", "pipeline.py", "build.py", "kernel.py", "codegen")
+                     "equations.py", "recurrence.py", "pipeline.py", "build.py", "kernel.py",
+                     "codegen")
 
 
 @functools.lru_cache(maxsize=None)
@@ -134,6 +136,7 @@ def lower(cell, sizes, dtype, blas, prefix="rnnc"):
 
 def _meta(cell, g, bwd, sizes, dtype, csrc):
     from .equations import derive_equations
+    from .recurrence import classify, to_meta
     return {"name": cell.name, "dtype": dtype, "prefix": csrc.prefix, "cdef": csrc.cdef,
             "runtime": csrc.runtime,
             "input_size": sizes["I"], "hidden_size": sizes["H"], "sizes": sizes,
@@ -141,7 +144,8 @@ def _meta(cell, g, bwd, sizes, dtype, csrc):
             "pack_size": csrc.layout.pack_size,
             "params": [(n, list(s)) for n, s in g.graph["params"]],
             "tape": tape_plan_rows(g, csrc.layout),
-            "equations": derive_equations(g, bwd).as_dict()}
+            "equations": derive_equations(g, bwd).as_dict(),
+            "recurrence": to_meta(classify(g))}
 
 
 def tape_plan_rows(g, layout):
