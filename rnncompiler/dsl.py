@@ -293,6 +293,12 @@ class Vec:
     __trunc__ = __floor__ = __ceil__ = _needs_number("math.trunc/floor/ceil")
     del _needs_number
 
+    def _sympy_(self):
+        # sympy numbers meeting a vector (Rational(1, 2) * v) ask it to become sympy first,
+        # by float() where this is missing; refused, they leave the operation to the vector
+        from sympy.core.sympify import SympifyError
+        raise SympifyError(self)
+
     def __getitem__(self, key):
         raise CellError(advice.slice_advice(_user_where()))
 

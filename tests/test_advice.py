@@ -45,6 +45,27 @@ def test_foreign_use_of_a_vector_names_the_line_and_the_fix(label, mistake, advi
             return {"h": rc.tanh(p.linear("W", rc.concat(h, x)))}
 
 
+def test_sympy_numbers_on_the_left_of_a_vector_work_as_numbers():
+    """Rational(1, 2) * v: sympy asks the vector to become sympy (by float() where it has
+    no _sympy_), which must leave the product to the vector, not raise."""
+    import sympy
+
+    @rc.cell(states=("h",))
+    def halves(x, h, p):
+        a = p.linear("W", rc.concat(h, x))
+        return {"h": sympy.Rational(1, 2) * rc.tanh(a) + sympy.pi / 8 * h - sympy.Integer(1) / (2 + a * a)}
+
+    @rc.cell(states=("h",))
+    def floats(x, h, p):
+        a = p.linear("W", rc.concat(h, x))
+        return {"h": 0.5 * rc.tanh(a) + (3.141592653589793 / 8) * h - 1 / (2 + a * a)}
+    ka = rc.compile(halves, input_size=2, hidden_size=3, dtype="float64")
+    kb = rc.compile(floats, input_size=2, hidden_size=3, dtype="float64")
+    x = np.random.default_rng(0).standard_normal((4, 2, 2))
+    p = ka.init_params()
+    np.testing.assert_allclose(ka.infer(p, x)[0], kb.infer(p, x)[0], rtol=1e-14)
+
+
 def test_numpy_scalars_still_work_as_numbers_in_a_cell():
     @rc.cell(states=("h",))
     def scaled(x, h, p):

@@ -8,18 +8,23 @@
 #include <stdint.h>
 #include <string.h>
 
-static inline double rnnc_sigmoid(double u) { const double e = exp(-fabs(u)), s = 1 / (1 + e); return u >= 0 ? s : e * s; }
-static inline double rnnc_softplus(double u) { return (u > 0 ? u : 0) + log1p(exp(-fabs(u))); }
-static inline double rnnc_softsign(double u) { return u / (1 + fabs(u)); }
-static inline double rnnc_hardsigmoid(double u) { const double v = u / 6 + (double)0.5; return v < 0 ? 0 : (v > 1 ? 1 : v); }
-static inline double rnnc_relu(double u) { return u <= 0 ? 0 : u; }
-static inline double rnnc_cbrt(double u) { return cbrt(u); }
-static inline double rnnc_clip(double u, double lo, double hi) { return u < lo ? lo : (u > hi ? hi : u); }
-static inline double rnnc_max(double a, double b) { return a > b || a != a ? a : b; }
-static inline double rnnc_min(double a, double b) { return a < b || a != a ? a : b; }
-static inline double rnnc_mod(double a, double b) { const double m = fmod(a, b); return m != 0 ? ((b < 0) != (m < 0) ? m + b : m) : copysign(0, b); }
-static inline double rnnc_sign(double u) { return u > 0 ? 1 : (u < 0 ? -1 : u); }
-static inline double rnnc_heaviside(double u, double h) { return u < 0 ? 0 : (u > 0 ? 1 : (u == 0 ? h : u)); }
+#if defined(__GNUC__)
+#define RNNC_INLINE static inline __attribute__((always_inline))
+#else
+#define RNNC_INLINE static inline
+#endif
+RNNC_INLINE double rnnc_sigmoid(double u) { const double e = exp(-fabs(u)), s = 1 / (1 + e); return u >= 0 ? s : e * s; }
+RNNC_INLINE double rnnc_softplus(double u) { return (u > 0 ? u : 0) + log1p(exp(-fabs(u))); }
+RNNC_INLINE double rnnc_softsign(double u) { return u / (1 + fabs(u)); }
+RNNC_INLINE double rnnc_hardsigmoid(double u) { const double v = u / 6 + (double)0.5; return v < 0 ? 0 : (v > 1 ? 1 : v); }
+RNNC_INLINE double rnnc_relu(double u) { return u <= 0 ? 0 : u; }
+RNNC_INLINE double rnnc_cbrt(double u) { return cbrt(u); }
+RNNC_INLINE double rnnc_clip(double u, double lo, double hi) { return u < lo ? lo : (u > hi ? hi : u); }
+RNNC_INLINE double rnnc_max(double a, double b) { return a > b || a != a ? a : b; }
+RNNC_INLINE double rnnc_min(double a, double b) { return a < b || a != a ? a : b; }
+RNNC_INLINE double rnnc_mod(double a, double b) { const double m = fmod(a, b); return m != 0 ? ((b < 0) != (m < 0) ? m + b : m) : copysign(0, b); }
+RNNC_INLINE double rnnc_sign(double u) { return u > 0 ? 1 : (u < 0 ? -1 : u); }
+RNNC_INLINE double rnnc_heaviside(double u, double h) { return u < 0 ? 0 : (u > 0 ? 1 : (u == 0 ? h : u)); }
 
 enum { RNNC_NT, RNNC_NN, RNNC_TN };
 /* C (MxN) = beta C + A (MxK) B^T, B (NxK) */

@@ -5,9 +5,14 @@
 #include <stdint.h>
 #include <string.h>
 
-static inline float rnnc_pow2if(int32_t n) { float v; int32_t bits = (n + 127) << 23; memcpy(&v, &bits, sizeof v); return v; }
+#if defined(__GNUC__)
+#define RNNC_INLINE static inline __attribute__((always_inline))
+#else
+#define RNNC_INLINE static inline
+#endif
+RNNC_INLINE float rnnc_pow2if(int32_t n) { float v; int32_t bits = (n + 127) << 23; memcpy(&v, &bits, sizeof v); return v; }
 /* e^x for all x: inf above the range, subnormals and 0 below, NaN kept */
-static inline float rnnc_expf(float x)
+RNNC_INLINE float rnnc_expf(float x)
 {
     const float xc = x < -104.0f ? -104.0f : (x > 89.0f ? 89.0f : x);    /* ternaries vectorise, fmin does not */
     const float n = (xc * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
@@ -18,7 +23,7 @@ static inline float rnnc_expf(float x)
     return x != x ? x : y;
 }
 /* e^y - 1 for y <= 0, without cancellation near 0 */
-static inline float rnnc_expm1_negf(float y)
+RNNC_INLINE float rnnc_expm1_negf(float y)
 {
     const float yc = y < -30.0f ? -30.0f : y;
     const float n = (yc * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
@@ -28,14 +33,14 @@ static inline float rnnc_expm1_negf(float y)
     return s * p + (s - 1);
 }
 /* tanh x = -expm1(-2|x|) / (2 + expm1(-2|x|)), sign of x; NaN kept */
-static inline float rnnc_tanhf(float x)
+RNNC_INLINE float rnnc_tanhf(float x)
 {
     const float e = rnnc_expm1_negf(-2 * fabsf(x));
     const float t = -e / (2 + e);
     return x != x ? x : copysignf(t, x);
 }
 /* log x: -inf at 0, NaN below 0 and for NaN, inf at inf; subnormals scaled first */
-static inline float rnnc_logf(float x)
+RNNC_INLINE float rnnc_logf(float x)
 {
     const int sub = x < 1.17549435e-38f;
     const float xs = sub ? x * 33554432.0f : x;
@@ -54,25 +59,25 @@ static inline float rnnc_logf(float x)
     return (x > 0) & (x <= 3.40282347e+38f) ? y : (x == 0 ? -INFINITY : (x > 0 ? x : NAN));
 }
 /* log(1 + x): the rounding of u = 1 + x corrected by (x - (u - 1)) / u; -inf at -1 */
-static inline float rnnc_log1pf(float x)
+RNNC_INLINE float rnnc_log1pf(float x)
 {
     const float u = 1 + x;
     const float c = (u > 0) & (u != 1) & (u <= 3.40282347e+38f) ? (x - (u - 1)) / u : 0;
     const float y = u == 1 ? x : rnnc_logf(u) + c;
     return x != x ? x : y;
 }
-static inline float rnnc_sigmoidf(float u) { const float e = rnnc_expf(-fabsf(u)), s = 1 / (1 + e); return u >= 0 ? s : e * s; }
-static inline float rnnc_softplusf(float u) { return (u > 0 ? u : 0) + rnnc_log1pf(rnnc_expf(-fabsf(u))); }
-static inline float rnnc_softsignf(float u) { return u / (1 + fabsf(u)); }
-static inline float rnnc_hardsigmoidf(float u) { const float v = u / 6 + (float)0.5; return v < 0 ? 0 : (v > 1 ? 1 : v); }
-static inline float rnnc_reluf(float u) { return u <= 0 ? 0 : u; }
-static inline float rnnc_cbrtf(float u) { return cbrtf(u); }
-static inline float rnnc_clipf(float u, float lo, float hi) { return u < lo ? lo : (u > hi ? hi : u); }
-static inline float rnnc_maxf(float a, float b) { return a > b || a != a ? a : b; }
-static inline float rnnc_minf(float a, float b) { return a < b || a != a ? a : b; }
-static inline float rnnc_modf(float a, float b) { const float m = fmodf(a, b); return m != 0 ? ((b < 0) != (m < 0) ? m + b : m) : copysignf(0, b); }
-static inline float rnnc_signf(float u) { return u > 0 ? 1 : (u < 0 ? -1 : u); }
-static inline float rnnc_heavisidef(float u, float h) { return u < 0 ? 0 : (u > 0 ? 1 : (u == 0 ? h : u)); }
+RNNC_INLINE float rnnc_sigmoidf(float u) { const float e = rnnc_expf(-fabsf(u)), s = 1 / (1 + e); return u >= 0 ? s : e * s; }
+RNNC_INLINE float rnnc_softplusf(float u) { return (u > 0 ? u : 0) + rnnc_log1pf(rnnc_expf(-fabsf(u))); }
+RNNC_INLINE float rnnc_softsignf(float u) { return u / (1 + fabsf(u)); }
+RNNC_INLINE float rnnc_hardsigmoidf(float u) { const float v = u / 6 + (float)0.5; return v < 0 ? 0 : (v > 1 ? 1 : v); }
+RNNC_INLINE float rnnc_reluf(float u) { return u <= 0 ? 0 : u; }
+RNNC_INLINE float rnnc_cbrtf(float u) { return cbrtf(u); }
+RNNC_INLINE float rnnc_clipf(float u, float lo, float hi) { return u < lo ? lo : (u > hi ? hi : u); }
+RNNC_INLINE float rnnc_maxf(float a, float b) { return a > b || a != a ? a : b; }
+RNNC_INLINE float rnnc_minf(float a, float b) { return a < b || a != a ? a : b; }
+RNNC_INLINE float rnnc_modf(float a, float b) { const float m = fmodf(a, b); return m != 0 ? ((b < 0) != (m < 0) ? m + b : m) : copysignf(0, b); }
+RNNC_INLINE float rnnc_signf(float u) { return u > 0 ? 1 : (u < 0 ? -1 : u); }
+RNNC_INLINE float rnnc_heavisidef(float u, float h) { return u < 0 ? 0 : (u > 0 ? 1 : (u == 0 ? h : u)); }
 
 #include <cblas.h>
 #include <pthread.h>
