@@ -67,12 +67,16 @@ def compiled_how(kern, what, seconds):
     return "compiled %s in %.2f s" % (what, seconds)
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--hidden", type=int, default=128)
-    ap.add_argument("--steps", type=int, default=100)
-    ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--repeats", type=int, default=10)
+def main(argv=None, prog=None):
+    ap = argparse.ArgumentParser(prog=prog, description=__doc__)
+    ap.add_argument("--hidden", type=int, default=128,
+                    help="hidden (and input) size of the timed LSTM (default 128)")
+    ap.add_argument("--steps", type=int, default=100,
+                    help="sequence length T of the timed forward+backward (default 100)")
+    ap.add_argument("--batch", type=int, default=32,
+                    help="batch size B of the timed forward+backward (default 32)")
+    ap.add_argument("--repeats", type=int, default=10,
+                    help="timed repeats; the median is printed (default 10)")
     ap.add_argument("--train-seconds", type=float, default=60,
                     help="how long to train the character language model (0: skip it)")
     args = ap.parse_args(argv)

@@ -23,6 +23,7 @@ from .errors import CellError
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _PKG_DIR = os.path.dirname(os.path.abspath(__file__))
 _CELLS_DIR = os.path.join(_PKG_DIR, "cells") + os.sep
+_DEMO_FILE = os.path.join(_PKG_DIR, "demo.py")     # its cell is the user's example too
 
 
 # ---------------------------------------------------------------- sizes
@@ -133,7 +134,8 @@ def _user_frame():
     frame = inspect.currentframe()
     while frame is not None:
         path = os.path.abspath(frame.f_code.co_filename)
-        if not path.startswith(_PKG_DIR + os.sep) or path.startswith(_CELLS_DIR):
+        if not path.startswith(_PKG_DIR + os.sep) or path.startswith(_CELLS_DIR) \
+                or path == _DEMO_FILE:
             return path, frame.f_lineno
         frame = frame.f_back
     return None, 0

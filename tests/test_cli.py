@@ -362,3 +362,27 @@ def test_derivations_check_fails_on_a_stale_block_or_a_missing_picture(tmp_path,
     assert gen_derivations.main(["--file", str(page)]) == 0           # regenerates
     assert (tmp_path / "img" / "derivations-gru.png").read_bytes()[:8] == PNG
     assert gen_derivations.main(["--check", "--file", str(page)]) == 0
+
+
+def test_demo_help_names_its_command_and_every_option():
+    proc = rnnc("demo", "--help")
+    assert proc.returncode == 0 and proc.stdout.startswith("usage: rnnc demo ")
+    for option in ("--hidden", "--steps", "--batch", "--repeats", "--train-seconds"):
+        line = next(ln for ln in proc.stdout.splitlines() if ln.strip().startswith(option))
+        block = proc.stdout[proc.stdout.index(line):].split("\n  -")[0]
+        assert "default" in block or "skip" in block, option
+
+
+def test_an_unbound_size_is_advised_in_the_command_lines_terms():
+    proc = rnnc("show", "rnncompiler.cells:lstm_proj")
+    assert proc.returncode == 2
+    assert "--size P=N" in proc.stderr and "rc.compile" not in proc.stderr
+
+
+def test_the_demo_credits_its_cell_to_its_own_file():
+    """The demo runs as `python -m rnncompiler.demo`: its cell's lines are demo.py's, not
+    runpy's."""
+    import rnncompiler as rc
+    from rnncompiler import demo
+    report = str(rc.gradcheck(demo.lstm, T=2, B=1))
+    assert "(demo.py:" in report and "runpy" not in report

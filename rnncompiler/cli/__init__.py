@@ -8,6 +8,7 @@ import argparse
 import importlib
 import importlib.util
 import os
+import re
 import sys
 
 from ..errors import CellError, CompileError
@@ -174,7 +175,7 @@ def cmd_bench(args):
 def cmd_demo(argv):
     """The demo parses its own options (rnnc demo --help lists them)."""
     from ..demo import main as demo_main
-    return demo_main(argv)
+    return demo_main(argv, prog="rnnc demo")
 
 
 # ---------------------------------------------------------------- the parser
@@ -303,8 +304,14 @@ def main(argv=None):
         print("rnnc: %s" % first, file=sys.stderr)
         return 2
     except (UsageError, CellError, ValueError, KeyError, TypeError, OSError, ImportError) as exc:
-        print("rnnc: %s" % _one_line(exc), file=sys.stderr)
+        print("rnnc: %s" % _in_cli_terms(_one_line(exc)), file=sys.stderr)
         return 2
+
+
+def _in_cli_terms(message):
+    """The library's advice as the command line takes it: sizes are bound by --size."""
+    return re.sub(r"pass rc\.compile\(\.\.\., sizes=\{'(\w+)': n\}\)",
+                  r"pass --size \1=N (e.g. --size \1=8)", message)
 
 
 if __name__ == "__main__":
