@@ -456,6 +456,11 @@ class CPrinter(C99CodePrinter):
     def _print_Min(self, expr):
         return self._nested("min", expr.args)
 
+    def _print_Abs(self, expr):
+        # sympy writes C's integer abs() for integer-valued arguments (|sign(u)|), which
+        # truncates a double; the kernels compute in the real type throughout
+        return "fabs%s(%s)" % (self._suffix, self._print(expr.args[0]))
+
     def _print_sign(self, expr):
         return self._helper("sign", expr.args)
 

@@ -40,6 +40,10 @@ F32, F64 = mathfn.CPrinter("float32", fast=True), mathfn.CPrinter("float64")
     (sympy.Mod(u, 3), "rnnc_modf(a0, 3.0F)", "rnnc_mod(a0, 3.0)"),
     (sympy.Max(u, v, 1), "rnnc_maxf(1.0F, rnnc_maxf(a0, a1))", "rnnc_max(1.0, rnnc_max(a0, a1))"),
     (sympy.sign(u), "rnnc_signf(a0)", "rnnc_sign(a0)"),
+    # never C's integer abs(), which sympy picks for arguments it knows to be integers
+    (sympy.Abs(sympy.sign(u)) / 4, "(1.0F/4.0F)*fabsf(rnnc_signf(a0))",
+     "(1.0/4.0)*fabs(rnnc_sign(a0))"),
+    (sympy.Abs(sympy.sign(u) * v), "fabsf(a1*rnnc_signf(a0))", "fabs(a1*rnnc_sign(a0))"),
     (sympy.Piecewise((u, u > 0), (v, u < -1)), "(a0 > 0.0F ? a0 : (a0 < -1.0F ? a1 : NAN))",
      "(a0 > 0.0 ? a0 : (a0 < -1.0 ? a1 : NAN))"),
     (sympy.Piecewise((1, sympy.And(u > 0, v < 1)), (0, True)),
