@@ -188,13 +188,10 @@ def cc_timeout():
 def _verified_entry(root, name):
     """(manifest dict, binary path) of a private entry whose binary matches its SHA-256,
     or None (missing or corrupt); an entry others can write raises CacheSecurityError."""
-    manifest = os.path.join(root, name + ".json")
-    if not os.path.exists(manifest):
+    entry = _manifest(root, name)
+    if entry is None:
         return None
-    check_private(manifest)
     try:
-        with open(manifest) as f:
-            entry = json.load(f)
         binary = os.path.join(root, entry["binary"])
         check_private(binary)
         return (entry, binary) if _sha256(binary) == entry["sha256"] else None
