@@ -30,7 +30,29 @@ def lambdify_node(expr, n_args, extra=()):
     activations expanded into their forward expressions."""
     syms = [sympy.Symbol("a%d" % k, real=True) for k in range(n_args)] + list(extra)
     return sympy.lambdify(syms, mathfn.expand_activations(sympy.sympify(expr)),
-                          modules=[mathfn.NUMPY_FUNCTIONS, "numpy"])
+                          modules=[mathfn.NUMPY_FUNCTIONS, "numpy"], printer=_numpy_printer())
+
+
+def _numpy_printer():
+    """sympy's numpy printer, but a condition holding an if-then-else is printed as one
+    (numpy.where) instead of being simplified first: sympy's simplify_logic on the
+    conditions of a Piecewise inside a Piecewise took minutes."""
+    from sympy.printing.numpy import NumPyPrinter
+
+    class Printer(NumPyPrinter):
+        def _print_ITE(self, expr):
+            return "%s(%s, %s, %s)" % (self._module_format(self._module + ".where"),
+                                       *(self._print(a) for a in expr.args))
+
+        def _print_Piecewise(self, expr):
+            exprs = ",".join(self._print(arg.expr) for arg in expr.args)
+            conds = ",".join(self._print(arg.cond) for arg in expr.args)
+            return "%s([%s], [%s], default=%s)" % (self._module_format(self._module + ".select"),
+                                                   conds, exprs, self._print(sympy.S.NaN))
+
+    names = {k: k for k in mathfn.NUMPY_FUNCTIONS}
+    return Printer({"fully_qualified_modules": False, "inline": True,
+                    "allow_unknown_functions": True, "user_functions": names})
 
 
 def partial(expr, k, hand_written=False, where=""):
