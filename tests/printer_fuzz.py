@@ -73,14 +73,24 @@ def random_expression(rng, depth):
     return rng.choice(BINARY)(random_expression(rng, depth - 1), random_expression(rng, depth - 1))
 
 
+def _fixed():
+    """The forms every batch starts with (random trees rarely keep them at the top: sympy
+    refuses to nest a Piecewise without a default in most functions)."""
+    a0, a1, a2 = A
+    return [sympy.Piecewise((a0, a0 > 0), (a1, a0 < -1)), sympy.Max(sympy.log(a0), a1, a2),
+            sympy.Min(sympy.log(a1), a0), sympy.Mod(a0 * 3, a1 + 4), 1 / (1 + sympy.exp(a0 * a1)),
+            sympy.tanh(1 / (1 + a2 ** 2)), sympy.sign(sympy.log(a0)) + a1,
+            sympy.Heaviside(sympy.log(a2)) * a0, sympy.cbrt(a0 - a1) * sympy.pi]
+
+
 def expressions(seed, count, depth=4, derivatives=True):
     """`count` random expressions with their operands' derivatives as the compiler derives
     them (through y where it can), each as (what, printed form, reference form)."""
     rng = random.Random(seed)
-    out = []
+    out, fixed = [], _fixed()
     while len(out) < count:
         try:
-            e = mathfn.real_roots(sympy.sympify(random_expression(rng, depth)))
+            e = mathfn.real_roots(sympy.sympify(fixed.pop(0) if fixed else random_expression(rng, depth)))
         except (ValueError, TypeError, NotImplementedError):
             continue      # sympy refuses to build it (a Piecewise condition it cannot fold)
         if not e.free_symbols or _not_finite(e):
@@ -169,15 +179,34 @@ def reference(expr, points, dtype=np.float64):
     return np.broadcast_to(np.asarray(out, dtype=np.float64), points.shape[1:])
 
 
+_MP = None
+
+
+def _mpmath_functions():
+    """The cell language's functions in mpmath, at the working precision."""
+    import mpmath as mp
+    return {"Sigmoid": lambda u: 1 / (1 + mp.exp(-u)), "Softplus": lambda u: mp.log1p(mp.exp(u)),
+            "Softsign": lambda u: u / (1 + abs(u)), "Relu": lambda u: u if u > 0 else mp.mpf(0),
+            "HardSigmoid": lambda u: min(max(u / 6 + mp.mpf(1) / 2, mp.mpf(0)), mp.mpf(1)),
+            "Clip": lambda u, lo, hi: min(max(u, lo), hi),
+            "Cbrt": lambda u: mp.sign(u) * mp.cbrt(abs(u)),
+            "Heaviside": lambda u, h=mp.mpf(1) / 2: mp.mpf(0) if u < 0 else (mp.mpf(1) if u > 0 else h),
+            "sign": mp.sign}
+
+
+@functools.lru_cache(maxsize=None)
+def mpmath_function(expr):
+    return sympy.lambdify(A, mathfn.expand_activations(expr), modules=[_mpmath_functions(), "mpmath"])
+
+
 def precise(expr, point):
-    """expr at one point with mpmath at 50 digits (NaN where it is not real and finite, or
-    too big to evaluate so in reasonable time)."""
-    if sympy.count_ops(expr) > 300:
-        return float("nan")
+    """expr at one point with mpmath at 50 digits (NaN where it is not real and finite)."""
+    import mpmath as mp
     try:
-        v = complex(mathfn.expand_activations(expr).subs(
-            {A[k]: sympy.Float(float(point[k]), 60) for k in range(3)}).evalf(50))
-    except (TypeError, ValueError, ZeroDivisionError, OverflowError):
+        with mp.workdps(50):
+            v = complex(mpmath_function(expr)(*[mp.mpf(float(p)) for p in point]))
+    except (TypeError, ValueError, ZeroDivisionError, OverflowError, NameError, KeyError,
+            AttributeError):
         return float("nan")
     return v.real if abs(v.imag) <= 1e-30 * max(1.0, abs(v.real)) else float("nan")
 
@@ -232,8 +261,11 @@ def _c_is_wrong(c, r, expr, point, rtol, dtype, kind):
     either is not finite, only at ordinary points (at extreme ones an overflow inside an
     expression gives NaN or inf depending on how a formula is arranged) and only where
     the exact value is far from overflow; a derivative numpy cannot evaluate is skipped."""
-    if not (np.isfinite(c) and np.isfinite(r)) and (kind != "ordinary" or not np.isfinite(r)
-                                                     and not np.isnan(c)):
+    if np.isnan(r) and np.isfinite(c):
+        # a number where numpy says undefined: wrong if the math is undefined there too
+        # (a Piecewise with no branch that holds, a NaN that Max dropped)
+        return kind == "ordinary" and np.isnan(precise(expr, point))
+    if not (np.isfinite(c) and np.isfinite(r)) and (kind != "ordinary" or not np.isfinite(r)):
         return False
     m = precise(expr, point)
     if not np.isfinite(m) or abs(m) > float(np.finfo(dtype).max) / 1e8:

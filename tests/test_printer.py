@@ -160,5 +160,5 @@ PLANTED = {
 def test_differential_test_finds_planted_printer_faults(fault, monkeypatch):
     method, impl = PLANTED[fault]
     monkeypatch.setattr(mathfn.CPrinter, method, impl)
-    _, found = printer_fuzz.check(7, 80, dtypes=("float64",))
+    _, found = printer_fuzz.check(7, 60, dtypes=("float64",))
     assert found, "the differential test missed the planted fault: %s" % fault
