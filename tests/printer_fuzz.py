@@ -14,6 +14,7 @@ import ctypes
 import functools
 import os
 import random
+import signal
 import subprocess
 import tempfile
 from dataclasses import dataclass
@@ -199,15 +200,31 @@ def mpmath_function(expr):
     return sympy.lambdify(A, mathfn.expand_activations(expr), modules=[_mpmath_functions(), "mpmath"])
 
 
-def precise(expr, point):
-    """expr at one point with mpmath at 50 digits (NaN where it is not real and finite)."""
+class _TooSlow(Exception):
+    pass
+
+
+def _too_slow(signum, frame):
+    raise _TooSlow()
+
+
+def precise(expr, point, seconds=0.5):
+    """expr at one point with mpmath at 50 digits: NaN where it is not real and finite,
+    None where it takes longer than `seconds` (exp(exp(1e200)) would need 10^200 digits)."""
     import mpmath as mp
+    old = signal.signal(signal.SIGALRM, _too_slow)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
     try:
         with mp.workdps(50):
             v = complex(mpmath_function(expr)(*[mp.mpf(float(p)) for p in point]))
+    except _TooSlow:
+        return None                        # unknown: never counted against the C
     except (TypeError, ValueError, ZeroDivisionError, OverflowError, NameError, KeyError,
             AttributeError):
         return float("nan")
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
     return v.real if abs(v.imag) <= 1e-30 * max(1.0, abs(v.real)) else float("nan")
 
 
@@ -243,7 +260,7 @@ def _ill_conditioned(expr, point, rtol, dtype):
     m = precise(expr, point)
     for sign in (1, -1):
         moved = precise(expr, point * (1 + sign * eps))
-        if not abs(moved - m) <= rtol * max(abs(m), 1.0):
+        if m is None or moved is None or not abs(moved - m) <= rtol * max(abs(m), 1.0):
             return True
     return False
 
@@ -264,11 +281,12 @@ def _c_is_wrong(c, r, expr, point, rtol, dtype, kind):
     if np.isnan(r) and np.isfinite(c):
         # a number where numpy says undefined: wrong if the math is undefined there too
         # (a Piecewise with no branch that holds, a NaN that Max dropped)
-        return kind == "ordinary" and np.isnan(precise(expr, point))
+        m = precise(expr, point)
+        return kind == "ordinary" and m is not None and np.isnan(m)
     if not (np.isfinite(c) and np.isfinite(r)) and (kind != "ordinary" or not np.isfinite(r)):
         return False
     m = precise(expr, point)
-    if not np.isfinite(m) or abs(m) > float(np.finfo(dtype).max) / 1e8:
+    if m is None or not np.isfinite(m) or abs(m) > float(np.finfo(dtype).max) / 1e8:
         return False                          # no real value to arbitrate with
     if _ill_conditioned(expr, point, rtol, dtype):
         return False
