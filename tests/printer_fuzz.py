@@ -245,10 +245,14 @@ def disagreements(batch, exprs, points, rtol, kind):
             # sympy's numpy printer cannot write it (a Max of an unevaluated activation of
             # a number is "not comparable"): nothing to compare the C with
             continue
-        for i in np.flatnonzero(~_close(c, r, rtol)):
-            if _c_is_wrong(c[i], r[i], printed, cast[:, i], rtol, batch.dtype, kind):
-                found.append((what, cast[:, i].tolist(), c[i], r[i]))
-                break
+        wrong = [i for i in np.flatnonzero(~_close(c, r, rtol))
+                 if _c_is_wrong(c[i], r[i], printed, cast[:, i], rtol, batch.dtype, kind, what)]
+        # a fault of the printer shows at many points; rounding amplified by a step
+        # function (floor of a tanh that rounds to 1 in float32) or an overflow inside a
+        # formula at the extreme points shows at one or two
+        if len(wrong) >= (1 if batch.dtype == np.float64 and kind != "extreme" else 3):
+            i = wrong[0]
+            found.append((what, cast[:, i].tolist(), c[i], r[i], len(wrong)))
     return found
 
 
@@ -273,7 +277,7 @@ def _close(c, r, rtol):
     return both_nan | same_inf | near
 
 
-def _c_is_wrong(c, r, expr, point, rtol, dtype, kind):
+def _c_is_wrong(c, r, expr, point, rtol, dtype, kind, what="f = "):
     """Whether C's c is wrong where numpy gave r: judged against the exact value. Where
     either is not finite, only at ordinary points (at extreme ones an overflow inside an
     expression gives NaN or inf depending on how a formula is arranged) and only where
@@ -281,8 +285,9 @@ def _c_is_wrong(c, r, expr, point, rtol, dtype, kind):
     if np.isnan(r) and np.isfinite(c):
         # a number where numpy says undefined: wrong if the math is undefined there too
         # (a Piecewise with no branch that holds, a NaN that Max dropped)
+        # (not for derivatives: at a kink their formulas meet 0 * inf, exactly as well)
         m = precise(expr, point)
-        return kind == "ordinary" and m is not None and np.isnan(m)
+        return kind == "ordinary" and what.startswith("f = ") and m is not None and np.isnan(m)
     if not (np.isfinite(c) and np.isfinite(r)) and (kind != "ordinary" or not np.isfinite(r)):
         return False
     m = precise(expr, point)
