@@ -30,7 +30,8 @@ def lambdify_node(expr, n_args, extra=()):
     activations expanded into their forward expressions."""
     syms = [sympy.Symbol("a%d" % k, real=True) for k in range(n_args)] + list(extra)
     return sympy.lambdify(syms, mathfn.expand_activations(sympy.sympify(expr)),
-                          modules=[mathfn.NUMPY_FUNCTIONS, "numpy"], printer=_numpy_printer())
+                          modules=[mathfn.NUMPY_FUNCTIONS, "numpy"], printer=_numpy_printer(),
+                          docstring_limit=0)       # its docstring prints the expression again
 
 
 def _numpy_printer():

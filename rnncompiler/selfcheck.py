@@ -50,9 +50,10 @@ def kernel_steps(kern, params, x, state0, lengths):
     return outputs, after
 
 
-def reference_steps(g, params, x, state0, lengths):
-    """The same from the numpy evaluator of the unfused step graph `g`."""
-    tr = trace(g, params, x, state0, lengths)
+def reference_steps(g, params, x, state0, lengths, fns=None):
+    """The same from the numpy evaluator of the unfused step graph `g` (`fns`: its nodes'
+    numpy functions, made once and shared between runs)."""
+    tr = trace(g, params, x, state0, lengths, fns)
     T = x.shape[0]
     after = [{s: tr.values[t + 1]["state." + s] for s, _ in g.graph["states"]}
              for t in range(T - 1)] + [tr.states]
@@ -89,14 +90,14 @@ def first_problem(kern, g, equations):
     """None if `kern` computes what the unfused step graph `g` means, else a sentence naming
     the first value that differs and its equation (`equations`: kern.equations() as dict)."""
     rtol, atol = TOLERANCE[np.dtype(kern.dtype).name]
-    data = _draw(kern)
-    fwd = compare_steps(kernel_steps(kern, *data[:4]), reference_steps(g, *data[:4]),
+    data, fns = _draw(kern), {}
+    fwd = compare_steps(kernel_steps(kern, *data[:4]), reference_steps(g, *data[:4], fns),
                         rtol, atol, "the numpy reference evaluator")
     if not fwd.ok:
         return _forward_problem(fwd, g, equations)
     if _hand_written_derivatives(g):
         return None        # the user's derivatives may differ: rc.gradcheck names them
-    return _backward_problem(kern, g, data, rtol, atol, equations)
+    return _backward_problem(kern, g, data, rtol, atol, equations, fns)
 
 
 def _hand_written_derivatives(g):
@@ -133,7 +134,7 @@ def _output_name(g):
     return states.get(out, "y")
 
 
-def _backward_problem(kern, g, data, rtol, atol, equations):
+def _backward_problem(kern, g, data, rtol, atol, equations, fns):
     """The first gradient block whose directional derivative along a random direction
     differs from central differences of the reference forward in float64."""
     params, x, state0, lengths, rng = data
@@ -143,7 +144,6 @@ def _backward_problem(kern, g, data, rtol, atol, equations):
     if not (np.isfinite(res.outputs).all() and all(np.isfinite(v).all() for v in res.states.values())):
         return None        # math that is not finite at these inputs: no differences to take
     grads = kern.backward(res, d_outputs=u_y, d_states=u_s)
-    fns = {}
 
     def loss(p, xx, s0):
         tr = trace(g, p, xx, s0, lengths, fns)
