@@ -237,6 +237,14 @@ def disagreements(batch, exprs, points, rtol, kind):
     for k, (what, printed, truth) in enumerate(exprs):
         if kind == "derivative" and truth is printed:
             continue
+        if batch.dtype == np.float32 and printed.has(*_JUMPS):
+            # float32 rounds erf(5) to 1, and floor(...) or a branch (x < 1) then jumps
+            # where numpy, computing erf in double, does not: jumps are checked in float64
+            continue
+        if kind == "extreme" and not what.startswith("f = "):
+            # a derivative's formula cancels at tiny and huge inputs (d/da of x/a0 at
+            # a0 = 1e-30): the C's rounding, amplified, is no printer fault
+            continue
         with np.errstate(all="ignore"):
             c = run(batch, k, cast).astype(np.float64)
         try:
@@ -267,6 +275,9 @@ def _ill_conditioned(expr, point, rtol, dtype):
         if m is None or moved is None or not abs(moved - m) <= rtol * max(abs(m), 1.0):
             return True
     return False
+
+
+_JUMPS = (sympy.floor, sympy.ceiling, sympy.sign, sympy.Heaviside, sympy.Piecewise, sympy.Mod)
 
 
 def _close(c, r, rtol):
