@@ -34,7 +34,15 @@ def _latex_call(head, f, printer, exp=None):
     return r"%s%s\left(%s\right)" % (head, power, printer._print(f.args[0]))
 
 
-class Sigmoid(sympy.Function):
+class RealFunction(sympy.Function):
+    """A function real on real arguments: sympy then differentiates |f(u)| as
+    sign(f(u)) f'(u), not through re() and im(), which have no C form."""
+
+    def _eval_is_real(self):
+        return self.args[0].is_real
+
+
+class Sigmoid(RealFunction):
     """sigma(u) = 1 / (1 + exp(-u)); sigma' = sigma (1 - sigma)."""
     nargs = 1
 
@@ -48,7 +56,7 @@ class Sigmoid(sympy.Function):
         return "σ(%s)" % printer._print(self.args[0])
 
 
-class Softplus(sympy.Function):
+class Softplus(RealFunction):
     """softplus(u) = log(1 + exp(u)), computed as max(u, 0) + log1p(exp(-|u|))."""
     nargs = 1
 
@@ -59,7 +67,7 @@ class Softplus(sympy.Function):
         return _latex_call(r"\operatorname{softplus}", self, printer, exp)
 
 
-class Softsign(sympy.Function):
+class Softsign(RealFunction):
     """softsign(u) = u / (1 + |u|); derivative 1 / (1 + |u|)^2."""
     nargs = 1
 
@@ -67,7 +75,7 @@ class Softsign(sympy.Function):
         return 1 / (1 + sympy.Abs(self.args[0])) ** 2
 
 
-class HardSigmoid(sympy.Function):
+class HardSigmoid(RealFunction):
     """PyTorch's hardsigmoid: clip(u/6 + 1/2, 0, 1); derivative 1/6 on (-3, 3), else 0."""
     nargs = 1
 
@@ -76,7 +84,7 @@ class HardSigmoid(sympy.Function):
         return sympy.Piecewise((sympy.Rational(1, 6), sympy.And(u > -3, u < 3)), (0, True))
 
 
-class Relu(sympy.Function):
+class Relu(RealFunction):
     """relu(u) = max(u, 0); relu'(0) = 0 as in PyTorch."""
     nargs = 1
 
@@ -84,7 +92,7 @@ class Relu(sympy.Function):
         return _step(self.args[0], strict_lo=True)
 
 
-class Cbrt(sympy.Function):
+class Cbrt(RealFunction):
     """The real cube root (-2 at -8), as C's cbrt and numpy's cbrt; derivative
     1 / (3 cbrt(u)^2). sympy's u**(1/3) is the principal (complex) root: real_roots()
     rewrites it into this function, so that the value, its derivative, the C and the
@@ -101,7 +109,7 @@ class Cbrt(sympy.Function):
         return "cbrt(%s)" % printer._print(self.args[0])
 
 
-class Clip(sympy.Function):
+class Clip(RealFunction):
     """clip(u, lo, hi) with constant bounds; derivative 1 on [lo, hi] as torch.clamp."""
     nargs = 3
 
@@ -527,7 +535,7 @@ def make_activation(name, forward, derivative):
     def rnnc_forward(self, u):
         return real_roots(sympy.sympify(forward(u)))
 
-    return type("Act_" + name, (sympy.Function,), {
+    return type("Act_" + name, (RealFunction,), {
         "nargs": 1, "fdiff": fdiff, "_rnnc_forward": rnnc_forward,
         "_rnnc_name": name, "_rnnc_has_derivative": derivative is not None,
         "_latex": lambda self, printer, exp=None: _latex_call(

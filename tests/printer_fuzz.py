@@ -320,7 +320,10 @@ def check(seed, count, dtypes=("float64", "float32"), depth=4):
         for dtype in dtypes:
             batch = compile_batch(exprs, dtype, tmp)
             rtol = 1e-9 if dtype == "float64" else 1e-3
-            for kind, points in (("ordinary", ORDINARY), ("extreme", EXTREMES[dtype]),
-                                 ("derivative", ORDINARY)):
+            # extreme points in float64 only: numpy's float32 math turns double wherever a
+            # numpy scalar meets it (exp(-2)/a0**2 overflows in float32, not there)
+            kinds = [("ordinary", ORDINARY), ("derivative", ORDINARY)]
+            kinds += [("extreme", EXTREMES[dtype])] if dtype == "float64" else []
+            for kind, points in kinds:
                 found += [(dtype, kind) + d for d in disagreements(batch, exprs, points, rtol, kind)]
     return exprs, found

@@ -162,3 +162,19 @@ def test_differential_test_finds_planted_printer_faults(fault, monkeypatch):
     monkeypatch.setattr(mathfn.CPrinter, method, impl)
     _, found = printer_fuzz.check(7, 60, dtypes=("float64",))
     assert found, "the differential test missed the planted fault: %s" % fault
+
+
+def test_abs_of_an_activation_differentiates_to_c():
+    """|f(u)| for an activation f: sympy differentiated it through re() and im() (no C
+    form, a CellError) until the activations said they are real on real arguments."""
+    softsign = rc.activation("softsign_by_hand", lambda u: u / (1 + sympy.Abs(u)))
+
+    @rc.cell(states=("h",))
+    def abs_gate(x, h, p):
+        a = p.linear("W", rc.concat(x, h), bias="b")
+        g = rc.elementwise(lambda s, t: sympy.Abs(softsign.sympy_function(s)) ** 1.5
+                           + sympy.Abs(mathfn.Sigmoid(t) - sympy.Rational(1, 2)), a, h)
+        return {"h": rc.tanh(g) * h + a}
+
+    report = rc.gradcheck(abs_gate, input_size=2, hidden_size=3, T=4, B=2, seed=1)
+    assert report.ok, str(report)
