@@ -576,13 +576,13 @@ def _manifest(root, key):
         return None
 
 
-def read_kept_c(key):
+def read_kept_c(key, entry=None):
     """The C source kept with an entry, checked against the hash its manifest records:
     None when it is missing or truncated (the caller rebuilds the entry); CacheSecurityError
     when it is writable by others or was modified, for it would be compiled again when a
     pickled kernel is rebuilt."""
     root = cache_root()
-    entry = _manifest(root, key) or {}
+    entry = (_manifest(root, key) or {}) if entry is None else entry
     path = os.path.join(root, key + ".c")
     if "c_sha256" not in entry or not os.path.exists(path):
         return None
@@ -599,9 +599,16 @@ def read_kept_c(key):
         "or set RNNC_CACHE_DIR" % path)
 
 
+def read_entry(key):
+    """(kept C text or None, whether the kernel passed its check against the reference
+    evaluator) of an entry, from one read of its manifest; see read_kept_c."""
+    entry = _manifest(cache_root(), key) or {}
+    return read_kept_c(key, entry), bool(entry.get("verified"))
+
+
 def is_verified(key):
     """Whether the entry's kernel has passed its check against the reference evaluator."""
-    return bool((_manifest(cache_root(), key) or {}).get("verified"))
+    return read_entry(key)[1]
 
 
 def mark_verified(key):

@@ -10,6 +10,7 @@ fusion, tape selection, cse, hoisting or C.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,7 +35,8 @@ def lambdify_node(expr, n_args, extra=()):
                           docstring_limit=0)       # its docstring prints the expression again
 
 
-def _numpy_printer():
+@functools.lru_cache(maxsize=None)
+def _numpy_printer_class():
     """sympy's numpy printer, but a condition holding an if-then-else is printed as one
     (numpy.where) instead of being simplified first: sympy's simplify_logic on the
     conditions of a Piecewise inside a Piecewise took minutes."""
@@ -50,10 +52,14 @@ def _numpy_printer():
             conds = ",".join(self._print(arg.cond) for arg in expr.args)
             return "%s([%s], [%s], default=%s)" % (self._module_format(self._module + ".select"),
                                                    conds, exprs, self._print(sympy.S.NaN))
+    return Printer
 
+
+def _numpy_printer():
+    """A numpy printer for lambdify that knows the kernels' own numpy functions."""
     names = {k: k for k in mathfn.NUMPY_FUNCTIONS}
-    return Printer({"fully_qualified_modules": False, "inline": True,
-                    "allow_unknown_functions": True, "user_functions": names})
+    return _numpy_printer_class()({"fully_qualified_modules": False, "inline": True,
+                                   "allow_unknown_functions": True, "user_functions": names})
 
 
 def partial(expr, k, hand_written=False, where=""):

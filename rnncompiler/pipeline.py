@@ -210,15 +210,15 @@ def compile(cell, input_size, hidden_size, dtype="float32", *, sizes=None, opt_l
 
     verify = options.flag("verify", verify)
     module, meta = build.load_or_build(key, generate, opt_level=opt_level, blas=blas)
-    c_text = build.read_kept_c(key)
+    c_text, verified = build.read_entry(key)
     if c_text is None:              # its C is gone or cut short: the entry is built anew
         build.discard(key)
         module, meta = build.load_or_build(key, generate, opt_level=opt_level, blas=blas)
-        c_text = build.read_kept_c(key)
+        c_text, verified = build.read_entry(key)
     rebuild = functools.partial(load_kernel, key, c_text, meta, opt_level, blas)
     kern = Kernel(module, meta, key, rebuild, cell, None if checkpoint is None else int(checkpoint))
     kern.loaded_from_cache = not generated
-    if verify and not build.is_verified(key):
+    if verify and not verified:
         verify_kernel(kern, cell, bound, key)
     return kern
 

@@ -281,12 +281,11 @@ def disagreements(batch, exprs, points, rtol, kind):
     return found
 
 
-def _ill_conditioned(expr, point, rtol, dtype):
+def _ill_conditioned(expr, point, m, rtol, dtype):
     """Whether moving the inputs by a few units in the last place of the C's type moves
     the exact value by more than the tolerance (sin of a huge exp, say): then no printer
     can be judged at this point."""
     eps = 4 * float(np.finfo(dtype).eps)
-    m = precise(expr, point)
     for sign in (1, -1):
         moved = precise(expr, point * (1 + sign * eps))
         if m is None or moved is None or not abs(moved - m) <= rtol * max(abs(m), 1.0):
@@ -321,7 +320,7 @@ def _c_is_wrong(c, r, expr, point, rtol, dtype, kind, what="f = "):
     m = precise(expr, point)
     if m is None or not np.isfinite(m) or abs(m) > float(np.finfo(dtype).max) / 1e8:
         return False                          # no real value to arbitrate with
-    if _ill_conditioned(expr, point, rtol, dtype):
+    if _ill_conditioned(expr, point, m, rtol, dtype):
         return False
     if not np.isfinite(c):
         return abs(r - m) <= rtol * max(abs(m), 1.0)
