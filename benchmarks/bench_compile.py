@@ -36,7 +36,7 @@ CHILD = r"""
 import json, resource, sys, time
 sys.path.insert(0, %r)
 import rnncompiler as rc
-import rnncompiler.graph, rnncompiler.autodiff, rnncompiler.codegen   # import not timed
+import rnncompiler.compiler.graph, rnncompiler.compiler.autodiff, rnncompiler.compiler.codegen   # import not timed
 from rnncompiler.demo import lstm
 from bench_compile import tanh_chain
 

@@ -238,7 +238,7 @@ t1 = time.perf_counter()
 sys.path.insert(0, %r)
 from bench_speed import lstm
 if sys.argv[2] == "steady":     # the graph stages already imported, as after a first compile
-    import rnncompiler.graph, rnncompiler.autodiff, rnncompiler.codegen, cffi
+    import rnncompiler.compiler.graph, rnncompiler.compiler.autodiff, rnncompiler.compiler.codegen, cffi
 t2 = time.perf_counter()
 rc.compile(lstm, input_size=int(sys.argv[1]), hidden_size=int(sys.argv[1]), dtype="float32")
 t3 = time.perf_counter()

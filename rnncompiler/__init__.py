@@ -15,12 +15,12 @@ rc.cells, rc.models, rc.torch, ...).
 import importlib
 
 from .errors import CellError, CompileError, CacheSecurityError, NonFiniteError
-from .dsl import (Cell, cell, concat, elementwise, activation, sigmoid, tanh, relu, exp, log,
+from .compiler.dsl import (Cell, cell, concat, elementwise, activation, sigmoid, tanh, relu, exp, log,
                   softplus, softsign, hard_sigmoid, clip, sum, mean)
-from .pipeline import compile, VERSION as __version__
-from .kernel import Kernel, ForwardResult, Gradients
-from .unroll import unroll
-from .threads import set_num_threads, get_num_threads
+from .compiler.pipeline import compile, VERSION as __version__
+from .runtime.kernel import Kernel, ForwardResult, Gradients
+from .compiler.unroll import unroll
+from .runtime.threads import set_num_threads, get_num_threads
 from .diagnostics import gradient_flow, GradientFlow
 
 # name -> (submodule, attribute or None for the submodule itself), imported on first use
@@ -28,11 +28,11 @@ _LAZY = {
     "gradcheck": ("check", "gradcheck"), "GradcheckReport": ("check", "GradcheckReport"),
     "StepCheck": ("check", "StepCheck"), "PartialCheck": ("check", "PartialCheck"),
     "ActivationCheck": ("check", "ActivationCheck"), "check": ("check", None),
-    "reference": ("evaluator", "reference"), "Reference": ("evaluator", "Reference"),
-    "rtrl": ("forward_mode", "rtrl"), "RTRL": ("forward_mode", "RTRL"),
+    "reference": ("compiler.evaluator", "reference"), "Reference": ("compiler.evaluator", "Reference"),
+    "rtrl": ("compiler.forward_mode", "rtrl"), "RTRL": ("compiler.forward_mode", "RTRL"),
     "cells": ("cells", None), "models": ("models", None),
     "from_torch": ("interop", "from_torch"), "to_torch": ("interop", "to_torch"),
-    "export_c": ("export", "export_c"), "CExport": ("export", "CExport"),
+    "export_c": ("compiler.export", "export_c"), "CExport": ("compiler.export", "CExport"),
     "torch": ("torch", None), "jax": ("jax", None),
 }
 

@@ -17,8 +17,8 @@ from typing import NamedTuple
 import numpy as np
 
 from . import cells
-from .dsl import Cell
-from .pipeline import compile as compile_cell, _dtype_name
+from .compiler.dsl import Cell
+from .compiler.pipeline import compile as compile_cell, _dtype_name
 
 SUPPORTED = ("torch.nn.RNN, LSTM or GRU (num_layers=1, bidirectional=False), "
              "or torch.nn.RNNCell, LSTMCell or GRUCell")

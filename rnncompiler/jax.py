@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .kernel import check_lengths
+from .runtime.kernel import check_lengths
 
 # kernel -> its custom_vjp function, built once: JAX caches what it compiles for a callback
 # by the callback's identity, so a new one per call would compile again on every call

@@ -23,11 +23,11 @@ import numpy as np
 import sympy
 from sympy.printing.codeprinter import PrintMethodNotImplementedError
 
-from rnncompiler import build, mathfn
-from rnncompiler.autodiff import Y, local_partials
-from rnncompiler.codegen.elementwise import cse_lines
+from rnncompiler.compiler import build, mathfn
+from rnncompiler.compiler.autodiff import Y, local_partials
+from rnncompiler.compiler.codegen.elementwise import cse_lines
 from rnncompiler.errors import CellError
-from rnncompiler.evaluator import lambdify_node, partial
+from rnncompiler.compiler.evaluator import lambdify_node, partial
 
 A = [sympy.Symbol("a%d" % k, real=True) for k in range(3)]
 SOFTSIGN_BY_HAND = mathfn.make_activation("softsign_by_hand", lambda u: u / (1 + sympy.Abs(u)),

@@ -6,7 +6,7 @@ import sys
 import numpy as np
 import pytest
 
-from rnncompiler import mathfn
+from rnncompiler.compiler import mathfn
 
 BOUNDS = {("float32", "exp"): 1, ("float64", "exp"): 1,
           ("float32", "tanh"): 2, ("float64", "tanh"): 1,
@@ -131,8 +131,8 @@ def test_math_helpers_are_always_inlined_in_a_big_cells_kernel(tmp_path):
     import shutil
     import subprocess
     import rnncompiler as rc
-    from rnncompiler import build
-    from rnncompiler.pipeline import bind_sizes, lower
+    from rnncompiler.compiler import build
+    from rnncompiler.compiler.pipeline import bind_sizes, lower
     if shutil.which("nm") is None:
         pytest.skip("nm is not installed")
 

@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from rnncompiler.pipeline import bind_sizes, lower
+from rnncompiler.compiler.pipeline import bind_sizes, lower
 
 import rnncompiler as rc
 from cells import elman, lstm, gru, peephole_lstm

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 import rnncompiler as rc
-from rnncompiler import pipeline
-from rnncompiler.autodiff import EwGrad, differentiate
-from rnncompiler.graph import (MAX_DERIVATIVE_TERMS, _terms, build_graph, derivative_terms,
+from rnncompiler.compiler import pipeline
+from rnncompiler.compiler.autodiff import EwGrad, differentiate
+from rnncompiler.compiler.graph import (MAX_DERIVATIVE_TERMS, _terms, build_graph, derivative_terms,
                                fuse_elementwise, topo_order)
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),

@@ -4,7 +4,9 @@ not one of them."""
 import pytest
 
 import rnncompiler as rc
-from rnncompiler import build, options, threads
+from rnncompiler.compiler import build
+from rnncompiler import options
+from rnncompiler.runtime import threads
 
 from cells import elman
 

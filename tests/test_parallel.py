@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import rnncompiler as rc
-from rnncompiler import parallel
+from rnncompiler.runtime import parallel
 
 from cells import lstm, two_sizes
 
@@ -12,7 +12,7 @@ from cells import lstm, two_sizes
 @pytest.fixture
 def threads():
     """Restores the thread setting, unset included."""
-    from rnncompiler import threads as setting
+    from rnncompiler.runtime import threads as setting
     before = setting._num_threads
     yield
     setting._num_threads = before

@@ -8,9 +8,9 @@ import pytest
 import sympy
 
 import rnncompiler as rc
-from rnncompiler import mathfn
-from rnncompiler.graph import build_graph, evaluate
-from rnncompiler.pipeline import bind_sizes
+from rnncompiler.compiler import mathfn
+from rnncompiler.compiler.graph import build_graph, evaluate
+from rnncompiler.compiler.pipeline import bind_sizes
 
 from cells import elman, lstm, gru, peephole_lstm, gated_bump, two_sizes
 from corner_cells import CORNER_CELLS
@@ -322,7 +322,7 @@ def test_compiled_kernel_is_cached_within_the_process():
 
 
 def test_c_uses_64_bit_indexing_and_no_user_names():
-    from rnncompiler.pipeline import lower
+    from rnncompiler.compiler.pipeline import lower
     _, _, csrc = lower(lstm, {"H": 4, "I": 3}, "float32", blas=False)
     assert "ptrdiff_t b = 0" in csrc.text and "int b = 0; b < B; ++b) {" not in csrc.text
     for name in ("W_f", "b_f", "lstm"):
@@ -383,7 +383,7 @@ def test_threads_give_the_same_results():
     rng = np.random.default_rng(3)
     x = rng.standard_normal((130, 40, 48))
     dy = rng.standard_normal((130, 40, 64))
-    from rnncompiler import threads as setting
+    from rnncompiler.runtime import threads as setting
     before = setting._num_threads
     try:
         out = {}

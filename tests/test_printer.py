@@ -9,7 +9,7 @@ import pytest
 import sympy
 
 import rnncompiler as rc
-from rnncompiler import mathfn
+from rnncompiler.compiler import mathfn
 
 import printer_fuzz
 

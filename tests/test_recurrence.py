@@ -11,7 +11,7 @@ import pytest
 import sympy
 
 import rnncompiler as rc
-from rnncompiler.recurrence import KINDS, Recurrence, of_cell
+from rnncompiler.compiler.recurrence import KINDS, Recurrence, of_cell
 
 
 # ---------------------------------------------------------------- cells written here
@@ -221,9 +221,9 @@ def test_twenty_cells_at_least_and_kinds_are_the_documented_ones():
                          ids=lambda c: c.name)
 def test_fusion_does_not_change_the_kinds(cell):
     """The unfused graph (one node per operation of the cell) gives the same kinds."""
-    from rnncompiler.graph import build_graph
-    from rnncompiler.pipeline import bind_sizes
-    from rnncompiler.recurrence import classify
+    from rnncompiler.compiler.graph import build_graph
+    from rnncompiler.compiler.pipeline import bind_sizes
+    from rnncompiler.compiler.recurrence import classify
     unfused = classify(build_graph(cell.spec, bind_sizes(cell, 3, 4, None)))
     assert {s: r.kind for s, r in unfused.items()} == {s: r.kind for s, r in of_cell(cell).items()}
 

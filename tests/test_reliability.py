@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 import rnncompiler as rc
-from rnncompiler import build
+from rnncompiler.compiler import build
 from rnncompiler.cli import main as rnnc
 from rnncompiler.cli import cache as cache_cli
 
@@ -329,7 +329,7 @@ HASHSEED_CHILD = textwrap.dedent("""\
     import hashlib, json, os, sys, tempfile
     sys.path.insert(0, sys.argv[1])
     import rnncompiler as rc
-    from rnncompiler.pipeline import bind_sizes, lower
+    from rnncompiler.compiler.pipeline import bind_sizes, lower
     from test_fuzz import Program
     out = {}
     cells = {"layernorm_lstm": rc.cells.layernorm_lstm, "gru_torch": rc.cells.gru_torch,
@@ -439,7 +439,7 @@ def test_no_compiler_on_path_fails_fast_naming_it(tmp_path, monkeypatch):
     empty = tmp_path / "empty-bin"
     empty.mkdir()
     monkeypatch.setenv("PATH", str(empty))
-    import rnncompiler.pipeline as pipeline
+    import rnncompiler.compiler.pipeline as pipeline
 
     def no_lowering(*args, **kwargs):
         raise AssertionError("the C was generated although no compiler can build it")

@@ -27,7 +27,7 @@ def kern():
 @pytest.fixture
 def threads():
     """Restores the thread setting, unset included."""
-    from rnncompiler import threads as setting
+    from rnncompiler.runtime import threads as setting
     before = setting._num_threads
     yield
     setting._num_threads = before

@@ -19,7 +19,7 @@ import pytest
 from hypothesis import Phase, given, settings
 
 import rnncompiler as rc
-from rnncompiler import build
+from rnncompiler.compiler import build
 
 from test_fuzz import programs
 
@@ -236,7 +236,7 @@ def test_sanitized_binaries_are_instrumented_and_keyed_apart(monkeypatch):
     """RNNC_SANITIZE changes the cache key (sanitized and plain binaries never mix) and
     the compiler flags of every compile and link."""
     from rnncompiler.cells import elman
-    from rnncompiler.pipeline import bind_sizes, cache_key
+    from rnncompiler.compiler.pipeline import bind_sizes, cache_key
     sizes = bind_sizes(elman, 3, 4, None)
     plain = cache_key(elman, sizes, "float64", 1, True)
     monkeypatch.setenv("RNNC_SANITIZE", "address,undefined")

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import rnncompiler as rc
-from rnncompiler import build, mathfn, selfcheck
+from rnncompiler.compiler import build, mathfn, selfcheck
 from rnncompiler.errors import CacheSecurityError, CompileError
 
 from cells import lstm

@@ -7,13 +7,13 @@ import pytest
 import sympy
 
 import rnncompiler as rc
-from rnncompiler import expr as ex
-from rnncompiler import mathfn
-from rnncompiler.autodiff import Y, differentiate, local_partials
-from rnncompiler.codegen import render_c
-from rnncompiler.codegen.layout import Array, Bundle, Part, plan_layout, saved_activations
+from rnncompiler.compiler import expr as ex
+from rnncompiler.compiler import mathfn
+from rnncompiler.compiler.autodiff import Y, differentiate, local_partials
+from rnncompiler.compiler.codegen import render_c
+from rnncompiler.compiler.codegen.layout import Array, Bundle, Part, plan_layout, saved_activations
 from rnncompiler.errors import CellError
-from rnncompiler.graph import build_graph, fuse_elementwise, merge_linear_sums
+from rnncompiler.compiler.graph import build_graph, fuse_elementwise, merge_linear_sums
 
 u, v = sympy.symbols("u v", real=True)
 a0, a1, a2 = sympy.symbols("a0 a1 a2", real=True)

@@ -9,10 +9,10 @@ import pytest
 import sympy
 
 import rnncompiler as rc
-from rnncompiler import autodiff
-from rnncompiler.equations import display_names
-from rnncompiler.graph import evaluate
-from rnncompiler.mathfn import Sigmoid
+from rnncompiler.compiler import autodiff
+from rnncompiler.compiler.equations import display_names
+from rnncompiler.compiler.graph import evaluate
+from rnncompiler.compiler.mathfn import Sigmoid
 
 from cells import elman, lstm, gru, peephole_lstm, gated_bump, two_sizes
 from corner_cells import CORNER_CELLS
@@ -511,8 +511,8 @@ def test_the_evaluator_reads_merged_linear_maps_whole(name):
     """PyTorch's forms fuse W_ih x + W_hh h + b_ih + b_hh into one linear node of two terms:
     evaluating the fused graph (as the localised gradcheck does) gives the unfused graph's
     values, and one backward step the same adjoints of parameters, input and states."""
-    from rnncompiler.evaluator import Partials, backward_step, evaluate_step
-    from rnncompiler.graph import build_graph, fuse_elementwise
+    from rnncompiler.compiler.evaluator import Partials, backward_step, evaluate_step
+    from rnncompiler.compiler.graph import build_graph, fuse_elementwise
     cell = getattr(rc.cells, name)
     g = build_graph(cell.spec, {"I": 3, "H": 4})
     fg = fuse_elementwise(g)

@@ -14,7 +14,7 @@ needs besides I and H. Cells with options have a factory (`make_lstm`, `make_lst
 name is the default instance. The `*_torch` cells are PyTorch's own forms, used by
 `rc.from_torch` / `rc.to_torch`.
 """
-from ..dsl import Cell
+from ..compiler.dsl import Cell
 from .simple import elman, elman_relu, jordan, indrnn, gru, mgu
 from .lstms import (lstm1997, make_lstm, lstm, peephole_lstm, make_lstm_proj, lstm_proj,
                    make_layernorm_lstm, layernorm_lstm)

@@ -57,7 +57,7 @@ def _pick_mode(mode, kern, T, B):
 
 def _graph(cell, kern):
     """The unfused step graph of `cell` at the kernel's sizes."""
-    from ..graph import build_graph
+    from ..compiler.graph import build_graph
     sizes = dict(getattr(kern, "sizes", None) or {})
     sizes.update(H=kern.hidden_size, I=kern.input_size)
     return build_graph(cell.spec, sizes)
@@ -149,9 +149,9 @@ def gradcheck(cell_or_kernel, input_size=3, hidden_size=4, T=5, B=2, seed=0, siz
     Returns a GradcheckReport: `.ok`, `.max_rel_error`, `.errors` per block, `.steps`,
     `.partials`, `.activations`, `.diagnosis()`; print(report) shows a table.
     """
-    from ..dsl import Cell
+    from ..compiler.dsl import Cell
     if isinstance(cell_or_kernel, Cell):
-        from ..pipeline import compile as compile_cell
+        from ..compiler.pipeline import compile as compile_cell
         cell = cell_or_kernel
         # unverified: this check is the full form of the build's self-check, and names
         # what that one would only refuse

@@ -13,8 +13,8 @@ from __future__ import annotations
 import numpy as np
 import sympy
 
-from .. import mathfn
-from ..evaluator import lambdify_node, partial, trace
+from ..compiler import mathfn
+from ..compiler.evaluator import lambdify_node, partial, trace
 from .report import ActivationCheck, PartialCheck
 
 MAX_POINTS = 24
@@ -55,14 +55,14 @@ def _rel(derived, numeric, rtol, atol):
 
 
 def _names(g):
-    from ..equations import display_names
+    from ..compiler.equations import display_names
     return {n: v[0] for n, v in display_names(g).items()}
 
 
 def _text(expr, args=(), names=None, node=None):
     """An expression in the names of the docs: operands a_k by their values (c[t-1]),
     y by the node's name, named activations by their names."""
-    from .. import autodiff
+    from ..compiler import autodiff
     named = {f: sympy.Function(f._rnnc_name)(*f.args) for f in expr.atoms(sympy.Function)
              if hasattr(f, "_rnnc_name")}
     subs = {sympy.Symbol("a%d" % k, real=True): sympy.Symbol(names[a], real=True)
@@ -90,8 +90,8 @@ def _operand_points(g, tr, node, rng):
 def check_partials(g, params, x, state0, lengths, rtol, atol, rng):
     """A PartialCheck for every operand of every fused elementwise node of `g` (the
     unfused step graph)."""
-    from .. import autodiff        # the graph stages load only when a check needs them
-    from ..graph import fuse_elementwise
+    from ..compiler import autodiff  # the graph stages load only when a check needs them
+    from ..compiler.graph import fuse_elementwise
     fg = fuse_elementwise(g)
     bwd = autodiff.differentiate(fg)
     names = _names(fg)

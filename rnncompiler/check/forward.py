@@ -4,7 +4,7 @@ the function the kernel computes; when that function is wrong, no backward can b
 and the report says where the forward first differs instead of blaming the backward."""
 from __future__ import annotations
 
-from ..selfcheck import ForwardCheck, compare_steps, kernel_steps, reference_steps
+from ..compiler.selfcheck import ForwardCheck, compare_steps, kernel_steps, reference_steps
 
 __all__ = ["ForwardCheck", "check_forward"]
 

@@ -80,7 +80,7 @@ def parse_sizes(items):
 
 def bound_sizes(cell, args):
     """name -> int for every size, checked (H, I and --size)."""
-    from ..pipeline import bind_sizes
+    from ..compiler.pipeline import bind_sizes
     return bind_sizes(cell, args.input_size, args.hidden_size, parse_sizes(args.size))
 
 

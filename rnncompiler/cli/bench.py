@@ -12,7 +12,7 @@ import time
 import numpy as np
 
 import rnncompiler as rc
-from ..pipeline import bind_sizes
+from ..compiler.pipeline import bind_sizes
 
 
 def reference_forms():
@@ -29,7 +29,7 @@ def _comparable(cell, sizes):
     operand position), and nothing of the names."""
     import networkx as nx
     import sympy
-    from ..graph import build_graph
+    from ..compiler.graph import build_graph
     g = build_graph(cell.spec, sizes)
     out = nx.DiGraph()
     results = dict((node, s) for s, node in g.graph["new_states"])

@@ -17,9 +17,9 @@ import shutil
 import stat
 from dataclasses import dataclass, field
 
-from .. import build
+from ..compiler import build
 
-# what each cache file is, from its name (see rnncompiler/build.py)
+# what each cache file is, from its name (see rnncompiler/compiler/build.py)
 _KINDS = (
     ("kernel", re.compile(r"(?P<key>[0-9a-f]{64})\.json\Z")),
     ("kept", re.compile(r"(?P<key>[0-9a-f]{64})\.(c|lock)\Z")),

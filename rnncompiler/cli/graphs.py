@@ -23,8 +23,8 @@ COLOURS = {"param": "#f6c28b", "state": "#9cc3e6", "input": "#9cc3e6", "state0":
 
 def step_graph(cell, sizes, level="named"):
     """(graph, names): the step graph at `level` and node -> (text, latex) names."""
-    from ..equations import _tex, display_names
-    from ..graph import build_graph, fuse_elementwise
+    from ..compiler.equations import _tex, display_names
+    from ..compiler.graph import build_graph, fuse_elementwise
     if level not in LEVELS:
         raise ValueError("level: expected one of %s, got %r" % (", ".join(LEVELS), level))
     g = build_graph(cell.spec, sizes)
@@ -46,7 +46,7 @@ def step_graph(cell, sizes, level="named"):
 def source_names(cell, g):
     """node -> the variable the cell's code assigns it to: the last operation on a line
     `name = ...` of the cell function (results keep their state names)."""
-    from ..graph import result_nodes
+    from ..compiler.graph import result_nodes
     try:
         lines, start = inspect.getsourcelines(cell.fn)
         fname = inspect.getsourcefile(cell.fn) or ""
@@ -71,7 +71,7 @@ def source_names(cell, g):
 def rename_equations(eqs, old, new):
     """Equations with every display name of `old` (node -> (text, latex)) replaced by
     the one in `new` where they differ."""
-    from ..equations import Equations
+    from ..compiler.equations import Equations
     subs = [(old[n][k], new[n][k]) for n in old if n in new and old[n] != new[n] for k in (0, 1)]
     pattern = re.compile("|".join(r"(?<![A-Za-z0-9_])" + re.escape(a) for a, _ in subs)) if subs else None
     table = dict(subs)
@@ -85,8 +85,8 @@ def rename_equations(eqs, old, new):
 def equations_of(cell, sizes, level="named"):
     """(graph, names, Equations) of the step graph at `level`, derived by the autodiff
     stage and written with the cell's own names."""
-    from ..autodiff import differentiate
-    from ..equations import derive_equations, display_names
+    from ..compiler.autodiff import differentiate
+    from ..compiler.equations import derive_equations, display_names
     g, names = step_graph(cell, sizes, level)
     eqs = derive_equations(g, differentiate(g))
     return g, names, rename_equations(eqs, display_names(g), names)
@@ -96,8 +96,8 @@ def equations_of(cell, sizes, level="named"):
 
 def node_label(g, names, n):
     """Two lines: the value's name, and what computes it."""
-    from ..equations import _render
-    from ..graph import linear_terms
+    from ..compiler.equations import _render
+    from ..compiler.graph import linear_terms
     d = g.nodes[n]
     name = names[n][0]
     if d["op"] == "param":
@@ -126,7 +126,7 @@ def _at_step(label, t):
 def labelled(g, names, T=None):
     """A plain DiGraph to show: node -> attributes kind, label (and t when unrolled)."""
     import networkx as nx
-    from ..unroll import unroll_graph
+    from ..compiler.unroll import unroll_graph
     out = nx.DiGraph(name=g.graph["name"])
     if T is None:
         for n, d in g.nodes(data=True):

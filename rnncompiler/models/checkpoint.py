@@ -130,7 +130,7 @@ def _model_entries(model, params, optimizer):
 
 def _encode(value):
     """A model's constructor arguments as JSON values, each cell as a reference."""
-    from ..dsl import Cell
+    from ..compiler.dsl import Cell
     if isinstance(value, Cell):
         return {"cell": _cell_reference(value), "name": value.name,
                 "fingerprint": _cell_hash(value)}
@@ -158,7 +158,7 @@ def _cell_reference(cell):
 
 def _cell_hash(cell):
     """A hash of what the cell computes (its traced graph), to notice a changed cell."""
-    from ..pipeline import fingerprint
+    from ..compiler.pipeline import fingerprint
     return hashlib.sha256(fingerprint(cell.spec).encode()).hexdigest()[:16]
 
 
@@ -210,7 +210,7 @@ def _decode(where, value, cells):
 
 
 def _resolve_cell(where, saved, cells):
-    from ..dsl import Cell
+    from ..compiler.dsl import Cell
     name, ref = saved["name"], saved["cell"]
     cell = cells.get(name, cells.get(ref))
     if cell is None:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .. import kernel
+from ..runtime import kernel
 
 
 def check_lengths(lengths, T, B):

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..diagnostics import gradient_flow
-from ..pipeline import compile as compile_cell
+from ..compiler.pipeline import compile as compile_cell
 from .layers import as_rng, check_lengths, dropout_mask, reversal_index, reverse_steps
 
 

@@ -15,9 +15,9 @@ from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from .. import cells, interop
-from ..dsl import Cell
+from ..compiler.dsl import Cell
 from ..models.layers import reversal_index
-from ..pipeline import compile as compile_cell
+from ..compiler.pipeline import compile as compile_cell
 from .function import DTYPES, as_lengths, check_tensor, run_kernel
 
 # the cells of rc.cells that are PyTorch's own forms -> their key in rc.cells.TORCH_WEIGHTS

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import NonFiniteError
+from ..errors import NonFiniteError
 
 
 def first_bad_row(arr):

@@ -17,7 +17,7 @@ from sympy.printing.c import C99CodePrinter
 from sympy.printing.precedence import PRECEDENCE
 from sympy.codegen.ast import real, float32, float64
 
-from .errors import CellError
+from ..errors import CellError
 
 
 def _step(u, strict_lo, lo=0, hi=None):

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .dsl import Cell, check_identifier
-from .errors import CellError
+from ..errors import CellError
 from .pipeline import VERSION, _dtype_name, bind_sizes
 
 # Words C99, C11 and C23 reserve (a name is also refused when it starts with "_": the C

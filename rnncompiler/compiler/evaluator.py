@@ -17,9 +17,9 @@ import numpy as np
 import sympy
 
 from . import mathfn
-from .errors import CellError
+from ..errors import CellError
 from .graph import linear_terms, topo_order
-from .kernel import check_step_states
+from ..runtime.kernel import check_step_states
 
 # Piecewise-constant functions: derivative 0 where it exists and at their jumps too
 # (PyTorch's choice); sympy would give DiracDelta or an unevaluated derivative.

@@ -13,7 +13,7 @@ import networkx as nx
 import sympy
 
 from . import mathfn
-from .errors import CellError
+from ..errors import CellError
 from .expr import Term, to_sympy
 
 LEAVES = ("input", "state", "param")
@@ -280,7 +280,7 @@ def _drop_result_copies(g):
 
 def evaluate(g, params, x, state0=None, lengths=None):
     """Run the step graph over x (T, B, I) in numpy; returns (outputs, final states).
-    The evaluator itself, with its backward pass, is rnncompiler.evaluator."""
+    The evaluator itself, with its backward pass, is rnncompiler.compiler.evaluator."""
     from .evaluator import evaluate as run
     return run(g, params, x, state0, lengths)
 

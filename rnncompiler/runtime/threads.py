@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import os
 
-from . import options
+from .. import options
 
 _num_threads = None      # set by rc.set_num_threads
 

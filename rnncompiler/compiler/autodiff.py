@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import sympy
 
 from . import mathfn
-from .errors import CellError
+from ..errors import CellError
 from .graph import LEAVES, linear_terms, topo_order
 
 G = sympy.Symbol("g", real=True)   # the adjoint of the node being differentiated

@@ -11,11 +11,12 @@ import sys
 
 import numpy as np
 
-from . import build, options
+from . import build
+from .. import options
 from .dsl import Cell, check_identifier
-from .errors import CellError, CompileError
+from ..errors import CellError, CompileError
 from .expr import Term
-from .kernel import Kernel
+from ..runtime.kernel import Kernel
 
 # graph (networkx), autodiff and codegen are imported when a kernel is first built: a
 # cache hit needs none of them
@@ -96,7 +97,7 @@ def generator_fingerprint():
 # Term -> sympy) shape the C as much as the stages after them; equations.py and
 # recurrence.py shape the metadata kept with it
 GENERATOR_SOURCES = ("dsl.py", "expr.py", "graph.py", "autodiff.py", "mathfn.py",
-                     "equations.py", "recurrence.py", "pipeline.py", "build.py", "kernel.py",
+                     "equations.py", "recurrence.py", "pipeline.py", "build.py", "../runtime/kernel.py",
                      "codegen")
 
 

@@ -33,8 +33,8 @@ import tempfile
 import threading
 import time
 
-from . import options
-from .errors import CacheSecurityError, CompileError
+from .. import options
+from ..errors import CacheSecurityError, CompileError
 
 _LOADED = {}                  # binary path -> module, for this process
 _LOCK = threading.Lock()

@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 
 from . import advice
 from . import expr as ex
-from .errors import CellError
+from ..errors import CellError
 
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
-_PKG_DIR = os.path.dirname(os.path.abspath(__file__))
+_PKG_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))   # rnncompiler/
 _CELLS_DIR = os.path.join(_PKG_DIR, "cells") + os.sep
 _DEMO_FILE = os.path.join(_PKG_DIR, "demo.py")     # its cell is the user's example too
 

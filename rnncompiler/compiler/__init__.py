@@ -1,0 +1,19 @@
+"""The compiler: a cell function becomes a loaded C kernel through these stages, in the
+order data flows (each module imports only the ones before it):
+
+    expr, mathfn   the elementwise vocabulary: expression trees and the activation table
+    dsl            @rc.cell traces a Python function into a frozen CellSpec
+    graph          the step graph: sizes bound, checked, elementwise chains fused
+    unroll         the step graph repeated over time (rc.unroll)
+    autodiff       reverse mode over the step graph: the backward step (BPTT)
+    equations      the forward and derived backward equations, as text and LaTeX
+    recurrence     how each new state depends on the old ones (kern.recurrence())
+    evaluator      the numpy reference (rc.reference), the executable semantics
+    codegen        both step graphs lowered to one C file with the time loop inside
+    build          C text -> a compiled, cached, loaded cffi module
+    pipeline       rc.compile: the stages in order, with the cache in front
+    selfcheck      a new kernel compared with the reference before it is cached
+    export         rc.export_c: the same C as a standalone NAME.h + NAME.c
+
+The loaded module is wrapped by rnncompiler.runtime.Kernel, which needs none of this.
+"""
