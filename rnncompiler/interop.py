@@ -18,7 +18,7 @@ import numpy as np
 
 from . import cells
 from .compiler.dsl import Cell
-from .compiler.pipeline import compile as compile_cell, _dtype_name
+from .compiler.pipeline import compile as compile_cell, dtype_name
 
 SUPPORTED = ("torch.nn.RNN, LSTM or GRU (num_layers=1, bidirectional=False), "
              "or torch.nn.RNNCell, LSTMCell or GRUCell")
@@ -80,7 +80,7 @@ def _kind(module):
     raise TypeError("module: expected %s, got %s" % (SUPPORTED, type(module).__name__))
 
 
-def _cell(kind, nonlinearity, bias, proj):
+def torch_cell(kind, nonlinearity, bias, proj):
     """The rc.cells form (the ready-made instance when there is one)."""
     if kind == "rnn":
         if bias:
@@ -101,7 +101,7 @@ def torch_form(module):
     suffix = "_l0" if layered else ""
     layout = {tensor + suffix: names for tensor, names in cells.TORCH_WEIGHTS[kind].items()
               if (bias or not tensor.startswith("bias")) and (proj or tensor != "weight_hr")}
-    return TorchForm(_cell(kind, nonlinearity, bias, proj), layout, int(module.input_size),
+    return TorchForm(torch_cell(kind, nonlinearity, bias, proj), layout, int(module.input_size),
                      int(module.hidden_size), {"P": proj} if proj else {},
                      ("h", "c") if kind == "lstm" else ("h",), layered)
 
@@ -109,7 +109,7 @@ def torch_form(module):
 def _module_dtype(module, layout, dtype):
     """The numpy dtype name to use: `dtype` if given, else the module's."""
     if dtype is not None:
-        return _dtype_name(dtype)
+        return dtype_name(dtype)
     torch = _torch()
     found = {getattr(module, t).dtype for t in layout}
     names = {torch.float32: "float32", torch.float64: "float64"}

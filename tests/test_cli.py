@@ -314,7 +314,8 @@ def test_named_level_keeps_the_cells_names_and_computes_the_same():
     them, and it computes exactly what the traced graph computes (numpy reference)."""
     import numpy as np
     from rnncompiler.cli.graphs import step_graph, equations_of
-    from rnncompiler.compiler.graph import build_graph, evaluate
+    from rnncompiler.compiler.graph import build_graph
+    from rnncompiler.compiler.evaluator import evaluate
     from cells import lstm, two_sizes
     for cell, sizes in ((lstm, {"I": 3, "H": 4}), (two_sizes, {"I": 3, "H": 4, "P": 3, "O": 2})):
         g, names = step_graph(cell, sizes, "named")

@@ -9,7 +9,8 @@ import sympy
 
 import rnncompiler as rc
 from rnncompiler.compiler import mathfn
-from rnncompiler.compiler.graph import build_graph, evaluate
+from rnncompiler.compiler.graph import build_graph
+from rnncompiler.compiler.evaluator import evaluate
 from rnncompiler.compiler.pipeline import bind_sizes
 
 from cells import elman, lstm, gru, peephole_lstm, gated_bump, two_sizes

@@ -11,7 +11,7 @@ import sympy
 import rnncompiler as rc
 from rnncompiler.compiler import autodiff
 from rnncompiler.compiler.equations import display_names
-from rnncompiler.compiler.graph import evaluate
+from rnncompiler.compiler.evaluator import evaluate
 from rnncompiler.compiler.mathfn import Sigmoid
 
 from cells import elman, lstm, gru, peephole_lstm, gated_bump, two_sizes

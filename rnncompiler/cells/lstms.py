@@ -101,7 +101,7 @@ def peephole_lstm(x, h, c, p):
     return {"h": o * rc.tanh(c_new), "c": c_new}
 
 
-def _size_option(value, what):
+def size_option(value, what):
     """None, an int >= 1 or a size name such as "P"."""
     if value is None or (isinstance(value, str) and value.isidentifier()):
         return value
@@ -127,7 +127,7 @@ def make_lstm_proj(num_proj="P", cell_clip=None, proj_clip=None, use_peepholes=T
     size of the projected recurrent state: an int, a size name bound at rc.compile, or
     None for no projection), `cell_clip` and `proj_clip` (clip c and h to [-v, v]),
     `use_peepholes`, `forget_bias`."""
-    num_proj = _size_option(num_proj, "num_proj")
+    num_proj = size_option(num_proj, "num_proj")
     cell_clip = _clip_option(cell_clip, "cell_clip")
     proj_clip = _clip_option(proj_clip, "proj_clip")
     forget_bias = _number(forget_bias, "forget_bias")

@@ -4,7 +4,7 @@ exchange weights exactly. TORCH_WEIGHTS says which cell parameters each torch te
 stacks, in torch's gate order."""
 import rnncompiler as rc
 
-from .lstms import _size_option
+from .lstms import size_option
 
 # torch tensor (without its "_l0" suffix) -> the cell parameters stacked in its rows
 TORCH_WEIGHTS = {
@@ -70,7 +70,7 @@ rnn_relu_torch = make_rnn_torch("relu")
 def make_lstm_torch(proj_size=None, bias=True):
     """torch.nn.LSTM's cell; `proj_size` (None or 0 for none, an int, or a size name such
     as "P" bound at rc.compile) adds torch's projection of h."""
-    proj_size = _size_option(proj_size or None, "proj_size")
+    proj_size = size_option(proj_size or None, "proj_size")
     bias = _bias_option(bias)
     if proj_size is None:
         @rc.cell(states=("h", "c"), output="h")

@@ -80,7 +80,7 @@ def parse_sizes(items):
 
 def bound_sizes(cell, args):
     """name -> int for every size, checked (H, I and --size)."""
-    from ..compiler.pipeline import bind_sizes
+    from ..compiler.dsl import bind_sizes
     return bind_sizes(cell, args.input_size, args.hidden_size, parse_sizes(args.size))
 
 
@@ -169,7 +169,9 @@ def cmd_graph(args):
 def cmd_bench(args):
     from .bench import run_bench
     cell = load_cell(args.cell)
-    return run_bench(cell, args)
+    if args.input_size is None:
+        args.input_size = args.hidden_size
+    return run_bench(cell, args, bound_sizes(cell, args))
 
 
 def cmd_demo(argv):

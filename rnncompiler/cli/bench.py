@@ -12,7 +12,6 @@ import time
 import numpy as np
 
 import rnncompiler as rc
-from ..compiler.pipeline import bind_sizes
 
 
 def reference_forms():
@@ -125,14 +124,11 @@ def _choose_peer(cell, sizes, mode, out_size):
     return kind, "peer torch.nn.%s: the cell computes the same function" % kind.upper()
 
 
-def run_bench(cell, args):
-    """Print the timing table; 0."""
-    if args.input_size is None:
-        args.input_size = args.hidden_size
-    sizes = bind_sizes(cell, args.input_size, args.hidden_size, _sizes(args))
+def run_bench(cell, args, sizes):
+    """Print the timing table; 0. sizes: every size bound (H, I and the cell's own)."""
     T, B, I, H = args.steps, args.batch, sizes["I"], sizes["H"]
     t0 = time.perf_counter()
-    kern = rc.compile(cell, I, H, args.dtype, sizes=_sizes(args))
+    kern = rc.compile(cell, I, H, args.dtype, sizes=_own_sizes(sizes))
     compile_s = time.perf_counter() - t0
     rng = np.random.default_rng(0)
     x = rng.standard_normal((T, B, I)).astype(args.dtype)
@@ -158,6 +154,6 @@ def run_bench(cell, args):
     return 0
 
 
-def _sizes(args):
-    from . import parse_sizes
-    return parse_sizes(args.size)
+def _own_sizes(sizes):
+    """The sizes a cell names besides H and I, as rc.compile takes them."""
+    return {k: v for k, v in sizes.items() if k not in ("H", "I")} or None

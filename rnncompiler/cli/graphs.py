@@ -23,7 +23,7 @@ COLOURS = {"param": "#f6c28b", "state": "#9cc3e6", "input": "#9cc3e6", "state0":
 
 def step_graph(cell, sizes, level="named"):
     """(graph, names): the step graph at `level` and node -> (text, latex) names."""
-    from ..compiler.equations import _tex, display_names
+    from ..compiler.equations import tex_name, display_names
     from ..compiler.graph import build_graph, fuse_elementwise
     if level not in LEVELS:
         raise ValueError("level: expected one of %s, got %r" % (", ".join(LEVELS), level))
@@ -38,7 +38,7 @@ def step_graph(cell, sizes, level="named"):
         taken = {text.split("[")[0] for text, _ in names.values()}
         for n, var in assigned.items():
             if n in g and names[n][0].startswith("v") and var not in taken:
-                names[n] = ("%s[t]" % var, "%s_{t}" % _tex(var))
+                names[n] = ("%s[t]" % var, "%s_{t}" % tex_name(var))
                 taken.add(var)
     return g, names
 
@@ -71,7 +71,7 @@ def source_names(cell, g):
 def rename_equations(eqs, old, new):
     """Equations with every display name of `old` (node -> (text, latex)) replaced by
     the one in `new` where they differ."""
-    from ..compiler.equations import Equations
+    from ..runtime.meta import Equations
     subs = [(old[n][k], new[n][k]) for n in old if n in new and old[n] != new[n] for k in (0, 1)]
     pattern = re.compile("|".join(r"(?<![A-Za-z0-9_])" + re.escape(a) for a, _ in subs)) if subs else None
     table = dict(subs)
@@ -96,7 +96,7 @@ def equations_of(cell, sizes, level="named"):
 
 def node_label(g, names, n):
     """Two lines: the value's name, and what computes it."""
-    from ..compiler.equations import _render
+    from ..compiler.equations import render_expr
     from ..compiler.graph import linear_terms
     d = g.nodes[n]
     name = names[n][0]
@@ -105,7 +105,7 @@ def node_label(g, names, n):
     if d["op"] in ("input", "state"):
         return name
     if d["op"] == "ew":
-        what = _render(d["expr"], d["args"], names)[0]
+        what = render_expr(d["expr"], d["args"], names)[0]
     elif d["op"] == "linear":
         terms, biases = linear_terms(g, n)
         what = " + ".join(["%s %s" % (names[w][0], names[v][0]) for v, w in terms]

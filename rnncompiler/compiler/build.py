@@ -554,14 +554,6 @@ def _import(module_name, path):
         return module
 
 
-def build_from_source(key, csrc_text, cdef, meta, *, opt_level=2, blas=True):
-    """Rebuild an entry from kept C text (unpickling a kernel whose entry is gone)."""
-    from .codegen import CSource
-    csrc = CSource(csrc_text, cdef, None, meta.get("prefix", "rnnc"), meta["dtype"], blas,
-                   meta.get("runtime", False))
-    return load_or_build(key, lambda: (csrc, meta), opt_level=opt_level, blas=blas)
-
-
 def _manifest(root, key):
     """The manifest of an entry (checked private), or None when there is none or it is
     unreadable."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import builtins
 import inspect
 import keyword
+import numbers
 import operator
 import os
 import re
@@ -83,6 +84,24 @@ def check_identifier(name, what):
         raise CellError("%s: %r is not a valid name (expected an identifier "
                         "[A-Za-z_][A-Za-z0-9_]*)" % (what, name))
     return name
+
+
+def bind_sizes(cell, input_size, hidden_size, sizes):
+    """name -> int for every size the cell uses, H and I included."""
+    for what, v in (("input_size", input_size), ("hidden_size", hidden_size)):
+        if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1:
+            raise ValueError("%s: expected an int >= 1, got %r" % (what, v))
+    bound = {"H": int(hidden_size), "I": int(input_size)}
+    for name, v in (sizes or {}).items():
+        check_identifier(name, "sizes")
+        if name in ("H", "I"):
+            raise CellError("sizes: %r is set by %s" % (name, "hidden_size" if name == "H"
+                                                          else "input_size"))
+        if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1:
+            raise ValueError("sizes[%r]: expected an int >= 1, got %r" % (name, v))
+        bound[name] = int(v)
+    return bound
+
 
 
 # ---------------------------------------------------------------- the spec

@@ -1,46 +1,12 @@
 """The forward and derived backward equations of a cell, as text and LaTeX, written in the
 notation of the docs: v[t] for a value at step t, δv for dL/dv, Σ_t for sums over time.
 
-`Equations` is a plain value stored with each compiled kernel, so a kernel loaded from the
-cache shows its equations without the graph stages; deriving them imports those stages.
+`Equations` (rnncompiler.runtime.meta) is a plain value stored with each compiled kernel,
+so a kernel loaded from the cache shows its equations without the compiler's stages.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-
-@dataclass(frozen=True)
-class Equations:
-    """forward/backward: tuples of (lhs, op, rhs) text; *_latex the same in LaTeX."""
-    forward: tuple
-    backward: tuple
-    forward_latex: tuple
-    backward_latex: tuple
-
-    def __str__(self):
-        out = ["Forward (step t):"]
-        out += ["  %s %s %s" % eq for eq in self.forward]
-        out += ["", "Backward (step t = T-1 down to 0; δv = dL/dv; δs[t]⁺ is the adjoint of "
-                "state s carried back from step t+1, dL/ds[T-1] at the last step):"]
-        out += ["  %s %s %s" % eq for eq in self.backward]
-        return "\n".join(out)
-
-    def as_dict(self):
-        """Plain lists of strings, for the kernel's JSON manifest."""
-        return {k: [list(eq) for eq in getattr(self, k)] for k in
-                ("forward", "backward", "forward_latex", "backward_latex")}
-
-    @classmethod
-    def from_dict(cls, d):
-        return cls(**{k: tuple(tuple(eq) for eq in v) for k, v in d.items()})
-
-    def latex(self):
-        """Both systems as LaTeX align environments."""
-        def block(eqs):
-            rows = [r"%s &%s %s" % (l, "=" if op == "=" else r"\mathrel{+}=", r) for l, op, r in eqs]
-            return "\\begin{align*}\n" + " \\\\\n".join(rows) + "\n\\end{align*}"
-        return "Forward:\n%s\nBackward:\n%s" % (block(self.forward_latex),
-                                                block(self.backward_latex))
+from ..runtime.meta import Equations
 
 
 def display_names(g):
@@ -50,7 +16,7 @@ def display_names(g):
     for s, _ in g.graph["states"]:
         names["state." + s] = _at(s, "t-1")
     for p, _ in g.graph["params"]:
-        names["param." + p] = (p, _tex(p))
+        names["param." + p] = (p, tex_name(p))
     for s, node in g.graph["new_states"]:
         names.setdefault(node, _at(s, "t"))
     names.setdefault(g.graph["output"], _at("y", "t"))
@@ -80,12 +46,12 @@ def _at(name, when):
     return "%s[%s]" % (name, when), "%s_{%s}" % (head, sub)
 
 
-def _tex(name):
+def tex_name(name):
     head, _, tail = name.partition("_")
     return "%s_{%s}" % (head, tail.replace("_", r"\_")) if tail else name
 
 
-def _render(expr, args, names, node=None):
+def render_expr(expr, args, names, node=None):
     """(text, latex) of an expression in a0..ak (and g, y) with display names."""
     import sympy
     from .autodiff import G, Y
@@ -127,7 +93,7 @@ def forward_rhs(g, n, names):
     d = g.nodes[n]
     args = d["args"]
     if d["op"] == "ew":
-        rt, rl = _render(d["expr"], args, names)
+        rt, rl = render_expr(d["expr"], args, names)
     elif d["op"] == "linear":
         terms, biases = linear_terms(g, n)
         rt = " + ".join(["%s %s" % (names[W][0], names[v][0]) for v, W in terms]
@@ -163,7 +129,7 @@ def _backward_equations(g, op, names):
     if isinstance(op, EwGrad):
         for k, contrib in op.contributions:
             a = op.args[k]
-            rt, rl = _render(contrib, op.args, names, node=n)
+            rt, rl = render_expr(contrib, op.args, names, node=n)
             sum_t = "Σ_t " if g.nodes[a]["op"] == "param" else ""
             sum_l = r"\sum_t " if sum_t else ""
             yield ("δ" + names[a][0], "+=", sum_t + rt), (r"\delta " + names[a][1], "+=", sum_l + rl)

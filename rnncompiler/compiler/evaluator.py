@@ -1,7 +1,7 @@
 """rc.reference: what a cell computes, evaluated slowly in numpy over the unrolled time DAG.
 
 `evaluate` runs the unfused step graph once per step: it is the executable definition of
-a cell (`graph.evaluate` is this function). The backward pass walks the same DAG in
+a cell. The backward pass walks the same DAG in
 reverse, node by node and step by step, taking each node's derivative afresh: sympy's
 derivative of the node's own unfused expression (a named activation expanded into its
 forward expression, so a hand-written derivative is not trusted here) and the matrix
@@ -275,7 +275,7 @@ class Reference:
     def __init__(self, cell, input_size=3, hidden_size=4, sizes=None):
         from .dsl import Cell
         from .graph import build_graph
-        from .pipeline import bind_sizes
+        from .dsl import bind_sizes
         if not isinstance(cell, Cell):
             raise TypeError("cell: expected a cell made with @rc.cell, got %r" % (cell,))
         bound = bind_sizes(cell, input_size, hidden_size, sizes)

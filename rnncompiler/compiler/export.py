@@ -14,7 +14,8 @@ import numpy as np
 
 from .dsl import Cell, check_identifier
 from ..errors import CellError
-from .pipeline import VERSION, _dtype_name, bind_sizes
+from .dsl import bind_sizes
+from .pipeline import VERSION, dtype_name
 
 # Words C99, C11 and C23 reserve (a name is also refused when it starts with "_": the C
 # standard reserves those at file scope).
@@ -119,7 +120,7 @@ def export_c(cell, out_dir, input_size, hidden_size, dtype="float32", name=None,
         raise TypeError("cell: expected a cell made with @rc.cell, got %r" % (cell,))
     if not isinstance(out_dir, (str, os.PathLike)):
         raise TypeError("out_dir: expected a directory path, got %r" % (out_dir,))
-    dtype = _dtype_name(dtype)
+    dtype = dtype_name(dtype)
     name = check_c_name(cell.name if name is None else name)
     if len(name) + len(".h") > NAME_MAX:
         raise CellError("name: %d characters make file names NAME.h and NAME.c longer than "

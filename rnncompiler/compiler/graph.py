@@ -1,5 +1,5 @@
 """The step graph: a networkx.DiGraph of one time step with every size bound, checked,
-and (for the compiled path) with elementwise chains fused. `evaluate` runs the unfused
+and (for the compiled path) with elementwise chains fused. `evaluator.evaluate` runs the unfused
 graph in numpy: it is the executable definition of what a cell computes.
 
 Node attributes: op (input/state/param/ew/linear/concat/reduce), args (ordered operand
@@ -274,15 +274,6 @@ def _drop_result_copies(g):
     g.remove_nodes_from(redirect)
     g.graph["new_states"] = [(s, redirect.get(n, n)) for s, n in g.graph["new_states"]]
     g.graph["output"] = redirect.get(g.graph["output"], g.graph["output"])
-
-
-# ---------------------------------------------------------------- the numpy reference
-
-def evaluate(g, params, x, state0=None, lengths=None):
-    """Run the step graph over x (T, B, I) in numpy; returns (outputs, final states).
-    The evaluator itself, with its backward pass, is rnncompiler.compiler.evaluator."""
-    from .evaluator import evaluate as run
-    return run(g, params, x, state0, lengths)
 
 
 def format_graph(g):

@@ -13,7 +13,7 @@ import numpy as np
 
 from . import build
 from .. import options
-from .dsl import Cell, check_identifier
+from .dsl import Cell, bind_sizes, check_identifier
 from ..errors import CellError, CompileError
 from .expr import Term
 from ..runtime.kernel import Kernel
@@ -23,23 +23,6 @@ from ..runtime.kernel import Kernel
 
 VERSION = "0.1.0"
 DTYPES = ("float32", "float64")
-
-
-def bind_sizes(cell, input_size, hidden_size, sizes):
-    """name -> int for every size the cell uses, H and I included."""
-    for what, v in (("input_size", input_size), ("hidden_size", hidden_size)):
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-            raise ValueError("%s: expected an int >= 1, got %r" % (what, v))
-    bound = {"H": int(hidden_size), "I": int(input_size)}
-    for name, v in (sizes or {}).items():
-        check_identifier(name, "sizes")
-        if name in ("H", "I"):
-            raise CellError("sizes: %r is set by %s" % (name, "hidden_size" if name == "H"
-                                                          else "input_size"))
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-            raise ValueError("sizes[%r]: expected an int >= 1, got %r" % (name, v))
-        bound[name] = int(v)
-    return bound
 
 
 def fingerprint(spec):
@@ -97,7 +80,7 @@ def generator_fingerprint():
 # Term -> sympy) shape the C as much as the stages after them; equations.py and
 # recurrence.py shape the metadata kept with it
 GENERATOR_SOURCES = ("dsl.py", "expr.py", "graph.py", "autodiff.py", "mathfn.py",
-                     "equations.py", "recurrence.py", "pipeline.py", "build.py", "../runtime/kernel.py",
+                     "equations.py", "recurrence.py", "pipeline.py", "build.py", "../runtime/kernel.py", "../runtime/meta.py",
                      "codegen")
 
 
@@ -151,12 +134,12 @@ def _meta(cell, g, bwd, sizes, dtype, csrc):
 
 def tape_plan_rows(g, layout):
     """What each value array holds, its width per batch row, and whether it is taped."""
-    from .equations import display_names, _render
+    from .equations import display_names, render_expr
     names = display_names(g)
     for n, saved in layout.saved.items():        # σ(a_f[t]) kept in a_f[t]'s place
         args = g.nodes[n]["args"]
         for k, S in saved.items():
-            names[args[k]] = (_render(S, args, names)[0], "")
+            names[args[k]] = (render_expr(S, args, names)[0], "")
     rows = [{"holds": [s + "[t]" for s, _ in g.graph["states"]], "width": layout.S,
              "taped": True}]
     for a in layout.arrays:
@@ -166,7 +149,7 @@ def tape_plan_rows(g, layout):
     return rows
 
 
-def _dtype_name(dtype):
+def dtype_name(dtype):
     """'float32' or 'float64' from any numpy spelling of them ("f4", np.float64, ...)."""
     try:
         name = np.dtype(dtype).name
@@ -196,7 +179,7 @@ def compile(cell, input_size, hidden_size, dtype="float32", *, sizes=None, opt_l
             checkpoint, (int, np.integer)) or checkpoint < 1):
         raise ValueError("checkpoint: expected None or an int >= 1 (steps per segment), "
                          "got %r" % (checkpoint,))
-    dtype = _dtype_name(dtype)
+    dtype = dtype_name(dtype)
     opt_level = options.opt_level(opt_level)
     blas = options.flag("blas", blas)
     bound = bind_sizes(cell, input_size, hidden_size, sizes)
@@ -244,8 +227,16 @@ def load_kernel(key, c_text, meta, opt_level, blas):
     """A kernel from its cache entry, rebuilt from its C text if the entry is gone."""
     hit = build.load_cached(key)
     if hit is None:
-        hit = build.build_from_source(key, c_text, meta["cdef"], meta,
+        hit = _build_from_source(key, c_text, meta["cdef"], meta,
                                       opt_level=opt_level, blas=blas)
     module, meta = hit
     rebuild = functools.partial(load_kernel, key, c_text, meta, opt_level, blas)
     return Kernel(module, meta, key, rebuild)
+
+
+def _build_from_source(key, csrc_text, cdef, meta, *, opt_level=2, blas=True):
+    """Rebuild an entry from kept C text (unpickling a kernel whose entry is gone)."""
+    from .codegen import CSource
+    csrc = CSource(csrc_text, cdef, None, meta.get("prefix", "rnnc"), meta["dtype"], blas,
+                   meta.get("runtime", False))
+    return build.load_or_build(key, lambda: (csrc, meta), opt_level=opt_level, blas=blas)

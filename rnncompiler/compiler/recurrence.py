@@ -22,31 +22,11 @@ counts as nonlinear, so "diagonal-linear" and "linear" are safe to rely on.
 """
 from __future__ import annotations
 
-from typing import NamedTuple
+from ..runtime.meta import KINDS, Recurrence, to_meta, from_meta  # noqa: F401 (re-exported)
 
-KINDS = ("diagonal-linear", "linear", "nonlinear")
 _ORDER = {"none": 0, "diagonal": 1, "linear": 2, "nonlinear": 3}
 _MAX_COEFF_TERMS = 60      # a longer coefficient is not spelled out in the reason
 _MAX_RHS_CHARS = 90        # right-hand sides quoted in reasons are cut here
-
-
-class Recurrence(NamedTuple):
-    """How one state's new value depends on the states at t-1 (kind is one of KINDS)."""
-    kind: str
-    reason: str
-
-    def __str__(self):
-        return "%s: %s" % (self.kind, self.reason)
-
-
-def to_meta(classes):
-    """[[state, kind, reason], ...]: the JSON form kept in the kernel's manifest."""
-    return [[s, r.kind, r.reason] for s, r in classes.items()]
-
-
-def from_meta(rows):
-    """state -> Recurrence from the manifest form."""
-    return {s: Recurrence(kind, reason) for s, kind, reason in rows}
 
 
 class _Dep:
@@ -68,7 +48,7 @@ _NONE = _Dep("none")
 def of_cell(cell, input_size=3, hidden_size=4, sizes=None):
     """state -> Recurrence for a cell at the given sizes, without compiling it."""
     from .graph import build_graph, fuse_elementwise
-    from .pipeline import bind_sizes
+    from .dsl import bind_sizes
     return classify(fuse_elementwise(build_graph(cell.spec, bind_sizes(
         cell, input_size, hidden_size, sizes))))
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import checkpoint, finite, parallel
+from .meta import Equations, from_meta
 from . import threads as _threads
 
 _INT_MAX = 2**31 - 1
@@ -147,13 +148,11 @@ class Kernel:
 
     def equations(self):
         """The forward and derived backward equations (`str()` text, `.latex()`)."""
-        from ..compiler.equations import Equations
         return Equations.from_dict(self._meta["equations"])
 
     def recurrence(self):
         """state -> Recurrence(kind, reason): how each new state depends on the states at
         t-1, "diagonal-linear", "linear" or "nonlinear" (defined in rnncompiler.compiler.recurrence)."""
-        from ..compiler.recurrence import from_meta
         return from_meta(self._meta["recurrence"])
 
     def tape_plan(self, T=100, B=32):

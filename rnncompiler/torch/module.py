@@ -275,7 +275,7 @@ class RNN(nn.Module):
                             % type(module).__name__)
         kind, nonlinearity = TORCH_MODES[module.mode]
         proj = int(getattr(module, "proj_size", 0) or 0)
-        cell = interop._cell(kind, nonlinearity, bool(module.bias), proj)
+        cell = interop.torch_cell(kind, nonlinearity, bool(module.bias), proj)
         rnn = cls(cell, module.input_size, module.hidden_size, module.num_layers,
                   module.bidirectional, module.batch_first, module.dropout,
                   dtype=module.weight_ih_l0.dtype, sizes={"P": proj} if proj else None,
