@@ -150,7 +150,7 @@ def test_the_named_graph_keeps_a_named_scalar():
         return {"h": rc.tanh(a - m)}
     g, names = step_graph(centred, {"I": 3, "H": 4}, "named")
     assert "m[t]" in {text for text, _ in names.values()}
-    assert [s for s, _ in g.graph["new_states"]] == ["h"]
+    assert [s for s, _ in g.new_states] == ["h"]
 
 
 def test_a_merged_linear_map_is_labelled_with_all_its_terms():
@@ -159,7 +159,7 @@ def test_a_merged_linear_map_is_labelled_with_all_its_terms():
     import rnncompiler as rc
     from rnncompiler.cli.graphs import node_label, step_graph
     g, names = step_graph(rc.cells.lstm_torch, {"I": 3, "H": 4}, "fused")
-    labels = [node_label(g, names, n) for n in g if g.nodes[n]["op"] == "linear"]
+    labels = [node_label(g, names, n) for n in g if g[n].op == "linear"]
     assert len(labels) == 4 and all(label.count(" + ") >= 2 for label in labels), labels
     assert any("W_ii x[t] + W_hi h[t-1]" in label for label in labels), labels
 
@@ -321,7 +321,7 @@ def test_named_level_keeps_the_cells_names_and_computes_the_same():
         g, names = step_graph(cell, sizes, "named")
         ref = build_graph(cell.spec, sizes)
         rng = np.random.default_rng(0)
-        params = {n: rng.standard_normal(s) for n, s in ref.graph["params"]}
+        params = {n: rng.standard_normal(s) for n, s in ref.params}
         x = rng.standard_normal((4, 2, 3))
         y0, s0 = evaluate(ref, params, x)
         y1, s1 = evaluate(g, params, x)

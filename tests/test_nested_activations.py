@@ -83,10 +83,10 @@ def test_fused_nodes_and_their_derivatives_stay_bounded_as_the_chain_deepens():
     counts = {}
     for depth in (10, 40, 80):
         g, bwd = fused_chain(depth)
-        ew = [n for n in topo_order(g) if g.nodes[n]["op"] == "ew"]
+        ew = [n for n in topo_order(g) if g[n].op == "ew"]
         counts[depth] = len(ew)
         for n in ew:
-            assert derivative_terms(g.nodes[n]["expr"]) <= 2 * MAX_DERIVATIVE_TERMS, n
+            assert derivative_terms(g[n].expr) <= 2 * MAX_DERIVATIVE_TERMS, n
         for op in bwd.ops:
             if isinstance(op, EwGrad):     # the derivatives sympy actually wrote
                 assert sum(_terms(c) for _, c in op.contributions) <= 3 * MAX_DERIVATIVE_TERMS
@@ -100,7 +100,7 @@ def test_the_derivative_estimate_follows_sympy():
         g, bwd = fused_chain(depth)
         (op,) = [op for op in bwd.ops if isinstance(op, EwGrad)]
         actual = sum(_terms(c) for _, c in op.contributions)
-        estimate = derivative_terms(g.nodes[op.node]["expr"])
+        estimate = derivative_terms(g[op.node].expr)
         assert 0.5 * actual <= estimate <= 2 * actual, (depth, actual, estimate)
 
 
@@ -112,5 +112,5 @@ def test_the_library_cells_are_fused_as_before():
         sizes = {s: 3 for s in cells.SIZES[name]}
         g = fuse_elementwise(build_graph(cell.spec, pipeline.bind_sizes(cell, 3, 4, sizes)))
         for n in topo_order(g):
-            if g.nodes[n]["op"] == "ew":
-                assert derivative_terms(g.nodes[n]["expr"]) <= MAX_DERIVATIVE_TERMS, (name, n)
+            if g[n].op == "ew":
+                assert derivative_terms(g[n].expr) <= MAX_DERIVATIVE_TERMS, (name, n)

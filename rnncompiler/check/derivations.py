@@ -74,13 +74,13 @@ def _text(expr, args=(), names=None, node=None):
 
 def _operand_points(g, tr, node, rng):
     """Operand values (one flat array each) and the node's values at sampled points."""
-    d = g.nodes[node]
+    d = g[node]
     B = tr.valid.shape[1]
-    cols = [[] for _ in d["args"]]
+    cols = [[] for _ in d.args]
     ys = []
     for t, val in enumerate(tr.values):
-        for k, a in enumerate(d["args"]):
-            cols[k].append(np.broadcast_to(np.asarray(val[a], np.float64), (B, d["size"])).ravel())
+        for k, a in enumerate(d.args):
+            cols[k].append(np.broadcast_to(np.asarray(val[a], np.float64), (B, d.size)).ravel())
         ys.append(val[node].ravel())
     cols = [np.concatenate(c) for c in cols]
     pick = _sample(cols[0].size if cols else 0, MAX_POINTS, rng)
@@ -101,8 +101,8 @@ def check_partials(g, params, x, state0, lengths, rtol, atol, rng):
     for op in bwd.ops:
         if not isinstance(op, autodiff.EwGrad):
             continue
-        d = fg.nodes[op.node]
-        args, expr = d["args"], d["expr"]
+        d = fg[op.node]
+        args, expr = d.args, d.expr
         ops, y = _operand_points(fg, tr, op.node, rng)
         f = fns[op.node]
         given = {k: c.xreplace({autodiff.G: sympy.S.One}) for k, c in op.contributions}
@@ -114,7 +114,7 @@ def check_partials(g, params, x, state0, lengths, rtol, atol, rng):
                 derived = np.broadcast_to(np.asarray(fn(*ops, y), np.float64), y.shape)
             numeric, smooth = smooth_estimate(f, ops, k)
             keep = np.flatnonzero(smooth)
-            check = PartialCheck(op.node, d["where"], equation, names[op.node], names[a],
+            check = PartialCheck(op.node, d.where, equation, names[op.node], names[a],
                                  _text(p, args, names, op.node), 0.0, True, int(keep.size))
             if keep.size:
                 err, ok, w = _rel(derived[keep], numeric[keep], rtol, atol)
@@ -132,8 +132,8 @@ def _hand_written(g):
     """name -> (activation class, [argument expressions with their nodes]) for every named
     activation with a hand-written derivative in the unfused graph."""
     found = {}
-    for n in g.nodes:
-        expr = g.nodes[n].get("expr")
+    for n in g:
+        expr = g[n].expr
         if expr is None:
             continue
         for f in sorted(expr.atoms(sympy.Function), key=str):
@@ -146,11 +146,11 @@ def _arguments(g, tr, uses):
     """The values each activation's argument takes in the run (a flat array)."""
     out = []
     for node, arg in uses:
-        d = g.nodes[node]
-        fn = lambdify_node(arg, len(d["args"]))
+        d = g[node]
+        fn = lambdify_node(arg, len(d.args))
         for val in tr.values:
-            shape = (val["x"].shape[0], d["size"])
-            ops = [np.broadcast_to(np.asarray(val[a], np.float64), shape) for a in d["args"]]
+            shape = (val["x"].shape[0], d.size)
+            ops = [np.broadcast_to(np.asarray(val[a], np.float64), shape) for a in d.args]
             with np.errstate(all="ignore"):
                 out.append(np.broadcast_to(np.asarray(fn(*ops), np.float64), shape).ravel())
     return np.concatenate(out) if out else np.zeros(0)

@@ -31,13 +31,13 @@ def _comparable(cell, sizes):
     from ..compiler.graph import build_graph
     g = build_graph(cell.spec, sizes)
     out = nx.DiGraph()
-    results = dict((node, s) for s, node in g.graph["new_states"])
-    for n, d in g.nodes(data=True):
-        key = (d["op"], d["size"], d["how"], tuple(d["shape"]),
-               sympy.srepr(d["expr"]) if d["expr"] is not None else "",
-               "state" if n in results else "", n == g.graph["output"])
+    results = dict((node, s) for s, node in g.new_states)
+    for n, d in g.items():
+        key = (d.op, d.size, d.how, tuple(d.shape),
+               sympy.srepr(d.expr) if d.expr is not None else "",
+               "state" if n in results else "", n == g.output)
         out.add_node(n, key=key)
-        for k, a in enumerate(d["args"]):
+        for k, a in enumerate(d.args):
             if out.has_edge(a, n):
                 out.edges[a, n]["k"] += (k,)
             else:

@@ -55,9 +55,9 @@ def source_names(cell, g):
     base = fname.replace("\\", "/").rsplit("/", 1)[-1]
     results = result_nodes(g)
     last = {}
-    for n, d in g.nodes(data=True):
-        file, _, line = str(d.get("where", "")).rpartition(":")
-        if d["op"] in ("ew", "linear", "concat", "reduce") and file == base and line.isdigit():
+    for n, d in g.items():
+        file, _, line = str(d.where).rpartition(":")
+        if d.op in ("ew", "linear", "concat", "reduce") and file == base and line.isdigit():
             last[int(line)] = n          # trace order: the last node of a line wins
     out = {}
     for lineno, n in last.items():
@@ -98,22 +98,22 @@ def node_label(g, names, n):
     """Two lines: the value's name, and what computes it."""
     from ..compiler.equations import render_expr
     from ..compiler.graph import linear_terms
-    d = g.nodes[n]
+    d = g[n]
     name = names[n][0]
-    if d["op"] == "param":
-        return "%s\n%s" % (name, "x".join(str(s) for s in d["shape"]) or "scalar")
-    if d["op"] in ("input", "state"):
+    if d.op == "param":
+        return "%s\n%s" % (name, "x".join(str(s) for s in d.shape) or "scalar")
+    if d.op in ("input", "state"):
         return name
-    if d["op"] == "ew":
-        what = render_expr(d["expr"], d["args"], names)[0]
-    elif d["op"] == "linear":
+    if d.op == "ew":
+        what = render_expr(d.expr, d.args, names)[0]
+    elif d.op == "linear":
         terms, biases = linear_terms(g, n)
         what = " + ".join(["%s %s" % (names[w][0], names[v][0]) for v, w in terms]
                           + [names[b][0] for b in biases])
-    elif d["op"] == "concat":
-        what = "[%s]" % "; ".join(names[a][0] for a in d["args"])
+    elif d.op == "concat":
+        what = "[%s]" % "; ".join(names[a][0] for a in d.args)
     else:
-        what = "%s(%s)" % (d["how"], names[d["args"][0]][0])
+        what = "%s(%s)" % (d.how, names[d.args[0]][0])
     if len(what) > 34:
         what = what[:31] + "..."
     return "%s = %s" % (name, what) if len(name) + len(what) < 26 else "%s =\n%s" % (name, what)
@@ -127,11 +127,11 @@ def labelled(g, names, T=None):
     """A plain DiGraph to show: node -> attributes kind, label (and t when unrolled)."""
     import networkx as nx
     from ..compiler.unroll import unroll_graph
-    out = nx.DiGraph(name=g.graph["name"])
+    out = nx.DiGraph(name=g.name)
     if T is None:
-        for n, d in g.nodes(data=True):
-            out.add_node(n, kind=d["op"], label=node_label(g, names, n))
-        out.add_edges_from(g.edges)
+        for n, d in g.items():
+            out.add_node(n, kind=d.op, label=node_label(g, names, n))
+        out.add_edges_from((n, u) for n in g for u in g.users(n))
         return out
     dag = unroll_graph(g, T)
     for key, d in dag.nodes(data=True):

@@ -93,35 +93,35 @@ def differentiate(g):
     """The backward step graph of fused step graph `g`."""
     ops, tape = [], set()
     for n in reversed(topo_order(g)):
-        d = g.nodes[n]
-        if d["op"] == "ew":
+        d = g[n]
+        if d.op == "ew":
             op = _ew_grad(g, n, d)
             tape |= ew_reads(op)
-        elif d["op"] == "linear":
+        elif d.op == "linear":
             op = LinearGrad(n, *linear_terms(g, n))
             tape |= {v for v, _ in op.terms}
-        elif d["op"] == "concat":
-            op = ConcatGrad(n, d["args"])
-        elif d["op"] == "reduce":
-            op = ReduceGrad(n, d["args"][0], d["how"])
+        elif d.op == "concat":
+            op = ConcatGrad(n, d.args)
+        elif d.op == "reduce":
+            op = ReduceGrad(n, d.args[0], d.how)
         else:
-            raise CellError("no derivative rule for node kind %r" % d["op"])
+            raise CellError("no derivative rule for node kind %r" % d.op)
         ops.append(op)
-    order = {n: k for k, n in enumerate(g.nodes)}
-    taped = sorted((n for n in tape if g.nodes[n]["op"] not in LEAVES), key=order.get)
+    order = {n: k for k, n in enumerate(g)}
+    taped = sorted((n for n in tape if g[n].op not in LEAVES), key=order.get)
     return Backward(tuple(ops), tuple(taped))
 
 
 def _ew_grad(g, n, d):
-    partials = local_partials(d["expr"], len(d["args"]), d["where"])
+    partials = local_partials(d.expr, len(d.args), d.where)
     contributions = []
-    for k, (a, p) in enumerate(zip(d["args"], partials, strict=True)):
+    for k, (a, p) in enumerate(zip(d.args, partials, strict=True)):
         if p != 0:
-            _check_finite_form(p, d["where"])
-            mathfn.check_expression(p, d["where"], what="the derivative of %s" % d["expr"])
+            _check_finite_form(p, d.where)
+            mathfn.check_expression(p, d.where, what="the derivative of %s" % d.expr)
             contributions.append((k, G * p))
     uses_y = any(c.has(Y) for _, c in contributions)
-    return EwGrad(n, d["args"], tuple(contributions), uses_y)
+    return EwGrad(n, d.args, tuple(contributions), uses_y)
 
 
 def _check_finite_form(expr, where):

@@ -13,23 +13,23 @@ def display_names(g):
     """node id -> (text, latex) names: h[t] / h_{t}, c[t-1] / c_{t-1}, W_f / W_{f}, a_f[t]."""
     from .graph import linear_terms, topo_order, param_name
     names = {"x": _at("x", "t")}
-    for s, _ in g.graph["states"]:
+    for s, _ in g.states:
         names["state." + s] = _at(s, "t-1")
-    for p, _ in g.graph["params"]:
+    for p, _ in g.params:
         names["param." + p] = (p, tex_name(p))
-    for s, node in g.graph["new_states"]:
+    for s, node in g.new_states:
         names.setdefault(node, _at(s, "t"))
-    names.setdefault(g.graph["output"], _at("y", "t"))
+    names.setdefault(g.output, _at("y", "t"))
     counters = {}
     for n in topo_order(g):
         if n in names:
             continue
-        d = g.nodes[n]
-        if d["op"] == "linear":
+        d = g[n]
+        if d.op == "linear":
             w = param_name(linear_terms(g, n)[0][0][1])
             stem = "a_" + (w[2:] if w.startswith("W_") and len(w) > 2 else w)
         else:
-            stem = {"concat": "z", "reduce": "m"}.get(d["op"], "v")
+            stem = {"concat": "z", "reduce": "m"}.get(d.op, "v")
         counters[stem] = counters.get(stem, 0) + 1
         label = stem if counters[stem] == 1 and stem != "v" else "%s%d" % (stem, counters[stem])
         names[n] = _at(label, "t")
@@ -90,30 +90,30 @@ def derive_equations(g, bwd):
 def forward_rhs(g, n, names):
     """(text, latex) of the right-hand side of node n's forward equation."""
     from .graph import linear_terms
-    d = g.nodes[n]
-    args = d["args"]
-    if d["op"] == "ew":
-        rt, rl = render_expr(d["expr"], args, names)
-    elif d["op"] == "linear":
+    d = g[n]
+    args = d.args
+    if d.op == "ew":
+        rt, rl = render_expr(d.expr, args, names)
+    elif d.op == "linear":
         terms, biases = linear_terms(g, n)
         rt = " + ".join(["%s %s" % (names[W][0], names[v][0]) for v, W in terms]
                         + [names[b][0] for b in biases])
         rl = " + ".join(["%s %s" % (names[W][1], names[v][1]) for v, W in terms]
                         + [names[b][1] for b in biases])
-    elif d["op"] == "concat":
+    elif d.op == "concat":
         rt = "[%s]" % "; ".join(names[a][0] for a in args)
         rl = r"\begin{bmatrix} %s \end{bmatrix}" % r" \\ ".join(names[a][1] for a in args)
     else:
-        rt = "%s(%s)" % (d["how"], names[args[0]][0])
-        rl = r"\operatorname{%s}(%s)" % (d["how"], names[args[0]][1])
+        rt = "%s(%s)" % (d.how, names[args[0]][0])
+        rl = r"\operatorname{%s}(%s)" % (d.how, names[args[0]][1])
     return rt, rl
 
 
 def _seed_equations(g, names):
     out_t, out_l = [], []
-    y = g.graph["output"]
+    y = g.output
     seeds = {y: ["dL/dy[t]"]}
-    for s, node in g.graph["new_states"]:
+    for s, node in g.new_states:
         seeds.setdefault(node, []).append("δ%s[t]⁺" % s)
     for node, terms in seeds.items():
         out_t.append(("δ" + names[node][0], "=", " + ".join(terms)))
@@ -130,7 +130,7 @@ def _backward_equations(g, op, names):
         for k, contrib in op.contributions:
             a = op.args[k]
             rt, rl = render_expr(contrib, op.args, names, node=n)
-            sum_t = "Σ_t " if g.nodes[a]["op"] == "param" else ""
+            sum_t = "Σ_t " if g[a].op == "param" else ""
             sum_l = r"\sum_t " if sum_t else ""
             yield ("δ" + names[a][0], "+=", sum_t + rt), (r"\delta " + names[a][1], "+=", sum_l + rl)
     elif isinstance(op, LinearGrad):
@@ -146,11 +146,11 @@ def _backward_equations(g, op, names):
     elif isinstance(op, ConcatGrad):
         off = 0
         for a in op.parts:
-            m = g.nodes[a]["size"]
+            m = g[a].size
             yield (("δ" + names[a][0], "+=", "δ%s[%d:%d]" % (names[n][0], off, off + m)),
                    (r"\delta " + names[a][1], "+=", r"\delta %s[%d{:}%d]" % (names[n][1], off, off + m)))
             off += m
     elif isinstance(op, ReduceGrad):
-        scale = " / %d" % g.nodes[op.v]["size"] if op.how == "mean" else ""
+        scale = " / %d" % g[op.v].size if op.how == "mean" else ""
         yield (("δ" + names[op.v][0], "+=", "δ%s%s (every unit)" % (names[n][0], scale)),
                (r"\delta " + names[op.v][1], "+=", r"\delta %s%s" % (names[n][1], scale)))

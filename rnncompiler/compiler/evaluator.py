@@ -87,19 +87,19 @@ def evaluate_step(g, params, x_t, states, fns=None):
     B = x_t.shape[0]
     fns = fns if fns is not None else {}
     val = {"x": x_t}
-    for s, _ in g.graph["states"]:
+    for s, _ in g.states:
         val["state." + s] = states[s]
-    for name, _ in g.graph["params"]:
+    for name, _ in g.params:
         val["param." + name] = params[name]
     for n in topo_order(g):
-        d = g.nodes[n]
-        args = [val[a] for a in d["args"]]
-        if d["op"] == "ew":
+        d = g[n]
+        args = [val[a] for a in d.args]
+        if d.op == "ew":
             if n not in fns:
-                fns[n] = lambdify_node(d["expr"], len(args))
+                fns[n] = lambdify_node(d.expr, len(args))
             out = np.asarray(fns[n](*args), dtype=x_t.dtype)
-            val[n] = np.array(np.broadcast_to(out, (B, d["size"])))
-        elif d["op"] == "linear":            # sum_k W_k v_k + sum of biases
+            val[n] = np.array(np.broadcast_to(out, (B, d.size)))
+        elif d.op == "linear":            # sum_k W_k v_k + sum of biases
             terms, biases = linear_terms(g, n)
             out = val[terms[0][0]] @ val[terms[0][1]].T
             for v, W in terms[1:]:
@@ -107,13 +107,13 @@ def evaluate_step(g, params, x_t, states, fns=None):
             for b in biases:
                 out = out + val[b]
             val[n] = out
-        elif d["op"] == "concat":
+        elif d.op == "concat":
             val[n] = np.concatenate(args, axis=1)
-        elif d["op"] == "reduce":
+        elif d.op == "reduce":
             red = args[0].sum(axis=1, keepdims=True)
-            val[n] = red / args[0].shape[1] if d["how"] == "mean" else red
-    new = {s: val[node] for s, node in g.graph["new_states"]}
-    return new, val[g.graph["output"]], val
+            val[n] = red / args[0].shape[1] if d.how == "mean" else red
+    new = {s: val[node] for s, node in g.new_states}
+    return new, val[g.output], val
 
 
 @dataclass
@@ -129,13 +129,13 @@ class Trace:
 def trace(g, params, x, state0=None, lengths=None, fns=None):
     """Run the step graph over x (T, B, I), keeping every node value of every step."""
     T, B, _ = x.shape
-    states = {s: np.zeros((B, size), x.dtype) for s, size in g.graph["states"]}
+    states = {s: np.zeros((B, size), x.dtype) for s, size in g.states}
     for s, v in (state0 or {}).items():
         if v is not None:
             states[s] = np.array(np.broadcast_to(v, states[s].shape), x.dtype)
     lengths = np.full(B, T) if lengths is None else np.asarray(lengths)
     valid = np.arange(T)[:, None] < lengths[None, :]
-    ys = np.zeros((T, B, g.nodes[g.graph["output"]]["size"]), x.dtype)
+    ys = np.zeros((T, B, g[g.output].size), x.dtype)
     fns = {} if fns is None else fns
     values = []
     for t in range(T):
@@ -169,15 +169,15 @@ def result_root(g, node):
     """The node a result copies (identity copies followed), so that a state and the output
     that copy the same value are recognised as one."""
     a0 = sympy.Symbol("a0", real=True)
-    while g.nodes[node]["op"] == "ew" and g.nodes[node]["expr"] == a0:
-        node = g.nodes[node]["args"][0]
+    while g[node].op == "ew" and g[node].expr == a0:
+        node = g[node].args[0]
     return node
 
 
 def output_states(g):
     """States that are also the step output (their dL/ds[t] includes dL/dy[t])."""
-    out = result_root(g, g.graph["output"])
-    return {s for s, node in g.graph["new_states"] if result_root(g, node) == out}
+    out = result_root(g, g.output)
+    return {s for s, node in g.new_states if result_root(g, node) == out}
 
 
 class Partials:
@@ -188,39 +188,39 @@ class Partials:
 
     def __call__(self, node, k):
         if (node, k) not in self._fns:
-            d = self.g.nodes[node]
-            p = partial(d["expr"], k, self.hand_written, d["where"])
-            self._fns[node, k] = None if p == 0 else lambdify_node(p, len(d["args"]))
+            d = self.g[node]
+            p = partial(d.expr, k, self.hand_written, d.where)
+            self._fns[node, k] = None if p == 0 else lambdify_node(p, len(d.args))
         return self._fns[node, k]
 
 
 def _node_backward(g, n, adj, val, partials, add):
     """Pass node n's adjoint to its operands (add(operand, contribution))."""
-    d = g.nodes[n]
-    args = d["args"]
-    if d["op"] == "ew":
+    d = g[n]
+    args = d.args
+    if d.op == "ew":
         ops = [val[a] for a in args]
         for k, a in enumerate(args):
             fn = partials(n, k)
             if fn is not None:
                 add(a, unbroadcast(adj * np.asarray(fn(*ops), dtype=adj.dtype),
                                    np.shape(val[a])))
-    elif d["op"] == "linear":
+    elif d.op == "linear":
         terms, biases = linear_terms(g, n)
         for v, W in terms:
             add(v, adj @ val[W])
             add(W, adj.T @ val[v])
         for b in biases:
             add(b, adj.sum(axis=0))
-    elif d["op"] == "concat":
+    elif d.op == "concat":
         off = 0
         for a in args:
             m = val[a].shape[1]
             add(a, adj[:, off:off + m])
             off += m
-    elif d["op"] == "reduce":
+    elif d.op == "reduce":
         m = val[args[0]].shape[1]
-        add(args[0], np.broadcast_to(adj / m if d["how"] == "mean" else adj, (adj.shape[0], m)))
+        add(args[0], np.broadcast_to(adj / m if d.how == "mean" else adj, (adj.shape[0], m)))
 
 
 def backward_step(g, val, seeds, partials):
@@ -282,9 +282,9 @@ class Reference:
         self.graph = build_graph(cell.spec, bound)
         self.name, self.sizes = cell.name, bound
         self.input_size, self.hidden_size = bound["I"], bound["H"]
-        self.state_sizes = dict(self.graph.graph["states"])
-        self.output_size = self.graph.nodes[self.graph.graph["output"]]["size"]
-        self.param_shapes = dict(self.graph.graph["params"])
+        self.state_sizes = dict(self.graph.states)
+        self.output_size = self.graph[self.graph.output].size
+        self.param_shapes = dict(self.graph.params)
         self._fns, self._partials = {}, Partials(self.graph)
         self._output_states = output_states(self.graph)
 
@@ -334,8 +334,8 @@ class Reference:
             for s in carry:
                 dstates[s][t] = carry[s] + (np.where(keep, dy[t], 0)
                                             if s in self._output_states else 0)
-            seeds = {g.graph["output"]: np.where(keep, dy[t], 0)}
-            for s, node in g.graph["new_states"]:
+            seeds = {g.output: np.where(keep, dy[t], 0)}
+            for s, node in g.new_states:
                 seeds[node] = seeds.get(node, 0) + np.where(keep, carry[s], 0)
             adj = backward_step(g, tr.values[t], seeds, self._partials)
             adjoints[t] = adj

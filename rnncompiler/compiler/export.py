@@ -235,7 +235,7 @@ def _header_doc(cell, g, sizes, equations, csrc, real):
     size_text = ", ".join("%s = %d" % (k, v) for k, v in
                           [("I", sizes["I"]), ("H", sizes["H"])] +
                           sorted((k, v) for k, v in sizes.items() if k not in ("H", "I")))
-    out_state = [s for s, node in g.graph["new_states"] if node == g.graph["output"]]
+    out_state = [s for s, node in g.new_states if node == g.output]
     output = ("y[t] is the state %s after step t" % out_state[0] if out_state
               else "y[t] is the cell's explicit output")
     prows = [("name", "shape", "offset", "count")] + [

@@ -101,8 +101,8 @@ class OnlineRTRL:
         tangents = r.step_tangents(val, self.sens, self.B)
         keep = np.ones(self.B, bool) if valid is None else np.asarray(valid, bool)
         k2, k3 = keep[:, None], keep[:, None, None]
-        self.dy_dtheta = np.where(k3, tangents[r.graph.graph["output"]], 0)
-        for s, node in r.graph.graph["new_states"]:
+        self.dy_dtheta = np.where(k3, tangents[r.graph.output], 0)
+        for s, node in r.graph.new_states:
             self.states[s] = np.where(k2, new[s], self.states[s])
             self.sens[s] = np.where(k3, tangents[node], self.sens[s])
         self.t += 1
@@ -187,32 +187,32 @@ class RTRL:
         """Forward-mode over one step: node -> tangent (B, size, C), or None when zero."""
         g, C, cols = self.graph, self.columns.C, self.columns
         tan = {"x": None}
-        for s, _ in g.graph["states"]:
+        for s, _ in g.states:
             tan["state." + s] = sens[s]
-        for name, shape in g.graph["params"]:
+        for name, shape in g.params:
             tan["param." + name] = _param_tangent(cols.param[name][0], shape, C)
-        for n in g.nodes:
-            d = g.nodes[n]
-            if d["op"] in ("input", "state", "param"):
+        for n in g:
+            d = g[n]
+            if d.op in ("input", "state", "param"):
                 continue
-            args = d["args"]
-            if d["op"] == "ew":
+            args = d.args
+            if d.op == "ew":
                 tan[n] = self._ew_tangent(n, d, [val[a] for a in args], [tan[a] for a in args], B)
-            elif d["op"] == "linear":
+            elif d.op == "linear":
                 col_b = cols.param[args[2][len("param."):]][0] if len(args) == 3 else None
                 W = val[args[1]]
                 tan[n] = _tangent_linear(val[args[0]], W, tan[args[0]],
                                          (cols.param[args[1][len("param."):]][0], W.shape[1]),
                                          col_b, W.shape[0], B, C)
-            elif d["op"] == "concat":
+            elif d.op == "concat":
                 tan[n] = np.concatenate([np.zeros((B, val[a].shape[1], C)) if tan[a] is None
                                          else np.broadcast_to(tan[a], (B, val[a].shape[1], C))
                                          for a in args], axis=1)
-            elif d["op"] == "reduce":
+            elif d.op == "reduce":
                 t = tan[args[0]]
                 if t is not None:
                     t = t.sum(axis=1, keepdims=True)
-                    t = t / val[args[0]].shape[1] if d["how"] == "mean" else t
+                    t = t / val[args[0]].shape[1] if d.how == "mean" else t
                 tan[n] = t
         return tan
 
@@ -222,12 +222,12 @@ class RTRL:
             fn = self.partials(n, k)
             if t_a is None or fn is None:
                 continue
-            p = np.broadcast_to(np.asarray(fn(*ops), np.float64), (B, d["size"]))
+            p = np.broadcast_to(np.asarray(fn(*ops), np.float64), (B, d.size))
             c = p[:, :, None] * t_a
             out = c if out is None else out + c
         if out is None:
             return None
-        return np.array(np.broadcast_to(out, (B, d["size"], out.shape[-1])))
+        return np.array(np.broadcast_to(out, (B, d.size, out.shape[-1])))
 
 
 def _param_tangent(off, shape, C):

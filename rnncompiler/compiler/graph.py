@@ -1,22 +1,20 @@
-"""The step graph: a networkx.DiGraph of one time step with every size bound, checked,
-and (for the compiled path) with elementwise chains fused. `evaluator.evaluate` runs the unfused
-graph in numpy: it is the executable definition of what a cell computes.
+"""The step IR of a cell with every size bound (build_graph), checked, and for the
+compiled path with elementwise chains fused (fuse_elementwise). `evaluator.evaluate` runs
+the unfused IR in numpy: it is the executable definition of what a cell computes.
 
-Node attributes: op (input/state/param/ew/linear/concat/reduce), args (ordered operand
-ids), size (int; 1 for broadcast scalars), scalar, expr (ew: sympy in a0..ak), how, shape
-(params), where (the cell's file:line). Graph attributes: name, sizes, states
-[(name, size)], new_states [(name, node id)], output, params [(name, shape)].
+Both passes return a new rnncompiler.compiler.ir.StepIR, type-checked.
 """
 from __future__ import annotations
 
-import networkx as nx
+from dataclasses import replace
+
 import sympy
 
 from . import mathfn
 from ..errors import CellError
 from .expr import Term, to_sympy
+from .ir import LEAVES, Node, StepIR
 
-LEAVES = ("input", "state", "param")
 MAX_FUSED_TERMS = 160   # cap on a fused expression's size: keeps sympy fast and predictable
 # cap on the size of its derivative (derivative_terms): nested functions, as in
 # tanh(tanh(...)), grow their derivative with the square of the depth while the value grows
@@ -29,22 +27,23 @@ def param_name(node_id):
 
 
 def build_graph(spec, sizes):
-    """Bind sizes (name -> int, incl. H and I) and return the checked step graph."""
-    g = nx.DiGraph(name=spec.name, sizes=dict(sizes))
+    """Bind sizes (name -> int, incl. H and I) and return the checked step IR."""
+    nodes, shapes = [], {}
     for node in spec.nodes:
         size = 1 if node.scalar else node.size.bind(sizes)
         shape = tuple(s.bind(sizes) for s in node.shape)
-        g.add_node(node.id, op=node.op, args=node.args, size=size, scalar=node.scalar,
-                   expr=_sympy_expr(node), how=node.how, shape=shape, where=node.where)
-        for a in node.args:
-            g.add_edge(a, node.id)
-    g.graph["states"] = [(s, size.bind(sizes)) for s, size in spec.states]
-    g.graph["new_states"] = list(spec.new_states)
-    g.graph["output"] = spec.output
-    g.graph["params"] = [(param_name(p), g.nodes[p]["shape"]) for p in spec.params]
-    check_sizes(g)
-    verify(g)
-    return g
+        shapes[node.id] = shape
+        linear = node.op == "linear"
+        nodes.append(Node(node.id, node.op, tuple(node.args), size, node.scalar,
+                          _sympy_expr(node),
+                          terms=((node.args[0], node.args[1]),) if linear else (),
+                          biases=tuple(node.args[2:]) if linear else (),
+                          how=node.how, shape=shape, name=getattr(node, "name", ""),
+                          where=node.where))
+    return StepIR(spec.name, dict(sizes), tuple(nodes),
+                  tuple((s, size.bind(sizes)) for s, size in spec.states),
+                  tuple(spec.new_states), spec.output,
+                  tuple((param_name(p), shapes[p]) for p in spec.params)).typecheck()
 
 
 def _sympy_expr(node):
@@ -57,61 +56,19 @@ def _sympy_expr(node):
     return expr
 
 
-def check_sizes(g):
-    """Elementwise operands and returned states must agree in size once sizes are bound."""
-    for n, d in g.nodes(data=True):
-        if d["op"] == "ew":
-            vectors = [a for a in d["args"] if not g.nodes[a]["scalar"]]
-            for a in vectors[1:]:
-                if g.nodes[a]["size"] != g.nodes[vectors[0]]["size"]:
-                    raise CellError(
-                        "%s: elementwise operands have different sizes: %s has size %d but %s "
-                        "has size %d — did you mean to map one with p.linear(..., size=%d)?"
-                        % (d["where"], describe(g, vectors[0]), g.nodes[vectors[0]]["size"],
-                           describe(g, a), g.nodes[a]["size"], g.nodes[vectors[0]]["size"]))
-    for s, size in g.graph["states"]:
-        node = dict(g.graph["new_states"])[s]
-        if g.nodes[node]["size"] != size:
-            raise CellError("%s: state %r has size %d but the cell returns a vector of size %d"
-                            % (g.nodes[node]["where"], s, size, g.nodes[node]["size"]))
-
-
-def describe(g, node_id):
-    """A reader's name for a node: x, h (t-1), W_f, or the line that made it."""
-    d = g.nodes[node_id]
-    if d["op"] == "input":
-        return "x"
-    if d["op"] == "state":
-        return node_id.split(".", 1)[1] + " (t-1)"
-    if d["op"] == "param":
-        return param_name(node_id)
-    return "the %s at %s" % ({"ew": "value", "linear": "linear map"}.get(d["op"], d["op"]),
-                             d["where"])
-
-
-def verify(g):
-    """Cheap invariants between stages: acyclic, operands exist, ew arity matches."""
-    if not nx.is_directed_acyclic_graph(g):
-        raise CellError("the step graph has a cycle")
-    for n, d in g.nodes(data=True):
-        for a in d["args"]:
-            if a not in g:
-                raise CellError("node %s uses %s, which is not in the graph" % (n, a))
-        if d["op"] == "ew":
-            syms = {s.name for s in d["expr"].free_symbols}
-            allowed = {"a%d" % k for k in range(len(d["args"]))}
-            if not syms <= allowed:
-                raise CellError("node %s: expression symbols %s do not match its %d operands"
-                                % (n, sorted(syms), len(d["args"])))
-    for _, node in g.graph["new_states"] + [(None, g.graph["output"])]:
-        if node not in g or g.nodes[node]["scalar"]:
-            raise CellError("a result refers to %s, which is not a vector node" % node)
-    return g
-
-
 def topo_order(g):
     """Operation nodes in a deterministic topological order (trace order is one)."""
-    return [n for n in g.nodes if g.nodes[n]["op"] not in LEAVES]
+    return g.ops()
+
+
+def linear_terms(g, n):
+    """((operand, weight), ...) and (bias, ...) of linear node n."""
+    return g[n].terms, g[n].biases
+
+
+def result_nodes(g):
+    """The nodes whose values leave the step: the new states and the output."""
+    return g.results()
 
 
 # ---------------------------------------------------------------- fusion
@@ -119,49 +76,35 @@ def topo_order(g):
 def fuse_elementwise(g, keep=()):
     """Inline every elementwise node used once, by another elementwise node, into it.
 
-    Results (states, output) and the nodes in `keep` are never inlined; identity copies made for results are
-    dropped when their operand is already a computed node; sums of linear maps become
-    linear maps of several terms (merge_linear_sums). The result is the graph the compiled
-    path lowers, not the one `evaluate` defines the semantics with.
+    Results (states, output) and the nodes in `keep` are never inlined; identity copies
+    made for results are dropped when their operand is already a computed node; sums of
+    linear maps become linear maps of several terms (merge_linear_sums). The result is the
+    IR the compiled path lowers, not the one `evaluate` defines the semantics with.
     """
-    g = g.copy()
-    _drop_result_copies(g)
-    merge_linear_sums(g, keep)
+    g = merge_linear_sums(_drop_result_copies(g), keep)
+    nodes = dict(g.items())
     uses = _use_counts(g, keep)
     merged = {}
-    for n in topo_order(g):
-        d = g.nodes[n]
-        if d["op"] != "ew":
+    for n in g.ops():
+        d = nodes[n]
+        if d.op != "ew":
             continue
-        expr = rename_symbols(d["expr"], {sympy.Symbol("a%d" % k, real=True):
-                                          sympy.Symbol(a, real=True)
-                                          for k, a in enumerate(d["args"])})
+        expr = rename_symbols(d.expr, {sympy.Symbol("a%d" % k, real=True):
+                                       sympy.Symbol(a, real=True)
+                                       for k, a in enumerate(d.args)})
         args = []
-        for a in dict.fromkeys(d["args"]):        # g * g reads g twice: inline it once
+        for a in dict.fromkeys(d.args):        # g * g reads g twice: inline it once
             if a in merged and uses[a] == 1 and _fits(merged[a][0]):
                 inner_expr, inner_args = merged.pop(a)
                 expr = expr.xreplace({sympy.Symbol(a, real=True): inner_expr})
                 args += [b for b in inner_args if b not in args]
-                g.remove_node(a)
+                del nodes[a]
             elif a not in args:
                 args.append(a)
         merged[n] = (expr, args)
     for n, (expr, args) in merged.items():
-        _set_ew(g, n, expr, args)
-    return verify(g)
-
-
-def linear_terms(g, n):
-    """((operand, weight), ...) and (bias, ...) of linear node n."""
-    d = g.nodes[n]
-    if "terms" in d:
-        return d["terms"], d["biases"]
-    return ((d["args"][0], d["args"][1]),), tuple(d["args"][2:])
-
-
-def result_nodes(g):
-    """The nodes whose values leave the step: the new states and the output."""
-    return {node for _, node in g.graph["new_states"]} | {g.graph["output"]}
+        nodes[n] = _with_operands(nodes[n], expr, args)
+    return g.with_nodes(nodes.values())
 
 
 def merge_linear_sums(g, keep=()):
@@ -169,35 +112,34 @@ def merge_linear_sums(g, keep=()):
     node of two terms: its products share one output and one tape slot, and lowering puts
     them in one bundle (cells written with separate input and hidden weights, as PyTorch's
     are, then cost what the concatenated form costs). Maps in `keep` stay apart."""
-    results = result_nodes(g) | set(keep)
-    for n in list(topo_order(g)):
-        d = g.nodes[n]
-        lins = d["args"]
-        if (d["op"] != "ew" or len(lins) < 2 or len(set(lins)) != len(lins)
-                or d["expr"] != sympy.Add(*_operand_symbols(len(lins)))
-                or any(g.nodes[a]["op"] != "linear" or a in results or g.out_degree(a) != 1
-                       for a in lins)):
+    results = g.results() | set(keep)
+    nodes = dict(g.items())
+    for n in g.ops():
+        d = nodes[n]
+        lins = d.args
+        if (d.op != "ew" or len(lins) < 2 or len(set(lins)) != len(lins)
+                or d.expr != sympy.Add(*_operand_symbols(len(lins)))
+                or any(a not in nodes or nodes[a].op != "linear" or a in results
+                       or len(g.users(a)) != 1 for a in lins)):
             continue
-        parts = [linear_terms(g, a) for a in lins]
-        terms = tuple(t for ts, _ in parts for t in ts)
-        biases = tuple(b for _, bs in parts for b in bs)
-        g.remove_nodes_from(lins)
-        d.update(op="linear", expr=None, terms=terms, biases=biases,
-                 args=tuple(a for t in terms for a in t) + biases)
-        g.add_edges_from((a, n) for a in d["args"])
+        terms = tuple(t for a in lins for t in nodes[a].terms)
+        biases = tuple(b for a in lins for b in nodes[a].biases)
+        for a in lins:
+            del nodes[a]
+        nodes[n] = replace(d, op="linear", expr=None, terms=terms, biases=biases,
+                           args=tuple(a for t in terms for a in t) + biases)
+    return g.with_nodes(nodes.values())
 
 
 def _operand_symbols(k):
     return [sympy.Symbol("a%d" % i, real=True) for i in range(k)]
 
 
-def _set_ew(g, n, expr, args):
+def _with_operands(node, expr, args):
+    """node with expr (in its operands' ids as symbols) over args, renamed to a0..ak."""
     local = {sympy.Symbol(a, real=True): sympy.Symbol("a%d" % k, real=True)
              for k, a in enumerate(args)}
-    g.remove_edges_from(list(g.in_edges(n)))
-    g.nodes[n]["expr"] = rename_symbols(expr, local)
-    g.nodes[n]["args"] = tuple(args)
-    g.add_edges_from((a, n) for a in args)
+    return replace(node, expr=rename_symbols(expr, local), args=tuple(args))
 
 
 def rename_symbols(expr, names):
@@ -253,37 +195,29 @@ def _sizes(e):
 
 def _use_counts(g, keep=()):
     """How many nodes read each node; a result, or a node in `keep`, counts once more."""
-    uses = {n: 0 for n in g}
-    for n, d in g.nodes(data=True):
-        for a in set(d["args"]):
-            uses[a] += 1
-    for node in [node for _, node in g.graph["new_states"]] + [g.graph["output"]] + list(keep):
+    uses = {n: len(g.users(n)) for n in g}
+    for node in list(g.results()) + list(keep):
         if node in uses:
             uses[node] += 1
     return uses
 
 
 def _drop_result_copies(g):
+    """The IR without the identity copies made for results whose operand is computed."""
     a0 = sympy.Symbol("a0", real=True)
     redirect = {}
-    for _, node in g.graph["new_states"] + [(None, g.graph["output"])]:
-        d = g.nodes[node]
-        if (d["op"] == "ew" and d["expr"] == a0 and g.out_degree(node) == 0
-                and g.nodes[d["args"][0]]["op"] not in LEAVES):
-            redirect[node] = d["args"][0]
-    g.remove_nodes_from(redirect)
-    g.graph["new_states"] = [(s, redirect.get(n, n)) for s, n in g.graph["new_states"]]
-    g.graph["output"] = redirect.get(g.graph["output"], g.graph["output"])
+    for _, node in tuple(g.new_states) + ((None, g.output),):
+        d = g[node]
+        if (d.op == "ew" and d.expr == a0 and not g.users(node)
+                and g[d.args[0]].op not in LEAVES):
+            redirect[node] = d.args[0]
+    if not redirect:
+        return g
+    return g.with_nodes([n for n in g.nodes if n.id not in redirect],
+                        new_states=tuple((s, redirect.get(n, n)) for s, n in g.new_states),
+                        output=redirect.get(g.output, g.output))
 
 
 def format_graph(g):
-    """The step graph as text, one line per operation (RNNC_DEBUG=1 prints it)."""
-    lines = ["step graph %s: sizes %s, states %s, output %s"
-             % (g.graph["name"], g.graph["sizes"], g.graph["states"], g.graph["output"])]
-    for n in topo_order(g):
-        d = g.nodes[n]
-        what = str(d["expr"]) if d["op"] == "ew" else d["how"] or ""
-        lines.append("  %-6s %-7s size %-4d %s(%s) %s" % (n, d["op"], d["size"],
-                                                       what + " " if what else "",
-                                                       ", ".join(d["args"]), d["where"]))
-    return "\n".join(lines)
+    """The step IR as text, one line per operation (RNNC_DEBUG=1 prints it)."""
+    return str(g)

@@ -79,7 +79,7 @@ def generator_fingerprint():
 # the cell language (dsl.py: the spec and its Size.bind) and its expressions (expr.py:
 # Term -> sympy) shape the C as much as the stages after them; equations.py and
 # recurrence.py shape the metadata kept with it
-GENERATOR_SOURCES = ("dsl.py", "expr.py", "graph.py", "autodiff.py", "mathfn.py",
+GENERATOR_SOURCES = ("dsl.py", "expr.py", "ir.py", "graph.py", "autodiff.py", "mathfn.py",
                      "equations.py", "recurrence.py", "pipeline.py", "build.py", "../runtime/kernel.py", "../runtime/meta.py",
                      "codegen")
 
@@ -124,9 +124,9 @@ def _meta(cell, g, bwd, sizes, dtype, csrc):
     return {"name": cell.name, "dtype": dtype, "prefix": csrc.prefix, "cdef": csrc.cdef,
             "runtime": csrc.runtime,
             "input_size": sizes["I"], "hidden_size": sizes["H"], "sizes": sizes,
-            "states": g.graph["states"], "output_size": csrc.layout.O,
+            "states": g.states, "output_size": csrc.layout.O,
             "pack_size": csrc.layout.pack_size,
-            "params": [(n, list(s)) for n, s in g.graph["params"]],
+            "params": [(n, list(s)) for n, s in g.params],
             "tape": tape_plan_rows(g, csrc.layout),
             "equations": derive_equations(g, bwd).as_dict(),
             "recurrence": to_meta(classify(g))}
@@ -137,10 +137,10 @@ def tape_plan_rows(g, layout):
     from .equations import display_names, render_expr
     names = display_names(g)
     for n, saved in layout.saved.items():        # σ(a_f[t]) kept in a_f[t]'s place
-        args = g.nodes[n]["args"]
+        args = g[n].args
         for k, S in saved.items():
             names[args[k]] = (render_expr(S, args, names)[0], "")
-    rows = [{"holds": [s + "[t]" for s, _ in g.graph["states"]], "width": layout.S,
+    rows = [{"holds": [s + "[t]" for s, _ in g.states], "width": layout.S,
              "taped": True}]
     for a in layout.arrays:
         held = [names[n][0] for n, (arr, _, _) in layout.value.items()

@@ -58,16 +58,16 @@ def classify(g):
     from .equations import display_names
     from .graph import LEAVES, topo_order
     names = display_names(g)
-    deps = {n: _leaf(n, d) for n, d in g.nodes(data=True) if d["op"] in LEAVES}
+    deps = {n: _leaf(n, d) for n, d in g.items() if d.op in LEAVES}
     for n in topo_order(g):
-        rule = _RULES.get(g.nodes[n]["op"], _unknown)
+        rule = _RULES.get(g[n].op, _unknown)
         deps[n] = rule(g, n, deps, names)
-    return {s: _verdict(g, s, node, deps[node], names) for s, node in g.graph["new_states"]}
+    return {s: _verdict(g, s, node, deps[node], names) for s, node in g.new_states}
 
 
 def _leaf(n, d):
     """A state at t-1 is diagonal in itself with coefficient 1; other leaves read none."""
-    if d["op"] != "state":
+    if d.op != "state":
         return _NONE
     import sympy
     s = n.split(".", 1)[1]
@@ -80,8 +80,8 @@ def _ew(g, n, deps, names):
     """Elementwise: affine when no partial in a state-dependent operand reads one."""
     import sympy
     from .mathfn import expand_activations
-    d = g.nodes[n]
-    args, expr = d["args"], expand_activations(d["expr"])
+    d = g[n]
+    args, expr = d.args, expand_activations(d.expr)
     syms = [sympy.Symbol("a%d" % k, real=True) for k in range(len(args))]
     partials = {k: _derivative(expr, syms[k]) for k, a in enumerate(args)
                 if deps[a].kind != "none"}
@@ -93,7 +93,7 @@ def _ew(g, n, deps, names):
         i, j = bad
         return _Dep("nonlinear", _union(deps, [args[k] for k in live]),
                     why=(n, _nonaffine_phrase(expr, partials[i], i, j, syms, args, deps, names)))
-    return _combine(deps, [(args[k], 0, _display(_shown_partial(d["expr"], syms[k], partials[k]),
+    return _combine(deps, [(args[k], 0, _display(_shown_partial(d.expr, syms[k], partials[k]),
                                                   args, names)) for k in live])
 
 
@@ -115,28 +115,28 @@ def _linear(g, n, deps, names):
 
 def _reduce(g, n, deps, names):
     """rc.sum / rc.mean over the units of a state-dependent value: dense."""
-    d = g.nodes[n]
-    v = d["args"][0]
+    d = g[n]
+    v = d.args[0]
     if deps[v].kind == "none":
         return _NONE
     inherited = _inherit(deps, [v])
     if inherited is not None:
         return inherited
-    if d["how"] not in ("sum", "mean"):
+    if d.how not in ("sum", "mean"):
         return _Dep("nonlinear", deps[v].states, why=(n, "%s over the units of %s"
-                                                      % (d["how"], _reading(v, deps, names))))
+                                                      % (d.how, _reading(v, deps, names))))
     why = _first_why(deps, [v]) or (
-        n, "the %s over the units of %s mixes them" % (d["how"], _reading(v, deps, names)))
+        n, "the %s over the units of %s mixes them" % (d.how, _reading(v, deps, names)))
     return _Dep("linear", deps[v].states, why=why)
 
 
 def _concat(g, n, deps, names):
     """Concatenation passes its parts through, each at its offset in the result."""
     parts, off = [], 0
-    for a in g.nodes[n]["args"]:
+    for a in g[n].args:
         if deps[a].kind != "none":
             parts.append((a, off, None))
-        off += g.nodes[a]["size"]
+        off += g[a].size
     if not parts:
         return _NONE
     return _combine(deps, parts)
@@ -144,11 +144,11 @@ def _concat(g, n, deps, names):
 
 def _unknown(g, n, deps, names):
     """A node kind this analysis does not model: nonlinear when it reads a state."""
-    live = [a for a in g.nodes[n]["args"] if deps[a].kind != "none"]
+    live = [a for a in g[n].args if deps[a].kind != "none"]
     if not live:
         return _NONE
     phrase = ("%s is a %r node, which this analysis does not model (counted as nonlinear)"
-              % (names[n][0], g.nodes[n]["op"]))
+              % (names[n][0], g[n].op))
     return _Dep("nonlinear", _union(deps, live), why=(n, phrase))
 
 
@@ -308,7 +308,7 @@ def _rhs(g, n, names):
     name)."""
     from .equations import forward_rhs
     from .graph import LEAVES
-    return names[n][0] if g.nodes[n]["op"] in LEAVES else _cut(forward_rhs(g, n, names)[0])
+    return names[n][0] if g[n].op in LEAVES else _cut(forward_rhs(g, n, names)[0])
 
 
 def _verdict(g, s, node, dep, names):

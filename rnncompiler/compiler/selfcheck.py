@@ -55,7 +55,7 @@ def reference_steps(g, params, x, state0, lengths, fns=None):
     numpy functions, made once and shared between runs)."""
     tr = trace(g, params, x, state0, lengths, fns)
     T = x.shape[0]
-    after = [{s: tr.values[t + 1]["state." + s] for s, _ in g.graph["states"]}
+    after = [{s: tr.values[t + 1]["state." + s] for s, _ in g.states}
              for t in range(T - 1)] + [tr.states]
     return tr.outputs, after
 
@@ -104,8 +104,8 @@ def _hand_written_derivatives(g):
     """Whether a node calls an rc.activation with a derivative of the user's own."""
     import sympy
     return any(getattr(f, "_rnnc_has_derivative", False)
-               for _, d in g.nodes(data=True) if d.get("op") == "ew" and d.get("expr") is not None
-               for f in d["expr"].atoms(sympy.Function))
+               for _, d in g.items() if d.op == "ew" and d.expr is not None
+               for f in d.expr.atoms(sympy.Function))
 
 
 def _draw(kern):
@@ -129,8 +129,8 @@ def _forward_problem(fwd, g, equations):
 
 
 def _output_name(g):
-    out = g.graph["output"]
-    states = {node: s for s, node in g.graph["new_states"]}
+    out = g.output
+    states = {node: s for s, node in g.new_states}
     return states.get(out, "y")
 
 

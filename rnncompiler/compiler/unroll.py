@@ -14,27 +14,26 @@ def unroll_graph(g, T):
     from .graph import param_name
     if not isinstance(T, int) or T < 1:
         raise ValueError("T: expected an int >= 1, got %r" % (T,))
-    dag = nx.DiGraph(name=g.graph["name"], T=T, states=g.graph["states"])
-    for name, shape in g.graph["params"]:
+    dag = nx.DiGraph(name=g.name, T=T, states=list(g.states))
+    for name, shape in g.params:
         dag.add_node(name, kind="param", shape=shape)
-    for s, size in g.graph["states"]:
+    for s, size in g.states:
         dag.add_node(("state0." + s, None), kind="state0", size=size)
-    produced = {s: ("state0." + s, None) for s, _ in g.graph["states"]}
+    produced = {s: ("state0." + s, None) for s, _ in g.states}
     for t in range(T):
         key = {}
-        for n, d in g.nodes(data=True):
-            if d["op"] == "param":
+        for n, d in g.items():
+            if d.op == "param":
                 key[n] = param_name(n)
-            elif d["op"] == "state":
-                key[n] = produced[n.split(".", 1)[1]]
+            elif d.op == "state":
+                key[n] = produced[g.state_of(n)]
             else:
                 key[n] = (n, t)
-                dag.add_node(key[n], kind=d["op"], t=t, size=d["size"], where=d["where"])
-        for a, b in g.edges:
-            dag.add_edge(key[a], key[b])
-        produced = {s: key[n] for s, n in g.graph["new_states"]}
+                dag.add_node(key[n], kind=d.op, t=t, size=d.size, where=d.where)
+            dag.add_edges_from((key[a], key[n]) for a in d.args)
+        produced = {s: key[n] for s, n in g.new_states}
         dag.add_node(("y", t), kind="output", t=t)
-        dag.add_edge(key[g.graph["output"]], ("y", t))
+        dag.add_edge(key[g.output], ("y", t))
     for s, node in produced.items():
         dag.add_node(("state_T." + s, None), kind="final_state")
         dag.add_edge(node, ("state_T." + s, None))

@@ -229,39 +229,39 @@ def as_function(name, loop, ctype, L, writable):
 
 
 def _op_forward(g, L, n, printer, ctype):
-    d = g.nodes[n]
+    d = g[n]
     if n in L.elided:
         return [], []
-    if d["op"] == "ew":
-        saved = {L.value[d["args"][k]][0] for k in L.saved.get(n, {})}
+    if d.op == "ew":
+        saved = {L.value[d.args[k]][0] for k in L.saved.get(n, {})}
         return as_function("fwd_" + L.value[n][0], forward_loop(g, L, n, printer, ctype),
                            ctype, L, writable={L.value[n][0]} | saved)
-    if d["op"] == "linear":
+    if d.op == "linear":
         b = L.bundle_of[n]
         return [], (linear.step_forward(L, b, ctype) if b.members[0] == n else [])
     out, ostride = ref(L, n)
-    if d["op"] == "concat":
-        code = [comment("%s = [%s]" % (label(L, n), "; ".join(label(L, a) for a in d["args"]))),
+    if d.op == "concat":
+        code = [comment("%s = [%s]" % (label(L, n), "; ".join(label(L, a) for a in d.args))),
                 "for (ptrdiff_t b = 0; b < B; ++b) {"]
         off = 0
-        for a in d["args"]:
+        for a in d.args:
             src, stride = ref(L, a)
-            m = g.nodes[a]["size"]
+            m = g[a].size
             code.append("    for (ptrdiff_t j = 0; j < %d; ++j) %s[b * %d + %d + j] = %s[b * %d + j];"
                         % (m, out, ostride, off, src, stride))
             off += m
         return [], code + ["}"]
-    if d["op"] == "reduce":
-        src, stride = ref(L, d["args"][0])
-        m = g.nodes[d["args"][0]]["size"]
-        scale = " / %d" % m if d["how"] == "mean" else ""
-        return [], [comment("%s = %s(%s)" % (label(L, n), d["how"], label(L, d["args"][0]))),
+    if d.op == "reduce":
+        src, stride = ref(L, d.args[0])
+        m = g[d.args[0]].size
+        scale = " / %d" % m if d.how == "mean" else ""
+        return [], [comment("%s = %s(%s)" % (label(L, n), d.how, label(L, d.args[0]))),
                 "for (ptrdiff_t b = 0; b < B; ++b) {",
                 "    %s acc = 0;" % ctype,
                 "    for (ptrdiff_t j = 0; j < %d; ++j) acc += %s[b * %d + j];" % (m, src, stride),
                 "    %s[b * %d] = acc%s;" % (out, ostride, scale),
                 "}"]
-    raise AssertionError(d["op"])
+    raise AssertionError(d.op)
 
 
 def _step_index(a, keep_expr="keep"):
@@ -287,7 +287,7 @@ def _forward(g, L, printer, ctype, p):
         d, code = _op_forward(g, L, n, printer, ctype)
         defs += d
         body += code
-    out, ostride = ref(L, g.graph["output"])
+    out, ostride = ref(L, g.output)
     update = [comment("the new states; rows past their length keep the old ones")]
     for k, (_, size, _, _, node) in enumerate(L.states):
         if L.direct_states.get(node) == k:
@@ -374,13 +374,13 @@ def _op_backward(g, L, op, printer, ctype):
         off = 0
         for a in op.parts:
             dst, stride = ref(L, a, adjoint=True)
-            m = g.nodes[a]["size"]
+            m = g[a].size
             code.append("    for (ptrdiff_t j = 0; j < %d; ++j) %s[b * %d + j] += %s[b * %d + %d + j];"
                         % (m, dst, stride, src, sstride, off))
             off += m
         return [], code + ["}"]
     if isinstance(op, ReduceGrad):
-        m = g.nodes[op.v]["size"]
+        m = g[op.v].size
         src, sstride = ref(L, op.node, adjoint=True)
         dst, stride = ref(L, op.v, adjoint=True)
         scale = " / %d" % m if op.how == "mean" else ""
@@ -440,7 +440,7 @@ def _backward(g, bwd, L, printer, ctype, p):
             pointers.append("%s%s *restrict %s = %s_all + (ptrdiff_t)(t - t0) * B * %d;"
                             % (ind, ctype, name, name, width))
             zero.append("memset(%s, 0, sizeof(%s) * (size_t)B * %d);" % (name, ctype, width))
-    out = g.graph["output"]
+    out = g.output
     dout, dstride = ref(L, out, adjoint=True)
     seeds = [comment("seeds: dy_t and the carried state adjoints, valid rows only"),
              "if (dy) for (ptrdiff_t b = 0; b < B; ++b) if (VALID(b))",

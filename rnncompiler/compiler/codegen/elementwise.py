@@ -19,10 +19,10 @@ def ref(L, n, adjoint=False):
 
 def operand_kind(g, a):
     """row (a per-row vector), rowscalar (per-row scalar), pvec or pscalar (parameters)."""
-    d = g.nodes[a]
-    if d["op"] == "param":
-        return "pscalar" if d["scalar"] else "pvec"
-    return "rowscalar" if d["scalar"] else "row"
+    d = g[a]
+    if d.op == "param":
+        return "pscalar" if d.scalar else "pvec"
+    return "rowscalar" if d.scalar else "row"
 
 
 def cse_lines(exprs, printer, ctype, indent):
@@ -80,13 +80,13 @@ def _label_expr(expr, g, L, args):
 
 def forward_loop(g, L, n, printer, ctype):
     """The loop computing elementwise node n for every valid row."""
-    d = g.nodes[n]
-    N, args = d["size"], d["args"]
+    d = g[n]
+    N, args = d.size, d.args
     out, stride = ref(L, n)
     saved = L.saved.get(n, {})
-    lines, (value, *kept) = cse_lines([d["expr"]] + list(saved.values()), printer, ctype, " " * 12)
-    used = {int(s.name[1:]) for s in d["expr"].free_symbols}
-    code = [comment("%s = %s" % (label(L, n), _label_expr(d["expr"], g, L, args))),
+    lines, (value, *kept) = cse_lines([d.expr] + list(saved.values()), printer, ctype, " " * 12)
+    used = {int(s.name[1:]) for s in d.expr.free_symbols}
+    code = [comment("%s = %s" % (label(L, n), _label_expr(d.expr, g, L, args))),
             "for (ptrdiff_t b = 0; b < B; ++b) {",
             "    %s *restrict o = %s + b * %d;" % (ctype, out, stride),
             "    if (!VALID(b)) { for (ptrdiff_t j = 0; j < %d; ++j) o[j] = %s; continue; }"
@@ -112,8 +112,8 @@ def _past_length(L, n, N):
 
 def backward_loop(g, L, op, printer, ctype):
     """The loop adding each operand's adjoint contribution g * df/da_k, valid rows only."""
-    d = g.nodes[op.node]
-    N, args = d["size"], op.args
+    d = g[op.node]
+    N, args = d.size, op.args
     if not op.contributions:
         return []
     # a saved activation F(E) is read from operand k's slot, under a_k's name

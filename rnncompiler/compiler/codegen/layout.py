@@ -95,13 +95,13 @@ def linear_parts(g, n):
     """The parts of linear node n, concats flattened: (operand, width, W, first column
     in W, row length of W), term after term."""
     def flatten(v):
-        d = g.nodes[v]
-        if d["op"] == "concat":
-            return [p for a in d["args"] for p in flatten(a)]
-        return [(v, d["size"])]
+        d = g[v]
+        if d.op == "concat":
+            return [p for a in d.args for p in flatten(a)]
+        return [(v, d.size)]
     out = []
     for v, W in linear_terms(g, n)[0]:
-        col, K = 0, g.nodes[W]["shape"][1]
+        col, K = 0, g[W].shape[1]
         for operand, w in flatten(v):
             out.append((operand, w, W, col, K))
             col += w
@@ -112,7 +112,7 @@ def plan_bundles(g, params):
     """Group linear nodes by their parts and pack their weights."""
     groups = {}
     for n in topo_order(g):
-        if g.nodes[n]["op"] != "linear":
+        if g[n].op != "linear":
             continue
         parts, seen = [], {}
         for v, w, _, _, _ in linear_parts(g, n):
@@ -121,7 +121,7 @@ def plan_bundles(g, params):
         groups.setdefault(tuple(parts), []).append(n)
     bundles, pack = [], 0
     for k, (sig, members) in enumerate(groups.items()):
-        sizes = tuple(g.nodes[m]["size"] for m in members)
+        sizes = tuple(g[m].size for m in members)
         offsets = tuple(sum(sizes[:i]) for i in range(len(sizes)))
         width = sum(sizes)
         sources = [linear_parts(g, m) for m in members]
@@ -143,17 +143,17 @@ def _elided(g, bundle_of):
     """Concats whose every consumer is a linear map (which reads the parts directly)."""
     out, results = set(), result_nodes(g)
     for n in topo_order(g):
-        d = g.nodes[n]
-        if d["op"] == "concat" and n not in results and all(
-                s in bundle_of for s in g.successors(n)):
+        d = g[n]
+        if d.op == "concat" and n not in results and all(
+                s in bundle_of for s in g.users(n)):
             out.add(n)
     # a concat read only by elided concats is elided too
     changed = True
     while changed:
         changed = False
         for n in topo_order(g):
-            if (g.nodes[n]["op"] == "concat" and n not in out and n not in results
-                    and all(s in bundle_of or s in out for s in g.successors(n))):
+            if (g[n].op == "concat" and n not in out and n not in results
+                    and all(s in bundle_of or s in out for s in g.users(n))):
                 out.add(n)
                 changed = True
     return frozenset(out)
@@ -168,7 +168,7 @@ def tape_of(g, bwd, bundles):
             reads |= ew_reads(op)
     for b in bundles:
         reads |= {p.operand for p in b.parts}
-    return {n for n in reads if g.nodes[n]["op"] not in LEAVES}
+    return {n for n in reads if g[n].op not in LEAVES}
 
 
 def plan_panels(bundles, pack, ctype):
@@ -192,11 +192,11 @@ def plan_layout(g, bwd, microkernel=None):
     """Assign buffers for graph g and its backward step bwd; microkernel: the C real type
     when per-step products use the microkernel (its panels need room)."""
     states, off = [], 0
-    for (s, size), (s2, node) in zip(g.graph["states"], g.graph["new_states"], strict=True):
+    for (s, size), (s2, node) in zip(g.states, g.new_states, strict=True):
         states.append((s, size, off, "state." + s, node))
         off += size
     params, p_off, cvar = [], 0, {"x": "x_t"}
-    for k, (name, shape) in enumerate(g.graph["params"]):
+    for k, (name, shape) in enumerate(g.params):
         params.append((name, shape, p_off, _count(shape)))
         cvar["param." + name] = "P%d" % k
         p_off += _count(shape)
@@ -210,9 +210,9 @@ def plan_layout(g, bwd, microkernel=None):
     elided = _elided(g, bundle_of)
     taped = tape_of(g, bwd, bundles)
     arrays, value, adjoint, adj_arrays = [], {}, {}, []
-    value["x"] = ("x_t", 0, g.graph["sizes"]["I"])
-    adjoint["x"] = ("d_x_t", 0, g.graph["sizes"]["I"])
-    adj_arrays.append(("d_x_t", g.graph["sizes"]["I"], False))
+    value["x"] = ("x_t", 0, g.sizes["I"])
+    adjoint["x"] = ("d_x_t", 0, g.sizes["I"])
+    adj_arrays.append(("d_x_t", g.sizes["I"], False))
     for k, (s, size, _, leaf, _) in enumerate(states):
         value[leaf] = ("s%d" % k, 0, size)
         adjoint[leaf] = ("d_s%d" % k, 0, size)
@@ -225,12 +225,12 @@ def plan_layout(g, bwd, microkernel=None):
             adjoint[m] = ("d_" + b.name, o, b.width)
     direct = {}
     for k, st in enumerate(states):
-        if g.nodes[st[4]]["op"] == "ew" and st[4] not in direct:
+        if g[st[4]].op == "ew" and st[4] not in direct:
             direct[st[4]] = k
     for k, n in enumerate(topo_order(g)):
         if n in bundle_of or n in elided:
             continue
-        name, size = "v%d" % k, g.nodes[n]["size"]
+        name, size = "v%d" % k, g[n].size
         if n in direct:
             value[n] = ("next%d" % direct[n], 0, size)
         else:
@@ -238,7 +238,7 @@ def plan_layout(g, bwd, microkernel=None):
             value[n] = (name, 0, size)
         adjoint[n] = ("d_" + name, 0, size)
         adj_arrays.append(("d_" + name, size, False))
-    return Layout(I=g.graph["sizes"]["I"], S=off, O=g.nodes[g.graph["output"]]["size"],
+    return Layout(I=g.sizes["I"], S=off, O=g[g.output].size,
                   states=tuple(states), params=tuple(params), param_count=p_off,
                   bundles=tuple(bundles), bundle_of=bundle_of, elided=elided,
                   arrays=tuple(arrays), array_of={a.name: a for a in arrays}, value=value, adjoint=adjoint,
@@ -261,10 +261,10 @@ def saved_activations(g, bwd, bundle_of):
     results = result_nodes(g)
     saved = {}
     for n, op in grads.items():
-        expr, chosen = g.nodes[n]["expr"], {}
+        expr, chosen = g[n].expr, {}
         for k, a in enumerate(op.args):
             # a result is read from its array after the step: it keeps its own value
-            if a in bundle_of and g.out_degree(a) == 1 and a not in results:
+            if a in bundle_of and len(g.users(a)) == 1 and a not in results:
                 S = _activation_holding(expr, op.contributions, k)
                 # each F(E) saved once; one inside another is fine: xreplace takes the
                 # outer one whole where it appears, the inner one elsewhere
