@@ -83,7 +83,8 @@ def test_check_of_a_wrong_derivative_exits_1(cell_file):
 def test_show_prints_the_equations_and_latex():
     proc = rnnc("show", CELLS + ":lstm")
     assert proc.returncode == 0, proc.stderr
-    assert "Forward (step t):" in proc.stdout and "δc[t-1] += δc[t]*σ(a_f[t])" in proc.stdout
+    assert "Forward (step t):" in proc.stdout and "δc[t-1] += f[t]*δc[t]" in proc.stdout
+    assert "f[t] = σ(a_f[t])" in proc.stdout          # the gate by the name the cell gives it
     proc = rnnc("show", CELLS + ":two_sizes", "--latex", "--size", "P=3", "--size", "O=2")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.count(r"\begin{align*}") == 2 and r"\delta" in proc.stdout
@@ -332,7 +333,7 @@ def test_named_level_keeps_the_cells_names_and_computes_the_same():
     assert {"f[t]", "i[t]", "g[t]", "o[t]", "c[t]", "h[t]"} <= shown
     back = ["%s %s %s" % eq for eq in eqs.backward]
     assert "δo[t] += δh[t]*tanh(c[t])" in back
-    assert "δc[t] += o[t]*δh[t]*(1 - tanh(c[t])**2)" in back
+    assert "δc[t] += o[t]*δh[t]*(1 - tanh(c[t])²)" in back
     assert "δc[t-1] += f[t]*δc[t]" in back and "δW_f += Σ_t δa_f[t] z[t]ᵀ" in back
 
 

@@ -126,12 +126,12 @@ def gate_act(x, h, p):
 
 HAND_WRITTEN = {
     # cell: {state: (kind, words the reason must contain)}
-    min_gru: {"h": ("diagonal-linear", ["h[t-1]", "a[t] = 1 - v1[t]"])},
+    min_gru: {"h": ("diagonal-linear", ["h[t-1]", "a[t] = 1 - z[t]"])},
     min_lstm: {"h": ("diagonal-linear", ["h[t-1]", "a[t] ="])},
     indrnn_linear: {"h": ("diagonal-linear", ["a[t] = u"])},
     linear_rnn: {"h": ("linear", ["the matrix W maps h[t-1]"])},
     linear_rnn_concat: {"h": ("linear", ["the matrix W maps z[t], which reads h[t-1]"])},
-    qrnn: {"c": ("diagonal-linear", ["c[t-1]", "a[t] = v1[t];"]),
+    qrnn: {"c": ("diagonal-linear", ["c[t-1]", "a[t] = f[t];"]),
            "h": ("linear", ["reads c[t-1], another state"])},
     copy_state: {"h": ("diagonal-linear", ["a[t] = 1"])},
     no_state: {"h": ("diagonal-linear", ["reads no state", "0 ⊙ h[t-1]"])},
@@ -152,9 +152,9 @@ READY_MADE = {
     "elman_relu": {"h": ("nonlinear", ["relu of a_W[t], which reads h[t-1]"])},
     "jordan": {"y": ("nonlinear", ["σ of a_y[t], which reads y[t-1]"])},
     "indrnn": {"h": ("nonlinear", ["Relu(a_W[t] + h[t-1]*u)", "nonlinear function of h[t-1]"])},
-    "gru": {"h": ("nonlinear", ["the coefficient of h[t-1] is v1[t], which reads h[t-1]"])},
-    "mgu": {"h": ("nonlinear", ["the coefficient of h[t-1]", "reads v1[t], which reads h[t-1]"])},
-    "gru_torch": {"h": ("nonlinear", ["the coefficient of h[t-1] is v1[t], which reads h[t-1]"])},
+    "gru": {"h": ("nonlinear", ["the coefficient of h[t-1] is z[t], which reads h[t-1]"])},
+    "mgu": {"h": ("nonlinear", ["the coefficient of h[t-1]", "reads f[t], which reads h[t-1]"])},
+    "gru_torch": {"h": ("nonlinear", ["the coefficient of h[t-1] is z[t], which reads h[t-1]"])},
     "rnn_tanh_torch": {"h": ("nonlinear", ["tanh of a_ih[t], which reads h[t-1]"])},
     "rnn_relu_torch": {"h": ("nonlinear", ["relu of a_ih[t], which reads h[t-1]"])},
     "lstm": {"c": ("nonlinear", ["the coefficient of c[t-1], σ(a_f[t] + 1.0), reads a_f[t], "
@@ -165,7 +165,7 @@ READY_MADE = {
     "lstm_np": {"c": ("nonlinear", ["the coefficient of c[t-1], σ(a_f[t])"])},
     "lstm1997": {"c": ("nonlinear", ["σ of a_i[t], which reads h[t-1]"])},
     "peephole_lstm": {"c": ("nonlinear", ["a nonlinear function of c[t-1]"])},
-    "lstm_cifg": {"c": ("nonlinear", ["the coefficient of c[t-1], 1 - v1[t], reads v1[t]"])},
+    "lstm_cifg": {"c": ("nonlinear", ["the coefficient of c[t-1], 1 - i[t], reads i[t]"])},
     "lstm_nog": {"h": ("nonlinear", ["tanh of c[t], which reads c[t-1] and h[t-1]"])},
     "lstm_proj": {"h": ("nonlinear", ["h[t] = W_p v1[t], where v1[t] ="])},
     "lstm_proj_torch": {"h": ("nonlinear", ["h[t] = W_hr v1[t], where v1[t] ="])},

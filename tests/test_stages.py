@@ -274,14 +274,14 @@ def test_layout_of_a_gated_cell():
         20, (("param.bf",), ())),)
     assert L.pack_size == L.gpack_size == 24
     assert L.elided == frozenset({concat})
-    assert L.arrays == (Array("L0", 4, True, True), Array("v2", 2, True, False))
+    assert L.arrays == (Array("L0", 4, True, True), Array("v2_f", 2, True, False))
     assert L.value[f_map] == ("L0", 0, 4) and L.value[z_map] == ("L0", 2, 4)
-    assert L.value[sigma] == ("v2", 0, 2)
-    assert L.value[h_new] == ("next0", 0, 2) and L.value[c_new] == ("next1", 0, 2)
+    assert L.value[sigma] == ("v2_f", 0, 2)
+    assert L.value[h_new] == ("next_h", 0, 2) and L.value[c_new] == ("next_c", 0, 2)
     assert L.direct_states == {h_new: 0, c_new: 1}
     assert L.saved == {c_new: {2: sympy.tanh(a2)}}
     assert L.cvar == {"x": "x_t", "param.Wf": "P0", "param.bf": "P1", "param.Wz": "P2",
-                      "state.h": "s0", "state.c": "s1"}
+                      "state.h": "s_h", "state.c": "s_c"}
 
 
 def test_layout_with_microkernel_panels_after_the_packed_weights():
@@ -312,7 +312,7 @@ def test_render_c_key_lines():
                  "pack[10 + 0 + r] = params[6 + r] + params[12 + r];",
                  "o[j] = tanh(a0);",
                  "dr0[j] += g*(1.0 - (y*y));",
-                 "rnnc_d_gemm_nt(B, 2, 2, s0, 2, pack + 6, 2, 1, L0, 2);"]:
+                 "rnnc_d_gemm_nt(B, 2, 2, s_h, 2, pack + 6, 2, 1, L0, 2);"]:
         assert want in lines, want
     assert "int tiny_forward(int T, int B, const double *params" in src.cdef
     assert len(src.units) == 2 and "tiny_run_backward" in src.units[1]

@@ -9,8 +9,6 @@ edge into every step that uses them.
 """
 from __future__ import annotations
 
-import inspect
-import re
 
 LEVELS = ("ops", "named", "fused")
 FORMATS = (".dot", ".svg", ".png")
@@ -22,74 +20,27 @@ COLOURS = {"param": "#f6c28b", "state": "#9cc3e6", "input": "#9cc3e6", "state0":
 # ---------------------------------------------------------------- the graph and its names
 
 def step_graph(cell, sizes, level="named"):
-    """(graph, names): the step graph at `level` and node -> (text, latex) names."""
-    from ..compiler.equations import tex_name, display_names
+    """(graph, names): the step IR at `level` and node -> (text, latex) names; the names
+    are the cell's own (its variables, recorded when it was traced)."""
+    from ..compiler.equations import display_names
     from ..compiler.graph import build_graph, fuse_elementwise
     if level not in LEVELS:
         raise ValueError("level: expected one of %s, got %r" % (", ".join(LEVELS), level))
     g = build_graph(cell.spec, sizes)
-    assigned = source_names(cell, g)
     if level == "fused":
         g = fuse_elementwise(g)
     elif level == "named":
-        g = fuse_elementwise(g, keep=set(assigned))
-    names = display_names(g)
-    if level != "fused":
-        taken = {text.split("[")[0] for text, _ in names.values()}
-        for n, var in assigned.items():
-            if n in g and names[n][0].startswith("v") and var not in taken:
-                names[n] = ("%s[t]" % var, "%s_{t}" % tex_name(var))
-                taken.add(var)
-    return g, names
-
-
-def source_names(cell, g):
-    """node -> the variable the cell's code assigns it to: the last operation on a line
-    `name = ...` of the cell function (results keep their state names)."""
-    from ..compiler.graph import result_nodes
-    try:
-        lines, start = inspect.getsourcelines(cell.fn)
-        fname = inspect.getsourcefile(cell.fn) or ""
-    except (OSError, TypeError):
-        return {}
-    base = fname.replace("\\", "/").rsplit("/", 1)[-1]
-    results = result_nodes(g)
-    last = {}
-    for n, d in g.items():
-        file, _, line = str(d.where).rpartition(":")
-        if d.op in ("ew", "linear", "concat", "reduce") and file == base and line.isdigit():
-            last[int(line)] = n          # trace order: the last node of a line wins
-    out = {}
-    for lineno, n in last.items():
-        if 0 <= lineno - start < len(lines) and n not in results:
-            m = re.match(r"\s*([A-Za-z_]\w*)\s*=(?!=)", lines[lineno - start])
-            if m:
-                out[n] = m.group(1)
-    return out
-
-
-def rename_equations(eqs, old, new):
-    """Equations with every display name of `old` (node -> (text, latex)) replaced by
-    the one in `new` where they differ."""
-    from ..runtime.meta import Equations
-    subs = [(old[n][k], new[n][k]) for n in old if n in new and old[n] != new[n] for k in (0, 1)]
-    pattern = re.compile("|".join(r"(?<![A-Za-z0-9_])" + re.escape(a) for a, _ in subs)) if subs else None
-    table = dict(subs)
-
-    def fix(s):
-        return pattern.sub(lambda m: table[m.group(0)], s) if pattern else s
-    return Equations(*(tuple(tuple(fix(part) for part in eq) for eq in getattr(eqs, k))
-                       for k in ("forward", "backward", "forward_latex", "backward_latex")))
+        g = fuse_elementwise(g, keep={n for n in g.ops() if g[n].name})
+    return g, display_names(g)
 
 
 def equations_of(cell, sizes, level="named"):
-    """(graph, names, Equations) of the step graph at `level`, derived by the autodiff
-    stage and written with the cell's own names."""
+    """(graph, names, Equations) of the step IR at `level`, derived by the autodiff stage
+    and written with the cell's own names."""
     from ..compiler.autodiff import differentiate
-    from ..compiler.equations import derive_equations, display_names
+    from ..compiler.equations import derive_equations
     g, names = step_graph(cell, sizes, level)
-    eqs = derive_equations(g, differentiate(g))
-    return g, names, rename_equations(eqs, display_names(g), names)
+    return g, names, derive_equations(g, differentiate(g))
 
 
 # ---------------------------------------------------------------- labels

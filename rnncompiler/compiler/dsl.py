@@ -15,7 +15,8 @@ import numbers
 import operator
 import os
 import re
-from dataclasses import dataclass, field
+import sys
+from dataclasses import dataclass, field, replace
 
 from . import advice
 from . import expr as ex
@@ -118,6 +119,7 @@ class Node:
     how: str = ""              # reduce: "sum"/"mean"; param: "matrix"/"vector"/"scalar"
     shape: tuple = ()          # param: tuple of Size
     where: str = ""
+    name: str = ""             # the cell's variable bound to this value ("" if none)
 
 
 @dataclass(frozen=True)
@@ -540,7 +542,8 @@ def trace_cell(fn, states, output):
     x = tracer.add("input", id="x", size=Size((("I", 1),), 0), where=where)
     prev = [tracer.add("state", id="state." + s, size=size, where=where)
             for s, size in state_sizes.items()]
-    result = fn(x, *prev, Params(tracer))
+    result, local_names = _call_recording_names(fn, (x, *prev, Params(tracer)))
+    _name_nodes(tracer, local_names, set(state_sizes) | {"x"})
     new_states, y, output = _split_result(result, state_sizes, output, where)
     new_ids = tuple((s, _materialise(tracer, v, "state %r" % s, where).id)
                     for s, v in new_states.items())
@@ -553,6 +556,43 @@ def trace_cell(fn, states, output):
                             % (node.where, s, state_sizes[s], node.size))
     return CellSpec(fn.__name__, tuple(state_sizes.items()), tuple(tracer.nodes.values()),
                     new_ids, y_id, tuple(tracer.params), where)
+
+
+def _call_recording_names(fn, args):
+    """fn(*args), and value id -> the first of fn's local variables bound to it when fn
+    returns: the names the cell's code gives its values (f, i, c_new), kept to the C and
+    the equations. Left empty when a profiler already watches this thread."""
+    names = {}
+    if sys.getprofile() is not None:
+        return fn(*args), names
+    code = fn.__code__
+
+    def watch(frame, event, arg):
+        if event == "return" and frame.f_code is code:
+            for var, value in frame.f_locals.items():
+                if isinstance(value, Vec):
+                    names.setdefault(value.id, var)
+    sys.setprofile(watch)
+    try:
+        result = fn(*args)
+    finally:
+        sys.setprofile(None)
+    return result, names
+
+
+_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,31}\Z")
+
+
+def _name_nodes(tracer, names, reserved):
+    """Give computed nodes the cell's names for them: plain ASCII identifiers only (they
+    reach C identifiers), never an input's or a state's name, each name once."""
+    taken = set(reserved)
+    for node_id, var in names.items():
+        node = tracer.nodes[node_id]
+        if node.op in ("input", "state", "param") or var in taken or not _NAME.match(var):
+            continue
+        taken.add(var)
+        tracer.nodes[node_id] = replace(node, name=var)
 
 
 def _split_result(result, state_sizes, output, where):

@@ -7,10 +7,13 @@ so a kernel loaded from the cache shows its equations without the compiler's sta
 from __future__ import annotations
 
 from ..runtime.meta import Equations
+from .notation import math_text
 
 
 def display_names(g):
-    """node id -> (text, latex) names: h[t] / h_{t}, c[t-1] / c_{t-1}, W_f / W_{f}, a_f[t]."""
+    """node id -> (text, latex) names: h[t] / h_{t}, c[t-1] / c_{t-1}, W_f / W_{f}, and
+    for the values the cell's own names (f[t] / f_{t}); unnamed ones are called a_f (the
+    map of W_f), z (a concatenation), m (a reduction) or v1, v2, ..."""
     from .graph import linear_terms, topo_order, param_name
     names = {"x": _at("x", "t")}
     for s, _ in g.states:
@@ -20,6 +23,12 @@ def display_names(g):
     for s, node in g.new_states:
         names.setdefault(node, _at(s, "t"))
     names.setdefault(g.output, _at("y", "t"))
+    taken = {text.split("[")[0] for text, _ in names.values()}
+    for n in topo_order(g):
+        var = g[n].name
+        if n not in names and var and var not in taken:
+            names[n] = _at(var, "t")
+            taken.add(var)
     counters = {}
     for n in topo_order(g):
         if n in names:
@@ -30,8 +39,11 @@ def display_names(g):
             stem = "a_" + (w[2:] if w.startswith("W_") and len(w) > 2 else w)
         else:
             stem = {"concat": "z", "reduce": "m"}.get(d.op, "v")
-        counters[stem] = counters.get(stem, 0) + 1
-        label = stem if counters[stem] == 1 and stem != "v" else "%s%d" % (stem, counters[stem])
+        label = stem
+        while label in taken or (label == "v"):
+            counters[stem] = counters.get(stem, 0) + 1
+            label = stem if counters[stem] == 1 and stem != "v" else "%s%d" % (stem, counters[stem])
+        taken.add(label)
         names[n] = _at(label, "t")
     return names
 
@@ -66,7 +78,7 @@ def render_expr(expr, args, names, node=None):
         subs_l[G] = sympy.Symbol(r"\delta " + names[node][1], real=True)
         subs_t[Y] = sympy.Symbol(names[node][0], real=True)
         subs_l[Y] = sympy.Symbol(names[node][1], real=True)
-    return str(rename_symbols(expr, subs_t)), sympy.latex(rename_symbols(expr, subs_l))
+    return math_text(rename_symbols(expr, subs_t)), sympy.latex(rename_symbols(expr, subs_l))
 
 
 def derive_equations(g, bwd):
@@ -85,6 +97,15 @@ def derive_equations(g, bwd):
             bwd_t.append(eq_t)
             bwd_l.append(eq_l)
     return Equations(tuple(fwd), tuple(bwd_t), tuple(fwd_l), tuple(bwd_l))
+
+
+def named_equations(g):
+    """The equations of unfused step IR g with the values the cell names kept apart (its
+    gates f, i, o, ...), the rest fused: the system as the cell's code writes it."""
+    from .autodiff import differentiate
+    from .graph import fuse_elementwise
+    named = fuse_elementwise(g, keep={n for n in g.ops() if g[n].name})
+    return derive_equations(named, differentiate(named))
 
 
 def forward_rhs(g, n, names):

@@ -170,6 +170,11 @@ class StepIR:
             return "%s[t-1]" % self.state_of(node_id)
         if n.op == "param":
             return n.id[len("param."):]
+        state = next((s for s, node in self.new_states if node == node_id), None)
+        if state is not None:
+            return "%s[t]" % state
+        if node_id == self.output:
+            return "y[t]"
         return "%s[t]" % n.name if n.name else n.id
 
     def __str__(self):
@@ -233,9 +238,10 @@ _CHECKS = {"ew": _check_ew, "linear": _check_linear, "concat": _check_concat}
 
 def _ew_rhs(ir, n):
     import sympy
+    from .notation import math_text
     names = {sympy.Symbol("a%d" % k, real=True): sympy.Symbol(ir.display_name(a), real=True)
              for k, a in enumerate(n.args)}
-    return str(n.expr.xreplace(names))
+    return math_text(n.expr.xreplace(names))
 
 
 def _linear_rhs(ir, n):

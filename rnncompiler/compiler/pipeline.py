@@ -31,8 +31,8 @@ def fingerprint(spec):
              repr(spec.params)]
     sympy_exprs = []
     for node in spec.nodes:
-        parts.append("%s|%s|%s|%s|%s|%s|%s" % (node.id, node.op, node.args, node.size,
-                                               node.scalar, node.how, node.shape))
+        parts.append("%s|%s|%s|%s|%s|%s|%s|%s" % (node.id, node.op, node.args, node.size,
+                                                  node.scalar, node.how, node.shape, node.name))
         if isinstance(node.expr, Term):
             parts.append(node.expr.key())
         elif node.expr is not None:           # sympy math of rc.elementwise / rc.activation
@@ -79,7 +79,7 @@ def generator_fingerprint():
 # the cell language (dsl.py: the spec and its Size.bind) and its expressions (expr.py:
 # Term -> sympy) shape the C as much as the stages after them; equations.py and
 # recurrence.py shape the metadata kept with it
-GENERATOR_SOURCES = ("dsl.py", "expr.py", "ir.py", "graph.py", "autodiff.py", "mathfn.py",
+GENERATOR_SOURCES = ("dsl.py", "expr.py", "ir.py", "notation.py", "graph.py", "autodiff.py", "mathfn.py",
                      "equations.py", "recurrence.py", "pipeline.py", "build.py", "../runtime/kernel.py", "../runtime/meta.py",
                      "codegen")
 
@@ -119,7 +119,8 @@ def lower(cell, sizes, dtype, blas, prefix="rnnc"):
 
 
 def _meta(cell, g, bwd, sizes, dtype, csrc):
-    from .equations import derive_equations
+    from .equations import named_equations
+    from .graph import build_graph
     from .recurrence import classify, to_meta
     return {"name": cell.name, "dtype": dtype, "prefix": csrc.prefix, "cdef": csrc.cdef,
             "runtime": csrc.runtime,
@@ -128,7 +129,7 @@ def _meta(cell, g, bwd, sizes, dtype, csrc):
             "pack_size": csrc.layout.pack_size,
             "params": [(n, list(s)) for n, s in g.params],
             "tape": tape_plan_rows(g, csrc.layout),
-            "equations": derive_equations(g, bwd).as_dict(),
+            "equations": named_equations(build_graph(cell.spec, sizes)).as_dict(),
             "recurrence": to_meta(classify(g))}
 
 

@@ -22,6 +22,7 @@ counts as nonlinear, so "diagonal-linear" and "linear" are safe to rely on.
 """
 from __future__ import annotations
 
+from .notation import math_text
 from ..runtime.meta import KINDS, Recurrence, to_meta, from_meta  # noqa: F401 (re-exported)
 
 _ORDER = {"none": 0, "diagonal": 1, "linear": 2, "nonlinear": 3}
@@ -257,16 +258,16 @@ def _nonaffine_phrase(expr, p, i, j, syms, args, deps, names):
         y = _reading(args[j], deps, names)
         if shown == sympy.Symbol(names[args[j]][0], real=True):
             return "the coefficient of %s is %s" % (x, y)
-        return "the coefficient of %s, %s, reads %s" % (x, _cut(str(shown)), y)
+        return "the coefficient of %s, %s, reads %s" % (x, _cut(math_text(shown)), y)
     if i == j:
         for f in sorted(expr.atoms(sympy.Function), key=lambda f: len(str(f))):
             if syms[i] in f.free_symbols and len(f.args) == 1:
                 if f.args[0] == syms[i]:
                     return "%s of %s" % (_function_name(f), _reading(args[i], deps, names))
                 return "%s, a nonlinear function of %s" % (
-                    _cut(str(_display(f, args, names))), _reading(args[i], deps, names))
+                    _cut(math_text(_display(f, args, names))), _reading(args[i], deps, names))
         return "it is not affine in %s" % _reading(args[i], deps, names)
-    return "its derivative in %s, %s, reads %s" % (x, _cut(str(shown)),
+    return "its derivative in %s, %s, reads %s" % (x, _cut(math_text(shown)),
                                                     _reading(args[j], deps, names))
 
 
@@ -338,6 +339,6 @@ def _diagonal_verdict(s, dep, head):
         return Recurrence("linear", "%s: affine in the states, but concatenation moves the "
                           "units of %s[t-1] to other positions" % (head, s))
     a = dep.coeff.get(s)
-    shown = "(not shown)" if a is None else _cut(str(a))
+    shown = "(not shown)" if a is None else _cut(math_text(a))
     return Recurrence("diagonal-linear", "%s: %s[t] = a[t] ⊙ %s[t-1] + b[t] with a[t] = %s; "
                       "a[t] and b[t] read no state" % (head, s, s, shown))

@@ -163,12 +163,12 @@ static void states_to_rows(int B, const float *h0, float *rows)
         rows[b * 4 + 0 + j] = h0[b * 4 + j];
 }
 
-/* v2 = sigmoid(L0[4:]) */
-static void fwd_v2(int t, int B, const int *lengths, const float *restrict L0, float *restrict v2)
+/* u[t] = sigmoid(a_iz[t]) */
+static void fwd_v2_u(int t, int B, const int *lengths, const float *restrict L0, float *restrict v2_u)
 {
     (void)t; (void)lengths;
     for (ptrdiff_t b = 0; b < B; ++b) {
-        float *restrict o = v2 + b * 4;
+        float *restrict o = v2_u + b * 4;
         if (!VALID(b)) { for (ptrdiff_t j = 0; j < 4; ++j) o[j] = 0; continue; }
         const float *restrict r0 = (L0 + 4) + b * 8;
         for (ptrdiff_t j = 0; j < 4; ++j) {
@@ -178,18 +178,18 @@ static void fwd_v2(int t, int B, const int *lengths, const float *restrict L0, f
     }
 }
 
-/* next0 = s0*v2 + (1 - v2)*tanh(L1 + L2*sigmoid(L0)) */
-static void fwd_next0(int t, int B, const int *lengths, const float *restrict s0, float *restrict L0, float *restrict L1, const float *restrict L2, const float *restrict v2, float *restrict next0)
+/* h[t] = h[t-1]*u[t] + (1 - u[t])*tanh(a_hn[t]*sigmoid(a_ir[t]) + a_in[t]) */
+static void fwd_next_h(int t, int B, const int *lengths, const float *restrict s_h, float *restrict L0, float *restrict L1, const float *restrict L2, const float *restrict v2_u, float *restrict next_h)
 {
     (void)t; (void)lengths;
     for (ptrdiff_t b = 0; b < B; ++b) {
-        float *restrict o = next0 + b * 4;
-        if (!VALID(b)) { for (ptrdiff_t j = 0; j < 4; ++j) o[j] = s0[b * 4 + j]; continue; }
-        const float *restrict r0 = v2 + b * 4;
+        float *restrict o = next_h + b * 4;
+        if (!VALID(b)) { for (ptrdiff_t j = 0; j < 4; ++j) o[j] = s_h[b * 4 + j]; continue; }
+        const float *restrict r0 = v2_u + b * 4;
         float *restrict r1 = L1 + b * 4;
         float *restrict r2 = L0 + b * 8;
         const float *restrict r3 = L2 + b * 4;
-        const float *restrict r4 = s0 + b * 4;
+        const float *restrict r4 = s_h + b * 4;
         for (ptrdiff_t j = 0; j < 4; ++j) {
             const float a0 = r0[j];
             const float a1 = r1[j];
@@ -219,7 +219,7 @@ int rnnc_run_forward(int T, int B, const float *params, const float *x, const in
     float *A_L0 = hist0 + (ptrdiff_t)(keep ? ((ptrdiff_t)T + 1) : 2) * B * 4;
     float *A_L1 = A_L0 + (ptrdiff_t)(keep ? T : CH) * B * 8;
     float *A_L2 = A_L1 + (ptrdiff_t)(keep ? T : CH) * B * 4;
-    float *A_v2 = A_L2 + (ptrdiff_t)(keep ? T : 1) * B * 4;
+    float *A_v2_u = A_L2 + (ptrdiff_t)(keep ? T : 1) * B * 4;
     /* pack L0: one (8 x w) matrix per operand, members stacked */
     for (ptrdiff_t r = 0; r < 4; ++r) for (ptrdiff_t j = 0; j < 3; ++j)
         pack[0 + (0 + r) * 3 + j] = params[0 + r * 3 + 0 + j];
@@ -259,22 +259,22 @@ int rnnc_run_forward(int T, int B, const float *params, const float *x, const in
         for (int t = t0; t < t0 + tc; ++t) {
             float *restrict y_t = y + (ptrdiff_t)t * B * 4;
             const float *restrict x_t = x + (ptrdiff_t)t * B * 3; (void)x_t;
-            const float *restrict s0 = hist0 + (ptrdiff_t)(keep ? t : (t & 1)) * B * 4;
-            float *restrict next0 = hist0 + (ptrdiff_t)(keep ? t + 1 : ((t + 1) & 1)) * B * 4;
+            const float *restrict s_h = hist0 + (ptrdiff_t)(keep ? t : (t & 1)) * B * 4;
+            float *restrict next_h = hist0 + (ptrdiff_t)(keep ? t + 1 : ((t + 1) & 1)) * B * 4;
             float *restrict L0 = A_L0 + (ptrdiff_t)(keep ? t : t - t0) * B * 8; (void)L0;
             float *restrict L1 = A_L1 + (ptrdiff_t)(keep ? t : t - t0) * B * 4; (void)L1;
             float *restrict L2 = A_L2 + (ptrdiff_t)(keep ? t : 0) * B * 4; (void)L2;
-            float *restrict v2 = A_v2 + (ptrdiff_t)(keep ? t : 0) * B * 4; (void)v2;
-            /* L0 = bias + x_t W_x^T + s0 W_1^T */
-            rnnc_s_mk_gemm(B, 8, 4, s0, 4, pack + 100, pack + 56, 1, L0, 8);
-            fwd_v2(t, B, lengths, L0, v2);
+            float *restrict v2_u = A_v2_u + (ptrdiff_t)(keep ? t : 0) * B * 4; (void)v2_u;
+            /* L0 = bias + x_t W_x^T + s_h W_1^T */
+            rnnc_s_mk_gemm(B, 8, 4, s_h, 4, pack + 100, pack + 56, 1, L0, 8);
+            fwd_v2_u(t, B, lengths, L0, v2_u);
             /* L1 = bias + x_t W_x^T */
-            /* L2 = bias + s0 W_0^T */
-            rnnc_s_mk_gemm(B, 4, 4, s0, 4, pack + 484, pack + 96, 0, L2, 4);
-            fwd_next0(t, B, lengths, s0, L0, L1, L2, v2, next0);
+            /* L2 = bias + s_h W_0^T */
+            rnnc_s_mk_gemm(B, 4, 4, s_h, 4, pack + 484, pack + 96, 0, L2, 4);
+            fwd_next_h(t, B, lengths, s_h, L0, L1, L2, v2_u, next_h);
             /* the new states; rows past their length keep the old ones */
             for (ptrdiff_t b = 0; b < B; ++b) for (ptrdiff_t j = 0; j < 4; ++j)
-                y_t[b * 4 + j] = VALID(b) ? next0[b * 4 + j] : 0;
+                y_t[b * 4 + j] = VALID(b) ? next_h[b * 4 + j] : 0;
         }
     }
     states_to_rows(B, hist0 + (ptrdiff_t)(keep ? T : (T & 1)) * B * 4, state_T);
@@ -310,23 +310,23 @@ static const float *valid_rows(int t0, int tc, int B, const int *lengths, const 
     return dst;
 }
 
-/* adjoints of the operands of next0 */
-static void bwd_next0(int t, int B, const int *lengths, const float *restrict s0, const float *restrict L0, const float *restrict L1, const float *restrict L2, const float *restrict v2, float *restrict d_s0, float *restrict d_L0, float *restrict d_L1, float *restrict d_L2, float *restrict d_v2, float *restrict d_v5)
+/* adjoints of the operands of h[t] */
+static void bwd_next_h(int t, int B, const int *lengths, const float *restrict s_h, const float *restrict L0, const float *restrict L1, const float *restrict L2, const float *restrict v2_u, float *restrict ds_h, float *restrict d_L0, float *restrict d_L1, float *restrict d_L2, float *restrict d_v2_u, float *restrict d_v5)
 {
     (void)t; (void)lengths;
     for (ptrdiff_t b = 0; b < B; ++b) {
         if (!VALID(b)) continue;
         const float *restrict gr = d_v5 + b * 4;
-        const float *restrict r0 = v2 + b * 4;
+        const float *restrict r0 = v2_u + b * 4;
         const float *restrict r1 = L1 + b * 4;
         const float *restrict r2 = L0 + b * 8;
         const float *restrict r3 = L2 + b * 4;
-        const float *restrict r4 = s0 + b * 4;
-        float *restrict dr0 = d_v2 + b * 4;
+        const float *restrict r4 = s_h + b * 4;
+        float *restrict dr0 = d_v2_u + b * 4;
         float *restrict dr1 = d_L1 + b * 4;
         float *restrict dr2 = d_L0 + b * 8;
         float *restrict dr3 = d_L2 + b * 4;
-        float *restrict dr4 = d_s0 + b * 4;
+        float *restrict dr4 = ds_h + b * 4;
         for (ptrdiff_t j = 0; j < 4; ++j) {
             const float g = gr[j];
             const float a0 = r0[j];
@@ -345,14 +345,14 @@ static void bwd_next0(int t, int B, const int *lengths, const float *restrict s0
     }
 }
 
-/* adjoints of the operands of v2 */
-static void bwd_v2(int t, int B, const int *lengths, const float *restrict v2, float *restrict d_L0, float *restrict d_v2)
+/* adjoints of the operands of u[t] */
+static void bwd_v2_u(int t, int B, const int *lengths, const float *restrict v2_u, float *restrict d_L0, float *restrict d_v2_u)
 {
     (void)t; (void)lengths;
     for (ptrdiff_t b = 0; b < B; ++b) {
         if (!VALID(b)) continue;
-        const float *restrict gr = d_v2 + b * 4;
-        const float *restrict yr = v2 + b * 4;
+        const float *restrict gr = d_v2_u + b * 4;
+        const float *restrict yr = v2_u + b * 4;
         float *restrict dr0 = (d_L0 + 4) + b * 8;
         for (ptrdiff_t j = 0; j < 4; ++j) {
             const float g = gr[j];
@@ -378,12 +378,12 @@ int rnnc_run_backward(int T, int B, const float *params, const float *x, const i
     float *A_L0 = hist0 + (ptrdiff_t)((ptrdiff_t)T + 1) * B * 4;
     float *A_L1 = A_L0 + (ptrdiff_t)T * B * 8;
     float *A_L2 = A_L1 + (ptrdiff_t)T * B * 4;
-    float *A_v2 = A_L2 + (ptrdiff_t)T * B * 4;
-    float *gpack = A_v2 + (ptrdiff_t)T * B * 4;
+    float *A_v2_u = A_L2 + (ptrdiff_t)T * B * 4;
+    float *gpack = A_v2_u + (ptrdiff_t)T * B * 4;
     float *adj = gpack + 100;
     float *d_x_t = adj + (ptrdiff_t)B * 0; (void)d_x_t;
-    float *d_s0 = adj + (ptrdiff_t)B * 3; (void)d_s0;
-    float *d_v2 = adj + (ptrdiff_t)B * 7; (void)d_v2;
+    float *ds_h = adj + (ptrdiff_t)B * 3; (void)ds_h;
+    float *d_v2_u = adj + (ptrdiff_t)B * 7; (void)d_v2_u;
     float *d_v5 = adj + (ptrdiff_t)B * 11; (void)d_v5;
     float *d_L0_all = adj + (ptrdiff_t)B * 15;
     float *d_L1_all = d_L0_all + (ptrdiff_t)CH * B * 8;
@@ -400,12 +400,12 @@ int rnnc_run_backward(int T, int B, const float *params, const float *x, const i
         const int t0 = t1 - CH > 0 ? t1 - CH : 0, tc = t1 - t0;
         for (int t = t1 - 1; t >= t0; --t) {
             const float *restrict x_t = x + (ptrdiff_t)t * B * 3; (void)x_t;
-            const float *restrict s0 = hist0 + (ptrdiff_t)t * B * 4; (void)s0;
-            const float *restrict next0 = s0 + (ptrdiff_t)B * 4; (void)next0;
+            const float *restrict s_h = hist0 + (ptrdiff_t)t * B * 4; (void)s_h;
+            const float *restrict next_h = s_h + (ptrdiff_t)B * 4; (void)next_h;
             const float *restrict L0 = A_L0 + (ptrdiff_t)t * B * 8; (void)L0;
             const float *restrict L1 = A_L1 + (ptrdiff_t)t * B * 4; (void)L1;
             const float *restrict L2 = A_L2 + (ptrdiff_t)t * B * 4; (void)L2;
-            const float *restrict v2 = A_v2 + (ptrdiff_t)t * B * 4; (void)v2;
+            const float *restrict v2_u = A_v2_u + (ptrdiff_t)t * B * 4; (void)v2_u;
             float *restrict d_L0 = d_L0_all + (ptrdiff_t)(t - t0) * B * 8;
             float *restrict d_L1 = d_L1_all + (ptrdiff_t)(t - t0) * B * 4;
             float *restrict d_L2 = d_L2_all + (ptrdiff_t)(t - t0) * B * 4;
@@ -421,15 +421,15 @@ int rnnc_run_backward(int T, int B, const float *params, const float *x, const i
             /* dL/d(state after step t), the other states held fixed: the carry, plus dy_t for the state that is the output */
             if (dstates) for (ptrdiff_t b = 0; b < B; ++b) for (ptrdiff_t j = 0; j < 4; ++j)
                 dstates[((ptrdiff_t)t * B + b) * 4 + 0 + j] = (dy && VALID(b) ? dy[((ptrdiff_t)t * B + b) * 4 + j] : 0) + dcarry[(ptrdiff_t)B * 0 + b * 4 + j];
-            bwd_next0(t, B, lengths, s0, L0, L1, L2, v2, d_s0, d_L0, d_L1, d_L2, d_v2, d_v5);
-            /* ds0 += dL2 W */
-            rnnc_s_mk_gemm(B, 4, 4, d_L2, 4, pack + 612, NULL, 1, d_s0, 4);
-            bwd_v2(t, B, lengths, v2, d_L0, d_v2);
-            /* ds0 += dL0 W */
-            rnnc_s_mk_gemm(B, 4, 8, d_L0, 8, pack + 228, NULL, 1, d_s0, 4);
+            bwd_next_h(t, B, lengths, s_h, L0, L1, L2, v2_u, ds_h, d_L0, d_L1, d_L2, d_v2_u, d_v5);
+            /* ds_h += dL2 W */
+            rnnc_s_mk_gemm(B, 4, 4, d_L2, 4, pack + 612, NULL, 1, ds_h, 4);
+            bwd_v2_u(t, B, lengths, v2_u, d_L0, d_v2_u);
+            /* ds_h += dL0 W */
+            rnnc_s_mk_gemm(B, 4, 8, d_L0, 8, pack + 228, NULL, 1, ds_h, 4);
             /* adjoints of the states at t-1; rows past their length pass theirs through */
             for (ptrdiff_t b = 0; b < B; ++b) if (VALID(b))
-                for (ptrdiff_t j = 0; j < 4; ++j) dcarry[(ptrdiff_t)B * 0 + b * 4 + j] = d_s0[b * 4 + j];
+                for (ptrdiff_t j = 0; j < 4; ++j) dcarry[(ptrdiff_t)B * 0 + b * 4 + j] = ds_h[b * 4 + j];
         }
         const int padded = lengths && chunk_has_padding(t1, B, lengths);
         /* L0 over steps t0..t0+tc-1 at once: dW += dL0^T v, db += sums, dx += dL0 W_x */

@@ -141,16 +141,16 @@ static void states_to_rows(int B, const double *h0, double *rows)
         rows[b * 4 + 0 + j] = h0[b * 4 + j];
 }
 
-/* next0 = 0.5*s0 + 0.5*tanh(1/(1 + exp(-L0*L1))) */
-static void fwd_next0(int t, int B, const int *lengths, const double *restrict s0, const double *restrict L0, const double *restrict L1, double *restrict next0)
+/* h[t] = 0.5*h[t-1] + 0.5*tanh(1/(1 + exp(-a_A[t]*b[t]))) */
+static void fwd_next_h(int t, int B, const int *lengths, const double *restrict s_h, const double *restrict L0, const double *restrict L1, double *restrict next_h)
 {
     (void)t; (void)lengths;
     for (ptrdiff_t b = 0; b < B; ++b) {
-        double *restrict o = next0 + b * 4;
-        if (!VALID(b)) { for (ptrdiff_t j = 0; j < 4; ++j) o[j] = s0[b * 4 + j]; continue; }
+        double *restrict o = next_h + b * 4;
+        if (!VALID(b)) { for (ptrdiff_t j = 0; j < 4; ++j) o[j] = s_h[b * 4 + j]; continue; }
         const double *restrict r0 = L0 + b * 4;
         const double *restrict r1 = L1 + b * 4;
-        const double *restrict r2 = s0 + b * 4;
+        const double *restrict r2 = s_h + b * 4;
         for (ptrdiff_t j = 0; j < 4; ++j) {
             const double a0 = r0[j];
             const double a1 = r1[j];
@@ -195,20 +195,20 @@ int hand_sigmoid_run_forward(int T, int B, const double *params, const double *x
         for (int t = t0; t < t0 + tc; ++t) {
             double *restrict y_t = y + (ptrdiff_t)t * B * 4;
             const double *restrict x_t = x + (ptrdiff_t)t * B * 3; (void)x_t;
-            const double *restrict s0 = hist0 + (ptrdiff_t)(keep ? t : (t & 1)) * B * 4;
-            double *restrict next0 = hist0 + (ptrdiff_t)(keep ? t + 1 : ((t + 1) & 1)) * B * 4;
+            const double *restrict s_h = hist0 + (ptrdiff_t)(keep ? t : (t & 1)) * B * 4;
+            double *restrict next_h = hist0 + (ptrdiff_t)(keep ? t + 1 : ((t + 1) & 1)) * B * 4;
             double *restrict L0 = A_L0 + (ptrdiff_t)(keep ? t : t - t0) * B * 4; (void)L0;
             double *restrict L1 = A_L1 + (ptrdiff_t)(keep ? t : 0) * B * 4; (void)L1;
-            /* L0 = bias + x_t W_x^T + s0 W_1^T */
-            rnnc_d_gemm_nt(B, 4, 4, s0, 4, pack + 12, 4, 1, L0, 4);
-            /* L1 = bias + s0 W_0^T */
+            /* L0 = bias + x_t W_x^T + s_h W_1^T */
+            rnnc_d_gemm_nt(B, 4, 4, s_h, 4, pack + 12, 4, 1, L0, 4);
+            /* L1 = bias + s_h W_0^T */
             for (ptrdiff_t i = 0; i < B; ++i) for (ptrdiff_t r = 0; r < 4; ++r)
                 L1[i * 4 + r] = 0;
-            rnnc_d_gemm_nt(B, 4, 4, s0, 4, pack + 32, 4, 1, L1, 4);
-            fwd_next0(t, B, lengths, s0, L0, L1, next0);
+            rnnc_d_gemm_nt(B, 4, 4, s_h, 4, pack + 32, 4, 1, L1, 4);
+            fwd_next_h(t, B, lengths, s_h, L0, L1, next_h);
             /* the new states; rows past their length keep the old ones */
             for (ptrdiff_t b = 0; b < B; ++b) for (ptrdiff_t j = 0; j < 4; ++j)
-                y_t[b * 4 + j] = VALID(b) ? next0[b * 4 + j] : 0;
+                y_t[b * 4 + j] = VALID(b) ? next_h[b * 4 + j] : 0;
         }
     }
     states_to_rows(B, hist0 + (ptrdiff_t)(keep ? T : (T & 1)) * B * 4, state_T);
@@ -244,8 +244,8 @@ static const double *valid_rows(int t0, int tc, int B, const int *lengths, const
     return dst;
 }
 
-/* adjoints of the operands of next0 */
-static void bwd_next0(int t, int B, const int *lengths, const double *restrict L0, const double *restrict L1, double *restrict d_s0, double *restrict d_L0, double *restrict d_L1, double *restrict d_v3)
+/* adjoints of the operands of h[t] */
+static void bwd_next_h(int t, int B, const int *lengths, const double *restrict L0, const double *restrict L1, double *restrict ds_h, double *restrict d_L0, double *restrict d_L1, double *restrict d_v3)
 {
     (void)t; (void)lengths;
     for (ptrdiff_t b = 0; b < B; ++b) {
@@ -255,7 +255,7 @@ static void bwd_next0(int t, int B, const int *lengths, const double *restrict L
         const double *restrict r1 = L1 + b * 4;
         double *restrict dr0 = d_L0 + b * 4;
         double *restrict dr1 = d_L1 + b * 4;
-        double *restrict dr2 = d_s0 + b * 4;
+        double *restrict dr2 = ds_h + b * 4;
         for (ptrdiff_t j = 0; j < 4; ++j) {
             const double g = gr[j];
             const double a0 = r0[j];
@@ -289,7 +289,7 @@ int hand_sigmoid_run_backward(int T, int B, const double *params, const double *
     double *gpack = A_L1 + (ptrdiff_t)T * B * 4;
     double *adj = gpack + 48;
     double *d_x_t = adj + (ptrdiff_t)B * 0; (void)d_x_t;
-    double *d_s0 = adj + (ptrdiff_t)B * 3; (void)d_s0;
+    double *ds_h = adj + (ptrdiff_t)B * 3; (void)ds_h;
     double *d_v3 = adj + (ptrdiff_t)B * 7; (void)d_v3;
     double *d_L0_all = adj + (ptrdiff_t)B * 11;
     double *d_L1_all = d_L0_all + (ptrdiff_t)CH * B * 4;
@@ -303,8 +303,8 @@ int hand_sigmoid_run_backward(int T, int B, const double *params, const double *
         const int t0 = t1 - CH > 0 ? t1 - CH : 0, tc = t1 - t0;
         for (int t = t1 - 1; t >= t0; --t) {
             const double *restrict x_t = x + (ptrdiff_t)t * B * 3; (void)x_t;
-            const double *restrict s0 = hist0 + (ptrdiff_t)t * B * 4; (void)s0;
-            const double *restrict next0 = s0 + (ptrdiff_t)B * 4; (void)next0;
+            const double *restrict s_h = hist0 + (ptrdiff_t)t * B * 4; (void)s_h;
+            const double *restrict next_h = s_h + (ptrdiff_t)B * 4; (void)next_h;
             const double *restrict L0 = A_L0 + (ptrdiff_t)t * B * 4; (void)L0;
             const double *restrict L1 = A_L1 + (ptrdiff_t)t * B * 4; (void)L1;
             double *restrict d_L0 = d_L0_all + (ptrdiff_t)(t - t0) * B * 4;
@@ -320,14 +320,14 @@ int hand_sigmoid_run_backward(int T, int B, const double *params, const double *
             /* dL/d(state after step t), the other states held fixed: the carry, plus dy_t for the state that is the output */
             if (dstates) for (ptrdiff_t b = 0; b < B; ++b) for (ptrdiff_t j = 0; j < 4; ++j)
                 dstates[((ptrdiff_t)t * B + b) * 4 + 0 + j] = (dy && VALID(b) ? dy[((ptrdiff_t)t * B + b) * 4 + j] : 0) + dcarry[(ptrdiff_t)B * 0 + b * 4 + j];
-            bwd_next0(t, B, lengths, L0, L1, d_s0, d_L0, d_L1, d_v3);
-            /* ds0 += dL1 W */
-            rnnc_d_gemm_nn(B, 4, 4, d_L1, 4, pack + 32, 4, 1, d_s0, 4);
-            /* ds0 += dL0 W */
-            rnnc_d_gemm_nn(B, 4, 4, d_L0, 4, pack + 12, 4, 1, d_s0, 4);
+            bwd_next_h(t, B, lengths, L0, L1, ds_h, d_L0, d_L1, d_v3);
+            /* ds_h += dL1 W */
+            rnnc_d_gemm_nn(B, 4, 4, d_L1, 4, pack + 32, 4, 1, ds_h, 4);
+            /* ds_h += dL0 W */
+            rnnc_d_gemm_nn(B, 4, 4, d_L0, 4, pack + 12, 4, 1, ds_h, 4);
             /* adjoints of the states at t-1; rows past their length pass theirs through */
             for (ptrdiff_t b = 0; b < B; ++b) if (VALID(b))
-                for (ptrdiff_t j = 0; j < 4; ++j) dcarry[(ptrdiff_t)B * 0 + b * 4 + j] = d_s0[b * 4 + j];
+                for (ptrdiff_t j = 0; j < 4; ++j) dcarry[(ptrdiff_t)B * 0 + b * 4 + j] = ds_h[b * 4 + j];
         }
         const int padded = lengths && chunk_has_padding(t1, B, lengths);
         /* L0 over steps t0..t0+tc-1 at once: dW += dL0^T v, db += sums, dx += dL0 W_x */

@@ -163,15 +163,15 @@ static void states_to_rows(int B, const float *h0, const float *h1, float *rows)
         rows[b * 8 + 4 + j] = h1[b * 4 + j];
 }
 
-/* next1 = s1*sigmoid(L0 + P2*s1) + tanh(L0[8:])*sigmoid(L0[4:] + P5*s1) */
-static void fwd_next1(int t, int B, const int *lengths, const float *restrict s1, float *restrict L0, float *restrict next1, const float *restrict params)
+/* c[t] = c[t-1]*sigmoid(a_f[t] + c[t-1]*p_f) + tanh(a_g[t])*sigmoid(a_i[t] + c[t-1]*p_i) */
+static void fwd_next_c(int t, int B, const int *lengths, const float *restrict s_c, float *restrict L0, float *restrict next_c, const float *restrict params)
 {
     (void)t; (void)lengths;
     for (ptrdiff_t b = 0; b < B; ++b) {
-        float *restrict o = next1 + b * 4;
-        if (!VALID(b)) { for (ptrdiff_t j = 0; j < 4; ++j) o[j] = s1[b * 4 + j]; continue; }
+        float *restrict o = next_c + b * 4;
+        if (!VALID(b)) { for (ptrdiff_t j = 0; j < 4; ++j) o[j] = s_c[b * 4 + j]; continue; }
         float *restrict r0 = L0 + b * 16;
-        const float *restrict r2 = s1 + b * 4;
+        const float *restrict r2 = s_c + b * 4;
         float *restrict r3 = (L0 + 4) + b * 16;
         float *restrict r5 = (L0 + 8) + b * 16;
         for (ptrdiff_t j = 0; j < 4; ++j) {
@@ -192,15 +192,15 @@ static void fwd_next1(int t, int B, const int *lengths, const float *restrict s1
     }
 }
 
-/* next0 = tanh(next1)*sigmoid(L0[12:] + P10*next1) */
-static void fwd_next0(int t, int B, const int *lengths, const float *restrict s0, float *restrict L0, float *restrict next0, const float *restrict next1, const float *restrict params)
+/* h[t] = tanh(c[t])*sigmoid(a_o[t] + c[t]*p_o) */
+static void fwd_next_h(int t, int B, const int *lengths, const float *restrict s_h, float *restrict L0, float *restrict next_h, const float *restrict next_c, const float *restrict params)
 {
     (void)t; (void)lengths;
     for (ptrdiff_t b = 0; b < B; ++b) {
-        float *restrict o = next0 + b * 4;
-        if (!VALID(b)) { for (ptrdiff_t j = 0; j < 4; ++j) o[j] = s0[b * 4 + j]; continue; }
+        float *restrict o = next_h + b * 4;
+        if (!VALID(b)) { for (ptrdiff_t j = 0; j < 4; ++j) o[j] = s_h[b * 4 + j]; continue; }
         float *restrict r0 = (L0 + 12) + b * 16;
-        const float *restrict r2 = next1 + b * 4;
+        const float *restrict r2 = next_c + b * 4;
         for (ptrdiff_t j = 0; j < 4; ++j) {
             const float a0 = r0[j];
             const float a1 = params[136 + j];
@@ -258,18 +258,18 @@ int rnnc_run_forward(int T, int B, const float *params, const float *x, const in
         for (int t = t0; t < t0 + tc; ++t) {
             float *restrict y_t = y + (ptrdiff_t)t * B * 4;
             const float *restrict x_t = x + (ptrdiff_t)t * B * 3; (void)x_t;
-            const float *restrict s0 = hist0 + (ptrdiff_t)(keep ? t : (t & 1)) * B * 4;
-            float *restrict next0 = hist0 + (ptrdiff_t)(keep ? t + 1 : ((t + 1) & 1)) * B * 4;
-            const float *restrict s1 = hist1 + (ptrdiff_t)(keep ? t : (t & 1)) * B * 4;
-            float *restrict next1 = hist1 + (ptrdiff_t)(keep ? t + 1 : ((t + 1) & 1)) * B * 4;
+            const float *restrict s_h = hist0 + (ptrdiff_t)(keep ? t : (t & 1)) * B * 4;
+            float *restrict next_h = hist0 + (ptrdiff_t)(keep ? t + 1 : ((t + 1) & 1)) * B * 4;
+            const float *restrict s_c = hist1 + (ptrdiff_t)(keep ? t : (t & 1)) * B * 4;
+            float *restrict next_c = hist1 + (ptrdiff_t)(keep ? t + 1 : ((t + 1) & 1)) * B * 4;
             float *restrict L0 = A_L0 + (ptrdiff_t)(keep ? t : t - t0) * B * 16; (void)L0;
-            /* L0 = bias + s0 W_0^T + x_t W_x^T */
-            rnnc_s_mk_gemm(B, 16, 4, s0, 4, pack + 128, pack + 112, 1, L0, 16);
-            fwd_next1(t, B, lengths, s1, L0, next1, params);
-            fwd_next0(t, B, lengths, s0, L0, next0, next1, params);
+            /* L0 = bias + s_h W_0^T + x_t W_x^T */
+            rnnc_s_mk_gemm(B, 16, 4, s_h, 4, pack + 128, pack + 112, 1, L0, 16);
+            fwd_next_c(t, B, lengths, s_c, L0, next_c, params);
+            fwd_next_h(t, B, lengths, s_h, L0, next_h, next_c, params);
             /* the new states; rows past their length keep the old ones */
             for (ptrdiff_t b = 0; b < B; ++b) for (ptrdiff_t j = 0; j < 4; ++j)
-                y_t[b * 4 + j] = VALID(b) ? next0[b * 4 + j] : 0;
+                y_t[b * 4 + j] = VALID(b) ? next_h[b * 4 + j] : 0;
         }
     }
     states_to_rows(B, hist0 + (ptrdiff_t)(keep ? T : (T & 1)) * B * 4, hist1 + (ptrdiff_t)(keep ? T : (T & 1)) * B * 4, state_T);
@@ -305,17 +305,17 @@ static const float *valid_rows(int t0, int tc, int B, const int *lengths, const 
     return dst;
 }
 
-/* adjoints of the operands of next0 */
-static void bwd_next0(int t, int B, const int *lengths, const float *restrict L0, const float *restrict next1, float *restrict d_L0, float *restrict d_v4, float *restrict d_v6, const float *restrict params, float *restrict dparams)
+/* adjoints of the operands of h[t] */
+static void bwd_next_h(int t, int B, const int *lengths, const float *restrict L0, const float *restrict next_c, float *restrict d_L0, float *restrict d_v4_c_new, float *restrict d_v6, const float *restrict params, float *restrict dparams)
 {
     (void)t; (void)lengths;
     for (ptrdiff_t b = 0; b < B; ++b) {
         if (!VALID(b)) continue;
         const float *restrict gr = d_v6 + b * 4;
         const float *restrict r0 = (L0 + 12) + b * 16;
-        const float *restrict r2 = next1 + b * 4;
+        const float *restrict r2 = next_c + b * 4;
         float *restrict dr0 = (d_L0 + 12) + b * 16;
-        float *restrict dr2 = d_v4 + b * 4;
+        float *restrict dr2 = d_v4_c_new + b * 4;
         for (ptrdiff_t j = 0; j < 4; ++j) {
             const float g = gr[j];
             const float a0 = r0[j];
@@ -331,19 +331,19 @@ static void bwd_next0(int t, int B, const int *lengths, const float *restrict L0
     }
 }
 
-/* adjoints of the operands of next1 */
-static void bwd_next1(int t, int B, const int *lengths, const float *restrict s1, const float *restrict L0, float *restrict d_s1, float *restrict d_L0, float *restrict d_v4, const float *restrict params, float *restrict dparams)
+/* adjoints of the operands of c[t] */
+static void bwd_next_c(int t, int B, const int *lengths, const float *restrict s_c, const float *restrict L0, float *restrict ds_c, float *restrict d_L0, float *restrict d_v4_c_new, const float *restrict params, float *restrict dparams)
 {
     (void)t; (void)lengths;
     for (ptrdiff_t b = 0; b < B; ++b) {
         if (!VALID(b)) continue;
-        const float *restrict gr = d_v4 + b * 4;
+        const float *restrict gr = d_v4_c_new + b * 4;
         const float *restrict r0 = L0 + b * 16;
-        const float *restrict r2 = s1 + b * 4;
+        const float *restrict r2 = s_c + b * 4;
         const float *restrict r3 = (L0 + 4) + b * 16;
         const float *restrict r5 = (L0 + 8) + b * 16;
         float *restrict dr0 = d_L0 + b * 16;
-        float *restrict dr2 = d_s1 + b * 4;
+        float *restrict dr2 = ds_c + b * 4;
         float *restrict dr3 = (d_L0 + 4) + b * 16;
         float *restrict dr5 = (d_L0 + 8) + b * 16;
         for (ptrdiff_t j = 0; j < 4; ++j) {
@@ -387,9 +387,9 @@ int rnnc_run_backward(int T, int B, const float *params, const float *x, const i
     float *gpack = A_L0 + (ptrdiff_t)T * B * 16;
     float *adj = gpack + 128;
     float *d_x_t = adj + (ptrdiff_t)B * 0; (void)d_x_t;
-    float *d_s0 = adj + (ptrdiff_t)B * 3; (void)d_s0;
-    float *d_s1 = adj + (ptrdiff_t)B * 7; (void)d_s1;
-    float *d_v4 = adj + (ptrdiff_t)B * 11; (void)d_v4;
+    float *ds_h = adj + (ptrdiff_t)B * 3; (void)ds_h;
+    float *ds_c = adj + (ptrdiff_t)B * 7; (void)ds_c;
+    float *d_v4_c_new = adj + (ptrdiff_t)B * 11; (void)d_v4_c_new;
     float *d_v6 = adj + (ptrdiff_t)B * 15; (void)d_v6;
     float *d_L0_all = adj + (ptrdiff_t)B * 19;
     float *dcarry = d_L0_all + (ptrdiff_t)CH * B * 16;
@@ -403,10 +403,10 @@ int rnnc_run_backward(int T, int B, const float *params, const float *x, const i
         const int t0 = t1 - CH > 0 ? t1 - CH : 0, tc = t1 - t0;
         for (int t = t1 - 1; t >= t0; --t) {
             const float *restrict x_t = x + (ptrdiff_t)t * B * 3; (void)x_t;
-            const float *restrict s0 = hist0 + (ptrdiff_t)t * B * 4; (void)s0;
-            const float *restrict next0 = s0 + (ptrdiff_t)B * 4; (void)next0;
-            const float *restrict s1 = hist1 + (ptrdiff_t)t * B * 4; (void)s1;
-            const float *restrict next1 = s1 + (ptrdiff_t)B * 4; (void)next1;
+            const float *restrict s_h = hist0 + (ptrdiff_t)t * B * 4; (void)s_h;
+            const float *restrict next_h = s_h + (ptrdiff_t)B * 4; (void)next_h;
+            const float *restrict s_c = hist1 + (ptrdiff_t)t * B * 4; (void)s_c;
+            const float *restrict next_c = s_c + (ptrdiff_t)B * 4; (void)next_c;
             const float *restrict L0 = A_L0 + (ptrdiff_t)t * B * 16; (void)L0;
             float *restrict d_L0 = d_L0_all + (ptrdiff_t)(t - t0) * B * 16;
             memset(adj, 0, sizeof(float) * (size_t)B * 19);
@@ -417,21 +417,21 @@ int rnnc_run_backward(int T, int B, const float *params, const float *x, const i
             for (ptrdiff_t b = 0; b < B; ++b) if (VALID(b))
                 for (ptrdiff_t j = 0; j < 4; ++j) d_v6[b * 4 + j] += dcarry[(ptrdiff_t)B * 0 + b * 4 + j];
             for (ptrdiff_t b = 0; b < B; ++b) if (VALID(b))
-                for (ptrdiff_t j = 0; j < 4; ++j) d_v4[b * 4 + j] += dcarry[(ptrdiff_t)B * 4 + b * 4 + j];
+                for (ptrdiff_t j = 0; j < 4; ++j) d_v4_c_new[b * 4 + j] += dcarry[(ptrdiff_t)B * 4 + b * 4 + j];
             /* dL/d(state after step t), the other states held fixed: the carry, plus dy_t for the state that is the output */
             if (dstates) for (ptrdiff_t b = 0; b < B; ++b) for (ptrdiff_t j = 0; j < 4; ++j)
                 dstates[((ptrdiff_t)t * B + b) * 8 + 0 + j] = (dy && VALID(b) ? dy[((ptrdiff_t)t * B + b) * 4 + j] : 0) + dcarry[(ptrdiff_t)B * 0 + b * 4 + j];
             if (dstates) for (ptrdiff_t b = 0; b < B; ++b) for (ptrdiff_t j = 0; j < 4; ++j)
                 dstates[((ptrdiff_t)t * B + b) * 8 + 4 + j] = dcarry[(ptrdiff_t)B * 4 + b * 4 + j];
-            bwd_next0(t, B, lengths, L0, next1, d_L0, d_v4, d_v6, params, dparams);
-            bwd_next1(t, B, lengths, s1, L0, d_s1, d_L0, d_v4, params, dparams);
-            /* ds0 += dL0 W */
-            rnnc_s_mk_gemm(B, 4, 16, d_L0, 16, pack + 256, NULL, 1, d_s0, 4);
+            bwd_next_h(t, B, lengths, L0, next_c, d_L0, d_v4_c_new, d_v6, params, dparams);
+            bwd_next_c(t, B, lengths, s_c, L0, ds_c, d_L0, d_v4_c_new, params, dparams);
+            /* ds_h += dL0 W */
+            rnnc_s_mk_gemm(B, 4, 16, d_L0, 16, pack + 256, NULL, 1, ds_h, 4);
             /* adjoints of the states at t-1; rows past their length pass theirs through */
             for (ptrdiff_t b = 0; b < B; ++b) if (VALID(b))
-                for (ptrdiff_t j = 0; j < 4; ++j) dcarry[(ptrdiff_t)B * 0 + b * 4 + j] = d_s0[b * 4 + j];
+                for (ptrdiff_t j = 0; j < 4; ++j) dcarry[(ptrdiff_t)B * 0 + b * 4 + j] = ds_h[b * 4 + j];
             for (ptrdiff_t b = 0; b < B; ++b) if (VALID(b))
-                for (ptrdiff_t j = 0; j < 4; ++j) dcarry[(ptrdiff_t)B * 4 + b * 4 + j] = d_s1[b * 4 + j];
+                for (ptrdiff_t j = 0; j < 4; ++j) dcarry[(ptrdiff_t)B * 4 + b * 4 + j] = ds_c[b * 4 + j];
         }
         const int padded = lengths && chunk_has_padding(t1, B, lengths);
         /* L0 over steps t0..t0+tc-1 at once: dW += dL0^T v, db += sums, dx += dL0 W_x */

@@ -205,8 +205,7 @@ def _state_io(L, ctype):
 
 def step_pointers(L):
     """Names of the pointers a step declares: value arrays, x_t and states, adjoints."""
-    names = ["x_t"] + ["s%d" % k for k in range(len(L.states))] + [a.name for a in L.arrays]
-    names += ["next%d" % k for k in range(len(L.states))]
+    names = ["x_t"] + list(L.prev) + [a.name for a in L.arrays] + list(L.next)
     return names + [name for name, _, _ in L.adj_arrays] + ["params", "dparams"]
 
 
@@ -275,10 +274,10 @@ def _forward(g, L, printer, ctype, p):
     regions, _ = _forward_regions(L, ctype, keep=None)
     pointers = ["%sconst %s *restrict x_t = x + (ptrdiff_t)t * B * %d; (void)x_t;" % (ind, ctype, L.I)]
     for k, (_, size, _, _, _) in enumerate(L.states):
-        pointers.append("%sconst %s *restrict s%d = hist%d + (ptrdiff_t)(keep ? t : (t & 1)) * B * %d;"
-                        % (ind, ctype, k, k, size))
-        pointers.append("%s%s *restrict next%d = hist%d + (ptrdiff_t)(keep ? t + 1 : ((t + 1) & 1)) * B * %d;"
-                        % (ind, ctype, k, k, size))
+        pointers.append("%sconst %s *restrict %s = hist%d + (ptrdiff_t)(keep ? t : (t & 1)) * B * %d;"
+                        % (ind, ctype, L.prev[k], k, size))
+        pointers.append("%s%s *restrict %s = hist%d + (ptrdiff_t)(keep ? t + 1 : ((t + 1) & 1)) * B * %d;"
+                        % (ind, ctype, L.next[k], k, size))
     for a in L.arrays:
         pointers.append("%s%s *restrict %s = A_%s + (ptrdiff_t)%s * B * %d; (void)%s;"
                         % (ind, ctype, a.name, a.name, _step_index(a), a.width, a.name))
@@ -294,8 +293,8 @@ def _forward(g, L, printer, ctype, p):
             continue                     # its loop wrote the history slot
         src, stride = ref(L, node)
         update += ["for (ptrdiff_t b = 0; b < B; ++b) for (ptrdiff_t j = 0; j < %d; ++j)" % size,
-                   "    next%d[b * %d + j] = VALID(b) ? %s[b * %d + j] : s%d[b * %d + j];"
-                   % (k, size, src, stride, k, size)]
+                   "    %s[b * %d + j] = VALID(b) ? %s[b * %d + j] : %s[b * %d + j];"
+                   % (L.next[k], size, src, stride, L.prev[k], size)]
     update += ["for (ptrdiff_t b = 0; b < B; ++b) for (ptrdiff_t j = 0; j < %d; ++j)" % L.O,
                "    y_t[b * %d + j] = VALID(b) ? %s[b * %d + j] : 0;" % (L.O, out, ostride)]
     pack = [ln for b in L.bundles for ln in linear.pack_weights(g, L, b, ctype)]
@@ -426,10 +425,10 @@ def _backward(g, bwd, L, printer, ctype, p):
     regions.append("    %s *pad = dcarry + (ptrdiff_t)B * %d; (void)pad;" % (ctype, L.S))
     pointers = ["%sconst %s *restrict x_t = x + (ptrdiff_t)t * B * %d; (void)x_t;" % (ind, ctype, L.I)]
     for k, (_, size, _, _, _) in enumerate(L.states):
-        pointers.append("%sconst %s *restrict s%d = hist%d + (ptrdiff_t)t * B * %d; (void)s%d;"
-                        % (ind, ctype, k, k, size, k))
-        pointers.append("%sconst %s *restrict next%d = s%d + (ptrdiff_t)B * %d; (void)next%d;"
-                        % (ind, ctype, k, k, size, k))
+        pointers.append("%sconst %s *restrict %s = hist%d + (ptrdiff_t)t * B * %d; (void)%s;"
+                        % (ind, ctype, L.prev[k], k, size, L.prev[k]))
+        pointers.append("%sconst %s *restrict %s = %s + (ptrdiff_t)B * %d; (void)%s;"
+                        % (ind, ctype, L.next[k], L.prev[k], size, L.next[k]))
     for a in L.arrays:
         if a.taped:
             pointers.append("%sconst %s *restrict %s = A_%s + (ptrdiff_t)t * B * %d; (void)%s;"
@@ -454,8 +453,8 @@ def _backward(g, bwd, L, printer, ctype, p):
                   "    for (ptrdiff_t j = 0; j < %d; ++j) %s[b * %d + j] += dcarry[(ptrdiff_t)B * %d + b * %d + j];"
                   % (size, dn, nstride, soff, size)]
         carry += ["for (ptrdiff_t b = 0; b < B; ++b) if (VALID(b))",
-                  "    for (ptrdiff_t j = 0; j < %d; ++j) dcarry[(ptrdiff_t)B * %d + b * %d + j] = d_s%d[b * %d + j];"
-                  % (size, soff, size, k, size)]
+                  "    for (ptrdiff_t j = 0; j < %d; ++j) dcarry[(ptrdiff_t)B * %d + b * %d + j] = d%s[b * %d + j];"
+                  % (size, soff, size, L.prev[k], size)]
         soff += size
     seeds.append(comment("dL/d(state after step t), the other states held fixed: the carry, "
                          "plus dy_t for the state that is the output"))

@@ -8,6 +8,7 @@ import sympy
 
 from .. import mathfn
 from ..graph import rename_symbols
+from ..notation import ascii_text, math_text
 from .layout import param_offset
 
 
@@ -35,17 +36,14 @@ def cse_lines(exprs, printer, ctype, indent):
 
 
 def comment(text):
-    """A C comment, in ASCII (sympy writes σ for the sigmoid) for compilers that read
-    another charset."""
-    return "/* %s */" % text.replace("σ", "sigmoid").replace("*/", "* /")
+    """A C comment in ASCII (the equations write σ, δ, ²; compilers may read another
+    charset)."""
+    return "/* %s */" % ascii_text(text)
 
 
 def label(L, n):
-    """The name a node has in comments: its array (and column) or its C identifier."""
-    if n in L.cvar:
-        return L.cvar[n]
-    name, col, _ = L.value[n]
-    return name if col == 0 else "%s[%d:]" % (name, col)
+    """The name a node has in comments: its name in the equations (c[t], f[t], W_f)."""
+    return L.names.get(n) or L.cvar.get(n) or L.value[n][0]
 
 
 def _load(g, L, a, k, ctype, indent):
@@ -73,9 +71,9 @@ def _row_pointers(g, L, args, used, ctype, indent, writable=()):
 
 
 def _label_expr(expr, g, L, args):
-    return str(rename_symbols(expr, {sympy.Symbol("a%d" % k, real=True):
-                                     sympy.Symbol(label(L, a), real=True)
-                                     for k, a in enumerate(args)}))
+    return math_text(rename_symbols(expr, {sympy.Symbol("a%d" % k, real=True):
+                                           sympy.Symbol(label(L, a), real=True)
+                                           for k, a in enumerate(args)}))
 
 
 def forward_loop(g, L, n, printer, ctype):
@@ -106,7 +104,7 @@ def _past_length(L, n, N):
     """What a row past its length holds: the old state when n writes a state's history
     slot, else 0."""
     if n in L.direct_states:
-        return "s%d[b * %d + j]" % (L.direct_states[n], N)
+        return "%s[b * %d + j]" % (L.prev[L.direct_states[n]], N)
     return "0"
 
 

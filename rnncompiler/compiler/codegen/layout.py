@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 import sympy
 
 from ..autodiff import EwGrad, ew_reads
+from ..equations import display_names
 from ..graph import LEAVES, linear_terms, param_name, result_nodes, topo_order
 from .microkernel import panel_size
 
@@ -78,6 +79,9 @@ class Layout:
     pack_size: int         # packed weights and biases, then the microkernel panels
     gpack_size: int        # the gradients of the packed weights and biases
     cvar: dict             # leaf/param id -> C identifier
+    prev: tuple            # per state, the C identifier of its value at t-1 (s_h)
+    next: tuple            # per state, that of its value at t (next_h)
+    names: dict            # node -> its name in the equations (c[t], f[t]), for comments
     direct_states: dict    # new-state node computed by a fused loop -> its state's index:
                            # the loop writes the state history slot itself, no copy
     saved: dict            # fused node -> {operand index k: sympy F(E)}: the loop stores
@@ -200,8 +204,10 @@ def plan_layout(g, bwd, microkernel=None):
         params.append((name, shape, p_off, _count(shape)))
         cvar["param." + name] = "P%d" % k
         p_off += _count(shape)
+    prev = tuple("s_" + s for s, *_ in states)
+    nxt = tuple("next_" + s for s, *_ in states)
     for k, st in enumerate(states):
-        cvar[st[3]] = "s%d" % k
+        cvar[st[3]] = prev[k]
     bundles, pack = plan_bundles(g, params)
     gpack = pack
     if microkernel:
@@ -214,9 +220,9 @@ def plan_layout(g, bwd, microkernel=None):
     adjoint["x"] = ("d_x_t", 0, g.sizes["I"])
     adj_arrays.append(("d_x_t", g.sizes["I"], False))
     for k, (s, size, _, leaf, _) in enumerate(states):
-        value[leaf] = ("s%d" % k, 0, size)
-        adjoint[leaf] = ("d_s%d" % k, 0, size)
-        adj_arrays.append(("d_s%d" % k, size, False))
+        value[leaf] = (prev[k], 0, size)
+        adjoint[leaf] = ("d" + prev[k], 0, size)
+        adj_arrays.append(("d" + prev[k], size, False))
     for b in bundles:
         arrays.append(Array(b.name, b.width, any(m in taped for m in b.members), b.hoisted))
         adj_arrays.append(("d_" + b.name, b.width, True))
@@ -230,9 +236,9 @@ def plan_layout(g, bwd, microkernel=None):
     for k, n in enumerate(topo_order(g)):
         if n in bundle_of or n in elided:
             continue
-        name, size = "v%d" % k, g[n].size
+        name, size = "v%d" % k + ("_" + g[n].name if g[n].name else ""), g[n].size
         if n in direct:
-            value[n] = ("next%d" % direct[n], 0, size)
+            value[n] = (nxt[direct[n]], 0, size)
         else:
             arrays.append(Array(name, size, n in taped, False))
             value[n] = (name, 0, size)
@@ -243,6 +249,7 @@ def plan_layout(g, bwd, microkernel=None):
                   bundles=tuple(bundles), bundle_of=bundle_of, elided=elided,
                   arrays=tuple(arrays), array_of={a.name: a for a in arrays}, value=value, adjoint=adjoint,
                   adj_arrays=tuple(adj_arrays), pack_size=pack, gpack_size=gpack, cvar=cvar,
+                  prev=prev, next=nxt, names={n: t for n, (t, _) in display_names(g).items()},
                   direct_states=direct, saved=saved_activations(g, bwd, bundle_of))
 
 
