@@ -87,7 +87,7 @@ def generator_fingerprint():
         path = os.path.join(here, rel)
         files = sorted(os.path.join(path, f) for f in os.listdir(path)) if os.path.isdir(path) else [path]
         for name in files:
-            if name.endswith(".py"):
+            if name.endswith((".py", ".c", ".h")):
                 with open(name, "rb") as f:
                     h.update(os.path.relpath(name, here).encode() + b"\0" + f.read())
     return h.hexdigest()
@@ -95,10 +95,10 @@ def generator_fingerprint():
 
 # the cell language (dsl.py: the spec and its Size.bind) and its expressions (expr.py:
 # Term -> sympy) shape the C as much as the stages after them; equations.py and
-# recurrence.py shape the metadata kept with it
+# recurrence.py shape the metadata kept with it; csrc holds the C pasted into every kernel
 GENERATOR_SOURCES = ("dsl.py", "expr.py", "graph.py", "autodiff.py", "mathfn.py",
                      "equations.py", "recurrence.py", "pipeline.py", "build.py", "../runtime/kernel.py",
-                     "codegen")
+                     "codegen", "csrc")
 
 
 @functools.lru_cache(maxsize=None)
