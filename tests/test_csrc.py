@@ -1,6 +1,8 @@
 """The C runtime shipped as files (rnncompiler/compiler/csrc): the coefficient tables hold
 the numbers their comments say, the files compile as they are for every real type and
-flavour, and the package ships them and the cache key reads them."""
+flavour, the package ships them and the cache key reads them, and the build stage gets
+their text passed in rather than reaching up into codegen."""
+import ast
 import math
 import os
 import re
@@ -75,6 +77,18 @@ def test_the_cache_key_reads_every_c_file(monkeypatch):
     monkeypatch.setattr(pipeline, "open", recording_open, raising=False)
     pipeline.generator_fingerprint.__wrapped__()
     assert {os.path.join(CSRC, f) for f in csrc.FILES} <= set(opened)
+
+
+def test_build_imports_nothing_from_codegen():
+    """build.py compiles the C it is given, the runtime's included: no import of codegen,
+    the stage above it, at any depth of the file."""
+    path = os.path.join(os.path.dirname(CSRC), "build.py")
+    with open(path) as f:
+        tree = ast.parse(f.read())
+    modules = [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
+    modules += [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+    names = [a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) for a in n.names]
+    assert not [m for m in modules + names if "codegen" in m]
 
 
 def syntax_check(text, flags):

@@ -244,8 +244,9 @@ def load_kernel(key, c_text, meta, opt_level, blas):
     """A kernel from its cache entry, rebuilt from its C text if the entry is gone."""
     hit = build.load_cached(key)
     if hit is None:
-        hit = build.build_from_source(key, c_text, meta["cdef"], meta,
-                                      opt_level=opt_level, blas=blas)
+        from .codegen import kept_source
+        csrc = kept_source(c_text, meta["cdef"], meta, blas)
+        hit = build.load_or_build(key, lambda: (csrc, meta), opt_level=opt_level, blas=blas)
     module, meta = hit
     rebuild = functools.partial(load_kernel, key, c_text, meta, opt_level, blas)
     return Kernel(module, meta, key, rebuild)

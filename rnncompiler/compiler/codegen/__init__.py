@@ -19,7 +19,7 @@ from .layout import plan_layout, Layout, CHUNK
 from . import linear
 from . import helpers
 
-__all__ = ["CSource", "render_c", "plan_layout", "Layout"]
+__all__ = ["CSource", "render_c", "kept_source", "plan_layout", "Layout"]
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,7 @@ class CSource:
     blas: object
     runtime: bool = False      # links the runtime object (helpers are only declared)
     units: tuple = ()          # the text split into translation units for a parallel build
+    runtime_source: str = ""   # the runtime object's C when it links it (helpers.runtime_c)
 
 
 SIGNATURES = """\
@@ -99,7 +100,16 @@ def render_c(g, bwd, dtype="float64", *, prefix="rnnc", blas=False, fast_math=Fa
     # parallel; the second sees the first's functions through their prototypes
     units = (_join(common + [sizes] + shared + [forward] + extra),
              _join(common + ["/* defined with the forward pass */\n" + cdef] + shared + [backward]))
-    return CSource(text, cdef, L, prefix, dtype, blas, runtime, units)
+    return CSource(text, cdef, L, prefix, dtype, blas, runtime, units,
+                   helpers.runtime_c() if runtime else "")
+
+
+def kept_source(text, cdef, meta, blas):
+    """The CSource of C text that render_c made earlier (kept with a cache entry, rebuilt
+    when the entry is gone): no layout, and the runtime's C if the kernel links it."""
+    runtime = bool(meta.get("runtime", False))
+    return CSource(text, cdef, None, meta.get("prefix", "rnnc"), meta["dtype"], blas, runtime,
+                   runtime_source=helpers.runtime_c() if runtime else "")
 
 
 def _join(parts):
