@@ -8,7 +8,6 @@ one step of adjoints, a chunk of bundle adjoints and the carried state adjoints.
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 from .. import csrc, mathfn
@@ -220,14 +219,13 @@ def step_pointers(L):
 
 
 def as_function(name, loop, ctype, L, writable):
-    """A fused loop as a static function of the step pointers it uses, and the line that
-    calls it: small functions keep gcc -O3 fast, and each equation reads on its own."""
-    if not loop:
+    """A fused loop (elementwise.Loop, or None) as a static function of the step pointers
+    it uses, and the line that calls it: small functions keep gcc -O3 fast, and each
+    equation reads on its own."""
+    if loop is None:
         return [], []
-    comment_line, body = loop[0], loop[1:]
-    text = "\n".join(body)
-    words = set(re.findall(r"\w+", text))      # once per loop, not once per pointer
-    used = [v for v in step_pointers(L) if v in words]
+    comment_line, body = loop.lines[0], loop.lines[1:]
+    used = [v for v in step_pointers(L) if v in loop.pointers]
     # every step pointer is its own region of the workspace (or params, dparams, x): they
     # never overlap, and restrict spares gcc the aliasing checks around each loop
     args = ["int t", "int B", "const int *lengths"] + [
