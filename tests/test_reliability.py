@@ -22,6 +22,7 @@ import torch.nn.functional as F
 
 import rnncompiler as rc
 from rnncompiler.compiler import build
+from rnncompiler.compiler.codegen.helpers import runtime_c
 from rnncompiler.cli import main as rnnc
 from rnncompiler.cli import cache as cache_cli
 
@@ -422,7 +423,7 @@ def never_built(x, h, p):
 def private_cache(tmp_path, monkeypatch, name="cache"):
     """A private cache dir for one test, holding a copy of the session's runtime object
     (built once per cache at -O3: copying it saves seconds per test)."""
-    runtime = Path(build.runtime_object())
+    runtime = Path(build.runtime_object(runtime_c()))
     d = tmp_path / name
     d.mkdir(mode=0o700)
     for suffix in (".o", ".json"):

@@ -3,6 +3,8 @@ expected results: the C printer (mathfn.CPrinter), expr.to_sympy, linear-sum mer
 (graph.merge_linear_sums), local partials (autodiff.local_partials), saved activations
 and layout planning (codegen.layout) and render_c. The end-to-end tests say that a kernel
 is wrong; these say which stage made it so."""
+import re
+
 import pytest
 import sympy
 
@@ -14,6 +16,7 @@ from rnncompiler.compiler.codegen import render_c
 from rnncompiler.compiler.codegen.layout import Array, Bundle, Part, plan_layout, saved_activations
 from rnncompiler.errors import CellError
 from rnncompiler.compiler.graph import build_graph, fuse_elementwise, merge_linear_sums
+from cells import gru, lstm, peephole_lstm
 
 u, v = sympy.symbols("u v", real=True)
 a0, a1, a2 = sympy.symbols("a0 a1 a2", real=True)
@@ -317,6 +320,25 @@ def test_render_c_key_lines():
     assert "int tiny_forward(int T, int B, const double *params" in src.cdef
     assert len(src.units) == 2 and "tiny_run_backward" in src.units[1]
     assert "tiny_run_backward" not in src.units[0]
+
+
+@pytest.mark.parametrize("cell", [lstm, gru, peephole_lstm, separate_weights], ids=lambda c: c.name)
+def test_a_loop_knows_the_step_pointers_its_lines_use(cell):
+    """Each fused loop records the pointers it reads or writes as it is made (its function
+    takes those): exactly the step pointers its lines name, no more, no fewer."""
+    from rnncompiler.compiler.autodiff import EwGrad
+    from rnncompiler.compiler.codegen import step_pointers
+    from rnncompiler.compiler.codegen.elementwise import backward_loop, forward_loop
+    g, bwd = fused(cell)
+    L = plan_layout(g, bwd)
+    printer = mathfn.CPrinter("float64")
+    loops = [forward_loop(g, L, n, printer, "double") for n in by_op(g, "ew") if n not in L.elided]
+    loops += [backward_loop(g, L, op, printer, "double") for op in bwd.ops if isinstance(op, EwGrad)]
+    loops = [loop for loop in loops if loop is not None]
+    assert loops
+    for loop in loops:
+        words = set(re.findall(r"\w+", "\n".join(loop.lines[1:])))
+        assert loop.pointers == {v for v in step_pointers(L) if v in words}, loop.lines[0]
 
 
 def test_render_c_float32_fast_math():

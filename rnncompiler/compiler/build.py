@@ -297,12 +297,12 @@ def load_cached(key):
         return None
 
 
-def runtime_object():
+def runtime_object(source):
     """The runtime object file every JIT kernel links (the GEMM helpers and microkernel),
-    built once per machine, compiler and generator, and verified like any entry."""
-    from .codegen.helpers import runtime_c
+    compiled from its C text `source`, once per machine, compiler and text, and verified
+    like any entry."""
     level = 1 if sanitize_flags() else 3     # instrumented -O3 takes 3x longer to build
-    return _cached_object("runtime", runtime_c(), level)
+    return _cached_object("runtime", source, level)
 
 
 SHARED_WRAPPER = "_rnnc_wrapper"
@@ -362,7 +362,9 @@ def _cached_object(kind, text, level):
 
 
 def load_or_build(key, generate, *, opt_level=2, blas=True):
-    """The cached module for `key`, building it from generate() -> (CSource, meta) if needed."""
+    """The cached module for `key`, building it from generate() -> (csrc, meta) if needed:
+    csrc the kernel's C (text, cdef, units: the text as translation units or empty, and
+    runtime_source: the C of the runtime object it links, or empty)."""
     hit = load_cached(key)
     if hit is not None:
         return hit
@@ -383,7 +385,7 @@ def _build(root, key, csrc, meta, opt_level, blas):
         module = "_rnnc_%s_%s" % (key[:16], os.urandom(4).hex())
         binary = os.path.join(tmp, module + sysconfig.get_config_var("EXT_SUFFIX"))
         # the runtime object is made (once per machine) after the kernel's own code compiled
-        objects = lambda: [runtime_object()] if meta.get("runtime") else []  # noqa: E731
+        objects = lambda: [runtime_object(csrc.runtime_source)] if csrc.runtime_source else []  # noqa: E731
         if csrc.units:
             _build_units(tmp, module, csrc, binary, objects, opt_level, blas)
         else:

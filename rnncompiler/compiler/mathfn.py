@@ -18,6 +18,7 @@ from sympy.printing.precedence import PRECEDENCE
 from sympy.codegen.ast import real, float32, float64
 
 from ..errors import CellError
+from . import csrc
 
 
 def _step(u, strict_lo, lo=0, hi=None):
@@ -179,199 +180,28 @@ NUMPY_FUNCTIONS["loggamma"] = np.vectorize(math.lgamma, otypes=[float])
 NUMPY_FUNCTIONS["Heaviside"] = lambda u, h=0.5: np.heaviside(u, h)
 
 
-# Vectorisable exp, expm1 (of arguments <= 0) and tanh (log and log1p below): Cody-Waite
-# range reduction x = n ln2 + r, |r| <= ln2/2, a Taylor polynomial for e^r (or e^r - 1), and 2^n built in
-# the exponent bits (as two factors, so results down to the subnormals are right). No
-# branches or libm calls, so gcc vectorises the loops around them; glibc's expf/tanhf are
-# vectorised only under -ffast-math, which the kernels never use. Accuracy, checked
-# against libm over the whole range by the tests: <= 2 ulp (float), <= 1 ulp (double).
-_FAST = {
-    "float32": dict(T="float", I="int32_t", F="f", MAGIC="12582912.0f", LOG2E="1.44269504088896341f",
-                    LN2HI="0.693359375f", LN2LO="-2.12194440e-4f", LO="-104.0f", HI="89.0f",
-                    M1LO="-30.0f", SH="23", BIAS="127", DEG=7, DEGM1=8,
-                    ONE="0x3f800000", SQRTH="0x3f3504f3", MANT="0x007fffff",
-                    MINNORM="1.17549435e-38f", SCALE="33554432.0f", SCALEK="25",
-                    MAXV="3.40282347e+38f"),
-    "float64": dict(T="double", I="int64_t", F="", MAGIC="6755399441055744.0",
-                    LOG2E="1.4426950408889634074", LN2HI="6.93147180369123816490e-01",
-                    LN2LO="1.90821492927058770002e-10", LO="-746.0", HI="710.0",
-                    M1LO="-40.0", SH="52", BIAS="1023", DEG=13, DEGM1=15,
-                    ONE="0x3ff0000000000000", SQRTH="0x3fe6a09e667f3bcd",
-                    MANT="0x000fffffffffffff", MINNORM="2.2250738585072014e-308",
-                    SCALE="18014398509481984.0", SCALEK="54", MAXV="1.7976931348623157e+308"),
-}
-
-
-def _horner(T, F, first, last, var):
-    """1/k! coefficients from k = last down to first, as nested products in var."""
-    from math import factorial
-    expr = "%r%s" % (1.0 / factorial(last), F)
-    for k in range(last - 1, first - 1, -1):
-        expr = "%r%s + %s * (%s)" % (1.0 / factorial(k), F, var, expr)
-    return expr
-
-
-def fast_math_helpers(dtype):
-    """C source of rnnc_exp, rnnc_expm1_neg, rnnc_tanh, rnnc_log and rnnc_log1p (suffix f
-    for float32)."""
-    c = _FAST[dtype]
-    T, I, F = c["T"], c["I"], c["F"]
-    sub = dict(c, P_EXP=_horner(T, F, 0, c["DEG"], "r"),
-               P_M1=_horner(T, F, 1, c["DEGM1"], "r"))
-    text = """static inline T rnnc_pow2iF(I n) { T v; I bits = (n + BIAS) << SH; memcpy(&v, &bits, sizeof v); return v; }
-/* e^x for all x: inf above the range, subnormals and 0 below, NaN kept */
-static inline T rnnc_expF(T x)
-{
-    const T xc = x < LO ? LO : (x > HI ? HI : x);    /* ternaries vectorise, fmin does not */
-    const T n = (xc * LOG2E + MAGIC) - MAGIC;
-    const T r = (xc - n * LN2HI) - n * LN2LO;
-    const T p = P_EXP;
-    const I ni = (I)n, n1 = ni / 2, n2 = ni - n1;
-    const T y = p * rnnc_pow2iF(n1) * rnnc_pow2iF(n2);
-    return x != x ? x : y;
-}
-/* e^y - 1 for y <= 0, without cancellation near 0 */
-static inline T rnnc_expm1_negF(T y)
-{
-    const T yc = y < M1LO ? M1LO : y;
-    const T n = (yc * LOG2E + MAGIC) - MAGIC;
-    const T r = (yc - n * LN2HI) - n * LN2LO;
-    const T p = r * (P_M1);
-    const T s = rnnc_pow2iF((I)n);
-    return s * p + (s - 1);
-}
-/* tanh x = -expm1(-2|x|) / (2 + expm1(-2|x|)), sign of x; NaN kept */
-static inline T rnnc_tanhF(T x)
-{
-    const T e = rnnc_expm1_negF(-2 * fabsF(x));
-    const T t = -e / (2 + e);
-    return x != x ? x : copysignF(t, x);
-}"""
-    if dtype == "float64":
-        text = text[:text.index("/* tanh x = -expm1")] + _TANH_DOUBLE.replace("P_TANH", _tanh_taylor(23))
-    lg = ["%r%s" % (v, F) for v in _LG]
-    text += "\n" + _LOG % dict(c, F=F, LG1=lg[0], LG2=lg[1], LG3=lg[2], LG4=lg[3], LG5=lg[4],
-                               LG6=lg[5], LG7=lg[6])
-    for key in ("P_EXP", "P_M1", "MAGIC", "LOG2E", "LN2HI", "LN2LO", "M1LO", "LO", "HI",
-                "BIAS", "SH"):
-        text = text.replace(key, str(sub[key]))
-    return text.replace("T ", T + " ").replace("(T)", "(%s)" % T).replace("I ", I + " ") \
-        .replace("(I)", "(%s)" % I).replace("sizeof v", "sizeof v").replace("F(", F + "(")
-
-
-# In double the division after expm1 above would cost up to 3 ulp; this form stays within
-# 1: a series where tanh is near x, and above it the rounding of e^{2|x|} + 1 and the
-# remainder of the division (exact with fma) folded back into 1 - 2/(e^{2|x|} + 1).
-_TANH_DOUBLE = """/* tanh x: below |x| = 0.625 the Taylor series x + x^3 P(x^2); above,
-   1 - 2/(e^{2|x|} + 1) with E + 1 = d + dlo, 2 = q d + r and 1 - q = hi + lo exactly;
-   sign of x; NaN kept */
-static inline T rnnc_tanhF(T x)
-{
-    const T a = fabsF(x), a2 = a * a;
-    const T small = a + a * a2 * (P_TANH);
-    const T E = rnnc_expF(2 * (a < 20 ? a : 20));
-    const T d = E + 1, dlo = 1 - (d - E);
-    const T q = 2 / d;
-    const T r = fmaF(-q, d, 2) - q * dlo;
-    const T hi = 1 - q, lo = (1 - hi) - q;
-    const T big = hi + (lo - r * q * (T)0.5);
-    const T t = a < (T)0.625 ? small : big;
-    return x != x ? x : copysignF(t, x);
-}"""
-
-
-# log after fdlibm: x = 2^k m with m in [sqrt(2)/2, sqrt(2)), f = m - 1, s = f/(2 + f) and
-# log m = f - f^2/2 + s (f^2/2 + R(s^2)), R fdlibm's minimax polynomial (the same seven
-# coefficients serve float); k ln2 in two parts. Integer steps and ternaries only, so it
-# vectorises; log1p(x) = log(1 + x) + the rounding of 1 + x divided by it.
-_LG = (6.666666666666735130e-01, 3.999999999940941908e-01, 2.857142874366239149e-01,
-       2.222219843214978396e-01, 1.818357216161805012e-01, 1.531383769920937332e-01,
-       1.479819860511658591e-01)
-_LOG = """/* log x: -inf at 0, NaN below 0 and for NaN, inf at inf; subnormals scaled first */
-static inline T rnnc_log%(F)s(T x)
-{
-    const int sub = x < %(MINNORM)s;
-    const T xs = sub ? x * %(SCALE)s : x;
-    I ix;
-    memcpy(&ix, &xs, sizeof ix);
-    ix += (I)%(ONE)s - (I)%(SQRTH)s;
-    const I k = (ix >> %(SH)s) - %(BIAS)s - (sub ? %(SCALEK)s : 0);
-    ix = (ix & (I)%(MANT)s) + (I)%(SQRTH)s;
-    T m;
-    memcpy(&m, &ix, sizeof m);
-    const T f = m - 1, s = f / (2 + f), z = s * s, w = z * z;
-    const T R = z * (%(LG1)s + w * (%(LG3)s + w * (%(LG5)s + w * %(LG7)s)))
-              + w * (%(LG2)s + w * (%(LG4)s + w * %(LG6)s));
-    const T hfsq = (T)0.5 * f * f, dk = (T)k;
-    const T y = s * (hfsq + R) + dk * %(LN2LO)s - hfsq + f + dk * %(LN2HI)s;
-    return (x > 0) & (x <= %(MAXV)s) ? y : (x == 0 ? -INFINITY : (x > 0 ? x : NAN));
-}
-/* log(1 + x): the rounding of u = 1 + x corrected by (x - (u - 1)) / u; -inf at -1 */
-static inline T rnnc_log1p%(F)s(T x)
-{
-    const T u = 1 + x;
-    const T c = (u > 0) & (u != 1) & (u <= %(MAXV)s) ? (x - (u - 1)) / u : 0;
-    const T y = u == 1 ? x : rnnc_log%(F)s(u) + c;
-    return x != x ? x : y;
-}"""
-
-
-def _tanh_taylor(terms):
-    """Horner form in a2 of the Taylor coefficients of tanh for x^3, x^5, ... (`terms` of
-    them): 2^{2n} (2^{2n} - 1) B_{2n} / (2n)! for x^{2n-1}."""
-    coef = [sympy.Integer(2) ** (2 * n) * (2 ** (2 * n) - 1) * sympy.bernoulli(2 * n)
-            / sympy.factorial(2 * n) for n in range(2, terms + 2)]
-    expr = repr(float(coef[-1]))
-    for c in reversed(coef[:-1]):
-        expr = "%r + a2 * (%s)" % (float(c), expr)
-    return expr
-
-
-def c_helpers(dtype, fast=False):
-    """The C definitions of the activation helpers for one dtype ("float32"/"float64");
-    fast: exp, tanh, log and log1p from fast_math_helpers instead of libm."""
+def c_helpers(dtype, fast=False, prelude=True):
+    """The C definitions of the elementwise helpers for one dtype ("float32"/"float64"):
+    one per activation row of FUNCTIONS and the NaN-keeping ones (csrc/nan_keeping.h);
+    fast: exp, tanh, log and log1p of csrc/fastmath.h instead of libm's; prelude: with the
+    #defines that choose the real type first (render_c emits them itself)."""
     f = dtype == "float32"
     suffix = "f" if f else ""
     ctype = "float" if f else "double"
     exp = "rnnc_exp" if fast else "exp"
     macros = {"EXP": exp, "LOG1P": "rnnc_log1p" if fast else "log1p", "FABS": "fabs",
               "FMAX": "fmax", "FMIN": "fmin", "CBRT": "cbrt"}
-    out = [fast_math_helpers(dtype)] if fast else []
+    out = []
     for name, (_, body, _) in FUNCTIONS.items():
         for macro, fn in macros.items():
             body = body.replace(macro + "(", fn + suffix + "(")
         body = body.replace("(real)", "(%s)" % ctype).replace("real ", ctype + " ")
         out.append("static inline %s rnnc_%s%s(%s u) { %s }"
                    % (ctype, name.lower(), suffix, ctype, body))
-    # ternaries, not fmin/fmax: they vectorise and keep NaN, as torch.clamp and numpy do
-    out += [line.replace("T ", ctype + " ").replace("F(", suffix + "(") for line in _NAN_KEEPING]
-    return _ALWAYS_INLINE + "\n".join(out).replace("static inline ", "RNNC_INLINE ")
-
-
-# Every helper inlined, whatever gcc's size limits say: a helper called out of line in a
-# big cell's backward loop stops that loop from vectorising (a 4-layer LSTM written as one
-# cell lost 2.5x). Plain `static inline` for compilers without the attribute (C99).
-_ALWAYS_INLINE = """#if defined(__GNUC__)
-#define RNNC_INLINE static inline __attribute__((always_inline))
-#else
-#define RNNC_INLINE static inline
-#endif
-"""
-
-
-# Elementwise helpers that keep NaN as numpy does (C's fmax, fmin and comparisons drop it)
-_NAN_KEEPING = (
-    "static inline T rnnc_clipF(T u, T lo, T hi) { return u < lo ? lo : (u > hi ? hi : u); }",
-    "static inline T rnnc_maxF(T a, T b) { return a > b || a != a ? a : b; }",
-    "static inline T rnnc_minF(T a, T b) { return a < b || a != a ? a : b; }",
-    # numpy's and Python's modulo: the divisor's sign (C's fmod keeps the dividend's),
-    # exact as fmod is, NaN for a zero divisor
-    "static inline T rnnc_modF(T a, T b) "
-    "{ const T m = fmodF(a, b); return m != 0 ? ((b < 0) != (m < 0) ? m + b : m) : copysignF(0, b); }",
-    "static inline T rnnc_signF(T u) { return u > 0 ? 1 : (u < 0 ? -1 : u); }",
-    "static inline T rnnc_heavisideF(T u, T h) "
-    "{ return u < 0 ? 0 : (u > 0 ? 1 : (u == 0 ? h : u)); }",
-)
+    parts = [csrc.real(dtype)] if prelude else []
+    parts += [csrc.source("inline.h")] + ([csrc.source("fastmath.h")] if fast else [])
+    parts += ["\n".join(out).replace("static inline ", "RNNC_INLINE "), csrc.source("nan_keeping.h")]
+    return "\n".join(parts)
 
 
 class CPrinter(C99CodePrinter):

@@ -70,7 +70,7 @@ def generator_fingerprint():
         path = os.path.join(here, rel)
         files = sorted(os.path.join(path, f) for f in os.listdir(path)) if os.path.isdir(path) else [path]
         for name in files:
-            if name.endswith(".py"):
+            if name.endswith((".py", ".c", ".h")):
                 with open(name, "rb") as f:
                     h.update(os.path.relpath(name, here).encode() + b"\0" + f.read())
     return h.hexdigest()
@@ -78,10 +78,10 @@ def generator_fingerprint():
 
 # the cell language (dsl.py: the spec and its Size.bind) and its expressions (expr.py:
 # Term -> sympy) shape the C as much as the stages after them; equations.py and
-# recurrence.py shape the metadata kept with it
-GENERATOR_SOURCES = ("dsl.py", "expr.py", "ir.py", "notation.py", "graph.py", "autodiff.py", "mathfn.py",
-                     "equations.py", "recurrence.py", "pipeline.py", "build.py", "../runtime/kernel.py", "../runtime/meta.py",
-                     "codegen")
+# recurrence.py shape the metadata kept with it; csrc holds the C pasted into every kernel
+GENERATOR_SOURCES = ("dsl.py", "expr.py", "ir.py", "notation.py", "graph.py", "autodiff.py",
+                     "mathfn.py", "equations.py", "recurrence.py", "pipeline.py", "build.py",
+                     "../runtime/kernel.py", "../runtime/meta.py", "codegen", "csrc")
 
 
 @functools.lru_cache(maxsize=None)
@@ -228,16 +228,9 @@ def load_kernel(key, c_text, meta, opt_level, blas):
     """A kernel from its cache entry, rebuilt from its C text if the entry is gone."""
     hit = build.load_cached(key)
     if hit is None:
-        hit = _build_from_source(key, c_text, meta["cdef"], meta,
-                                      opt_level=opt_level, blas=blas)
+        from .codegen import kept_source
+        csrc = kept_source(c_text, meta["cdef"], meta, blas)
+        hit = build.load_or_build(key, lambda: (csrc, meta), opt_level=opt_level, blas=blas)
     module, meta = hit
     rebuild = functools.partial(load_kernel, key, c_text, meta, opt_level, blas)
     return Kernel(module, meta, key, rebuild)
-
-
-def _build_from_source(key, csrc_text, cdef, meta, *, opt_level=2, blas=True):
-    """Rebuild an entry from kept C text (unpickling a kernel whose entry is gone)."""
-    from .codegen import CSource
-    csrc = CSource(csrc_text, cdef, None, meta.get("prefix", "rnnc"), meta["dtype"], blas,
-                   meta.get("runtime", False))
-    return build.load_or_build(key, lambda: (csrc, meta), opt_level=opt_level, blas=blas)

@@ -8,6 +8,38 @@
 #include <stdint.h>
 #include <string.h>
 
+#undef RNNC_DOUBLE
+#define RNNC_DOUBLE 1
+/* The real type of the C that follows, chosen by RNNC_DOUBLE (0: float, 1: double) just
+   before this file. Pasted once per type (the runtime object holds both), so it first
+   forgets the previous choice. */
+#undef RNNC_REAL
+#undef RNNC_REAL_SIZE
+#undef RNNC_INT
+#undef RNNC_F
+#undef RNNC_L
+#undef RNNC_L_
+#undef RNNC_T
+#if RNNC_DOUBLE
+#define RNNC_REAL double
+#define RNNC_REAL_SIZE 8            /* sizeof(RNNC_REAL), for #if */
+#define RNNC_INT int64_t            /* an integer as wide: the bits of a real */
+#define RNNC_F(name) name           /* the names of libm and the helpers: exp, rnnc_exp */
+#define RNNC_L(lit) lit             /* a literal of the type, lit or a macro of its digits */
+#define RNNC_T(name) rnnc_d_##name  /* the GEMM helpers' names: rnnc_d_gemm_nt */
+#else
+#define RNNC_REAL float
+#define RNNC_REAL_SIZE 4
+#define RNNC_INT int32_t
+#define RNNC_F(name) name##f        /* expf, rnnc_expf */
+#define RNNC_L(lit) RNNC_L_(lit)    /* 0.5 -> 0.5f, after expanding a macro */
+#define RNNC_L_(lit) lit##f
+#define RNNC_T(name) rnnc_s_##name  /* rnnc_s_gemm_nt */
+#endif
+
+/* Every helper inlined, whatever gcc's size limits say: a helper called out of line in a
+   big cell's backward loop stops that loop from vectorising (a 4-layer LSTM written as one
+   cell lost 2.5x). Plain `static inline` for compilers without the attribute (C99). */
 #if defined(__GNUC__)
 #define RNNC_INLINE static inline __attribute__((always_inline))
 #else
@@ -19,58 +51,155 @@ RNNC_INLINE double rnnc_softsign(double u) { return u / (1 + fabs(u)); }
 RNNC_INLINE double rnnc_hardsigmoid(double u) { const double v = u / 6 + (double)0.5; return v < 0 ? 0 : (v > 1 ? 1 : v); }
 RNNC_INLINE double rnnc_relu(double u) { return u <= 0 ? 0 : u; }
 RNNC_INLINE double rnnc_cbrt(double u) { return cbrt(u); }
-RNNC_INLINE double rnnc_clip(double u, double lo, double hi) { return u < lo ? lo : (u > hi ? hi : u); }
-RNNC_INLINE double rnnc_max(double a, double b) { return a > b || a != a ? a : b; }
-RNNC_INLINE double rnnc_min(double a, double b) { return a < b || a != a ? a : b; }
-RNNC_INLINE double rnnc_mod(double a, double b) { const double m = fmod(a, b); return m != 0 ? ((b < 0) != (m < 0) ? m + b : m) : copysign(0, b); }
-RNNC_INLINE double rnnc_sign(double u) { return u > 0 ? 1 : (u < 0 ? -1 : u); }
-RNNC_INLINE double rnnc_heaviside(double u, double h) { return u < 0 ? 0 : (u > 0 ? 1 : (u == 0 ? h : u)); }
+/* Elementwise helpers that keep NaN as numpy does (C's fmax, fmin and comparisons drop
+   it): ternaries, not fmin/fmax, which also vectorise. Needs real.h and inline.h. */
+RNNC_INLINE RNNC_REAL RNNC_F(rnnc_clip)(RNNC_REAL u, RNNC_REAL lo, RNNC_REAL hi) { return u < lo ? lo : (u > hi ? hi : u); }
+RNNC_INLINE RNNC_REAL RNNC_F(rnnc_max)(RNNC_REAL a, RNNC_REAL b) { return a > b || a != a ? a : b; }
+RNNC_INLINE RNNC_REAL RNNC_F(rnnc_min)(RNNC_REAL a, RNNC_REAL b) { return a < b || a != a ? a : b; }
+/* numpy's and Python's modulo: the divisor's sign (C's fmod keeps the dividend's), exact
+   as fmod is, NaN for a zero divisor */
+RNNC_INLINE RNNC_REAL RNNC_F(rnnc_mod)(RNNC_REAL a, RNNC_REAL b) { const RNNC_REAL m = RNNC_F(fmod)(a, b); return m != 0 ? ((b < 0) != (m < 0) ? m + b : m) : RNNC_F(copysign)(0, b); }
+RNNC_INLINE RNNC_REAL RNNC_F(rnnc_sign)(RNNC_REAL u) { return u > 0 ? 1 : (u < 0 ? -1 : u); }
+RNNC_INLINE RNNC_REAL RNNC_F(rnnc_heaviside)(RNNC_REAL u, RNNC_REAL h) { return u < 0 ? 0 : (u > 0 ? 1 : (u == 0 ? h : u)); }
 
+#define RNNC_BLAS 0
+#define RNNC_RUNTIME 0
+/* What every user of the GEMM helpers needs: the BLAS headers, the kinds of product
+   gemm_big takes, the linkage of the entry points and, where they live in the runtime
+   object, their prototypes for RNNC_REAL. Chosen before this file:
+   RNNC_BLAS     0: plain C loops; 1: any CBLAS (cblas_sgemm); 2: scipy-openblas32, whose
+                 symbols carry scipy_, with gemm_big split over pthreads (the JIT kernels)
+   RNNC_RUNTIME  0: static functions in the kernel's own file (exported kernels, and JIT
+                 kernels without OpenBLAS); 1: hidden ones in the runtime object, compiled
+                 once per machine and linked into every JIT kernel with OpenBLAS */
+#ifndef RNNC_GEMM_H
+#define RNNC_GEMM_H
+#if RNNC_BLAS
+#include <cblas.h>
+#endif
+#if RNNC_BLAS == 2
+#include <pthread.h>
+#endif
 enum { RNNC_NT, RNNC_NN, RNNC_TN };
+#if RNNC_RUNTIME
+#define RNNC_API __attribute__((visibility("hidden")))
+#else
+#define RNNC_API static
+#endif
+#endif
+#if RNNC_RUNTIME
+RNNC_API void RNNC_T(gemm_nt)(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const RNNC_REAL *A, ptrdiff_t lda, const RNNC_REAL *Bm, ptrdiff_t ldb, int beta, RNNC_REAL *C, ptrdiff_t ldc);
+RNNC_API void RNNC_T(gemm_nn)(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const RNNC_REAL *A, ptrdiff_t lda, const RNNC_REAL *Bm, ptrdiff_t ldb, int beta, RNNC_REAL *C, ptrdiff_t ldc);
+RNNC_API void RNNC_T(gemm_tn)(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const RNNC_REAL *A, ptrdiff_t lda, const RNNC_REAL *Bm, ptrdiff_t ldb, int beta, RNNC_REAL *C, ptrdiff_t ldc);
+RNNC_API void RNNC_T(gemm_big)(int kind, int threads, int beta, ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const RNNC_REAL *A, ptrdiff_t lda, const RNNC_REAL *Bm, ptrdiff_t ldb, RNNC_REAL *C, ptrdiff_t ldc);
+RNNC_API void RNNC_T(mk_pack_nt)(ptrdiff_t N, ptrdiff_t K, const RNNC_REAL *W, ptrdiff_t ldw, RNNC_REAL *P);
+RNNC_API void RNNC_T(mk_pack_nn)(ptrdiff_t N, ptrdiff_t K, const RNNC_REAL *W, ptrdiff_t ldw, RNNC_REAL *P);
+RNNC_API void RNNC_T(mk_gemm)(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const RNNC_REAL *A, ptrdiff_t lda, const RNNC_REAL *P, const RNNC_REAL *bias, int beta, RNNC_REAL *C, ptrdiff_t ldc);
+#endif
+/* The GEMM helpers of RNNC_REAL for the three shapes linear maps need, by BLAS or plain
+   loops, and gemm_big, those over the chunks of T*B rows. Needs real.h and gemm.h. */
+#if RNNC_BLAS == 2 && RNNC_DOUBLE
+#define RNNC_XGEMM scipy_cblas_dgemm
+#elif RNNC_BLAS == 2
+#define RNNC_XGEMM scipy_cblas_sgemm
+#elif RNNC_DOUBLE
+#define RNNC_XGEMM cblas_dgemm
+#else
+#define RNNC_XGEMM cblas_sgemm
+#endif
+/* BLAS takes int sizes: the long dimension (rows, or K for tn) goes in pieces of 2^30 */
+
 /* C (MxN) = beta C + A (MxK) B^T, B (NxK) */
-static void rnnc_d_gemm_nt(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const double *A, ptrdiff_t lda, const double *Bm, ptrdiff_t ldb, int beta, double *C, ptrdiff_t ldc)
+RNNC_API void RNNC_T(gemm_nt)(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const RNNC_REAL *A, ptrdiff_t lda, const RNNC_REAL *Bm, ptrdiff_t ldb, int beta, RNNC_REAL *C, ptrdiff_t ldc)
 {
+#if RNNC_BLAS
+    for (; M > 0; M -= (1 << 30), A += (ptrdiff_t)lda << 30, C += (ptrdiff_t)ldc << 30)
+        RNNC_XGEMM(CblasRowMajor, CblasNoTrans, CblasTrans, (int)(M < (1 << 30) ? M : (1 << 30)), (int)N, (int)K, 1, A, (int)lda, Bm, (int)ldb, (RNNC_REAL)beta, C, (int)ldc);
+#else
     if (!beta) for (ptrdiff_t i = 0; i < M; ++i) for (ptrdiff_t j = 0; j < N; ++j) C[i * ldc + j] = 0;
     for (ptrdiff_t i = 0; i < M; ++i) for (ptrdiff_t j = 0; j < N; ++j) {
-        double acc = 0;
+        RNNC_REAL acc = 0;
         for (ptrdiff_t k = 0; k < K; ++k) acc += A[i * lda + k] * Bm[j * ldb + k];
         C[i * ldc + j] += acc;
     }
+#endif
 }
 /* C (MxN) = beta C + A (MxK) B (KxN) */
-static void rnnc_d_gemm_nn(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const double *A, ptrdiff_t lda, const double *Bm, ptrdiff_t ldb, int beta, double *C, ptrdiff_t ldc)
+RNNC_API void RNNC_T(gemm_nn)(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const RNNC_REAL *A, ptrdiff_t lda, const RNNC_REAL *Bm, ptrdiff_t ldb, int beta, RNNC_REAL *C, ptrdiff_t ldc)
 {
+#if RNNC_BLAS
+    for (; M > 0; M -= (1 << 30), A += (ptrdiff_t)lda << 30, C += (ptrdiff_t)ldc << 30)
+        RNNC_XGEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)(M < (1 << 30) ? M : (1 << 30)), (int)N, (int)K, 1, A, (int)lda, Bm, (int)ldb, (RNNC_REAL)beta, C, (int)ldc);
+#else
     if (!beta) for (ptrdiff_t i = 0; i < M; ++i) for (ptrdiff_t j = 0; j < N; ++j) C[i * ldc + j] = 0;
     for (ptrdiff_t i = 0; i < M; ++i) for (ptrdiff_t k = 0; k < K; ++k) {
-        const double a = A[i * lda + k];
+        const RNNC_REAL a = A[i * lda + k];
         for (ptrdiff_t j = 0; j < N; ++j) C[i * ldc + j] += a * Bm[k * ldb + j];
     }
+#endif
 }
 /* C (MxN) = beta C + A^T B, A (KxM), B (KxN) */
-static void rnnc_d_gemm_tn(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const double *A, ptrdiff_t lda, const double *Bm, ptrdiff_t ldb, int beta, double *C, ptrdiff_t ldc)
+RNNC_API void RNNC_T(gemm_tn)(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const RNNC_REAL *A, ptrdiff_t lda, const RNNC_REAL *Bm, ptrdiff_t ldb, int beta, RNNC_REAL *C, ptrdiff_t ldc)
 {
+#if RNNC_BLAS
+    for (; K > 0; K -= (1 << 30), A += (ptrdiff_t)lda << 30, Bm += (ptrdiff_t)ldb << 30)
+        RNNC_XGEMM(CblasRowMajor, CblasTrans, CblasNoTrans, (int)M, (int)N, (int)(K < (1 << 30) ? K : (1 << 30)), 1, A, (int)lda, Bm, (int)ldb, (RNNC_REAL)beta, C, (int)ldc);
+#else
     if (!beta) for (ptrdiff_t i = 0; i < M; ++i) for (ptrdiff_t j = 0; j < N; ++j) C[i * ldc + j] = 0;
     for (ptrdiff_t k = 0; k < K; ++k) for (ptrdiff_t i = 0; i < M; ++i) {
-        const double a = A[k * lda + i];
+        const RNNC_REAL a = A[k * lda + i];
         for (ptrdiff_t j = 0; j < N; ++j) C[i * ldc + j] += a * Bm[k * ldb + j];
     }
+#endif
 }
-typedef struct { int kind, beta; ptrdiff_t M, N, K; const double *A; ptrdiff_t lda; const double *Bm;
-                 ptrdiff_t ldb; double *C; ptrdiff_t ldc; } rnnc_d_gemm_job;
-static void rnnc_d_gemm_run(const rnnc_d_gemm_job *j)
+#undef RNNC_XGEMM
+
+typedef struct { int kind, beta; ptrdiff_t M, N, K; const RNNC_REAL *A; ptrdiff_t lda; const RNNC_REAL *Bm;
+                 ptrdiff_t ldb; RNNC_REAL *C; ptrdiff_t ldc; } RNNC_T(gemm_job);
+static void RNNC_T(gemm_run)(const RNNC_T(gemm_job) *j)
 {
-    if (j->kind == RNNC_NT) rnnc_d_gemm_nt(j->M, j->N, j->K, j->A, j->lda, j->Bm, j->ldb, j->beta, j->C, j->ldc);
-    else if (j->kind == RNNC_NN) rnnc_d_gemm_nn(j->M, j->N, j->K, j->A, j->lda, j->Bm, j->ldb, j->beta, j->C, j->ldc);
-    else rnnc_d_gemm_tn(j->M, j->N, j->K, j->A, j->lda, j->Bm, j->ldb, j->beta, j->C, j->ldc);
+    if (j->kind == RNNC_NT) RNNC_T(gemm_nt)(j->M, j->N, j->K, j->A, j->lda, j->Bm, j->ldb, j->beta, j->C, j->ldc);
+    else if (j->kind == RNNC_NN) RNNC_T(gemm_nn)(j->M, j->N, j->K, j->A, j->lda, j->Bm, j->ldb, j->beta, j->C, j->ldc);
+    else RNNC_T(gemm_tn)(j->M, j->N, j->K, j->A, j->lda, j->Bm, j->ldb, j->beta, j->C, j->ldc);
 }
+#if RNNC_BLAS == 2
+static void *RNNC_T(gemm_thread)(void *job) { RNNC_T(gemm_run)((const RNNC_T(gemm_job) *)job); return NULL; }
+/* the GEMMs over chunks of T*B rows, split by rows of C over `threads` threads, each a
+   single-threaded BLAS call (OpenBLAS's own threads collapse on a busy machine) */
+RNNC_API void RNNC_T(gemm_big)(int kind, int threads, int beta, ptrdiff_t M, ptrdiff_t N, ptrdiff_t K,
+                               const RNNC_REAL *A, ptrdiff_t lda, const RNNC_REAL *Bm, ptrdiff_t ldb, RNNC_REAL *C, ptrdiff_t ldc)
+{
+    RNNC_T(gemm_job) jobs[8];
+    pthread_t tid[8];
+    int started[8] = {0};
+    if (threads > 8) threads = 8;
+    if (threads > 1 && M * N * K < (ptrdiff_t)1 << 21) threads = 1;   /* too small to share */
+    if (threads > M) threads = (int)M;
+    const ptrdiff_t step = (M + threads - 1) / threads;
+    for (int i = 0; i < threads; ++i) {
+        const ptrdiff_t m0 = i * step, m = M - m0 < step ? M - m0 : step;
+        const RNNC_T(gemm_job) job = {kind, beta, m > 0 ? m : 0, N, K, kind == RNNC_TN ? A + m0 : A + m0 * lda,
+                                      lda, Bm, ldb, C + m0 * ldc, ldc};
+        jobs[i] = job;
+    }
+    for (int i = 1; i < threads; ++i)
+        if (jobs[i].M > 0) started[i] = pthread_create(&tid[i], NULL, RNNC_T(gemm_thread), &jobs[i]) == 0;
+    if (jobs[0].M > 0) RNNC_T(gemm_run)(&jobs[0]);
+    for (int i = 1; i < threads; ++i) {
+        if (started[i]) pthread_join(tid[i], NULL);
+        else if (jobs[i].M > 0) RNNC_T(gemm_run)(&jobs[i]);
+    }
+}
+#else
 /* the GEMMs over chunks of T*B rows */
-static void rnnc_d_gemm_big(int kind, int threads, int beta, ptrdiff_t M, ptrdiff_t N, ptrdiff_t K,
-                     const double *A, ptrdiff_t lda, const double *Bm, ptrdiff_t ldb, double *C, ptrdiff_t ldc)
+RNNC_API void RNNC_T(gemm_big)(int kind, int threads, int beta, ptrdiff_t M, ptrdiff_t N, ptrdiff_t K,
+                               const RNNC_REAL *A, ptrdiff_t lda, const RNNC_REAL *Bm, ptrdiff_t ldb, RNNC_REAL *C, ptrdiff_t ldc)
 {
-    const rnnc_d_gemm_job job = {kind, beta, M, N, K, A, lda, Bm, ldb, C, ldc};
+    const RNNC_T(gemm_job) job = {kind, beta, M, N, K, A, lda, Bm, ldb, C, ldc};
     (void)threads;
-    rnnc_d_gemm_run(&job);
+    RNNC_T(gemm_run)(&job);
 }
+#endif
 
 #define VALID(b) (lengths == NULL || t < lengths[b])
 #define CHUNK 64
@@ -223,6 +352,10 @@ int hand_sigmoid_infer(int T, int B, const double *params, const double *x, cons
               const double *state0, double *y, double *state_T, double *work)
 { return hand_sigmoid_run_forward(T, B, params, x, lengths, state0, y, state_T, work, 0, 1); }
 
+/* What keeps padded rows out of backward's GEMMs after each chunk: their adjoints are 0,
+   but 0 * NaN (or inf) is NaN, so an operand's padded rows are read as 0 there. Needs
+   real.h. */
+
 /* whether some row is past its length before step t1 */
 static int chunk_has_padding(int t1, int B, const int *lengths)
 {
@@ -232,14 +365,14 @@ static int chunk_has_padding(int t1, int B, const int *lengths)
 
 /* rows of steps t0..t0+tc-1 of an operand (row stride ld) copied densely to dst (tc*B x w),
    those past their length as 0 */
-static const double *valid_rows(int t0, int tc, int B, const int *lengths, const double *src,
-        ptrdiff_t ld, ptrdiff_t w, double *restrict dst)
+static const RNNC_REAL *valid_rows(int t0, int tc, int B, const int *lengths, const RNNC_REAL *src,
+        ptrdiff_t ld, ptrdiff_t w, RNNC_REAL *restrict dst)
 {
     for (ptrdiff_t i = 0; i < tc; ++i) for (ptrdiff_t b = 0; b < B; ++b) {
-        const double *s = src + (i * B + b) * ld;
-        double *d = dst + (i * B + b) * w;
-        if (t0 + i < lengths[b]) memcpy(d, s, sizeof(double) * (size_t)w);
-        else memset(d, 0, sizeof(double) * (size_t)w);
+        const RNNC_REAL *s = src + (i * B + b) * ld;
+        RNNC_REAL *d = dst + (i * B + b) * w;
+        if (t0 + i < lengths[b]) memcpy(d, s, sizeof(RNNC_REAL) * (size_t)w);
+        else memset(d, 0, sizeof(RNNC_REAL) * (size_t)w);
     }
     return dst;
 }

@@ -2,7 +2,9 @@
 the per-step recurrent GEMMs, and the backward GEMMs (in the loop only dh += δa W_h)."""
 from __future__ import annotations
 
+from .. import csrc
 from .elementwise import comment, ref
+from .helpers import typed
 from .layout import param_offset
 
 
@@ -22,15 +24,15 @@ def pack_weights(g, L, b, ctype):
                         % (R, b.bias_pack, off, src or "0"))
     for p in b.parts:
         if p.panels:
-            code.append("mk_pack_nt(%d, %d, pack + %d, %d, pack + %d);"
-                        % (b.width, p.width, p.pack, p.width, p.panels[0]))
+            code.append("%s(%d, %d, pack + %d, %d, pack + %d);"
+                        % (typed("mk_pack_nt", ctype), b.width, p.width, p.pack, p.width, p.panels[0]))
     return code
 
 
-def pack_backward_panels(L, b):
+def pack_backward_panels(L, b, ctype):
     """In backward: panels of each per-step part's packed weight for d(operand) += d(rows) W."""
-    return ["mk_pack_nn(%d, %d, pack + %d, %d, pack + %d);"
-            % (p.width, b.width, p.pack, p.width, p.panels[1]) for p in b.parts if p.panels]
+    return ["%s(%d, %d, pack + %d, %d, pack + %d);"
+            % (typed("mk_pack_nn", ctype), p.width, b.width, p.pack, p.width, p.panels[1]) for p in b.parts if p.panels]
 
 
 def _init_rows(b, dest, rows):
@@ -58,9 +60,9 @@ def hoisted_forward(L, b, ctype):
     beta = 1 if not in_step else 0
     for p in b.parts:
         if p.static:
-            code.append("gemm_big(RNNC_NT, threads, %d, (ptrdiff_t)tc * B, %d, %d, x + (ptrdiff_t)t0 * B * %d, %d, "
+            code.append("%s(RNNC_NT, threads, %d, (ptrdiff_t)tc * B, %d, %d, x + (ptrdiff_t)t0 * B * %d, %d, "
                         "pack + %d, %d, %s, %d);"
-                        % (beta, b.width, p.width, p.width, p.width, p.pack, p.width, dest, b.width))
+                        % (typed("gemm_big", ctype), beta, b.width, p.width, p.width, p.width, p.pack, p.width, dest, b.width))
             beta = 1
     return ["{"] + ["    " + ln for ln in code] + ["}"]
 
@@ -84,13 +86,13 @@ def step_forward(L, b, ctype):
             # the first product adds the bias, and overwrites the rows unless hoisted
             bias = "pack + %d" % b.bias_pack if first and b.bias_pack >= 0 else "NULL"
             beta = 1 if b.hoisted or not first else 0
-            code.append("mk_gemm(B, %d, %d, %s, %d, pack + %d, %s, %d, %s, %d);"
-                        % (b.width, p.width, src, stride, p.panels[0], bias, beta, b.name, b.width))
+            code.append("%s(B, %d, %d, %s, %d, pack + %d, %s, %d, %s, %d);"
+                        % (typed("mk_gemm", ctype), b.width, p.width, src, stride, p.panels[0], bias, beta, b.name, b.width))
             first = False
         elif not p.static:
             src, stride = ref(L, p.operand)
-            code.append("gemm_nt(B, %d, %d, %s, %d, pack + %d, %d, 1, %s, %d);"
-                        % (b.width, p.width, src, stride, p.pack, p.width, b.name, b.width))
+            code.append("%s(B, %d, %d, %s, %d, pack + %d, %d, 1, %s, %d);"
+                        % (typed("gemm_nt", ctype), b.width, p.width, src, stride, p.pack, p.width, b.name, b.width))
     return code
 
 
@@ -98,7 +100,7 @@ def _operand_label(L, n):
     return L.cvar.get(n) or L.value[n][0]
 
 
-def step_backward(L, b):
+def step_backward(L, b, ctype):
     """In the loop: d(recurrent operand) += d(bundle rows) W, one GEMM per operand."""
     code = []
     for p in b.parts:
@@ -106,11 +108,11 @@ def step_backward(L, b):
             dst, stride = ref(L, p.operand, adjoint=True)
             code.append(comment("d%s += d%s W" % (_operand_label(L, p.operand), b.name)))
             if p.panels:
-                code.append("mk_gemm(B, %d, %d, d_%s, %d, pack + %d, NULL, 1, %s, %d);"
-                            % (p.width, b.width, b.name, b.width, p.panels[1], dst, stride))
+                code.append("%s(B, %d, %d, d_%s, %d, pack + %d, NULL, 1, %s, %d);"
+                            % (typed("mk_gemm", ctype), p.width, b.width, b.name, b.width, p.panels[1], dst, stride))
             else:
-                code.append("gemm_nn(B, %d, %d, d_%s, %d, pack + %d, %d, 1, %s, %d);"
-                            % (p.width, b.width, b.name, b.width, p.pack, p.width, dst, stride))
+                code.append("%s(B, %d, %d, d_%s, %d, pack + %d, %d, 1, %s, %d);"
+                            % (typed("gemm_nn", ctype), p.width, b.width, b.name, b.width, p.pack, p.width, dst, stride))
     return code
 
 
@@ -135,30 +137,9 @@ def pad_width(L):
     return max((p.width for b in L.bundles for p in b.parts), default=0)
 
 
-def padding_c(ctype):
-    """The C that keeps padded rows out of the after-chunk GEMMs: their adjoints are 0, but
-    0 * NaN (or inf) is NaN, so an operand's padded rows are read as 0 there."""
-    return """\
-/* whether some row is past its length before step t1 */
-static int chunk_has_padding(int t1, int B, const int *lengths)
-{
-    for (int b = 0; b < B; ++b) if (lengths[b] < t1) return 1;
-    return 0;
-}
-
-/* rows of steps t0..t0+tc-1 of an operand (row stride ld) copied densely to dst (tc*B x w),
-   those past their length as 0 */
-static const R *valid_rows(int t0, int tc, int B, const int *lengths, const R *src,
-        ptrdiff_t ld, ptrdiff_t w, R *restrict dst)
-{
-    for (ptrdiff_t i = 0; i < tc; ++i) for (ptrdiff_t b = 0; b < B; ++b) {
-        const R *s = src + (i * B + b) * ld;
-        R *d = dst + (i * B + b) * w;
-        if (t0 + i < lengths[b]) memcpy(d, s, sizeof(R) * (size_t)w);
-        else memset(d, 0, sizeof(R) * (size_t)w);
-    }
-    return dst;
-}""".replace("R *", ctype + " *").replace("(R)", "(%s)" % ctype)
+def padding_c():
+    """The C that keeps padded rows out of the after-chunk GEMMs (csrc/padding.c)."""
+    return csrc.source("padding.c")
 
 
 def chunk_backward(g, L, b, ctype, dx_beta=1):
@@ -175,12 +156,12 @@ def chunk_backward(g, L, b, ctype, dx_beta=1):
         code.append("    const %s *v%d = padded ? valid_rows(t0, tc, B, lengths, %s, %d, %d, pad) : %s;"
                     % (ctype, k, src, stride, p.width, src))
         ld = str(stride) if stride == p.width else "padded ? %d : %d" % (p.width, stride)
-        code.append("    gemm_big(RNNC_TN, threads, 1, %d, %d, (ptrdiff_t)tc * B, %s, %d, v%d, %s, "
-                    "gpack + %d, %d);" % (b.width, p.width, d, b.width, k, ld, p.pack, p.width))
+        code.append("    %s(RNNC_TN, threads, 1, %d, %d, (ptrdiff_t)tc * B, %s, %d, v%d, %s, "
+                    "gpack + %d, %d);" % (typed("gemm_big", ctype), b.width, p.width, d, b.width, k, ld, p.pack, p.width))
         if p.static:
-            code.append("    if (dx) gemm_big(RNNC_NN, threads, %d, (ptrdiff_t)tc * B, %d, %d, %s, %d, pack + %d, %d, "
+            code.append("    if (dx) %s(RNNC_NN, threads, %d, (ptrdiff_t)tc * B, %d, %d, %s, %d, pack + %d, %d, "
                         "dx + (ptrdiff_t)t0 * B * %d, %d);"
-                        % (dx_beta, p.width, b.width, d, b.width, p.pack, p.width, L.I, L.I))
+                        % (typed("gemm_big", ctype), dx_beta, p.width, b.width, d, b.width, p.pack, p.width, L.I, L.I))
             dx_beta = 1
     if b.bias_pack >= 0:
         code.append("    for (ptrdiff_t i = 0; i < (ptrdiff_t)tc * B; ++i) "

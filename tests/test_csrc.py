@@ -1,0 +1,132 @@
+"""The C runtime shipped as files (rnncompiler/compiler/csrc): the coefficient tables hold
+the numbers their comments say, the files compile as they are for every real type and
+flavour, the package ships them and the cache key reads them, and the build stage gets
+their text passed in rather than reaching up into codegen."""
+import ast
+import math
+import os
+import re
+import subprocess
+
+import pytest
+import sympy
+
+from rnncompiler.compiler import csrc, mathfn
+from rnncompiler.compiler.codegen import helpers
+
+CSRC = os.path.dirname(os.path.abspath(csrc.__file__))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(CSRC)))
+CC = os.environ.get("CC") or "gcc"
+
+
+def table(prefix):
+    """{index: literal text} of the `#define PREFIX<index> <literal>` lines of fastmath.h,
+    a literal's parentheses dropped."""
+    found = re.findall(r"^#define %s(\d+) \(?([^\s)]+)\)?$" % prefix, csrc.source("fastmath.h"), re.M)
+    return {int(k): v for k, v in found}
+
+
+def test_exp_coefficients_are_the_inverse_factorials():
+    """The exact decimals Python prints for 1/k! (the same text, so the same float and
+    double after the compiler reads it), up to expm1's last term in double."""
+    assert table("RNNC_INV_FACT_") == {k: repr(1.0 / math.factorial(k)) for k in range(16)}
+
+
+def test_tanh_coefficients_are_its_taylor_series():
+    """x^(2n-1) has 2^2n (2^2n - 1) B_2n / (2n)!, n = 2..24, rounded once from the rational."""
+    want = {}
+    for n in range(2, 25):
+        c = (sympy.Integer(2) ** (2 * n) * (2 ** (2 * n) - 1) * sympy.bernoulli(2 * n)
+             / sympy.factorial(2 * n))
+        want[2 * n - 1] = repr(float(c))
+    assert table("RNNC_TANH_") == want
+
+
+def test_log_coefficients_are_fdlibms():
+    """Lg1..Lg7 of fdlibm's e_log.c, written as their shortest round-trip decimals."""
+    fdlibm = (6.666666666666735130e-01, 3.999999999940941908e-01, 2.857142874366239149e-01,
+              2.222219843214978396e-01, 1.818357216161805012e-01, 1.531383769920937332e-01,
+              1.479819860511658591e-01)
+    assert table("RNNC_LG") == {k + 1: repr(v) for k, v in enumerate(fdlibm)}
+
+
+def test_the_folder_holds_the_listed_files_and_the_package_ships_them():
+    """csrc.FILES is the folder's C, and pyproject's package data matches every file."""
+    tomllib = pytest.importorskip("tomllib")
+    from fnmatch import fnmatch
+    on_disk = {f for f in os.listdir(CSRC) if f.endswith((".c", ".h"))}
+    assert on_disk == set(csrc.FILES)
+    with open(os.path.join(ROOT, "pyproject.toml"), "rb") as f:
+        patterns = tomllib.load(f)["tool"]["setuptools"]["package-data"]["*"]
+    assert all(any(fnmatch(name, p) for p in patterns) for name in csrc.FILES)
+
+
+def test_source_refuses_a_name_not_in_the_folder():
+    with pytest.raises(ValueError, match="name: expected one of"):
+        csrc.source("../build.py")
+
+
+def test_the_cache_key_reads_every_c_file(monkeypatch):
+    """A changed C file changes the generator's fingerprint, so no binary of the old C loads."""
+    from rnncompiler.compiler import pipeline
+    opened = []
+
+    def recording_open(path, *args, **kwargs):
+        opened.append(os.path.abspath(path))
+        return open(path, *args, **kwargs)
+    monkeypatch.setattr(pipeline, "open", recording_open, raising=False)
+    pipeline.generator_fingerprint.__wrapped__()
+    assert {os.path.join(CSRC, f) for f in csrc.FILES} <= set(opened)
+
+
+def test_build_imports_nothing_from_codegen():
+    """build.py compiles the C it is given, the runtime's included: no import of codegen,
+    the stage above it, at any depth of the file."""
+    path = os.path.join(os.path.dirname(CSRC), "build.py")
+    with open(path) as f:
+        tree = ast.parse(f.read())
+    modules = [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
+    modules += [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+    names = [a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) for a in n.names]
+    assert not [m for m in modules + names if "codegen" in m]
+
+
+def syntax_check(text, flags):
+    proc = subprocess.run([CC, "-fsyntax-only", "-x", "c", *flags, "-"], input=text,
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+HEAD = "#include <math.h>\n#include <stddef.h>\n#include <stdint.h>\n#include <string.h>\n"
+# calls the static functions, which are otherwise unused (-Wunused-function)
+USE = """void use(int B, const int *lengths, RNNC_REAL *w, RNNC_REAL *v)
+{
+    RNNC_T(gemm_big)(RNNC_NT, 1, 0, 1, 1, 1, w, 1, w, 1, w, 1);
+    if (chunk_has_padding(1, B, lengths)) valid_rows(0, 1, B, lengths, w, 1, 1, v);
+}"""
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("blas", [False, "cblas"])
+def test_portable_files_are_strict_c99_as_pasted(dtype, blas):
+    """What an exported kernel pastes, libm or fast math, plain loops or CBLAS, passes
+    -std=c99 -pedantic -Wall -Wextra -Werror with every static helper used."""
+    openblas = pytest.importorskip("scipy_openblas32")
+    ctype = "float" if dtype == "float32" else "double"
+    text = "\n".join([HEAD, csrc.real(dtype), mathfn.c_helpers(dtype, fast=True, prelude=False),
+                      helpers.gemm_c(ctype, blas, False, False), csrc.source("padding.c"), USE])
+    syntax_check(text, ["-std=c99", "-pedantic", "-Wall", "-Wextra", "-Werror",
+                        "-I" + openblas.get_include_dir(), "-Dcblas_sgemm=scipy_cblas_sgemm",
+                        "-Dcblas_dgemm=scipy_cblas_dgemm"])
+
+
+def test_the_runtime_holds_both_types_in_one_file():
+    """real.h pasted twice, float then double, defines the helpers of both without a
+    clash; the kernels declare what they link."""
+    from rnncompiler.compiler import build
+    text = helpers.runtime_c()
+    for name in ("gemm_nt", "gemm_nn", "gemm_tn", "gemm_big", "mk_pack_nt", "mk_pack_nn", "mk_gemm"):
+        assert "RNNC_T(%s)" % name in text
+    flags = build.compiler_command("x.c", "x.o", 1, True, compile_only=True)[1:]
+    flags = [f for f in flags if f not in ("x.c", "x.o", "-o", "-c")]
+    syntax_check(text, flags + ["-Wall", "-Wextra", "-Werror"])
