@@ -7,6 +7,7 @@ from __future__ import annotations
 import sympy
 
 from .. import mathfn
+from ..activations import TABLE
 from ..graph import rename_symbols
 from .layout import param_offset
 
@@ -35,9 +36,12 @@ def cse_lines(exprs, printer, ctype, indent):
 
 
 def comment(text):
-    """A C comment, in ASCII (sympy writes σ for the sigmoid) for compilers that read
-    another charset."""
-    return "/* %s */" % text.replace("σ", "sigmoid").replace("*/", "* /")
+    """A C comment, in ASCII (sympy writes σ for the sigmoid: an activation's symbol
+    becomes its name) for compilers that read another charset."""
+    for row in TABLE:
+        if row.symbol is not None and not row.symbol.isascii():
+            text = text.replace(row.symbol, row.name)
+    return "/* %s */" % text.replace("*/", "* /")
 
 
 def label(L, n):
