@@ -128,7 +128,7 @@ TABLE = (
         numpy=lambda u, lo, hi: np.minimum(np.maximum(u, lo), hi),   # its C: the runtime's
         torch=lambda torch, u, lo, hi: torch.clamp(u, lo, hi)),
     Activation(
-        "cbrt", "Cbrt", forward="sign(u)*Abs(u)**(1/3)", derivative="1/(3*y**2)", public=False,
+        "cbrt", "Cbrt", forward="Piecewise((u**(1/3), u >= 0), (-(-u)**(1/3), True))", derivative="1/(3*y**2)", public=False,
         kinks=(0.0,),
         doc="The real cube root (-2 at -8), as C's cbrt and numpy's: sympy's u**(1/3) is the "
             "principal (complex) root, and mathfn.real_roots rewrites it into this function.",
