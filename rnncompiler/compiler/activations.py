@@ -136,6 +136,30 @@ TABLE = (
         c_body="return CBRT(u);", numpy=np.cbrt,
         torch=lambda torch, u: torch.sign(u) * torch.abs(u) ** (1 / 3),
         latex=r"\sqrt[3]{%(arg)s}%(power)s", symbol="cbrt"),
+    Activation(
+        "gelu", "Gelu", forward="u*Sigmoid(w)",
+        derivative="Sigmoid(w)*(1 + (1 - Sigmoid(w))*v*sqrt(8/pi)*(1 + 3*0.044715*v**2))",
+        # v: u clipped where σ(w)(1 - σ(w)) is 0 in float64 already, so that u³ cannot
+        # overflow to inf and meet that 0
+        where=(("w", "sqrt(8/pi)*(u + 0.044715*u**3)"), ("v", "Clip(u, -30, 30)")),
+        doc="GELU in its tanh approximation, u σ(√(8/π)(u + 0.044715 u³)) = "
+            "u/2 (1 + tanh(√(2/π)(u + 0.044715 u³))), of each element of a vector.",
+        value_doc="u σ(w) = ½u(1 + tanh(w/2)), w = √(8/π)(u + 0.044715u³): "
+                  "PyTorch's `gelu(approximate=\"tanh\")`",
+        derivative_doc="σ(w)(1 + u w′(u)(1 − σ(w))), w′(u) = √(8/π)(1 + 0.134145u²); u w′(u) "
+                       "read at u clipped to ±30, where σ(w)(1 − σ(w)) is 0 already: no overflow",
+        c_body="const real w = (real)1.5957691216057308 * (u + (real)0.044715 * u * u * u); "
+               "const real e = EXP(-FABS(w)), s = 1 / (1 + e); return u * (w >= 0 ? s : e * s);",
+        torch=lambda torch, u: torch.nn.functional.gelu(u, approximate="tanh")),
+    Activation(
+        "mish", "Mish", forward="u*tanh(Softplus(u))",
+        derivative="tanh(Softplus(u)) + u*Sigmoid(u)*(1 - tanh(Softplus(u))**2)",
+        doc="mish(u) = u tanh(softplus(u)) of each element of a vector.",
+        value_doc="u tanh(softplus(u))", derivative_doc="t + u σ(u)(1 − t²), t = tanh(softplus(u))",
+        # tanh(log(1 + e^u)) = n/(n + 2), n = e^u (e^u + 2): one exp of -|u|, no overflow
+        c_body="const real e = EXP(-FABS(u)); const real n = u >= 0 ? 1 + 2 * e : e * (e + 2); "
+               "const real d = u >= 0 ? n + 2 * e * e : n + 2; return u * (n / d);",
+        torch=lambda torch, u: torch.nn.functional.mish(u)),
 )
 
 BY_NAME = {row.name: row for row in TABLE}

@@ -19,6 +19,8 @@ RNNC_INLINE double rnnc_softsign(double u) { return u / (1 + fabs(u)); }
 RNNC_INLINE double rnnc_hardsigmoid(double u) { const double v = u / 6 + (double)0.5; return v < 0 ? 0 : (v > 1 ? 1 : v); }
 RNNC_INLINE double rnnc_relu(double u) { return u <= 0 ? 0 : u; }
 RNNC_INLINE double rnnc_cbrt(double u) { return cbrt(u); }
+RNNC_INLINE double rnnc_gelu(double u) { const double w = (double)1.5957691216057308 * (u + (double)0.044715 * u * u * u); const double e = exp(-fabs(w)), s = 1 / (1 + e); return u * (w >= 0 ? s : e * s); }
+RNNC_INLINE double rnnc_mish(double u) { const double e = exp(-fabs(u)); const double n = u >= 0 ? 1 + 2 * e : e * (e + 2); const double d = u >= 0 ? n + 2 * e * e : n + 2; return u * (n / d); }
 RNNC_INLINE double rnnc_clip(double u, double lo, double hi) { return u < lo ? lo : (u > hi ? hi : u); }
 RNNC_INLINE double rnnc_max(double a, double b) { return a > b || a != a ? a : b; }
 RNNC_INLINE double rnnc_min(double a, double b) { return a < b || a != a ? a : b; }
