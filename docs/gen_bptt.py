@@ -9,7 +9,8 @@ A generated block is everything between a pair of marker lines
     <!-- END GENERATED: NAME -->
 
 NAME is one of the keys of `blocks()`: the source of a cell, its equations as
-`kern.equations()` prints them (text and LaTeX), and what its tape keeps. The cells are
+`kern.equations()` prints them (text and LaTeX), and what its tape keeps; and the table of
+the activations' derivatives (from the activation table, see docs/gen_activations.py). The cells are
 the LSTM of the public contract (section 1) and an Elman cell, compiled with I=3, H=4 in
 float64; compiled kernels come from the usual cache ($RNNC_CACHE_DIR).
 """
@@ -26,6 +27,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))     # the checkout's package, installed or not
 
 import rnncompiler as rc  # noqa: E402
+from gen_activations import derivative_table  # noqa: E402
 
 DOC = os.path.join(HERE, "bptt.md")
 INPUT_SIZE, HIDDEN_SIZE = 3, 4
@@ -77,6 +79,7 @@ def blocks():
         out[name] = _fence("text", str(eqs))
         out[name + "-latex"] = _latex(eqs)
         out[name + "-tape"] = _fence("text", kern.tape_plan(T=100, B=32))
+    out["activation-derivatives"] = derivative_table()
     return out
 
 

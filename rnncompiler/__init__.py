@@ -15,13 +15,17 @@ rc.cells, rc.models, rc.torch, ...).
 import importlib
 
 from .errors import CellError, CompileError, CacheSecurityError, NonFiniteError
-from .compiler.dsl import (Cell, cell, concat, elementwise, activation, sigmoid, tanh, relu, exp, log,
-                  softplus, softsign, hard_sigmoid, clip, sum, mean)
+from .compiler.dsl import Cell, cell, concat, elementwise, activation, sum, mean
+from .compiler.dsl import ACTIVATION_FUNCTIONS as _ACTIVATION_FUNCTIONS
 from .compiler.pipeline import compile, VERSION as __version__
 from .runtime.kernel import Kernel, ForwardResult, Gradients
 from .compiler.unroll import unroll
 from .runtime.threads import set_num_threads, get_num_threads
 from .diagnostics import gradient_flow, GradientFlow
+
+# rc.sigmoid, rc.tanh, ..., rc.clip: one per public row of the activation table
+# (rnncompiler/compiler/activations.py)
+globals().update(_ACTIVATION_FUNCTIONS)
 
 # name -> (submodule, attribute or None for the submodule itself), imported on first use
 _LAZY = {
@@ -52,7 +56,6 @@ def __dir__():
 
 
 __all__ = ["CellError", "CompileError", "CacheSecurityError", "NonFiniteError", "Cell", "cell",
-           "concat", "elementwise", "activation", "sigmoid", "tanh", "relu", "exp", "log",
-           "softplus", "softsign", "hard_sigmoid", "clip", "sum", "mean", "compile", "Kernel",
-           "ForwardResult", "Gradients", "unroll", "set_num_threads", "get_num_threads",
+           "concat", "elementwise", "activation", *_ACTIVATION_FUNCTIONS, "sum", "mean", "compile",
+           "Kernel", "ForwardResult", "Gradients", "unroll", "set_num_threads", "get_num_threads",
            "gradient_flow", "GradientFlow"] + [n for n in _LAZY if n not in ("torch", "jax", "check")]

@@ -1,5 +1,6 @@
 """The documentation's code runs: every ```python block of each docs page, in order, as
-one script; and the generated equation blocks of docs/bptt.md are up to date."""
+one script; and the generated blocks of docs/bptt.md (equations) and docs/dsl.md (the
+activation table) are up to date."""
 import os
 import re
 import subprocess
@@ -28,5 +29,11 @@ def test_page_code_runs(page, tmp_path):
 
 def test_generated_equations_in_bptt_page_are_current():
     proc = subprocess.run([sys.executable, os.path.join(DOCS, "gen_bptt.py"), "--check"],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+
+
+def test_generated_activation_table_in_dsl_page_is_current():
+    proc = subprocess.run([sys.executable, os.path.join(DOCS, "gen_activations.py"), "--check"],
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]

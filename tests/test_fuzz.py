@@ -28,6 +28,8 @@ from hypothesis import strategies as st
 import rnncompiler as rc
 from rnncompiler.check import draw as gradcheck_data
 
+from activation_cases import CASES, PUBLIC
+
 EXAMPLES = int(os.environ.get("RNNC_FUZZ_EXAMPLES", "20"))
 HAND_EXAMPLES = int(os.environ.get("RNNC_FUZZ_EXAMPLES", "8"))
 T, B = 3, 2
@@ -43,12 +45,10 @@ HAND_FUZZ = settings(FUZZ, max_examples=HAND_EXAMPLES)
 
 # ---------------------------------------------------------------- the operations
 
-UNARY = {
-    "sigmoid": rc.sigmoid, "tanh": rc.tanh, "relu": rc.relu, "exp": rc.exp,
-    "log1p_sq": lambda v: rc.log(1 + v ** 2),        # log of a positive argument
-    "softplus": rc.softplus, "softsign": rc.softsign, "hard_sigmoid": rc.hard_sigmoid,
-    "log_sigmoid": lambda v: -rc.softplus(-v), "neg": lambda v: -v,
-}
+# every activation of the table without bounds (log of 1 + v², a positive argument; clip
+# is drawn with CLIPS below)
+UNARY = {**{row.name: CASES[row.name] for row in PUBLIC if not row.bounds},
+         "log_sigmoid": lambda v: -rc.softplus(-v), "neg": lambda v: -v}
 BINARY = {
     "add": lambda a, b: a + b, "sub": lambda a, b: a - b, "mul": lambda a, b: a * b,
     "div": lambda a, b: a / (1 + b ** 2),            # a denominator that is never 0

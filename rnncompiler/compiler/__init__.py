@@ -1,7 +1,9 @@
 """The compiler: a cell function becomes a loaded C kernel through these stages, in the
 order data flows (each module imports only the ones before it):
 
-    expr, mathfn   the elementwise vocabulary: expression trees and the activation table
+    activations    the activation table: one row per built-in elementwise function
+    expr, mathfn   the elementwise vocabulary: expression trees, and the table's rows as
+                   sympy functions, C helpers and numpy forms
     dsl            @rc.cell traces a Python function into a frozen CellSpec
     graph          the step graph: sizes bound, checked, elementwise chains fused
     unroll         the step graph repeated over time (rc.unroll)

@@ -8,9 +8,10 @@ from __future__ import annotations
 import linecache
 import re
 
-# functions of the cell language with the same name as numpy's or math's
-RC_FUNCTIONS = ("tanh", "exp", "log", "sigmoid", "relu", "softplus", "softsign", "clip",
-                "sum", "mean")
+from .activations import TABLE
+
+# functions of the cell language, some with the same name as numpy's or math's
+RC_FUNCTIONS = tuple(row.name for row in TABLE if row.public) + ("sum", "mean")
 
 # other numpy/math/scipy names and what does their work in a cell
 INSTEAD = {

@@ -18,7 +18,7 @@ import re
 import sys
 from dataclasses import dataclass, field, replace
 
-from . import advice
+from . import activations, advice
 from . import expr as ex
 from ..errors import CellError
 
@@ -422,22 +422,13 @@ class Params:
 
 # ---------------------------------------------------------------- public DSL functions
 
-def _unary(fn, name):
+def _table_function(row):
+    """rc.<row.name>: a row of the activation table traced as one call of it."""
     def apply(v):
-        return _elementwise(fn, (v,), _user_where(), name)
-    apply.__name__ = name
-    apply.__doc__ = "Elementwise %s of a vector." % name
+        return _elementwise(lambda a: ex.call(row.sympy_name, a), (v,), _user_where(), row.name)
+    apply.__name__ = apply.__qualname__ = row.name
+    apply.__doc__ = row.doc
     return apply
-
-
-sigmoid = _unary(lambda a: ex.call("Sigmoid", a), "sigmoid")
-tanh = _unary(lambda a: ex.call("tanh", a), "tanh")
-relu = _unary(lambda a: ex.call("Relu", a), "relu")
-exp = _unary(lambda a: ex.call("exp", a), "exp")
-log = _unary(lambda a: ex.call("log", a), "log")
-softplus = _unary(lambda a: ex.call("Softplus", a), "softplus")
-softsign = _unary(lambda a: ex.call("Softsign", a), "softsign")
-hard_sigmoid = _unary(lambda a: ex.call("HardSigmoid", a), "hard_sigmoid")
 
 
 def clip(v, lo, hi):
@@ -447,6 +438,16 @@ def clip(v, lo, hi):
     if not lo_n <= hi_n:
         raise CellError("%s: rc.clip needs lo <= hi, got %s > %s" % (where, lo, hi))
     return _elementwise(lambda a: ex.call("Clip", a, lo_n, hi_n), (v,), where, "clip")
+
+
+# rows with bounds have their function written above, the others are made from the row
+_WITH_BOUNDS = {"clip": clip}
+
+# rc.<name> -> its function, for every public row of the activation table, in table order:
+# the package exports them as they are
+ACTIVATION_FUNCTIONS = {row.name: _WITH_BOUNDS[row.name] if row.bounds else _table_function(row)
+                        for row in activations.TABLE if row.public}
+globals().update(ACTIVATION_FUNCTIONS)
 
 
 def elementwise(fn, *vectors):

@@ -10,12 +10,6 @@ from __future__ import annotations
 import math
 import numbers
 
-# activation name -> its sympy function (sympy's own, or one of mathfn's with a stable
-# derivative); resolved when a tree is converted
-ACTIVATIONS = ("Sigmoid", "tanh", "Relu", "exp", "log", "Softplus", "Softsign", "HardSigmoid",
-               "Clip")
-
-
 class Term:
     """One node of an expression tree: ("arg", k), ("num", value), an operator
     ("+", "-", "*", "/", "**", "neg") over terms, or ("call", name, *terms)."""
@@ -112,10 +106,7 @@ def to_sympy(term):
     """The sympy expression of a tree (real symbols a0, a1, ...)."""
     import sympy
     from . import mathfn
-    functions = {"Sigmoid": mathfn.Sigmoid, "tanh": sympy.tanh, "Relu": mathfn.Relu,
-                 "exp": sympy.exp, "log": sympy.log, "Softplus": mathfn.Softplus,
-                 "Softsign": mathfn.Softsign, "HardSigmoid": mathfn.HardSigmoid,
-                 "Clip": mathfn.Clip}
+    functions = mathfn.SYMPY_FUNCTIONS      # a call's name -> the activation table's function
     operators = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b,
                  "/": lambda a, b: a / b, "**": lambda a, b: a ** b, "neg": lambda a: -a}
 

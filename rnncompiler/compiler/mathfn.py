@@ -1,13 +1,15 @@
-"""The elementwise function table: each activation as a sympy function with a stable
-derivative, its C form and its numpy form (one row each).
+"""The elementwise vocabulary in sympy, C and numpy: the sympy functions, C helpers and
+numpy forms of the activation table's rows (activations.py), the C printer, and the
+checks on user math.
 
 Sympy would differentiate 1/(1+exp(-u)) into exp(-u)/(1+exp(-u))**2, which overflows to
 NaN for u <= -89 in float32; so the activations are sympy Functions of their own whose
-derivatives are written through their outputs (sigma' = sigma(1 - sigma)) or as stable
-closed forms, and whose C forms are numerically stable.
+derivatives are their rows' (written through their outputs, sigma' = sigma(1 - sigma), or
+as stable closed forms), and whose C forms are numerically stable.
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -19,14 +21,7 @@ from sympy.codegen.ast import real, float32, float64
 
 from ..errors import CellError
 from . import csrc
-
-
-def _step(u, strict_lo, lo=0, hi=None):
-    """Indicator of lo < u (or lo <= u), optionally u <= hi, as a Piecewise."""
-    cond = (u > lo) if strict_lo else (u >= lo)
-    if hi is not None:
-        cond = sympy.And(cond, u <= hi)
-    return sympy.Piecewise((1, cond), (0, True))
+from .activations import BY_SYMPY_NAME, TABLE
 
 
 def _latex_call(head, f, printer, exp=None):
@@ -43,105 +38,74 @@ class RealFunction(sympy.Function):
         return self.args[0].is_real
 
 
-class Sigmoid(RealFunction):
-    """sigma(u) = 1 / (1 + exp(-u)); sigma' = sigma (1 - sigma)."""
-    nargs = 1
-
-    def fdiff(self, argindex=1):
-        return self * (1 - self)
-
-    def _latex(self, printer, exp=None):
-        return _latex_call(r"\sigma", self, printer, exp)
-
-    def _sympystr(self, printer):
-        return "σ(%s)" % printer._print(self.args[0])
-
-
-class Softplus(RealFunction):
-    """softplus(u) = log(1 + exp(u)), computed as max(u, 0) + log1p(exp(-|u|))."""
-    nargs = 1
-
-    def fdiff(self, argindex=1):
-        return Sigmoid(self.args[0])
-
-    def _latex(self, printer, exp=None):
-        return _latex_call(r"\operatorname{softplus}", self, printer, exp)
-
-
-class Softsign(RealFunction):
-    """softsign(u) = u / (1 + |u|); derivative 1 / (1 + |u|)^2."""
-    nargs = 1
-
-    def fdiff(self, argindex=1):
-        return 1 / (1 + sympy.Abs(self.args[0])) ** 2
-
-
-class HardSigmoid(RealFunction):
-    """PyTorch's hardsigmoid: clip(u/6 + 1/2, 0, 1); derivative 1/6 on (-3, 3), else 0."""
-    nargs = 1
-
-    def fdiff(self, argindex=1):
-        u = self.args[0]
-        return sympy.Piecewise((sympy.Rational(1, 6), sympy.And(u > -3, u < 3)), (0, True))
-
-
-class Relu(RealFunction):
-    """relu(u) = max(u, 0); relu'(0) = 0 as in PyTorch."""
-    nargs = 1
-
-    def fdiff(self, argindex=1):
-        return _step(self.args[0], strict_lo=True)
-
-
-class Cbrt(RealFunction):
-    """The real cube root (-2 at -8), as C's cbrt and numpy's cbrt; derivative
-    1 / (3 cbrt(u)^2). sympy's u**(1/3) is the principal (complex) root: real_roots()
-    rewrites it into this function, so that the value, its derivative, the C and the
-    reference agree on negative u."""
-    nargs = 1
-
-    def fdiff(self, argindex=1):
-        return 1 / (3 * self ** 2)
-
-    def _latex(self, printer, exp=None):
-        return r"\sqrt[3]{%s}" % printer._print(self.args[0]) + ("^{%s}" % exp if exp else "")
-
-    def _sympystr(self, printer):
-        return "cbrt(%s)" % printer._print(self.args[0])
-
-
-class Clip(RealFunction):
-    """clip(u, lo, hi) with constant bounds; derivative 1 on [lo, hi] as torch.clamp."""
-    nargs = 3
+class TableFunction(RealFunction):
+    """A function of the activation table (activations.py), made by _function_class: its
+    derivative is its row's, parsed when sympy first asks for it."""
+    activation = None       # its row
 
     def fdiff(self, argindex=1):
         if argindex != 1:
-            return sympy.S.Zero
-        u, lo, hi = self.args
-        return _step(u, strict_lo=False, lo=lo, hi=hi)
+            return sympy.S.Zero             # the bounds are constants
+        return _derivative(self.activation, self)
 
 
-# name -> (sympy class, C body over `u` with F the literal suffix, numpy function).
-# The C helpers are static inline functions named rnnc_<name> (double) / rnnc_<name>f.
-FUNCTIONS = {
-    "Sigmoid": (Sigmoid,
-                "const real e = EXP(-FABS(u)), s = 1 / (1 + e); return u >= 0 ? s : e * s;",
-                lambda u: np.where(u >= 0, 1 / (1 + np.exp(-np.abs(u))),
-                                   np.exp(-np.abs(u)) / (1 + np.exp(-np.abs(u))))),
-    "Softplus": (Softplus,
-                 "return (u > 0 ? u : 0) + LOG1P(EXP(-FABS(u)));",
-                 lambda u: np.maximum(u, 0) + np.log1p(np.exp(-np.abs(u)))),
-    "Softsign": (Softsign,
-                 "return u / (1 + FABS(u));",
-                 lambda u: u / (1 + np.abs(u))),
-    "HardSigmoid": (HardSigmoid,
-                    "const real v = u / 6 + (real)0.5; return v < 0 ? 0 : (v > 1 ? 1 : v);",
-                    lambda u: np.clip(u / 6 + 0.5, 0, 1)),
-    "Relu": (Relu,
-             "return u <= 0 ? 0 : u;",        # NaN stays NaN, as in numpy and torch
-             lambda u: np.where(u > 0, u, np.where(u != u, u, 0.0))),   # +0 below, as C
-    "Cbrt": (Cbrt, "return CBRT(u);", np.cbrt),
-}
+def _row_names(row, args, value=None):
+    """The names a row's sympy texts read: the table's functions, u, the bounds, y (the
+    value, when given) and the row's `where` subexpressions, in order."""
+    names = dict(SYMPY_FUNCTIONS, u=args[0])
+    names.update(zip((b for b, _ in row.bounds), args[1:]))
+    if value is not None:
+        names["y"] = value
+    for name, text in row.where:
+        names[name] = sympy.sympify(text, locals=names)
+    return names
+
+
+def forward_expression(row, *args):
+    """The row's value as a sympy expression of its arguments (u, then the bounds)."""
+    return sympy.sympify(row.forward, locals=_row_names(row, args))
+
+
+def _derivative(row, f):
+    """d f/du of f, an applied function of the row, from the row's text (y is f itself)."""
+    return _parsed_derivative(row.sympy_name, f)
+
+
+@functools.lru_cache(maxsize=4096)
+def _parsed_derivative(name, f):
+    row = BY_SYMPY_NAME[name]
+    return sympy.sympify(row.derivative, locals=_row_names(row, f.args, value=f))
+
+
+def derivative_expression(row, *args):
+    """The row's derivative as a sympy expression of its arguments (y written out)."""
+    f = SYMPY_FUNCTIONS[row.sympy_name](*args)
+    return f.diff(args[0]) if row.builtin else _derivative(row, f)
+
+
+def _function_class(row):
+    """The sympy function of a row: sympy's own for a builtin row, else a TableFunction
+    named row.sympy_name with the row's printed forms."""
+    if row.builtin:
+        return getattr(sympy, row.sympy_name)
+    attrs = {"nargs": 1 + len(row.bounds), "activation": row, "__doc__": row.doc,
+             "__module__": __name__, "__qualname__": row.sympy_name}
+    if row.latex is not None:
+        attrs["_latex"] = lambda self, printer, exp=None: row.latex % {
+            "arg": printer._print(self.args[0]), "power": "^{%s}" % exp if exp is not None else ""}
+    if row.text is not None:
+        attrs["_sympystr"] = lambda self, printer: row.text % {"arg": printer._print(self.args[0])}
+    elif row.symbol is not None:
+        attrs["_sympystr"] = lambda self, printer: "%s(%s)" % (
+            row.symbol, ", ".join(printer._print(a) for a in self.args))
+    return type(row.sympy_name, (TableFunction,), attrs)
+
+
+# sympy name -> sympy function of every row; the table's own functions are also this
+# module's attributes (mathfn.Sigmoid, mathfn.Clip, ...), as rc.elementwise uses them
+SYMPY_FUNCTIONS = {row.sympy_name: _function_class(row) for row in TABLE}
+globals().update({name: f for name, f in SYMPY_FUNCTIONS.items() if not BY_SYMPY_NAME[name].builtin})
+Cbrt = SYMPY_FUNCTIONS["Cbrt"]
 
 
 def mod_derivatives(expr):
@@ -165,12 +129,24 @@ def real_roots(expr):
     return expr.replace(is_cube_root, lambda e: Cbrt(e.base) ** e.exp.p)
 
 
-def _np_clip(u, lo, hi):
-    return np.minimum(np.maximum(u, lo), hi)
+def _numpy_form(row):
+    """The row's numpy form; without one, its forward expression lambdified (the table's
+    functions inside it by their numpy forms), made on first use."""
+    if row.numpy is not None:
+        return row.numpy
+    made = []
+
+    def evaluate(*args):
+        if not made:
+            syms = [sympy.Dummy(real=True) for _ in range(1 + len(row.bounds))]
+            made.append(sympy.lambdify(syms, forward_expression(row, *syms),
+                                       modules=[NUMPY_FUNCTIONS, "numpy"]))
+        return made[0](*args)
+    evaluate.__name__ = row.sympy_name
+    return evaluate
 
 
-NUMPY_FUNCTIONS = {name: row[2] for name, row in FUNCTIONS.items()}
-NUMPY_FUNCTIONS["Clip"] = _np_clip
+NUMPY_FUNCTIONS = {row.sympy_name: _numpy_form(row) for row in TABLE if not row.builtin}
 # C99 functions numpy lacks: the reference evaluator takes them from math, element by element
 for _name in ("erf", "erfc", "gamma"):
     NUMPY_FUNCTIONS[_name] = np.vectorize(getattr(math, _name), otypes=[float])
@@ -192,12 +168,15 @@ def c_helpers(dtype, fast=False, prelude=True):
     macros = {"EXP": exp, "LOG1P": "rnnc_log1p" if fast else "log1p", "FABS": "fabs",
               "FMAX": "fmax", "FMIN": "fmin", "CBRT": "cbrt"}
     out = []
-    for name, (_, body, _) in FUNCTIONS.items():
+    for row in TABLE:
+        if row.c_body is None:
+            continue
+        body = row.c_body
         for macro, fn in macros.items():
             body = body.replace(macro + "(", fn + suffix + "(")
         body = body.replace("(real)", "(%s)" % ctype).replace("real ", ctype + " ")
-        out.append("static inline %s rnnc_%s%s(%s u) { %s }"
-                   % (ctype, name.lower(), suffix, ctype, body))
+        out.append("static inline %s %s%s(%s u) { %s }"
+                   % (ctype, row.helper, suffix, ctype, body))
     parts = [csrc.real(dtype)] if prelude else []
     parts += [csrc.source("inline.h")] + ([csrc.source("fastmath.h")] if fast else [])
     parts += ["\n".join(out).replace("static inline ", "RNNC_INLINE "), csrc.source("nan_keeping.h")]
@@ -224,9 +203,8 @@ class CPrinter(C99CodePrinter):
         return "rnnc_%s%s(%s)" % (name, self._suffix, ", ".join(self._print(a) for a in args))
 
     def _print_Function(self, expr):
-        name = type(expr).__name__
-        if name in FUNCTIONS or name == "Clip":
-            return self._helper(name.lower(), expr.args)
+        if isinstance(expr, TableFunction):          # C helpers: the table's and Clip's
+            return self._helper(type(expr).__name__.lower(), expr.args)
         return super()._print_Function(expr)
 
     def _literal(self, value):

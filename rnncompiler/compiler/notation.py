@@ -8,6 +8,8 @@ from sympy import Integer, S
 from sympy.printing.precedence import precedence
 from sympy.printing.str import StrPrinter
 
+from .activations import TABLE
+
 _SUPERSCRIPTS = dict(zip("0123456789-", "⁰¹²³⁴⁵⁶⁷⁸⁹⁻"))
 _RELATIONS = {"==": "=", "!=": "≠", ">=": "≥", "<=": "≤", ">": ">", "<": "<"}
 
@@ -64,8 +66,12 @@ def math_text(expr):
 
 
 def ascii_text(text):
-    """Notation text made ASCII, for C comments (compilers may read another charset)."""
-    for a, b in (("σ", "sigmoid"), ("√", "sqrt"), ("≥", ">="), ("≤", "<="), ("≠", "!="),
+    """Notation text made ASCII, for C comments (compilers may read another charset): an
+    activation's symbol becomes its name."""
+    for row in TABLE:
+        if row.symbol is not None and not row.symbol.isascii():
+            text = text.replace(row.symbol, row.name)
+    for a, b in ( ("√", "sqrt"), ("≥", ">="), ("≤", "<="), ("≠", "!="),
                  ("∧", "and"), ("∨", "or"), ("δ", "d"), ("Σ_t", "sum_t"), ("ᵀ", "^T"),
                  ("⁺", "+")):
         text = text.replace(a, b)

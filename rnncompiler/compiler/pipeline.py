@@ -80,8 +80,9 @@ def generator_fingerprint():
 # Term -> sympy) shape the C as much as the stages after them; equations.py and
 # recurrence.py shape the metadata kept with it; csrc holds the C pasted into every kernel
 GENERATOR_SOURCES = ("dsl.py", "expr.py", "ir.py", "notation.py", "graph.py", "autodiff.py",
-                     "mathfn.py", "equations.py", "recurrence.py", "pipeline.py", "build.py",
-                     "../runtime/kernel.py", "../runtime/meta.py", "codegen", "csrc")
+                     "activations.py", "mathfn.py", "equations.py", "recurrence.py",
+                     "pipeline.py", "build.py", "../runtime/kernel.py", "../runtime/meta.py",
+                     "codegen", "csrc")
 
 
 @functools.lru_cache(maxsize=None)

@@ -25,6 +25,7 @@ from __future__ import annotations
 from .notation import math_text
 from ..runtime.meta import KINDS, Recurrence, to_meta, from_meta  # noqa: F401 (re-exported)
 
+from .activations import BY_SYMPY_NAME
 _ORDER = {"none": 0, "diagonal": 1, "linear": 2, "nonlinear": 3}
 _MAX_COEFF_TERMS = 60      # a longer coefficient is not spelled out in the reason
 _MAX_RHS_CHARS = 90        # right-hand sides quoted in reasons are cut here
@@ -274,7 +275,10 @@ def _nonaffine_phrase(expr, p, i, j, syms, args, deps, names):
 def _function_name(f):
     """σ, tanh, relu, ...: the name a reader knows a function by."""
     name = type(f).__name__
-    return {"Sigmoid": "σ"}.get(name, getattr(f, "_rnnc_name", name.lower()))
+    row = BY_SYMPY_NAME.get(name)
+    if row is not None and row.symbol is not None:
+        return row.symbol
+    return getattr(f, "_rnnc_name", name.lower())
 
 
 def _display(expr, args, names):

@@ -51,6 +51,8 @@ RNNC_INLINE double rnnc_softsign(double u) { return u / (1 + fabs(u)); }
 RNNC_INLINE double rnnc_hardsigmoid(double u) { const double v = u / 6 + (double)0.5; return v < 0 ? 0 : (v > 1 ? 1 : v); }
 RNNC_INLINE double rnnc_relu(double u) { return u <= 0 ? 0 : u; }
 RNNC_INLINE double rnnc_cbrt(double u) { return cbrt(u); }
+RNNC_INLINE double rnnc_gelu(double u) { const double w = (double)1.5957691216057308 * (u + (double)0.044715 * u * u * u); const double e = exp(-fabs(w)), s = 1 / (1 + e); return u * (w >= 0 ? s : e * s); }
+RNNC_INLINE double rnnc_mish(double u) { const double e = exp(-fabs(u)); const double n = u >= 0 ? 1 + 2 * e : e * (e + 2); const double d = u >= 0 ? n + 2 * e * e : n + 2; return u * (n / d); }
 /* Elementwise helpers that keep NaN as numpy does (C's fmax, fmin and comparisons drop
    it): ternaries, not fmin/fmax, which also vectorise. Needs real.h and inline.h. */
 RNNC_INLINE RNNC_REAL RNNC_F(rnnc_clip)(RNNC_REAL u, RNNC_REAL lo, RNNC_REAL hi) { return u < lo ? lo : (u > hi ? hi : u); }

@@ -256,6 +256,8 @@ RNNC_INLINE float rnnc_softsignf(float u) { return u / (1 + fabsf(u)); }
 RNNC_INLINE float rnnc_hardsigmoidf(float u) { const float v = u / 6 + (float)0.5; return v < 0 ? 0 : (v > 1 ? 1 : v); }
 RNNC_INLINE float rnnc_reluf(float u) { return u <= 0 ? 0 : u; }
 RNNC_INLINE float rnnc_cbrtf(float u) { return cbrtf(u); }
+RNNC_INLINE float rnnc_geluf(float u) { const float w = (float)1.5957691216057308 * (u + (float)0.044715 * u * u * u); const float e = rnnc_expf(-fabsf(w)), s = 1 / (1 + e); return u * (w >= 0 ? s : e * s); }
+RNNC_INLINE float rnnc_mishf(float u) { const float e = rnnc_expf(-fabsf(u)); const float n = u >= 0 ? 1 + 2 * e : e * (e + 2); const float d = u >= 0 ? n + 2 * e * e : n + 2; return u * (n / d); }
 /* Elementwise helpers that keep NaN as numpy does (C's fmax, fmin and comparisons drop
    it): ternaries, not fmin/fmax, which also vectorise. Needs real.h and inline.h. */
 RNNC_INLINE RNNC_REAL RNNC_F(rnnc_clip)(RNNC_REAL u, RNNC_REAL lo, RNNC_REAL hi) { return u < lo ? lo : (u > hi ? hi : u); }

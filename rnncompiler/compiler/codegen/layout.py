@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 
 import sympy
 
+from ..activations import TABLE
 from ..autodiff import EwGrad, ew_reads
 from ..equations import display_names
 from ..graph import LEAVES, linear_terms, param_name, result_nodes, topo_order
@@ -254,8 +255,8 @@ def plan_layout(g, bwd, microkernel=None):
 
 
 # functions whose derivative sympy writes through the function itself: σ' = σ(1-σ),
-# tanh' = 1 - tanh², exp' = exp
-OUTPUT_DIFFERENTIABLE = ("Sigmoid", "tanh", "exp")
+# tanh' = 1 - tanh², exp' = exp (the rows of the activation table that say so)
+OUTPUT_DIFFERENTIABLE = tuple(row.sympy_name for row in TABLE if row.output_differentiable)
 
 
 def saved_activations(g, bwd, bundle_of):
