@@ -47,24 +47,14 @@ def equations_of(cell, sizes, level="named"):
 
 def node_label(g, names, n):
     """Two lines: the value's name, and what computes it."""
-    from ..compiler.equations import render_expr
-    from ..compiler.graph import linear_terms
+    from ..compiler.ops import OPS
     d = g[n]
     name = names[n][0]
     if d.op == "param":
         return "%s\n%s" % (name, "x".join(str(s) for s in d.shape) or "scalar")
-    if d.op in ("input", "state"):
+    if OPS[d.op].leaf:
         return name
-    if d.op == "ew":
-        what = render_expr(d.expr, d.args, names)[0]
-    elif d.op == "linear":
-        terms, biases = linear_terms(g, n)
-        what = " + ".join(["%s %s" % (names[w][0], names[v][0]) for v, w in terms]
-                          + [names[b][0] for b in biases])
-    elif d.op == "concat":
-        what = "[%s]" % "; ".join(names[a][0] for a in d.args)
-    else:
-        what = "%s(%s)" % (d.how, names[d.args[0]][0])
+    what = OPS[d.op].display(g, d, names)[0]
     if len(what) > 34:
         what = what[:31] + "..."
     return "%s = %s" % (name, what) if len(name) + len(what) < 26 else "%s =\n%s" % (name, what)

@@ -7,7 +7,7 @@ so a kernel loaded from the cache shows its equations without the compiler's sta
 from __future__ import annotations
 
 from ..runtime.meta import Equations
-from .notation import math_text
+from .ops import OPS, render_expr  # noqa: F401 (render_expr: re-exported)
 
 
 def display_names(g):
@@ -63,24 +63,6 @@ def tex_name(name):
     return "%s_{%s}" % (head, tail.replace("_", r"\_")) if tail else name
 
 
-def render_expr(expr, args, names, node=None):
-    """(text, latex) of an expression in a0..ak (and g, y) with display names."""
-    import sympy
-    from .autodiff import G, Y
-    from .graph import rename_symbols
-    subs_t, subs_l = {}, {}
-    for k, a in enumerate(args):
-        sym = sympy.Symbol("a%d" % k, real=True)
-        subs_t[sym] = sympy.Symbol(names[a][0], real=True)
-        subs_l[sym] = sympy.Symbol(names[a][1], real=True)
-    if node is not None:
-        subs_t[G] = sympy.Symbol("δ" + names[node][0], real=True)
-        subs_l[G] = sympy.Symbol(r"\delta " + names[node][1], real=True)
-        subs_t[Y] = sympy.Symbol(names[node][0], real=True)
-        subs_l[Y] = sympy.Symbol(names[node][1], real=True)
-    return math_text(rename_symbols(expr, subs_t)), sympy.latex(rename_symbols(expr, subs_l))
-
-
 def derive_equations(g, bwd):
     """Equations of fused step graph g and its backward step bwd."""
     from .graph import topo_order
@@ -110,24 +92,7 @@ def named_equations(g):
 
 def forward_rhs(g, n, names):
     """(text, latex) of the right-hand side of node n's forward equation."""
-    from .graph import linear_terms
-    d = g[n]
-    args = d.args
-    if d.op == "ew":
-        rt, rl = render_expr(d.expr, args, names)
-    elif d.op == "linear":
-        terms, biases = linear_terms(g, n)
-        rt = " + ".join(["%s %s" % (names[W][0], names[v][0]) for v, W in terms]
-                        + [names[b][0] for b in biases])
-        rl = " + ".join(["%s %s" % (names[W][1], names[v][1]) for v, W in terms]
-                        + [names[b][1] for b in biases])
-    elif d.op == "concat":
-        rt = "[%s]" % "; ".join(names[a][0] for a in args)
-        rl = r"\begin{bmatrix} %s \end{bmatrix}" % r" \\ ".join(names[a][1] for a in args)
-    else:
-        rt = "%s(%s)" % (d.how, names[args[0]][0])
-        rl = r"\operatorname{%s}(%s)" % (d.how, names[args[0]][1])
-    return rt, rl
+    return OPS[g[n].op].display(g, g[n], names)
 
 
 def _seed_equations(g, names):
@@ -145,33 +110,5 @@ def _seed_equations(g, names):
 
 
 def _backward_equations(g, op, names):
-    from .autodiff import EwGrad, LinearGrad, ConcatGrad, ReduceGrad
-    n = op.node
-    if isinstance(op, EwGrad):
-        for k, contrib in op.contributions:
-            a = op.args[k]
-            rt, rl = render_expr(contrib, op.args, names, node=n)
-            sum_t = "Σ_t " if g[a].op == "param" else ""
-            sum_l = r"\sum_t " if sum_t else ""
-            yield ("δ" + names[a][0], "+=", sum_t + rt), (r"\delta " + names[a][1], "+=", sum_l + rl)
-    elif isinstance(op, LinearGrad):
-        dt, dl = "δ" + names[n][0], r"\delta " + names[n][1]
-        for v_id, W_id in op.terms:
-            W, v = names[W_id], names[v_id]
-            yield ("δ" + v[0], "+=", "%sᵀ %s" % (W[0], dt)), (r"\delta " + v[1], "+=", "%s^T %s" % (W[1], dl))
-            yield ("δ" + W[0], "+=", "Σ_t %s %sᵀ" % (dt, v[0])), \
-                (r"\delta " + W[1], "+=", r"\sum_t %s %s^T" % (dl, v[1]))
-        for b_id in op.biases:
-            b = names[b_id]
-            yield ("δ" + b[0], "+=", "Σ_t " + dt), (r"\delta " + b[1], "+=", r"\sum_t " + dl)
-    elif isinstance(op, ConcatGrad):
-        off = 0
-        for a in op.parts:
-            m = g[a].size
-            yield (("δ" + names[a][0], "+=", "δ%s[%d:%d]" % (names[n][0], off, off + m)),
-                   (r"\delta " + names[a][1], "+=", r"\delta %s[%d{:}%d]" % (names[n][1], off, off + m)))
-            off += m
-    elif isinstance(op, ReduceGrad):
-        scale = " / %d" % g[op.v].size if op.how == "mean" else ""
-        yield (("δ" + names[op.v][0], "+=", "δ%s%s (every unit)" % (names[n][0], scale)),
-               (r"\delta " + names[op.v][1], "+=", r"\delta %s%s" % (names[n][1], scale)))
+    """((text, latex) equation, ...) of one op of the backward step."""
+    return OPS[g[op.node].op].adjoint_display(g, op, names)

@@ -18,12 +18,9 @@ import sympy
 
 from . import mathfn
 from ..errors import CellError
-from .graph import linear_terms, topo_order
+from .ops import OPS, STEP_FUNCTIONS, unbroadcast  # noqa: F401 (unbroadcast: re-exported)
 from ..runtime.kernel import check_step_states
 
-# Piecewise-constant functions: derivative 0 where it exists and at their jumps too
-# (PyTorch's choice); sympy would give DiracDelta or an unevaluated derivative.
-STEP_FUNCTIONS = (sympy.sign, sympy.floor, sympy.ceiling, sympy.Heaviside)
 
 
 def lambdify_node(expr, n_args, extra=()):
@@ -82,36 +79,30 @@ def partial(expr, k, hand_written=False, where=""):
 
 # ---------------------------------------------------------------- forward
 
+class _Run:
+    """What the ops' numpy rules (ops.Op.evaluate, .pullback) ask of the evaluator: an
+    elementwise node's numpy function and partials, the batch size and the real type."""
+
+    def __init__(self, fns, B, dtype, partials=None):
+        self.fns, self.B, self.dtype, self.partial = fns, B, dtype, partials
+
+    def function(self, n):
+        if n.id not in self.fns:
+            self.fns[n.id] = lambdify_node(n.expr, len(n.args))
+        return self.fns[n.id]
+
+
 def evaluate_step(g, params, x_t, states, fns=None):
     """One step of the graph in numpy: (new states dict, output, all node values)."""
-    B = x_t.shape[0]
-    fns = fns if fns is not None else {}
+    run = _Run(fns if fns is not None else {}, x_t.shape[0], x_t.dtype)
     val = {"x": x_t}
     for s, _ in g.states:
         val["state." + s] = states[s]
     for name, _ in g.params:
         val["param." + name] = params[name]
-    for n in topo_order(g):
+    for n in g.ops():
         d = g[n]
-        args = [val[a] for a in d.args]
-        if d.op == "ew":
-            if n not in fns:
-                fns[n] = lambdify_node(d.expr, len(args))
-            out = np.asarray(fns[n](*args), dtype=x_t.dtype)
-            val[n] = np.array(np.broadcast_to(out, (B, d.size)))
-        elif d.op == "linear":            # sum_k W_k v_k + sum of biases
-            terms, biases = linear_terms(g, n)
-            out = val[terms[0][0]] @ val[terms[0][1]].T
-            for v, W in terms[1:]:
-                out = out + val[v] @ val[W].T
-            for b in biases:
-                out = out + val[b]
-            val[n] = out
-        elif d.op == "concat":
-            val[n] = np.concatenate(args, axis=1)
-        elif d.op == "reduce":
-            red = args[0].sum(axis=1, keepdims=True)
-            val[n] = red / args[0].shape[1] if d.how == "mean" else red
+        val[n] = OPS[d.op].evaluate(d, [val[a] for a in d.args], run)
     new = {s: val[node] for s, node in g.new_states}
     return new, val[g.output], val
 
@@ -155,16 +146,6 @@ def evaluate(g, params, x, state0=None, lengths=None):
 
 # ---------------------------------------------------------------- backward
 
-def unbroadcast(c, shape):
-    """Sum an adjoint contribution down to an operand's shape (batch rows, units)."""
-    while c.ndim > len(shape):
-        c = c.sum(axis=0)
-    for axis, n in enumerate(shape):
-        if n == 1 and c.shape[axis] != 1:
-            c = c.sum(axis=axis, keepdims=True)
-    return c
-
-
 def result_root(g, node):
     """The node a result copies (identity copies followed), so that a state and the output
     that copy the same value are recognised as one."""
@@ -194,35 +175,6 @@ class Partials:
         return self._fns[node, k]
 
 
-def _node_backward(g, n, adj, val, partials, add):
-    """Pass node n's adjoint to its operands (add(operand, contribution))."""
-    d = g[n]
-    args = d.args
-    if d.op == "ew":
-        ops = [val[a] for a in args]
-        for k, a in enumerate(args):
-            fn = partials(n, k)
-            if fn is not None:
-                add(a, unbroadcast(adj * np.asarray(fn(*ops), dtype=adj.dtype),
-                                   np.shape(val[a])))
-    elif d.op == "linear":
-        terms, biases = linear_terms(g, n)
-        for v, W in terms:
-            add(v, adj @ val[W])
-            add(W, adj.T @ val[v])
-        for b in biases:
-            add(b, adj.sum(axis=0))
-    elif d.op == "concat":
-        off = 0
-        for a in args:
-            m = val[a].shape[1]
-            add(a, adj[:, off:off + m])
-            off += m
-    elif d.op == "reduce":
-        m = val[args[0]].shape[1]
-        add(args[0], np.broadcast_to(adj / m if d.how == "mean" else adj, (adj.shape[0], m)))
-
-
 def backward_step(g, val, seeds, partials):
     """Reverse mode over one step: adjoints of every node, given seeds node -> adjoint."""
     adj = dict()
@@ -232,9 +184,11 @@ def backward_step(g, val, seeds, partials):
 
     for n, s in seeds.items():
         add(n, s)
-    for n in reversed(topo_order(g)):
+    run = _Run({}, None, None, partials)
+    for n in reversed(g.ops()):
         if n in adj:
-            _node_backward(g, n, adj[n], val, partials, add)
+            d = g[n]
+            OPS[d.op].pullback(d, adj[n], [val[a] for a in d.args], run, add)
     return adj
 
 

@@ -191,29 +191,9 @@ class RTRL:
             tan["state." + s] = sens[s]
         for name, shape in g.params:
             tan["param." + name] = _param_tangent(cols.param[name][0], shape, C)
-        for n in g:
+        for n in g.ops():
             d = g[n]
-            if d.op in ("input", "state", "param"):
-                continue
-            args = d.args
-            if d.op == "ew":
-                tan[n] = self._ew_tangent(n, d, [val[a] for a in args], [tan[a] for a in args], B)
-            elif d.op == "linear":
-                col_b = cols.param[args[2][len("param."):]][0] if len(args) == 3 else None
-                W = val[args[1]]
-                tan[n] = _tangent_linear(val[args[0]], W, tan[args[0]],
-                                         (cols.param[args[1][len("param."):]][0], W.shape[1]),
-                                         col_b, W.shape[0], B, C)
-            elif d.op == "concat":
-                tan[n] = np.concatenate([np.zeros((B, val[a].shape[1], C)) if tan[a] is None
-                                         else np.broadcast_to(tan[a], (B, val[a].shape[1], C))
-                                         for a in args], axis=1)
-            elif d.op == "reduce":
-                t = tan[args[0]]
-                if t is not None:
-                    t = t.sum(axis=1, keepdims=True)
-                    t = t / val[args[0]].shape[1] if d.how == "mean" else t
-                tan[n] = t
+            tan[n] = TANGENTS[d.op](self, d, [val[a] for a in d.args], [tan[a] for a in d.args], B)
         return tan
 
     def _ew_tangent(self, n, d, ops, tans, B):
@@ -228,6 +208,40 @@ class RTRL:
         if out is None:
             return None
         return np.array(np.broadcast_to(out, (B, d.size, out.shape[-1])))
+
+
+def _linear_tangent(rt, d, vals, tans, B):
+    """d(W v + b)/dθ: W's own columns, plus W times v's tangent (one term, one bias)."""
+    args, cols, C = d.args, rt.columns, rt.columns.C
+    col_b = cols.param[args[2][len("param."):]][0] if len(args) == 3 else None
+    W = vals[1]
+    return _tangent_linear(vals[0], W, tans[0], (cols.param[args[1][len("param."):]][0], W.shape[1]),
+                           col_b, W.shape[0], B, C)
+
+
+def _concat_tangent(rt, d, vals, tans, B):
+    C = rt.columns.C
+    return np.concatenate([np.zeros((B, v.shape[1], C)) if t is None
+                           else np.broadcast_to(t, (B, v.shape[1], C))
+                           for v, t in zip(vals, tans, strict=True)], axis=1)
+
+
+def _reduce_tangent(rt, d, vals, tans, B):
+    t = tans[0]
+    if t is not None:
+        t = t.sum(axis=1, keepdims=True)
+        t = t / vals[0].shape[1] if d.how == "mean" else t
+    return t
+
+
+# op -> its tangent (forward mode) from its operands' values and tangents: the part of an
+# op that needs RTRL's columns (rnncompiler.compiler.ops holds the rest)
+TANGENTS = {
+    "ew": lambda rt, d, vals, tans, B: rt._ew_tangent(d.id, d, vals, tans, B),
+    "linear": _linear_tangent,
+    "concat": _concat_tangent,
+    "reduce": _reduce_tangent,
+}
 
 
 def _param_tangent(off, shape, C):

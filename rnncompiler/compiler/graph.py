@@ -11,9 +11,11 @@ from dataclasses import replace
 import sympy
 
 from . import mathfn
+from .mathfn import rename_symbols
 from ..errors import CellError
 from .expr import Term, to_sympy
-from .ir import LEAVES, Node, StepIR
+from .ir import Node, StepIR
+from .ops import LEAVES
 
 MAX_FUSED_TERMS = 160   # cap on a fused expression's size: keeps sympy fast and predictable
 # cap on the size of its derivative (derivative_terms): nested functions, as in
@@ -140,30 +142,6 @@ def _with_operands(node, expr, args):
     local = {sympy.Symbol(a, real=True): sympy.Symbol("a%d" % k, real=True)
              for k, a in enumerate(args)}
     return replace(node, expr=rename_symbols(expr, local), args=tuple(args))
-
-
-def rename_symbols(expr, names):
-    """expr with its symbols renamed (names: symbol -> symbol, one to one). Unlike
-    xreplace, it does not run the functions' simplifications again on their renamed
-    arguments (nothing new to simplify; sympy's assumption queries there cost time
-    quadratic in the nesting depth), and it rebuilds a shared subexpression once."""
-    done = {}
-
-    def walk(e):
-        if e in names:
-            return names[e]
-        if not e.args:
-            return e
-        if e not in done:
-            args = tuple(walk(a) for a in e.args)
-            if args == e.args:
-                done[e] = e
-            elif isinstance(e, sympy.Function):
-                done[e] = e.func(*args, evaluate=False)
-            else:
-                done[e] = e.func(*args)
-        return done[e]
-    return walk(expr)
 
 
 def _terms(expr):

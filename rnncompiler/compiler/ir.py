@@ -18,9 +18,7 @@ import functools
 from dataclasses import dataclass, field, replace
 
 from ..errors import CellError
-
-LEAVES = ("input", "state", "param")
-OPS = LEAVES + ("ew", "linear", "concat", "reduce")
+from .ops import LEAVES, OPS
 
 
 @dataclass(frozen=True)
@@ -135,7 +133,7 @@ class StepIR:
                 if a not in seen:
                     raise CellError("node %s uses %s before it is computed" % (n.id, a))
             seen.add(n.id)
-            _CHECKS.get(n.op, _no_check)(self, n)
+            OPS[n.op].check(self, n)
         sizes = dict(self.states)
         for s, node in self.new_states:
             if node not in self or self[node].op in LEAVES or self[node].scalar:
@@ -180,78 +178,13 @@ class StepIR:
     def __str__(self):
         sizes = ", ".join("%s=%d" % kv for kv in sorted(self.sizes.items()))
         lines = ["step %s (%s)" % (self.name, sizes)]
+        names = {n.id: (self.display_name(n.id), self.display_name(n.id)) for n in self.nodes}
         for n in self.nodes:
             if n.op in LEAVES:
                 continue
-            rhs = _RHS[n.op](self, n)
+            rhs = OPS[n.op].display(self, n, names)[0]
             lines.append("  %-10s = %-44s size %-4d %s" % (self.display_name(n.id), rhs,
                                                             n.size, n.where))
-        results = ", ".join("%s[t] = %s" % (s, self.display_name(node))
-                            for s, node in self.new_states)
-        lines.append("  states: %s; output y[t] = %s" % (results, self.display_name(self.output)))
+        lines.append("  new states: %s; output: %s" % (
+            ", ".join("%s[t]" % s for s, _ in self.new_states), self.display_name(self.output)))
         return "\n".join(lines)
-
-
-def _no_check(ir, n):
-    pass
-
-
-def _check_ew(ir, n):
-    syms = {s.name for s in n.expr.free_symbols}
-    allowed = {"a%d" % k for k in range(len(n.args))}
-    if not syms <= allowed:
-        raise CellError("node %s: expression symbols %s do not match its %d operands"
-                        % (n.id, sorted(syms), len(n.args)))
-    vectors = [a for a in n.args if not ir[a].scalar]
-    for a in vectors[1:]:
-        if ir[a].size != ir[vectors[0]].size:
-            raise CellError(
-                "%s: elementwise operands have different sizes: %s has size %d but %s has "
-                "size %d — did you mean to map one with p.linear(..., size=%d)?"
-                % (n.where, ir.describe(vectors[0]), ir[vectors[0]].size,
-                   ir.describe(a), ir[a].size, ir[vectors[0]].size))
-
-
-def _check_linear(ir, n):
-    if not n.terms or set(n.args) != {a for t in n.terms for a in t} | set(n.biases):
-        raise CellError("linear node %s: its operands %s are not its terms and biases"
-                        % (n.id, n.args))
-    for v, W in n.terms:
-        if ir[W].op != "param" or ir[W].shape != (n.size, ir[v].size):
-            raise CellError("%s: %s has shape %s but maps %s (size %d) to size %d"
-                            % (n.where, ir.display_name(W), ir[W].shape,
-                               ir.display_name(v), ir[v].size, n.size))
-    for b in n.biases:
-        if ir[b].shape != (n.size,):
-            raise CellError("%s: the bias %s has shape %s, expected (%d,)"
-                            % (n.where, ir.display_name(b), ir[b].shape, n.size))
-
-
-def _check_concat(ir, n):
-    if sum(ir[a].size for a in n.args) != n.size:
-        raise CellError("concat node %s: parts of sizes %s do not add up to %d"
-                        % (n.id, [ir[a].size for a in n.args], n.size))
-
-
-_CHECKS = {"ew": _check_ew, "linear": _check_linear, "concat": _check_concat}
-
-
-def _ew_rhs(ir, n):
-    import sympy
-    from .notation import math_text
-    names = {sympy.Symbol("a%d" % k, real=True): sympy.Symbol(ir.display_name(a), real=True)
-             for k, a in enumerate(n.args)}
-    return math_text(n.expr.xreplace(names))
-
-
-def _linear_rhs(ir, n):
-    parts = ["%s %s" % (ir.display_name(W), ir.display_name(v)) for v, W in n.terms]
-    return " + ".join(parts + [ir.display_name(b) for b in n.biases])
-
-
-_RHS = {
-    "ew": _ew_rhs,
-    "linear": _linear_rhs,
-    "concat": lambda ir, n: "concat(%s)" % ", ".join(ir.display_name(a) for a in n.args),
-    "reduce": lambda ir, n: "%s(%s)" % (n.how, ir.display_name(n.args[0])),
-}

@@ -349,3 +349,27 @@ def make_activation(name, forward, derivative):
         "_latex": lambda self, printer, exp=None: _latex_call(
             r"\operatorname{%s}" % name.replace("_", r"\_"), self, printer, exp),
     })
+
+
+def rename_symbols(expr, names):
+    """expr with its symbols renamed (names: symbol -> symbol, one to one). Unlike
+    xreplace, it does not run the functions' simplifications again on their renamed
+    arguments (nothing new to simplify; sympy's assumption queries there cost time
+    quadratic in the nesting depth), and it rebuilds a shared subexpression once."""
+    done = {}
+
+    def walk(e):
+        if e in names:
+            return names[e]
+        if not e.args:
+            return e
+        if e not in done:
+            args = tuple(walk(a) for a in e.args)
+            if args == e.args:
+                done[e] = e
+            elif isinstance(e, sympy.Function):
+                done[e] = e.func(*args, evaluate=False)
+            else:
+                done[e] = e.func(*args)
+        return done[e]
+    return walk(expr)

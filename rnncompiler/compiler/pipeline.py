@@ -79,7 +79,7 @@ def generator_fingerprint():
 # the cell language (dsl.py: the spec and its Size.bind) and its expressions (expr.py:
 # Term -> sympy) shape the C as much as the stages after them; equations.py and
 # recurrence.py shape the metadata kept with it; csrc holds the C pasted into every kernel
-GENERATOR_SOURCES = ("dsl.py", "expr.py", "ir.py", "notation.py", "graph.py", "autodiff.py",
+GENERATOR_SOURCES = ("dsl.py", "expr.py", "ir.py", "ops.py", "notation.py", "graph.py", "autodiff.py",
                      "activations.py", "mathfn.py", "equations.py", "recurrence.py",
                      "pipeline.py", "build.py", "../runtime/kernel.py", "../runtime/meta.py",
                      "codegen", "csrc")

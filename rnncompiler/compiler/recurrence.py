@@ -62,7 +62,7 @@ def classify(g):
     names = display_names(g)
     deps = {n: _leaf(n, d) for n, d in g.items() if d.op in LEAVES}
     for n in topo_order(g):
-        rule = _RULES.get(g[n].op, _unknown)
+        rule = RULES.get(g[n].op, _unknown)
         deps[n] = rule(g, n, deps, names)
     return {s: _verdict(g, s, node, deps[node], names) for s, node in g.new_states}
 
@@ -154,7 +154,9 @@ def _unknown(g, n, deps, names):
     return _Dep("nonlinear", _union(deps, live), why=(n, phrase))
 
 
-_RULES = {"ew": _ew, "linear": _linear, "reduce": _reduce, "concat": _concat}
+# op -> how its value depends on the states at t-1, from its operands' dependences: the
+# part of an op that needs this analysis (rnncompiler.compiler.ops holds the rest)
+RULES = {"ew": _ew, "linear": _linear, "reduce": _reduce, "concat": _concat}
 
 
 # ---------------------------------------------------------------- combining operands

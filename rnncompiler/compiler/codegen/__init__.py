@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .. import csrc, mathfn
-from ..autodiff import EwGrad, LinearGrad, ConcatGrad, ReduceGrad
+from ..autodiff import EwGrad, ConcatGrad, ReduceGrad
 from ..graph import topo_order
 from .elementwise import forward_loop, backward_loop, comment, ref, label
 from .layout import plan_layout, Layout, CHUNK
@@ -235,39 +235,51 @@ def as_function(name, loop, ctype, L, writable):
 
 
 def _op_forward(g, L, n, printer, ctype):
-    d = g[n]
+    """(function definitions, lines in the step) computing node n."""
     if n in L.elided:
         return [], []
-    if d.op == "ew":
-        saved = {L.value[d.args[k]][0] for k in L.saved.get(n, {})}
-        return as_function("fwd_" + L.value[n][0], forward_loop(g, L, n, printer, ctype),
-                           ctype, L, writable={L.value[n][0]} | saved)
-    if d.op == "linear":
-        b = L.bundle_of[n]
-        return [], (linear.step_forward(L, b, ctype) if b.members[0] == n else [])
+    return LOWERING[g[n].op][0](g, L, n, printer, ctype)
+
+
+def _ew_forward(g, L, n, printer, ctype):
+    d = g[n]
+    saved = {L.value[d.args[k]][0] for k in L.saved.get(n, {})}
+    return as_function("fwd_" + L.value[n][0], forward_loop(g, L, n, printer, ctype),
+                       ctype, L, writable={L.value[n][0]} | saved)
+
+
+def _linear_forward(g, L, n, printer, ctype):
+    b = L.bundle_of[n]                   # a bundle's GEMM computes all its members
+    return [], (linear.step_forward(L, b, ctype) if b.members[0] == n else [])
+
+
+def _concat_forward(g, L, n, printer, ctype):
+    d = g[n]
     out, ostride = ref(L, n)
-    if d.op == "concat":
-        code = [comment("%s = [%s]" % (label(L, n), "; ".join(label(L, a) for a in d.args))),
-                "for (ptrdiff_t b = 0; b < B; ++b) {"]
-        off = 0
-        for a in d.args:
-            src, stride = ref(L, a)
-            m = g[a].size
-            code.append("    for (ptrdiff_t j = 0; j < %d; ++j) %s[b * %d + %d + j] = %s[b * %d + j];"
-                        % (m, out, ostride, off, src, stride))
-            off += m
-        return [], code + ["}"]
-    if d.op == "reduce":
-        src, stride = ref(L, d.args[0])
-        m = g[d.args[0]].size
-        scale = " / %d" % m if d.how == "mean" else ""
-        return [], [comment("%s = %s(%s)" % (label(L, n), d.how, label(L, d.args[0]))),
-                "for (ptrdiff_t b = 0; b < B; ++b) {",
-                "    %s acc = 0;" % ctype,
-                "    for (ptrdiff_t j = 0; j < %d; ++j) acc += %s[b * %d + j];" % (m, src, stride),
-                "    %s[b * %d] = acc%s;" % (out, ostride, scale),
-                "}"]
-    raise AssertionError(d.op)
+    code = [comment("%s = [%s]" % (label(L, n), "; ".join(label(L, a) for a in d.args))),
+            "for (ptrdiff_t b = 0; b < B; ++b) {"]
+    off = 0
+    for a in d.args:
+        src, stride = ref(L, a)
+        m = g[a].size
+        code.append("    for (ptrdiff_t j = 0; j < %d; ++j) %s[b * %d + %d + j] = %s[b * %d + j];"
+                    % (m, out, ostride, off, src, stride))
+        off += m
+    return [], code + ["}"]
+
+
+def _reduce_forward(g, L, n, printer, ctype):
+    d = g[n]
+    out, ostride = ref(L, n)
+    src, stride = ref(L, d.args[0])
+    m = g[d.args[0]].size
+    scale = " / %d" % m if d.how == "mean" else ""
+    return [], [comment("%s = %s(%s)" % (label(L, n), d.how, label(L, d.args[0]))),
+            "for (ptrdiff_t b = 0; b < B; ++b) {",
+            "    %s acc = 0;" % ctype,
+            "    for (ptrdiff_t j = 0; j < %d; ++j) acc += %s[b * %d + j];" % (m, src, stride),
+            "    %s[b * %d] = acc%s;" % (out, ostride, scale),
+            "}"]
 
 
 def _step_index(a, keep_expr="keep"):
@@ -366,36 +378,55 @@ def _forward_regions(L, ctype, keep):
 # ---------------------------------------------------------------- backward
 
 def _op_backward(g, L, op, printer, ctype):
-    if isinstance(op, EwGrad):
-        return as_function("bwd_" + L.value[op.node][0], backward_loop(g, L, op, printer, ctype),
-                           ctype, L, writable={v for v in step_pointers(L) if v.startswith("d")})
-    if isinstance(op, LinearGrad):
-        b = L.bundle_of[op.node]
-        return [], (linear.step_backward(L, b, ctype) if b.members[0] == op.node else [])
-    if isinstance(op, ConcatGrad):
-        if op.node in L.elided:
-            return [], []
-        src, sstride = ref(L, op.node, adjoint=True)
-        code = [comment("split d%s" % label(L, op.node)), "for (ptrdiff_t b = 0; b < B; ++b) {"]
-        off = 0
-        for a in op.parts:
-            dst, stride = ref(L, a, adjoint=True)
-            m = g[a].size
-            code.append("    for (ptrdiff_t j = 0; j < %d; ++j) %s[b * %d + j] += %s[b * %d + %d + j];"
-                        % (m, dst, stride, src, sstride, off))
-            off += m
-        return [], code + ["}"]
-    if isinstance(op, ReduceGrad):
-        m = g[op.v].size
-        src, sstride = ref(L, op.node, adjoint=True)
-        dst, stride = ref(L, op.v, adjoint=True)
-        scale = " / %d" % m if op.how == "mean" else ""
-        return [], [comment("d%s += d%s, every unit" % (label(L, op.v), label(L, op.node))),
-                "for (ptrdiff_t b = 0; b < B; ++b) {",
-                "    const %s gb = %s[b * %d]%s;" % (ctype, src, sstride, scale),
-                "    for (ptrdiff_t j = 0; j < %d; ++j) %s[b * %d + j] += gb;" % (m, dst, stride),
-                "}"]
-    raise AssertionError(op)
+    """(function definitions, lines in the step) passing op.node's adjoint on."""
+    return LOWERING[g[op.node].op][1](g, L, op, printer, ctype)
+
+
+def _ew_backward(g, L, op, printer, ctype):
+    return as_function("bwd_" + L.value[op.node][0], backward_loop(g, L, op, printer, ctype),
+                       ctype, L, writable={v for v in step_pointers(L) if v.startswith("d")})
+
+
+def _linear_backward(g, L, op, printer, ctype):
+    b = L.bundle_of[op.node]
+    return [], (linear.step_backward(L, b, ctype) if b.members[0] == op.node else [])
+
+
+def _concat_backward(g, L, op, printer, ctype):
+    if op.node in L.elided:
+        return [], []
+    src, sstride = ref(L, op.node, adjoint=True)
+    code = [comment("split d%s" % label(L, op.node)), "for (ptrdiff_t b = 0; b < B; ++b) {"]
+    off = 0
+    for a in op.parts:
+        dst, stride = ref(L, a, adjoint=True)
+        m = g[a].size
+        code.append("    for (ptrdiff_t j = 0; j < %d; ++j) %s[b * %d + j] += %s[b * %d + %d + j];"
+                    % (m, dst, stride, src, sstride, off))
+        off += m
+    return [], code + ["}"]
+
+
+def _reduce_backward(g, L, op, printer, ctype):
+    m = g[op.v].size
+    src, sstride = ref(L, op.node, adjoint=True)
+    dst, stride = ref(L, op.v, adjoint=True)
+    scale = " / %d" % m if op.how == "mean" else ""
+    return [], [comment("d%s += d%s, every unit" % (label(L, op.v), label(L, op.node))),
+            "for (ptrdiff_t b = 0; b < B; ++b) {",
+            "    const %s gb = %s[b * %d]%s;" % (ctype, src, sstride, scale),
+            "    for (ptrdiff_t j = 0; j < %d; ++j) %s[b * %d + j] += gb;" % (m, dst, stride),
+            "}"]
+
+
+# op -> (forward lowering, backward lowering): the part of an op that needs the layout
+# (rnncompiler.compiler.ops holds the rest); every op of ops.OPS that computes has a row
+LOWERING = {
+    "ew": (_ew_forward, _ew_backward),
+    "linear": (_linear_forward, _linear_backward),
+    "concat": (_concat_forward, _concat_backward),
+    "reduce": (_reduce_forward, _reduce_backward),
+}
 
 
 def _dx_in_step(L, bwd):
