@@ -120,8 +120,6 @@ def lower(cell, sizes, dtype, blas, prefix="rnnc"):
 
 
 def _meta(cell, g, bwd, sizes, dtype, csrc):
-    from .equations import named_equations
-    from .graph import build_graph
     from .recurrence import classify, to_meta
     return {"name": cell.name, "dtype": dtype, "prefix": csrc.prefix, "cdef": csrc.cdef,
             "runtime": csrc.runtime,
@@ -130,8 +128,20 @@ def _meta(cell, g, bwd, sizes, dtype, csrc):
             "pack_size": csrc.layout.pack_size,
             "params": [(n, list(s)) for n, s in g.params],
             "tape": tape_plan_rows(g, csrc.layout),
-            "equations": named_equations(build_graph(cell.spec, sizes)).as_dict(),
+            "equations": _equations(cell, g, bwd, sizes).as_dict(),
             "recurrence": to_meta(classify(g))}
+
+
+def _equations(cell, g, bwd, sizes):
+    """The equations as the cell writes them: its named values kept apart. When fusion
+    kept every named value anyway (or there is none), they are the compiled step's own,
+    and the step is not built and differentiated a second time."""
+    from .equations import derive_equations, named_equations
+    from .graph import build_graph
+    named = {n.id for n in cell.spec.nodes if n.name and n.op not in ("input", "state", "param")}
+    if named <= set(g):
+        return derive_equations(g, bwd)
+    return named_equations(build_graph(cell.spec, sizes))
 
 
 def tape_plan_rows(g, layout):
