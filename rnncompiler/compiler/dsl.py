@@ -535,15 +535,12 @@ def trace_cell(fn, states, output):
     code = fn.__code__
     where = "%s:%d" % (os.path.basename(code.co_filename), code.co_firstlineno)
     state_sizes = _states_spec(states, where)
-    n_args = len(inspect.signature(fn).parameters)
-    if n_args != len(state_sizes) + 2:
-        raise CellError("%s: %s takes %d arguments; expected x, one per state (%s), then p"
-                        % (where, fn.__name__, n_args, ", ".join(state_sizes)))
+    bind = _binder(fn, state_sizes, where)
     tracer = _Tracer()
     x = tracer.add("input", id="x", size=Size((("I", 1),), 0), where=where)
     prev = [tracer.add("state", id="state." + s, size=size, where=where)
             for s, size in state_sizes.items()]
-    result, local_names = _call_recording_names(fn, (x, *prev, Params(tracer)))
+    result, local_names = _call_recording_names(fn, *bind(x, prev, Params(tracer)))
     _name_nodes(tracer, local_names, set(state_sizes) | {"x"})
     new_states, y, output = _split_result(result, state_sizes, output, where)
     new_ids = tuple((s, _materialise(tracer, v, "state %r" % s, where).id)
@@ -559,13 +556,36 @@ def trace_cell(fn, states, output):
                     new_ids, y_id, tuple(tracer.params), where)
 
 
-def _call_recording_names(fn, args):
+def _binder(fn, state_sizes, where):
+    """How the cell function takes its arguments: (x, s1, ..., sn, p), or (x, *states, p)
+    with p keyword-only, for a cell whose state list is built at run time (a stack of
+    layers, a shift register). Returns (x, prev, p) -> (args, kwargs)."""
+    params = list(inspect.signature(fn).parameters.values())
+    var = [k for k, q in enumerate(params) if q.kind is inspect.Parameter.VAR_POSITIONAL]
+    if var:
+        head, tail = params[:var[0]], params[var[0] + 1:]
+        required = [q for q in tail if q.default is inspect.Parameter.empty]
+        if (len(head) != 1 or head[0].kind is inspect.Parameter.KEYWORD_ONLY
+                or len(required) != 1 or required[0].kind is not inspect.Parameter.KEYWORD_ONLY):
+            raise CellError("%s: %s%s: a cell with a variable number of states is written "
+                            "def %s(x, *states, p): x, then *states, then the parameter "
+                            "factory p" % (where, fn.__name__, inspect.signature(fn), fn.__name__))
+        p_name = required[0].name
+        return lambda x, prev, p: ((x, *prev), {p_name: p})
+    if len(params) != len(state_sizes) + 2:
+        raise CellError("%s: %s takes %d arguments; expected x, one per state (%s), then p "
+                        "(or x, *states, p)" % (where, fn.__name__, len(params),
+                                                ", ".join(state_sizes)))
+    return lambda x, prev, p: ((x, *prev, p), {})
+
+
+def _call_recording_names(fn, args, kwargs):
     """fn(*args), and value id -> the first of fn's local variables bound to it when fn
     returns: the names the cell's code gives its values (f, i, c_new), kept to the C and
     the equations. Left empty when a profiler already watches this thread."""
     names = {}
     if sys.getprofile() is not None:
-        return fn(*args), names
+        return fn(*args, **kwargs), names
     code = fn.__code__
 
     def watch(frame, event, arg):
@@ -575,7 +595,7 @@ def _call_recording_names(fn, args):
                     names.setdefault(value.id, var)
     sys.setprofile(watch)
     try:
-        result = fn(*args)
+        result = fn(*args, **kwargs)
     finally:
         sys.setprofile(None)
     return result, names
