@@ -323,7 +323,8 @@ RNNC_API void RNNC_T(mk_gemm)(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const RNNC_
    Sizes: RNNC_PARAM_COUNT, RNNC_PACK_SIZE (packed weights, biases and panels),
    RNNC_GPACK_SIZE (their gradients: weights and biases), RNNC_ADJ_WIDTH (a row of adj).
    Operands go by their C names (x_t, s_h), members by their names in the equations; a
-   name made twice gets _2. Strides and loop bounds are plain numbers: they are sizes. */
+   name made twice gets a free _2, _3, ... Strides and loop bounds are plain numbers:
+   they are sizes. */
 enum {
     /* params, dparams: each parameter C-contiguous at its offset */
     RNNC_PARAM_COUNT = 48,

@@ -40,7 +40,8 @@ HEADER = """\
    Sizes: RNNC_PARAM_COUNT, RNNC_PACK_SIZE (packed weights, biases and panels),
    RNNC_GPACK_SIZE (their gradients: weights and biases), RNNC_ADJ_WIDTH (a row of adj).
    Operands go by their C names (x_t, s_h), members by their names in the equations; a
-   name made twice gets _2. Strides and loop bounds are plain numbers: they are sizes. */"""
+   name made twice gets a free _2, _3, ... Strides and loop bounds are plain numbers:
+   they are sizes. */"""
 
 
 @dataclass(frozen=True)
@@ -100,24 +101,41 @@ class Constants:
 
 
 class _Names:
-    """Unique names, in the order asked for: a taken name gets _2, _3, ..."""
+    """Unique names for keys. Every name wanted once is given as it is, so a suffix never
+    takes a name the layout makes by itself (the second read of h is not s_h_2 when a
+    state h_2 has that name); a name wanted again gets the first free _2, _3, ..."""
 
     def __init__(self):
-        self.taken, self.of, self.groups = set(), {}, []
+        self.wanted, self.alias, self.docs = {}, {}, []
 
     def group(self, doc):
-        self.groups.append((doc, []))
+        self.docs.append(doc)
 
     def add(self, key, want, value):
-        if key in self.of:
-            return
-        name, k = want, 1
-        while name in self.taken:
-            k += 1
-            name = "%s_%d" % (want, k)
-        self.taken.add(name)
-        self.of[key] = name
-        self.groups[-1][1].append((name, int(value)))
+        self.wanted.setdefault(key, (want, int(value), len(self.docs) - 1))
+
+    def same(self, key, other):
+        """key names what other names."""
+        self.alias[key] = other
+
+    def constants(self):
+        taken, of = set(), {}
+        for key, (want, _, _) in self.wanted.items():
+            if want not in taken:
+                taken.add(want)
+                of[key] = want
+        for key, (want, _, _) in self.wanted.items():
+            if key not in of:
+                k = 2
+                while "%s_%d" % (want, k) in taken:
+                    k += 1
+                of[key] = "%s_%d" % (want, k)
+                taken.add(of[key])
+        groups = [(doc, []) for doc in self.docs]
+        for key, (_, value, grp) in self.wanted.items():
+            groups[grp][1].append((of[key], value))
+        of.update((key, of[other]) for key, other in self.alias.items())
+        return Constants(tuple(Group(doc, tuple(cs)) for doc, cs in groups if cs), of)
 
 
 def operand_tag(L, n):
@@ -180,7 +198,7 @@ def name_layout(g, L):
             N.add(("adj", name), "RNNC_ADJ_" + name, off)
             off += width
     N.add("adj_width", "RNNC_ADJ_WIDTH", off)
-    return Constants(tuple(Group(doc, tuple(cs)) for doc, cs in N.groups if cs), N.of)
+    return N.constants()
 
 
 def _name_wcols(N, L, b, p):
@@ -191,7 +209,7 @@ def _name_wcols(N, L, b, p):
     if len(set(cols)) == 1:
         N.add(("wcol", b.name, 0, p.pack), stem, cols[0])
         for k in range(1, len(cols)):
-            N.of[("wcol", b.name, k, p.pack)] = N.of[("wcol", b.name, 0, p.pack)]
+            N.same(("wcol", b.name, k, p.pack), ("wcol", b.name, 0, p.pack))
         return
     for k, (m, col) in enumerate(zip(b.members, cols, strict=True)):
         N.add(("wcol", b.name, k, p.pack), "%s_%s" % (stem, member_tag(L, b, m)), col)
