@@ -1,13 +1,13 @@
 """The layout as named C constants: every offset the kernel's index arithmetic uses gets a
 name, listed once near the top of the kernel with its value, so `params[RNNC_P_W_f + r * 7
-+ RNNC_WCOL_W_f_x_t + j]` says what a bare `params[0 + r * 7 + 4 + j]` did not. Names
++ RNNC_WCOL_L0_x_t + j]` says what a bare `params[0 + r * 7 + 4 + j]` did not. Names
 are made from the layout's own structure (parameters, states, bundles and their parts),
-never by rewriting emitted C. Strides, widths and loop bounds stay numbers: they are
-sizes, and the loops read better with them.
+never by rewriting emitted C; the emitters look them up by the same objects. Strides,
+widths and loop bounds stay numbers: they are sizes, and the loops read better with them.
 
-Every name starts with RNNC_ and a kind (the kinds' prefixes are none a prefix of
-another, and no macro of ../csrc starts with one), then the validated identifiers of the
-layout; a name already taken gets _2, _3, ..., so weird parameter names cannot collide.
+Every name starts with RNNC_ and a kind (no kind's prefix is a prefix of another, and no
+macro of ../csrc starts with one), then the validated identifiers of the layout; a name
+wanted twice gets a free _2, _3, ..., so names chosen to collide cannot.
 """
 from __future__ import annotations
 
