@@ -554,6 +554,7 @@ def test_export_writes_named_files_deterministically_and_flattens_params(tmp_pat
     ("int", "C keyword"), ("double", "C keyword"), ("restrict", "C keyword"),
     ("_Bool", "C keyword"), ("_cell", "starts with '_'"), ("9lives", "not a valid name"),
     ("my-cell", "not a valid name"), ("for", "not a valid name"), ("", "not a valid name"),
+    ("RNNC", "prefix of the generated C"), ("RNNC_P", "prefix of the generated C"),
 ])
 def test_names_that_cannot_prefix_c_symbols_are_refused(name, match, tmp_path):
     with pytest.raises(rc.CellError, match=match):

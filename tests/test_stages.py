@@ -307,15 +307,18 @@ def test_render_c_key_lines():
     g, bwd = fused(separate_weights)
     src = render_c(g, bwd, "float64", prefix="tiny")
     lines = [ln.strip() for ln in src.text.splitlines()]
-    for want in ["size_t tiny_param_count(void) { return 14; }",
+    for want in ["size_t tiny_param_count(void) { return RNNC_PARAM_COUNT; }",
+                 "RNNC_PARAM_COUNT = 14,",
                  "size_t tiny_input_size(void) { return 3; }",
                  "size_t tiny_state_size(void) { return 2; }",
                  "size_t tiny_output_size(void) { return 2; }",
                  "for (ptrdiff_t r = 0; r < 2; ++r) "
-                 "pack[10 + 0 + r] = params[6 + r] + params[12 + r];",
+                 "pack[RNNC_BIAS_L0 + RNNC_COL_L0_a_Wi + r] = params[RNNC_P_bi + r] + params[RNNC_P_bh + r];",
+                 "RNNC_BIAS_L0 = 10,", "RNNC_COL_L0_a_Wi = 0,", "RNNC_P_bi = 6,", "RNNC_P_bh = 12,",
                  "o[j] = tanh(a0);",
                  "dr0[j] += g*(1.0 - (y*y));",
-                 "rnnc_d_gemm_nt(B, 2, 2, s_h, 2, pack + 6, 2, 1, L0, 2);"]:
+                 "rnnc_d_gemm_nt(B, 2, 2, s_h, 2, pack + RNNC_PACK_L0_s_h, 2, 1, L0, 2);",
+                 "RNNC_PACK_L0_s_h = 6,"]:
         assert want in lines, want
     assert "int tiny_forward(int T, int B, const double *params" in src.cdef
     assert len(src.units) == 2 and "tiny_run_backward" in src.units[1]

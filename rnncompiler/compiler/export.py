@@ -98,6 +98,11 @@ def check_c_name(name, what="name"):
         raise CellError("%s: %r starts with '_', which C reserves at file scope; pick a "
                         "name that starts with a letter, e.g. name=%r"
                         % (what, name, name.lstrip("_") or "cell"))
+    if (name + "_").startswith("RNNC_"):
+        # the header's NAME_PARAM_COUNT would be the kernel's own RNNC_PARAM_COUNT
+        raise CellError("%s: %r starts with RNNC, the prefix of the generated C's own "
+                        "constants and macros; pick another name, e.g. name=%r"
+                        % (what, name, "cell" + name[len("RNNC"):]))
     return name
 
 

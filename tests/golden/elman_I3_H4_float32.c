@@ -307,7 +307,51 @@ RNNC_API void RNNC_T(mk_gemm)(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const RNNC_
 #define VALID(b) (lengths == NULL || t < lengths[b])
 #define CHUNK 64
 
-size_t rnnc_param_count(void) { return 32; }
+/* The layout as named constants, in scalars (not bytes). Offsets:
+   RNNC_P_<param>              a parameter in params and dparams
+   RNNC_S_<state>              a state in a state row; times B, its block in dcarry
+   RNNC_PACK_<L>_<operand>     bundle L's packed weight for one operand, in pack and gpack
+   RNNC_BIAS_<L>               bundle L's packed bias, in pack and gpack
+   RNNC_PANEL_NT_<L>_<operand> the microkernel panels of a packed weight, in pack: for
+   RNNC_PANEL_NN_<L>_<operand>   the forward (rows += operand W^T) and backward products
+   RNNC_COL_<L>_<member>       a member's first column in L's rows (its first row in L's
+                               packed weights)
+   RNNC_WCOL_<L>_<operand>     an operand's first column in a row of its weight parameter
+                               (_<member> added when the members' weights differ there)
+   RNNC_CAT_<value>_<operand>  an operand's first column in a concatenation's rows
+   RNNC_ADJ_<adjoint>          a step adjoint in adj, times B
+   Sizes: RNNC_PARAM_COUNT, RNNC_PACK_SIZE (packed weights, biases and panels),
+   RNNC_GPACK_SIZE (their gradients: weights and biases), RNNC_ADJ_WIDTH (a row of adj).
+   Operands go by their C names (x_t, s_h), members by their names in the equations; a
+   name made twice gets a free _2, _3, ... Strides and loop bounds are plain numbers:
+   they are sizes. */
+enum {
+    /* params, dparams: each parameter C-contiguous at its offset */
+    RNNC_PARAM_COUNT = 32,
+    RNNC_P_W = 0,
+    RNNC_P_b = 28,
+    /* a state row: the states concatenated */
+    RNNC_S_h = 0,
+    /* pack, the start of work (gpack, in backward, holds the gradients alike) */
+    RNNC_PACK_SIZE = 288,
+    RNNC_GPACK_SIZE = 32,
+    RNNC_PACK_L0_s_h = 0,
+    RNNC_PACK_L0_x_t = 16,
+    RNNC_BIAS_L0 = 28,
+    RNNC_PANEL_NT_L0_s_h = 32,
+    RNNC_PANEL_NN_L0_s_h = 160,
+    /* bundles: members' columns, operands' columns in the weights */
+    RNNC_COL_L0_a_W = 0,
+    RNNC_WCOL_L0_s_h = 0,
+    RNNC_WCOL_L0_x_t = 4,
+    /* adj: B rows of each adjoint of one step */
+    RNNC_ADJ_d_x_t = 0,
+    RNNC_ADJ_ds_h = 3,
+    RNNC_ADJ_d_v2 = 7,
+    RNNC_ADJ_WIDTH = 11
+};
+
+size_t rnnc_param_count(void) { return RNNC_PARAM_COUNT; }
 size_t rnnc_input_size(void) { return 3; }
 size_t rnnc_state_size(void) { return 4; }
 size_t rnnc_output_size(void) { return 4; }
@@ -329,7 +373,7 @@ size_t rnnc_workspace_size(int T, int B)
 {
     if (T < 1 || B < 1) return SIZE_MAX;
     const size_t CH = (size_t)(T < CHUNK ? T : CHUNK);
-    size_t n = 320;
+    size_t n = (size_t)RNNC_PACK_SIZE + RNNC_GPACK_SIZE;
     n = add_sz(n, mul_sz(mul_sz((size_t)T + 1, (size_t)B), 4));
     n = add_sz(n, mul_sz(mul_sz((size_t)CH, (size_t)B), 4));
     n = add_sz(n, mul_sz(mul_sz(1, (size_t)B), 11));
@@ -344,7 +388,7 @@ size_t rnnc_infer_workspace_size(int T, int B)
 {
     if (T < 1 || B < 1) return SIZE_MAX;
     const size_t CH = (size_t)(T < CHUNK ? T : CHUNK);
-    size_t n = 288;
+    size_t n = RNNC_PACK_SIZE;
     n = add_sz(n, mul_sz(mul_sz(2, (size_t)B), 4));
     n = add_sz(n, mul_sz(mul_sz((size_t)CH, (size_t)B), 4));
     return fits(n, T, B);
@@ -363,12 +407,12 @@ static int check_args(int T, int B, const int *lengths, int keep)
 static void rows_to_states(int B, const float *rows, float *h0)
 {
     for (ptrdiff_t b = 0; b < B; ++b) for (ptrdiff_t j = 0; j < 4; ++j)
-        h0[b * 4 + j] = rows ? rows[b * 4 + 0 + j] : 0;
+        h0[b * 4 + j] = rows ? rows[b * 4 + RNNC_S_h + j] : 0;
 }
 static void states_to_rows(int B, const float *h0, float *rows)
 {
     for (ptrdiff_t b = 0; b < B; ++b) for (ptrdiff_t j = 0; j < 4; ++j)
-        rows[b * 4 + 0 + j] = h0[b * 4 + j];
+        rows[b * 4 + RNNC_S_h + j] = h0[b * 4 + j];
 }
 
 /* h[t] = tanh(a_W[t]) */
@@ -396,22 +440,22 @@ int rnnc_run_forward(int T, int B, const float *params, const float *x, const in
     if (!params || !x || !y || !state_T || !work) return 2;
     const int CH = T < CHUNK ? T : CHUNK;
     float *pack = work;
-    float *hist0 = pack + 288;
+    float *hist0 = pack + RNNC_PACK_SIZE;
     float *A_L0 = hist0 + (ptrdiff_t)(keep ? ((ptrdiff_t)T + 1) : 2) * B * 4;
     /* pack L0: one (4 x w) matrix per operand, members stacked */
     for (ptrdiff_t r = 0; r < 4; ++r) for (ptrdiff_t j = 0; j < 4; ++j)
-        pack[0 + (0 + r) * 4 + j] = params[0 + r * 7 + 0 + j];
+        pack[RNNC_PACK_L0_s_h + (RNNC_COL_L0_a_W + r) * 4 + j] = params[RNNC_P_W + r * 7 + RNNC_WCOL_L0_s_h + j];
     for (ptrdiff_t r = 0; r < 4; ++r) for (ptrdiff_t j = 0; j < 3; ++j)
-        pack[16 + (0 + r) * 3 + j] = params[0 + r * 7 + 4 + j];
-    for (ptrdiff_t r = 0; r < 4; ++r) pack[28 + 0 + r] = params[28 + r];
-    rnnc_s_mk_pack_nt(4, 4, pack + 0, 4, pack + 32);
+        pack[RNNC_PACK_L0_x_t + (RNNC_COL_L0_a_W + r) * 3 + j] = params[RNNC_P_W + r * 7 + RNNC_WCOL_L0_x_t + j];
+    for (ptrdiff_t r = 0; r < 4; ++r) pack[RNNC_BIAS_L0 + RNNC_COL_L0_a_W + r] = params[RNNC_P_b + r];
+    rnnc_s_mk_pack_nt(4, 4, pack + RNNC_PACK_L0_s_h, 4, pack + RNNC_PANEL_NT_L0_s_h);
     rows_to_states(B, state0, hist0);
     for (int t0 = 0; t0 < T; t0 += CH) {
         const int tc = T - t0 < CH ? T - t0 : CH;
         {
             /* L0 for steps t0..t0+tc-1 at once: x W_x^T (hoisted) */
             float *L0_chunk = A_L0 + (ptrdiff_t)0 * B * 4;
-            rnnc_s_gemm_big(RNNC_NT, threads, 0, (ptrdiff_t)tc * B, 4, 3, x + (ptrdiff_t)t0 * B * 3, 3, pack + 16, 3, L0_chunk, 4);
+            rnnc_s_gemm_big(RNNC_NT, threads, 0, (ptrdiff_t)tc * B, 4, 3, x + (ptrdiff_t)t0 * B * 3, 3, pack + RNNC_PACK_L0_x_t, 3, L0_chunk, 4);
         }
         for (int t = t0; t < t0 + tc; ++t) {
             float *restrict y_t = y + (ptrdiff_t)t * B * 4;
@@ -420,7 +464,7 @@ int rnnc_run_forward(int T, int B, const float *params, const float *x, const in
             float *restrict next_h = hist0 + (ptrdiff_t)(keep ? t + 1 : ((t + 1) & 1)) * B * 4;
             float *restrict L0 = A_L0 + (ptrdiff_t)(t - t0) * B * 4; (void)L0;
             /* L0 = bias + s_h W_0^T + x_t W_x^T */
-            rnnc_s_mk_gemm(B, 4, 4, s_h, 4, pack + 32, pack + 28, 1, L0, 4);
+            rnnc_s_mk_gemm(B, 4, 4, s_h, 4, pack + RNNC_PANEL_NT_L0_s_h, pack + RNNC_BIAS_L0, 1, L0, 4);
             fwd_next_h(t, B, lengths, s_h, L0, next_h);
             /* the new states; rows past their length keep the old ones */
             for (ptrdiff_t b = 0; b < B; ++b) for (ptrdiff_t j = 0; j < 4; ++j)
@@ -493,21 +537,21 @@ int rnnc_run_backward(int T, int B, const float *params, const float *x, const i
     (void)state0;
     const int CH = T < CHUNK ? T : CHUNK;
     float *pack = work;
-    float *hist0 = pack + 288;
+    float *hist0 = pack + RNNC_PACK_SIZE;
     float *A_L0 = hist0 + (ptrdiff_t)((ptrdiff_t)T + 1) * B * 4;
     float *gpack = A_L0 + (ptrdiff_t)CH * B * 4;
-    float *adj = gpack + 32;
-    float *d_x_t = adj + (ptrdiff_t)B * 0; (void)d_x_t;
-    float *ds_h = adj + (ptrdiff_t)B * 3; (void)ds_h;
-    float *d_v2 = adj + (ptrdiff_t)B * 7; (void)d_v2;
-    float *d_L0_all = adj + (ptrdiff_t)B * 11;
+    float *adj = gpack + RNNC_GPACK_SIZE;
+    float *d_x_t = adj + (ptrdiff_t)B * RNNC_ADJ_d_x_t; (void)d_x_t;
+    float *ds_h = adj + (ptrdiff_t)B * RNNC_ADJ_ds_h; (void)ds_h;
+    float *d_v2 = adj + (ptrdiff_t)B * RNNC_ADJ_d_v2; (void)d_v2;
+    float *d_L0_all = adj + (ptrdiff_t)B * RNNC_ADJ_WIDTH;
     float *dcarry = d_L0_all + (ptrdiff_t)CH * B * 4;
     float *pad = dcarry + (ptrdiff_t)B * 4; (void)pad;
     (void)pack;
-    rnnc_s_mk_pack_nn(4, 4, pack + 0, 4, pack + 160);
-    memset(dparams, 0, sizeof(float) * 32);
-    memset(gpack, 0, sizeof(float) * 32);
-    rows_to_states(B, dstate_T, dcarry + (ptrdiff_t)B * 0);
+    rnnc_s_mk_pack_nn(4, 4, pack + RNNC_PACK_L0_s_h, 4, pack + RNNC_PANEL_NN_L0_s_h);
+    memset(dparams, 0, sizeof(float) * RNNC_PARAM_COUNT);
+    memset(gpack, 0, sizeof(float) * RNNC_GPACK_SIZE);
+    rows_to_states(B, dstate_T, dcarry + (ptrdiff_t)B * RNNC_S_h);
     for (int t1 = T; t1 > 0; t1 -= CH) {
         const int t0 = t1 - CH > 0 ? t1 - CH : 0, tc = t1 - t0;
         for (int t = t1 - 1; t >= t0; --t) {
@@ -515,44 +559,44 @@ int rnnc_run_backward(int T, int B, const float *params, const float *x, const i
             const float *restrict s_h = hist0 + (ptrdiff_t)t * B * 4; (void)s_h;
             const float *restrict next_h = s_h + (ptrdiff_t)B * 4; (void)next_h;
             float *restrict d_L0 = d_L0_all + (ptrdiff_t)(t - t0) * B * 4;
-            memset(adj, 0, sizeof(float) * (size_t)B * 11);
+            memset(adj, 0, sizeof(float) * (size_t)B * RNNC_ADJ_WIDTH);
             memset(d_L0, 0, sizeof(float) * (size_t)B * 4);
             /* seeds: dy_t and the carried state adjoints, valid rows only */
             if (dy) for (ptrdiff_t b = 0; b < B; ++b) if (VALID(b))
                 for (ptrdiff_t j = 0; j < 4; ++j) d_v2[b * 4 + j] += dy[((ptrdiff_t)t * B + b) * 4 + j];
             for (ptrdiff_t b = 0; b < B; ++b) if (VALID(b))
-                for (ptrdiff_t j = 0; j < 4; ++j) d_v2[b * 4 + j] += dcarry[(ptrdiff_t)B * 0 + b * 4 + j];
+                for (ptrdiff_t j = 0; j < 4; ++j) d_v2[b * 4 + j] += dcarry[(ptrdiff_t)B * RNNC_S_h + b * 4 + j];
             /* dL/d(state after step t), the other states held fixed: the carry, plus dy_t for the state that is the output */
             if (dstates) for (ptrdiff_t b = 0; b < B; ++b) for (ptrdiff_t j = 0; j < 4; ++j)
-                dstates[((ptrdiff_t)t * B + b) * 4 + 0 + j] = (dy && VALID(b) ? dy[((ptrdiff_t)t * B + b) * 4 + j] : 0) + dcarry[(ptrdiff_t)B * 0 + b * 4 + j];
+                dstates[((ptrdiff_t)t * B + b) * 4 + RNNC_S_h + j] = (dy && VALID(b) ? dy[((ptrdiff_t)t * B + b) * 4 + j] : 0) + dcarry[(ptrdiff_t)B * RNNC_S_h + b * 4 + j];
             bwd_next_h(t, B, lengths, next_h, d_L0, d_v2);
             /* ds_h += dL0 W */
-            rnnc_s_mk_gemm(B, 4, 4, d_L0, 4, pack + 160, NULL, 1, ds_h, 4);
+            rnnc_s_mk_gemm(B, 4, 4, d_L0, 4, pack + RNNC_PANEL_NN_L0_s_h, NULL, 1, ds_h, 4);
             /* adjoints of the states at t-1; rows past their length pass theirs through */
             for (ptrdiff_t b = 0; b < B; ++b) if (VALID(b))
-                for (ptrdiff_t j = 0; j < 4; ++j) dcarry[(ptrdiff_t)B * 0 + b * 4 + j] = ds_h[b * 4 + j];
+                for (ptrdiff_t j = 0; j < 4; ++j) dcarry[(ptrdiff_t)B * RNNC_S_h + b * 4 + j] = ds_h[b * 4 + j];
         }
         const int padded = lengths && chunk_has_padding(t1, B, lengths);
         /* L0 over steps t0..t0+tc-1 at once: dW += dL0^T v, db += sums, dx += dL0 W_x */
         {
             const float *dch_L0 = d_L0_all;
             const float *v0 = padded ? valid_rows(t0, tc, B, lengths, hist0 + (ptrdiff_t)t0 * B * 4, 4, 4, pad) : hist0 + (ptrdiff_t)t0 * B * 4;
-            rnnc_s_gemm_big(RNNC_TN, threads, 1, 4, 4, (ptrdiff_t)tc * B, dch_L0, 4, v0, 4, gpack + 0, 4);
+            rnnc_s_gemm_big(RNNC_TN, threads, 1, 4, 4, (ptrdiff_t)tc * B, dch_L0, 4, v0, 4, gpack + RNNC_PACK_L0_s_h, 4);
             const float *v1 = padded ? valid_rows(t0, tc, B, lengths, x + (ptrdiff_t)t0 * B * 3, 3, 3, pad) : x + (ptrdiff_t)t0 * B * 3;
-            rnnc_s_gemm_big(RNNC_TN, threads, 1, 4, 3, (ptrdiff_t)tc * B, dch_L0, 4, v1, 3, gpack + 16, 3);
-            if (dx) rnnc_s_gemm_big(RNNC_NN, threads, 0, (ptrdiff_t)tc * B, 3, 4, dch_L0, 4, pack + 16, 3, dx + (ptrdiff_t)t0 * B * 3, 3);
+            rnnc_s_gemm_big(RNNC_TN, threads, 1, 4, 3, (ptrdiff_t)tc * B, dch_L0, 4, v1, 3, gpack + RNNC_PACK_L0_x_t, 3);
+            if (dx) rnnc_s_gemm_big(RNNC_NN, threads, 0, (ptrdiff_t)tc * B, 3, 4, dch_L0, 4, pack + RNNC_PACK_L0_x_t, 3, dx + (ptrdiff_t)t0 * B * 3, 3);
             for (ptrdiff_t i = 0; i < (ptrdiff_t)tc * B; ++i) for (ptrdiff_t r = 0; r < 4; ++r)
-                gpack[28 + r] += dch_L0[i * 4 + r];
+                gpack[RNNC_BIAS_L0 + r] += dch_L0[i * 4 + r];
         }
         (void)tc;
     }
     /* unpack the gradients of L0 */
     for (ptrdiff_t r = 0; r < 4; ++r) for (ptrdiff_t j = 0; j < 4; ++j)
-        dparams[0 + r * 7 + 0 + j] += gpack[0 + (0 + r) * 4 + j];
+        dparams[RNNC_P_W + r * 7 + RNNC_WCOL_L0_s_h + j] += gpack[RNNC_PACK_L0_s_h + (RNNC_COL_L0_a_W + r) * 4 + j];
     for (ptrdiff_t r = 0; r < 4; ++r) for (ptrdiff_t j = 0; j < 3; ++j)
-        dparams[0 + r * 7 + 4 + j] += gpack[16 + (0 + r) * 3 + j];
-    for (ptrdiff_t r = 0; r < 4; ++r) dparams[28 + r] += gpack[28 + 0 + r];
-    if (dstate0) states_to_rows(B, dcarry + (ptrdiff_t)B * 0, dstate0);
+        dparams[RNNC_P_W + r * 7 + RNNC_WCOL_L0_x_t + j] += gpack[RNNC_PACK_L0_x_t + (RNNC_COL_L0_a_W + r) * 3 + j];
+    for (ptrdiff_t r = 0; r < 4; ++r) dparams[RNNC_P_b + r] += gpack[RNNC_BIAS_L0 + RNNC_COL_L0_a_W + r];
+    if (dstate0) states_to_rows(B, dcarry + (ptrdiff_t)B * RNNC_S_h, dstate0);
     return 0;
 }
 

@@ -307,7 +307,73 @@ RNNC_API void RNNC_T(mk_gemm)(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const RNNC_
 #define VALID(b) (lengths == NULL || t < lengths[b])
 #define CHUNK 64
 
-size_t rnnc_param_count(void) { return 108; }
+/* The layout as named constants, in scalars (not bytes). Offsets:
+   RNNC_P_<param>              a parameter in params and dparams
+   RNNC_S_<state>              a state in a state row; times B, its block in dcarry
+   RNNC_PACK_<L>_<operand>     bundle L's packed weight for one operand, in pack and gpack
+   RNNC_BIAS_<L>               bundle L's packed bias, in pack and gpack
+   RNNC_PANEL_NT_<L>_<operand> the microkernel panels of a packed weight, in pack: for
+   RNNC_PANEL_NN_<L>_<operand>   the forward (rows += operand W^T) and backward products
+   RNNC_COL_<L>_<member>       a member's first column in L's rows (its first row in L's
+                               packed weights)
+   RNNC_WCOL_<L>_<operand>     an operand's first column in a row of its weight parameter
+                               (_<member> added when the members' weights differ there)
+   RNNC_CAT_<value>_<operand>  an operand's first column in a concatenation's rows
+   RNNC_ADJ_<adjoint>          a step adjoint in adj, times B
+   Sizes: RNNC_PARAM_COUNT, RNNC_PACK_SIZE (packed weights, biases and panels),
+   RNNC_GPACK_SIZE (their gradients: weights and biases), RNNC_ADJ_WIDTH (a row of adj).
+   Operands go by their C names (x_t, s_h), members by their names in the equations; a
+   name made twice gets a free _2, _3, ... Strides and loop bounds are plain numbers:
+   they are sizes. */
+enum {
+    /* params, dparams: each parameter C-contiguous at its offset */
+    RNNC_PARAM_COUNT = 108,
+    RNNC_P_W_ir = 0,
+    RNNC_P_b_ir = 12,
+    RNNC_P_W_hr = 16,
+    RNNC_P_b_hr = 32,
+    RNNC_P_W_iz = 36,
+    RNNC_P_b_iz = 48,
+    RNNC_P_W_hz = 52,
+    RNNC_P_b_hz = 68,
+    RNNC_P_W_in = 72,
+    RNNC_P_b_in = 84,
+    RNNC_P_W_hn = 88,
+    RNNC_P_b_hn = 104,
+    /* a state row: the states concatenated */
+    RNNC_S_h = 0,
+    /* pack, the start of work (gpack, in backward, holds the gradients alike) */
+    RNNC_PACK_SIZE = 740,
+    RNNC_GPACK_SIZE = 100,
+    RNNC_PACK_L0_x_t = 0,
+    RNNC_PACK_L0_s_h = 24,
+    RNNC_BIAS_L0 = 56,
+    RNNC_PANEL_NT_L0_s_h = 100,
+    RNNC_PANEL_NN_L0_s_h = 228,
+    RNNC_PACK_L1_x_t = 64,
+    RNNC_BIAS_L1 = 76,
+    RNNC_PACK_L2_s_h = 80,
+    RNNC_BIAS_L2 = 96,
+    RNNC_PANEL_NT_L2_s_h = 484,
+    RNNC_PANEL_NN_L2_s_h = 612,
+    /* bundles: members' columns, operands' columns in the weights */
+    RNNC_COL_L0_a_ir = 0,
+    RNNC_COL_L0_a_iz = 4,
+    RNNC_WCOL_L0_x_t = 0,
+    RNNC_WCOL_L0_s_h = 0,
+    RNNC_COL_L1_a_in = 0,
+    RNNC_WCOL_L1_x_t = 0,
+    RNNC_COL_L2_a_hn = 0,
+    RNNC_WCOL_L2_s_h = 0,
+    /* adj: B rows of each adjoint of one step */
+    RNNC_ADJ_d_x_t = 0,
+    RNNC_ADJ_ds_h = 3,
+    RNNC_ADJ_d_v2_u = 7,
+    RNNC_ADJ_d_v5 = 11,
+    RNNC_ADJ_WIDTH = 15
+};
+
+size_t rnnc_param_count(void) { return RNNC_PARAM_COUNT; }
 size_t rnnc_input_size(void) { return 3; }
 size_t rnnc_state_size(void) { return 4; }
 size_t rnnc_output_size(void) { return 4; }
@@ -329,7 +395,7 @@ size_t rnnc_workspace_size(int T, int B)
 {
     if (T < 1 || B < 1) return SIZE_MAX;
     const size_t CH = (size_t)(T < CHUNK ? T : CHUNK);
-    size_t n = 840;
+    size_t n = (size_t)RNNC_PACK_SIZE + RNNC_GPACK_SIZE;
     n = add_sz(n, mul_sz(mul_sz((size_t)T + 1, (size_t)B), 4));
     n = add_sz(n, mul_sz(mul_sz((size_t)T, (size_t)B), 8));
     n = add_sz(n, mul_sz(mul_sz((size_t)T, (size_t)B), 4));
@@ -347,7 +413,7 @@ size_t rnnc_infer_workspace_size(int T, int B)
 {
     if (T < 1 || B < 1) return SIZE_MAX;
     const size_t CH = (size_t)(T < CHUNK ? T : CHUNK);
-    size_t n = 740;
+    size_t n = RNNC_PACK_SIZE;
     n = add_sz(n, mul_sz(mul_sz(2, (size_t)B), 4));
     n = add_sz(n, mul_sz(mul_sz((size_t)CH, (size_t)B), 8));
     n = add_sz(n, mul_sz(mul_sz((size_t)CH, (size_t)B), 4));
@@ -369,12 +435,12 @@ static int check_args(int T, int B, const int *lengths, int keep)
 static void rows_to_states(int B, const float *rows, float *h0)
 {
     for (ptrdiff_t b = 0; b < B; ++b) for (ptrdiff_t j = 0; j < 4; ++j)
-        h0[b * 4 + j] = rows ? rows[b * 4 + 0 + j] : 0;
+        h0[b * 4 + j] = rows ? rows[b * 4 + RNNC_S_h + j] : 0;
 }
 static void states_to_rows(int B, const float *h0, float *rows)
 {
     for (ptrdiff_t b = 0; b < B; ++b) for (ptrdiff_t j = 0; j < 4; ++j)
-        rows[b * 4 + 0 + j] = h0[b * 4 + j];
+        rows[b * 4 + RNNC_S_h + j] = h0[b * 4 + j];
 }
 
 /* u[t] = sigmoid(a_iz[t]) */
@@ -384,7 +450,7 @@ static void fwd_v2_u(int t, int B, const int *lengths, const float *restrict L0,
     for (ptrdiff_t b = 0; b < B; ++b) {
         float *restrict o = v2_u + b * 4;
         if (!VALID(b)) { for (ptrdiff_t j = 0; j < 4; ++j) o[j] = 0; continue; }
-        const float *restrict r0 = (L0 + 4) + b * 8;
+        const float *restrict r0 = (L0 + RNNC_COL_L0_a_iz) + b * 8;
         for (ptrdiff_t j = 0; j < 4; ++j) {
             const float a0 = r0[j];
             o[j] = rnnc_sigmoidf(a0);
@@ -429,46 +495,46 @@ int rnnc_run_forward(int T, int B, const float *params, const float *x, const in
     if (!params || !x || !y || !state_T || !work) return 2;
     const int CH = T < CHUNK ? T : CHUNK;
     float *pack = work;
-    float *hist0 = pack + 740;
+    float *hist0 = pack + RNNC_PACK_SIZE;
     float *A_L0 = hist0 + (ptrdiff_t)(keep ? ((ptrdiff_t)T + 1) : 2) * B * 4;
     float *A_L1 = A_L0 + (ptrdiff_t)(keep ? T : CH) * B * 8;
     float *A_L2 = A_L1 + (ptrdiff_t)(keep ? T : CH) * B * 4;
     float *A_v2_u = A_L2 + (ptrdiff_t)(keep ? T : 1) * B * 4;
     /* pack L0: one (8 x w) matrix per operand, members stacked */
     for (ptrdiff_t r = 0; r < 4; ++r) for (ptrdiff_t j = 0; j < 3; ++j)
-        pack[0 + (0 + r) * 3 + j] = params[0 + r * 3 + 0 + j];
+        pack[RNNC_PACK_L0_x_t + (RNNC_COL_L0_a_ir + r) * 3 + j] = params[RNNC_P_W_ir + r * 3 + RNNC_WCOL_L0_x_t + j];
     for (ptrdiff_t r = 0; r < 4; ++r) for (ptrdiff_t j = 0; j < 4; ++j)
-        pack[24 + (0 + r) * 4 + j] = params[16 + r * 4 + 0 + j];
-    for (ptrdiff_t r = 0; r < 4; ++r) pack[56 + 0 + r] = params[12 + r] + params[32 + r];
+        pack[RNNC_PACK_L0_s_h + (RNNC_COL_L0_a_ir + r) * 4 + j] = params[RNNC_P_W_hr + r * 4 + RNNC_WCOL_L0_s_h + j];
+    for (ptrdiff_t r = 0; r < 4; ++r) pack[RNNC_BIAS_L0 + RNNC_COL_L0_a_ir + r] = params[RNNC_P_b_ir + r] + params[RNNC_P_b_hr + r];
     for (ptrdiff_t r = 0; r < 4; ++r) for (ptrdiff_t j = 0; j < 3; ++j)
-        pack[0 + (4 + r) * 3 + j] = params[36 + r * 3 + 0 + j];
+        pack[RNNC_PACK_L0_x_t + (RNNC_COL_L0_a_iz + r) * 3 + j] = params[RNNC_P_W_iz + r * 3 + RNNC_WCOL_L0_x_t + j];
     for (ptrdiff_t r = 0; r < 4; ++r) for (ptrdiff_t j = 0; j < 4; ++j)
-        pack[24 + (4 + r) * 4 + j] = params[52 + r * 4 + 0 + j];
-    for (ptrdiff_t r = 0; r < 4; ++r) pack[56 + 4 + r] = params[48 + r] + params[68 + r];
-    rnnc_s_mk_pack_nt(8, 4, pack + 24, 4, pack + 100);
+        pack[RNNC_PACK_L0_s_h + (RNNC_COL_L0_a_iz + r) * 4 + j] = params[RNNC_P_W_hz + r * 4 + RNNC_WCOL_L0_s_h + j];
+    for (ptrdiff_t r = 0; r < 4; ++r) pack[RNNC_BIAS_L0 + RNNC_COL_L0_a_iz + r] = params[RNNC_P_b_iz + r] + params[RNNC_P_b_hz + r];
+    rnnc_s_mk_pack_nt(8, 4, pack + RNNC_PACK_L0_s_h, 4, pack + RNNC_PANEL_NT_L0_s_h);
     /* pack L1: one (4 x w) matrix per operand, members stacked */
     for (ptrdiff_t r = 0; r < 4; ++r) for (ptrdiff_t j = 0; j < 3; ++j)
-        pack[64 + (0 + r) * 3 + j] = params[72 + r * 3 + 0 + j];
-    for (ptrdiff_t r = 0; r < 4; ++r) pack[76 + 0 + r] = params[84 + r];
+        pack[RNNC_PACK_L1_x_t + (RNNC_COL_L1_a_in + r) * 3 + j] = params[RNNC_P_W_in + r * 3 + RNNC_WCOL_L1_x_t + j];
+    for (ptrdiff_t r = 0; r < 4; ++r) pack[RNNC_BIAS_L1 + RNNC_COL_L1_a_in + r] = params[RNNC_P_b_in + r];
     /* pack L2: one (4 x w) matrix per operand, members stacked */
     for (ptrdiff_t r = 0; r < 4; ++r) for (ptrdiff_t j = 0; j < 4; ++j)
-        pack[80 + (0 + r) * 4 + j] = params[88 + r * 4 + 0 + j];
-    for (ptrdiff_t r = 0; r < 4; ++r) pack[96 + 0 + r] = params[104 + r];
-    rnnc_s_mk_pack_nt(4, 4, pack + 80, 4, pack + 484);
+        pack[RNNC_PACK_L2_s_h + (RNNC_COL_L2_a_hn + r) * 4 + j] = params[RNNC_P_W_hn + r * 4 + RNNC_WCOL_L2_s_h + j];
+    for (ptrdiff_t r = 0; r < 4; ++r) pack[RNNC_BIAS_L2 + RNNC_COL_L2_a_hn + r] = params[RNNC_P_b_hn + r];
+    rnnc_s_mk_pack_nt(4, 4, pack + RNNC_PACK_L2_s_h, 4, pack + RNNC_PANEL_NT_L2_s_h);
     rows_to_states(B, state0, hist0);
     for (int t0 = 0; t0 < T; t0 += CH) {
         const int tc = T - t0 < CH ? T - t0 : CH;
         {
             /* L0 for steps t0..t0+tc-1 at once: x W_x^T (hoisted) */
             float *L0_chunk = A_L0 + (ptrdiff_t)(keep ? t0 : 0) * B * 8;
-            rnnc_s_gemm_big(RNNC_NT, threads, 0, (ptrdiff_t)tc * B, 8, 3, x + (ptrdiff_t)t0 * B * 3, 3, pack + 0, 3, L0_chunk, 8);
+            rnnc_s_gemm_big(RNNC_NT, threads, 0, (ptrdiff_t)tc * B, 8, 3, x + (ptrdiff_t)t0 * B * 3, 3, pack + RNNC_PACK_L0_x_t, 3, L0_chunk, 8);
         }
         {
             /* L1 for steps t0..t0+tc-1 at once: bias + x W_x^T (hoisted) */
             float *L1_chunk = A_L1 + (ptrdiff_t)(keep ? t0 : 0) * B * 4;
             for (ptrdiff_t i = 0; i < (ptrdiff_t)tc * B; ++i) for (ptrdiff_t r = 0; r < 4; ++r)
-                L1_chunk[i * 4 + r] = pack[76 + r];
-            rnnc_s_gemm_big(RNNC_NT, threads, 1, (ptrdiff_t)tc * B, 4, 3, x + (ptrdiff_t)t0 * B * 3, 3, pack + 64, 3, L1_chunk, 4);
+                L1_chunk[i * 4 + r] = pack[RNNC_BIAS_L1 + r];
+            rnnc_s_gemm_big(RNNC_NT, threads, 1, (ptrdiff_t)tc * B, 4, 3, x + (ptrdiff_t)t0 * B * 3, 3, pack + RNNC_PACK_L1_x_t, 3, L1_chunk, 4);
         }
         for (int t = t0; t < t0 + tc; ++t) {
             float *restrict y_t = y + (ptrdiff_t)t * B * 4;
@@ -480,11 +546,11 @@ int rnnc_run_forward(int T, int B, const float *params, const float *x, const in
             float *restrict L2 = A_L2 + (ptrdiff_t)(keep ? t : 0) * B * 4; (void)L2;
             float *restrict v2_u = A_v2_u + (ptrdiff_t)(keep ? t : 0) * B * 4; (void)v2_u;
             /* L0 = bias + x_t W_x^T + s_h W_1^T */
-            rnnc_s_mk_gemm(B, 8, 4, s_h, 4, pack + 100, pack + 56, 1, L0, 8);
+            rnnc_s_mk_gemm(B, 8, 4, s_h, 4, pack + RNNC_PANEL_NT_L0_s_h, pack + RNNC_BIAS_L0, 1, L0, 8);
             fwd_v2_u(t, B, lengths, L0, v2_u);
             /* L1 = bias + x_t W_x^T */
             /* L2 = bias + s_h W_0^T */
-            rnnc_s_mk_gemm(B, 4, 4, s_h, 4, pack + 484, pack + 96, 0, L2, 4);
+            rnnc_s_mk_gemm(B, 4, 4, s_h, 4, pack + RNNC_PANEL_NT_L2_s_h, pack + RNNC_BIAS_L2, 0, L2, 4);
             fwd_next_h(t, B, lengths, s_h, L0, L1, L2, v2_u, next_h);
             /* the new states; rows past their length keep the old ones */
             for (ptrdiff_t b = 0; b < B; ++b) for (ptrdiff_t j = 0; j < 4; ++j)
@@ -571,7 +637,7 @@ static void bwd_v2_u(int t, int B, const int *lengths, const float *restrict v2_
         if (!VALID(b)) continue;
         const float *restrict gr = d_v2_u + b * 4;
         const float *restrict yr = v2_u + b * 4;
-        float *restrict dr0 = (d_L0 + 4) + b * 8;
+        float *restrict dr0 = (d_L0 + RNNC_COL_L0_a_iz) + b * 8;
         for (ptrdiff_t j = 0; j < 4; ++j) {
             const float g = gr[j];
             const float y = yr[j];
@@ -592,28 +658,28 @@ int rnnc_run_backward(int T, int B, const float *params, const float *x, const i
     (void)state0;
     const int CH = T < CHUNK ? T : CHUNK;
     float *pack = work;
-    float *hist0 = pack + 740;
+    float *hist0 = pack + RNNC_PACK_SIZE;
     float *A_L0 = hist0 + (ptrdiff_t)((ptrdiff_t)T + 1) * B * 4;
     float *A_L1 = A_L0 + (ptrdiff_t)T * B * 8;
     float *A_L2 = A_L1 + (ptrdiff_t)T * B * 4;
     float *A_v2_u = A_L2 + (ptrdiff_t)T * B * 4;
     float *gpack = A_v2_u + (ptrdiff_t)T * B * 4;
-    float *adj = gpack + 100;
-    float *d_x_t = adj + (ptrdiff_t)B * 0; (void)d_x_t;
-    float *ds_h = adj + (ptrdiff_t)B * 3; (void)ds_h;
-    float *d_v2_u = adj + (ptrdiff_t)B * 7; (void)d_v2_u;
-    float *d_v5 = adj + (ptrdiff_t)B * 11; (void)d_v5;
-    float *d_L0_all = adj + (ptrdiff_t)B * 15;
+    float *adj = gpack + RNNC_GPACK_SIZE;
+    float *d_x_t = adj + (ptrdiff_t)B * RNNC_ADJ_d_x_t; (void)d_x_t;
+    float *ds_h = adj + (ptrdiff_t)B * RNNC_ADJ_ds_h; (void)ds_h;
+    float *d_v2_u = adj + (ptrdiff_t)B * RNNC_ADJ_d_v2_u; (void)d_v2_u;
+    float *d_v5 = adj + (ptrdiff_t)B * RNNC_ADJ_d_v5; (void)d_v5;
+    float *d_L0_all = adj + (ptrdiff_t)B * RNNC_ADJ_WIDTH;
     float *d_L1_all = d_L0_all + (ptrdiff_t)CH * B * 8;
     float *d_L2_all = d_L1_all + (ptrdiff_t)CH * B * 4;
     float *dcarry = d_L2_all + (ptrdiff_t)CH * B * 4;
     float *pad = dcarry + (ptrdiff_t)B * 4; (void)pad;
     (void)pack;
-    rnnc_s_mk_pack_nn(4, 8, pack + 24, 4, pack + 228);
-    rnnc_s_mk_pack_nn(4, 4, pack + 80, 4, pack + 612);
-    memset(dparams, 0, sizeof(float) * 108);
-    memset(gpack, 0, sizeof(float) * 100);
-    rows_to_states(B, dstate_T, dcarry + (ptrdiff_t)B * 0);
+    rnnc_s_mk_pack_nn(4, 8, pack + RNNC_PACK_L0_s_h, 4, pack + RNNC_PANEL_NN_L0_s_h);
+    rnnc_s_mk_pack_nn(4, 4, pack + RNNC_PACK_L2_s_h, 4, pack + RNNC_PANEL_NN_L2_s_h);
+    memset(dparams, 0, sizeof(float) * RNNC_PARAM_COUNT);
+    memset(gpack, 0, sizeof(float) * RNNC_GPACK_SIZE);
+    rows_to_states(B, dstate_T, dcarry + (ptrdiff_t)B * RNNC_S_h);
     for (int t1 = T; t1 > 0; t1 -= CH) {
         const int t0 = t1 - CH > 0 ? t1 - CH : 0, tc = t1 - t0;
         for (int t = t1 - 1; t >= t0; --t) {
@@ -627,7 +693,7 @@ int rnnc_run_backward(int T, int B, const float *params, const float *x, const i
             float *restrict d_L0 = d_L0_all + (ptrdiff_t)(t - t0) * B * 8;
             float *restrict d_L1 = d_L1_all + (ptrdiff_t)(t - t0) * B * 4;
             float *restrict d_L2 = d_L2_all + (ptrdiff_t)(t - t0) * B * 4;
-            memset(adj, 0, sizeof(float) * (size_t)B * 15);
+            memset(adj, 0, sizeof(float) * (size_t)B * RNNC_ADJ_WIDTH);
             memset(d_L0, 0, sizeof(float) * (size_t)B * 8);
             memset(d_L1, 0, sizeof(float) * (size_t)B * 4);
             memset(d_L2, 0, sizeof(float) * (size_t)B * 4);
@@ -635,73 +701,73 @@ int rnnc_run_backward(int T, int B, const float *params, const float *x, const i
             if (dy) for (ptrdiff_t b = 0; b < B; ++b) if (VALID(b))
                 for (ptrdiff_t j = 0; j < 4; ++j) d_v5[b * 4 + j] += dy[((ptrdiff_t)t * B + b) * 4 + j];
             for (ptrdiff_t b = 0; b < B; ++b) if (VALID(b))
-                for (ptrdiff_t j = 0; j < 4; ++j) d_v5[b * 4 + j] += dcarry[(ptrdiff_t)B * 0 + b * 4 + j];
+                for (ptrdiff_t j = 0; j < 4; ++j) d_v5[b * 4 + j] += dcarry[(ptrdiff_t)B * RNNC_S_h + b * 4 + j];
             /* dL/d(state after step t), the other states held fixed: the carry, plus dy_t for the state that is the output */
             if (dstates) for (ptrdiff_t b = 0; b < B; ++b) for (ptrdiff_t j = 0; j < 4; ++j)
-                dstates[((ptrdiff_t)t * B + b) * 4 + 0 + j] = (dy && VALID(b) ? dy[((ptrdiff_t)t * B + b) * 4 + j] : 0) + dcarry[(ptrdiff_t)B * 0 + b * 4 + j];
+                dstates[((ptrdiff_t)t * B + b) * 4 + RNNC_S_h + j] = (dy && VALID(b) ? dy[((ptrdiff_t)t * B + b) * 4 + j] : 0) + dcarry[(ptrdiff_t)B * RNNC_S_h + b * 4 + j];
             bwd_next_h(t, B, lengths, s_h, L0, L1, L2, v2_u, ds_h, d_L0, d_L1, d_L2, d_v2_u, d_v5);
             /* ds_h += dL2 W */
-            rnnc_s_mk_gemm(B, 4, 4, d_L2, 4, pack + 612, NULL, 1, ds_h, 4);
+            rnnc_s_mk_gemm(B, 4, 4, d_L2, 4, pack + RNNC_PANEL_NN_L2_s_h, NULL, 1, ds_h, 4);
             bwd_v2_u(t, B, lengths, v2_u, d_L0, d_v2_u);
             /* ds_h += dL0 W */
-            rnnc_s_mk_gemm(B, 4, 8, d_L0, 8, pack + 228, NULL, 1, ds_h, 4);
+            rnnc_s_mk_gemm(B, 4, 8, d_L0, 8, pack + RNNC_PANEL_NN_L0_s_h, NULL, 1, ds_h, 4);
             /* adjoints of the states at t-1; rows past their length pass theirs through */
             for (ptrdiff_t b = 0; b < B; ++b) if (VALID(b))
-                for (ptrdiff_t j = 0; j < 4; ++j) dcarry[(ptrdiff_t)B * 0 + b * 4 + j] = ds_h[b * 4 + j];
+                for (ptrdiff_t j = 0; j < 4; ++j) dcarry[(ptrdiff_t)B * RNNC_S_h + b * 4 + j] = ds_h[b * 4 + j];
         }
         const int padded = lengths && chunk_has_padding(t1, B, lengths);
         /* L0 over steps t0..t0+tc-1 at once: dW += dL0^T v, db += sums, dx += dL0 W_x */
         {
             const float *dch_L0 = d_L0_all;
             const float *v0 = padded ? valid_rows(t0, tc, B, lengths, x + (ptrdiff_t)t0 * B * 3, 3, 3, pad) : x + (ptrdiff_t)t0 * B * 3;
-            rnnc_s_gemm_big(RNNC_TN, threads, 1, 8, 3, (ptrdiff_t)tc * B, dch_L0, 8, v0, 3, gpack + 0, 3);
-            if (dx) rnnc_s_gemm_big(RNNC_NN, threads, 0, (ptrdiff_t)tc * B, 3, 8, dch_L0, 8, pack + 0, 3, dx + (ptrdiff_t)t0 * B * 3, 3);
+            rnnc_s_gemm_big(RNNC_TN, threads, 1, 8, 3, (ptrdiff_t)tc * B, dch_L0, 8, v0, 3, gpack + RNNC_PACK_L0_x_t, 3);
+            if (dx) rnnc_s_gemm_big(RNNC_NN, threads, 0, (ptrdiff_t)tc * B, 3, 8, dch_L0, 8, pack + RNNC_PACK_L0_x_t, 3, dx + (ptrdiff_t)t0 * B * 3, 3);
             const float *v1 = padded ? valid_rows(t0, tc, B, lengths, hist0 + (ptrdiff_t)t0 * B * 4, 4, 4, pad) : hist0 + (ptrdiff_t)t0 * B * 4;
-            rnnc_s_gemm_big(RNNC_TN, threads, 1, 8, 4, (ptrdiff_t)tc * B, dch_L0, 8, v1, 4, gpack + 24, 4);
+            rnnc_s_gemm_big(RNNC_TN, threads, 1, 8, 4, (ptrdiff_t)tc * B, dch_L0, 8, v1, 4, gpack + RNNC_PACK_L0_s_h, 4);
             for (ptrdiff_t i = 0; i < (ptrdiff_t)tc * B; ++i) for (ptrdiff_t r = 0; r < 8; ++r)
-                gpack[56 + r] += dch_L0[i * 8 + r];
+                gpack[RNNC_BIAS_L0 + r] += dch_L0[i * 8 + r];
         }
         /* L1 over steps t0..t0+tc-1 at once: dW += dL1^T v, db += sums, dx += dL1 W_x */
         {
             const float *dch_L1 = d_L1_all;
             const float *v0 = padded ? valid_rows(t0, tc, B, lengths, x + (ptrdiff_t)t0 * B * 3, 3, 3, pad) : x + (ptrdiff_t)t0 * B * 3;
-            rnnc_s_gemm_big(RNNC_TN, threads, 1, 4, 3, (ptrdiff_t)tc * B, dch_L1, 4, v0, 3, gpack + 64, 3);
-            if (dx) rnnc_s_gemm_big(RNNC_NN, threads, 1, (ptrdiff_t)tc * B, 3, 4, dch_L1, 4, pack + 64, 3, dx + (ptrdiff_t)t0 * B * 3, 3);
+            rnnc_s_gemm_big(RNNC_TN, threads, 1, 4, 3, (ptrdiff_t)tc * B, dch_L1, 4, v0, 3, gpack + RNNC_PACK_L1_x_t, 3);
+            if (dx) rnnc_s_gemm_big(RNNC_NN, threads, 1, (ptrdiff_t)tc * B, 3, 4, dch_L1, 4, pack + RNNC_PACK_L1_x_t, 3, dx + (ptrdiff_t)t0 * B * 3, 3);
             for (ptrdiff_t i = 0; i < (ptrdiff_t)tc * B; ++i) for (ptrdiff_t r = 0; r < 4; ++r)
-                gpack[76 + r] += dch_L1[i * 4 + r];
+                gpack[RNNC_BIAS_L1 + r] += dch_L1[i * 4 + r];
         }
         /* L2 over steps t0..t0+tc-1 at once: dW += dL2^T v, db += sums, dx += dL2 W_x */
         {
             const float *dch_L2 = d_L2_all;
             const float *v0 = padded ? valid_rows(t0, tc, B, lengths, hist0 + (ptrdiff_t)t0 * B * 4, 4, 4, pad) : hist0 + (ptrdiff_t)t0 * B * 4;
-            rnnc_s_gemm_big(RNNC_TN, threads, 1, 4, 4, (ptrdiff_t)tc * B, dch_L2, 4, v0, 4, gpack + 80, 4);
+            rnnc_s_gemm_big(RNNC_TN, threads, 1, 4, 4, (ptrdiff_t)tc * B, dch_L2, 4, v0, 4, gpack + RNNC_PACK_L2_s_h, 4);
             for (ptrdiff_t i = 0; i < (ptrdiff_t)tc * B; ++i) for (ptrdiff_t r = 0; r < 4; ++r)
-                gpack[96 + r] += dch_L2[i * 4 + r];
+                gpack[RNNC_BIAS_L2 + r] += dch_L2[i * 4 + r];
         }
         (void)tc;
     }
     /* unpack the gradients of L0 */
     for (ptrdiff_t r = 0; r < 4; ++r) for (ptrdiff_t j = 0; j < 3; ++j)
-        dparams[0 + r * 3 + 0 + j] += gpack[0 + (0 + r) * 3 + j];
+        dparams[RNNC_P_W_ir + r * 3 + RNNC_WCOL_L0_x_t + j] += gpack[RNNC_PACK_L0_x_t + (RNNC_COL_L0_a_ir + r) * 3 + j];
     for (ptrdiff_t r = 0; r < 4; ++r) for (ptrdiff_t j = 0; j < 4; ++j)
-        dparams[16 + r * 4 + 0 + j] += gpack[24 + (0 + r) * 4 + j];
-    for (ptrdiff_t r = 0; r < 4; ++r) dparams[12 + r] += gpack[56 + 0 + r];
-    for (ptrdiff_t r = 0; r < 4; ++r) dparams[32 + r] += gpack[56 + 0 + r];
+        dparams[RNNC_P_W_hr + r * 4 + RNNC_WCOL_L0_s_h + j] += gpack[RNNC_PACK_L0_s_h + (RNNC_COL_L0_a_ir + r) * 4 + j];
+    for (ptrdiff_t r = 0; r < 4; ++r) dparams[RNNC_P_b_ir + r] += gpack[RNNC_BIAS_L0 + RNNC_COL_L0_a_ir + r];
+    for (ptrdiff_t r = 0; r < 4; ++r) dparams[RNNC_P_b_hr + r] += gpack[RNNC_BIAS_L0 + RNNC_COL_L0_a_ir + r];
     for (ptrdiff_t r = 0; r < 4; ++r) for (ptrdiff_t j = 0; j < 3; ++j)
-        dparams[36 + r * 3 + 0 + j] += gpack[0 + (4 + r) * 3 + j];
+        dparams[RNNC_P_W_iz + r * 3 + RNNC_WCOL_L0_x_t + j] += gpack[RNNC_PACK_L0_x_t + (RNNC_COL_L0_a_iz + r) * 3 + j];
     for (ptrdiff_t r = 0; r < 4; ++r) for (ptrdiff_t j = 0; j < 4; ++j)
-        dparams[52 + r * 4 + 0 + j] += gpack[24 + (4 + r) * 4 + j];
-    for (ptrdiff_t r = 0; r < 4; ++r) dparams[48 + r] += gpack[56 + 4 + r];
-    for (ptrdiff_t r = 0; r < 4; ++r) dparams[68 + r] += gpack[56 + 4 + r];
+        dparams[RNNC_P_W_hz + r * 4 + RNNC_WCOL_L0_s_h + j] += gpack[RNNC_PACK_L0_s_h + (RNNC_COL_L0_a_iz + r) * 4 + j];
+    for (ptrdiff_t r = 0; r < 4; ++r) dparams[RNNC_P_b_iz + r] += gpack[RNNC_BIAS_L0 + RNNC_COL_L0_a_iz + r];
+    for (ptrdiff_t r = 0; r < 4; ++r) dparams[RNNC_P_b_hz + r] += gpack[RNNC_BIAS_L0 + RNNC_COL_L0_a_iz + r];
     /* unpack the gradients of L1 */
     for (ptrdiff_t r = 0; r < 4; ++r) for (ptrdiff_t j = 0; j < 3; ++j)
-        dparams[72 + r * 3 + 0 + j] += gpack[64 + (0 + r) * 3 + j];
-    for (ptrdiff_t r = 0; r < 4; ++r) dparams[84 + r] += gpack[76 + 0 + r];
+        dparams[RNNC_P_W_in + r * 3 + RNNC_WCOL_L1_x_t + j] += gpack[RNNC_PACK_L1_x_t + (RNNC_COL_L1_a_in + r) * 3 + j];
+    for (ptrdiff_t r = 0; r < 4; ++r) dparams[RNNC_P_b_in + r] += gpack[RNNC_BIAS_L1 + RNNC_COL_L1_a_in + r];
     /* unpack the gradients of L2 */
     for (ptrdiff_t r = 0; r < 4; ++r) for (ptrdiff_t j = 0; j < 4; ++j)
-        dparams[88 + r * 4 + 0 + j] += gpack[80 + (0 + r) * 4 + j];
-    for (ptrdiff_t r = 0; r < 4; ++r) dparams[104 + r] += gpack[96 + 0 + r];
-    if (dstate0) states_to_rows(B, dcarry + (ptrdiff_t)B * 0, dstate0);
+        dparams[RNNC_P_W_hn + r * 4 + RNNC_WCOL_L2_s_h + j] += gpack[RNNC_PACK_L2_s_h + (RNNC_COL_L2_a_hn + r) * 4 + j];
+    for (ptrdiff_t r = 0; r < 4; ++r) dparams[RNNC_P_b_hn + r] += gpack[RNNC_BIAS_L2 + RNNC_COL_L2_a_hn + r];
+    if (dstate0) states_to_rows(B, dcarry + (ptrdiff_t)B * RNNC_S_h, dstate0);
     return 0;
 }
 

@@ -307,7 +307,63 @@ RNNC_API void RNNC_T(mk_gemm)(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const RNNC_
 #define VALID(b) (lengths == NULL || t < lengths[b])
 #define CHUNK 64
 
-size_t rnnc_param_count(void) { return 128; }
+/* The layout as named constants, in scalars (not bytes). Offsets:
+   RNNC_P_<param>              a parameter in params and dparams
+   RNNC_S_<state>              a state in a state row; times B, its block in dcarry
+   RNNC_PACK_<L>_<operand>     bundle L's packed weight for one operand, in pack and gpack
+   RNNC_BIAS_<L>               bundle L's packed bias, in pack and gpack
+   RNNC_PANEL_NT_<L>_<operand> the microkernel panels of a packed weight, in pack: for
+   RNNC_PANEL_NN_<L>_<operand>   the forward (rows += operand W^T) and backward products
+   RNNC_COL_<L>_<member>       a member's first column in L's rows (its first row in L's
+                               packed weights)
+   RNNC_WCOL_<L>_<operand>     an operand's first column in a row of its weight parameter
+                               (_<member> added when the members' weights differ there)
+   RNNC_CAT_<value>_<operand>  an operand's first column in a concatenation's rows
+   RNNC_ADJ_<adjoint>          a step adjoint in adj, times B
+   Sizes: RNNC_PARAM_COUNT, RNNC_PACK_SIZE (packed weights, biases and panels),
+   RNNC_GPACK_SIZE (their gradients: weights and biases), RNNC_ADJ_WIDTH (a row of adj).
+   Operands go by their C names (x_t, s_h), members by their names in the equations; a
+   name made twice gets a free _2, _3, ... Strides and loop bounds are plain numbers:
+   they are sizes. */
+enum {
+    /* params, dparams: each parameter C-contiguous at its offset */
+    RNNC_PARAM_COUNT = 128,
+    RNNC_P_W_f = 0,
+    RNNC_P_b_f = 28,
+    RNNC_P_W_i = 32,
+    RNNC_P_b_i = 60,
+    RNNC_P_W_g = 64,
+    RNNC_P_b_g = 92,
+    RNNC_P_W_o = 96,
+    RNNC_P_b_o = 124,
+    /* a state row: the states concatenated */
+    RNNC_S_h = 0,
+    RNNC_S_c = 4,
+    /* pack, the start of work (gpack, in backward, holds the gradients alike) */
+    RNNC_PACK_SIZE = 768,
+    RNNC_GPACK_SIZE = 128,
+    RNNC_PACK_L0_s_h = 0,
+    RNNC_PACK_L0_x_t = 64,
+    RNNC_BIAS_L0 = 112,
+    RNNC_PANEL_NT_L0_s_h = 128,
+    RNNC_PANEL_NN_L0_s_h = 256,
+    /* bundles: members' columns, operands' columns in the weights */
+    RNNC_COL_L0_a_f = 0,
+    RNNC_COL_L0_a_i = 4,
+    RNNC_COL_L0_a_g = 8,
+    RNNC_COL_L0_a_o = 12,
+    RNNC_WCOL_L0_s_h = 0,
+    RNNC_WCOL_L0_x_t = 4,
+    /* adj: B rows of each adjoint of one step */
+    RNNC_ADJ_d_x_t = 0,
+    RNNC_ADJ_ds_h = 3,
+    RNNC_ADJ_ds_c = 7,
+    RNNC_ADJ_d_v5_c_new = 11,
+    RNNC_ADJ_d_v6 = 15,
+    RNNC_ADJ_WIDTH = 19
+};
+
+size_t rnnc_param_count(void) { return RNNC_PARAM_COUNT; }
 size_t rnnc_input_size(void) { return 3; }
 size_t rnnc_state_size(void) { return 8; }
 size_t rnnc_output_size(void) { return 4; }
@@ -329,7 +385,7 @@ size_t rnnc_workspace_size(int T, int B)
 {
     if (T < 1 || B < 1) return SIZE_MAX;
     const size_t CH = (size_t)(T < CHUNK ? T : CHUNK);
-    size_t n = 896;
+    size_t n = (size_t)RNNC_PACK_SIZE + RNNC_GPACK_SIZE;
     n = add_sz(n, mul_sz(mul_sz((size_t)T + 1, (size_t)B), 4));
     n = add_sz(n, mul_sz(mul_sz((size_t)T + 1, (size_t)B), 4));
     n = add_sz(n, mul_sz(mul_sz((size_t)T, (size_t)B), 16));
@@ -345,7 +401,7 @@ size_t rnnc_infer_workspace_size(int T, int B)
 {
     if (T < 1 || B < 1) return SIZE_MAX;
     const size_t CH = (size_t)(T < CHUNK ? T : CHUNK);
-    size_t n = 768;
+    size_t n = RNNC_PACK_SIZE;
     n = add_sz(n, mul_sz(mul_sz(2, (size_t)B), 4));
     n = add_sz(n, mul_sz(mul_sz(2, (size_t)B), 4));
     n = add_sz(n, mul_sz(mul_sz((size_t)CH, (size_t)B), 16));
@@ -365,16 +421,16 @@ static int check_args(int T, int B, const int *lengths, int keep)
 static void rows_to_states(int B, const float *rows, float *h0, float *h1)
 {
     for (ptrdiff_t b = 0; b < B; ++b) for (ptrdiff_t j = 0; j < 4; ++j)
-        h0[b * 4 + j] = rows ? rows[b * 8 + 0 + j] : 0;
+        h0[b * 4 + j] = rows ? rows[b * 8 + RNNC_S_h + j] : 0;
     for (ptrdiff_t b = 0; b < B; ++b) for (ptrdiff_t j = 0; j < 4; ++j)
-        h1[b * 4 + j] = rows ? rows[b * 8 + 4 + j] : 0;
+        h1[b * 4 + j] = rows ? rows[b * 8 + RNNC_S_c + j] : 0;
 }
 static void states_to_rows(int B, const float *h0, const float *h1, float *rows)
 {
     for (ptrdiff_t b = 0; b < B; ++b) for (ptrdiff_t j = 0; j < 4; ++j)
-        rows[b * 8 + 0 + j] = h0[b * 4 + j];
+        rows[b * 8 + RNNC_S_h + j] = h0[b * 4 + j];
     for (ptrdiff_t b = 0; b < B; ++b) for (ptrdiff_t j = 0; j < 4; ++j)
-        rows[b * 8 + 4 + j] = h1[b * 4 + j];
+        rows[b * 8 + RNNC_S_c + j] = h1[b * 4 + j];
 }
 
 /* c[t] = c[t-1]*sigmoid(a_f[t]) + tanh(a_g[t])*sigmoid(a_i[t]) */
@@ -386,8 +442,8 @@ static void fwd_next_c(int t, int B, const int *lengths, const float *restrict s
         if (!VALID(b)) { for (ptrdiff_t j = 0; j < 4; ++j) o[j] = s_c[b * 4 + j]; continue; }
         float *restrict r0 = L0 + b * 16;
         const float *restrict r1 = s_c + b * 4;
-        float *restrict r2 = (L0 + 4) + b * 16;
-        float *restrict r3 = (L0 + 8) + b * 16;
+        float *restrict r2 = (L0 + RNNC_COL_L0_a_i) + b * 16;
+        float *restrict r3 = (L0 + RNNC_COL_L0_a_g) + b * 16;
         for (ptrdiff_t j = 0; j < 4; ++j) {
             const float a0 = r0[j];
             const float a1 = r1[j];
@@ -411,7 +467,7 @@ static void fwd_next_h(int t, int B, const int *lengths, const float *restrict s
     for (ptrdiff_t b = 0; b < B; ++b) {
         float *restrict o = next_h + b * 4;
         if (!VALID(b)) { for (ptrdiff_t j = 0; j < 4; ++j) o[j] = s_h[b * 4 + j]; continue; }
-        float *restrict r0 = (L0 + 12) + b * 16;
+        float *restrict r0 = (L0 + RNNC_COL_L0_a_o) + b * 16;
         const float *restrict r1 = next_c + b * 4;
         for (ptrdiff_t j = 0; j < 4; ++j) {
             const float a0 = r0[j];
@@ -433,38 +489,38 @@ int rnnc_run_forward(int T, int B, const float *params, const float *x, const in
     if (!params || !x || !y || !state_T || !work) return 2;
     const int CH = T < CHUNK ? T : CHUNK;
     float *pack = work;
-    float *hist0 = pack + 768;
+    float *hist0 = pack + RNNC_PACK_SIZE;
     float *hist1 = hist0 + (ptrdiff_t)(keep ? ((ptrdiff_t)T + 1) : 2) * B * 4;
     float *A_L0 = hist1 + (ptrdiff_t)(keep ? ((ptrdiff_t)T + 1) : 2) * B * 4;
     /* pack L0: one (16 x w) matrix per operand, members stacked */
     for (ptrdiff_t r = 0; r < 4; ++r) for (ptrdiff_t j = 0; j < 4; ++j)
-        pack[0 + (0 + r) * 4 + j] = params[0 + r * 7 + 0 + j];
+        pack[RNNC_PACK_L0_s_h + (RNNC_COL_L0_a_f + r) * 4 + j] = params[RNNC_P_W_f + r * 7 + RNNC_WCOL_L0_s_h + j];
     for (ptrdiff_t r = 0; r < 4; ++r) for (ptrdiff_t j = 0; j < 3; ++j)
-        pack[64 + (0 + r) * 3 + j] = params[0 + r * 7 + 4 + j];
-    for (ptrdiff_t r = 0; r < 4; ++r) pack[112 + 0 + r] = params[28 + r];
+        pack[RNNC_PACK_L0_x_t + (RNNC_COL_L0_a_f + r) * 3 + j] = params[RNNC_P_W_f + r * 7 + RNNC_WCOL_L0_x_t + j];
+    for (ptrdiff_t r = 0; r < 4; ++r) pack[RNNC_BIAS_L0 + RNNC_COL_L0_a_f + r] = params[RNNC_P_b_f + r];
     for (ptrdiff_t r = 0; r < 4; ++r) for (ptrdiff_t j = 0; j < 4; ++j)
-        pack[0 + (4 + r) * 4 + j] = params[32 + r * 7 + 0 + j];
+        pack[RNNC_PACK_L0_s_h + (RNNC_COL_L0_a_i + r) * 4 + j] = params[RNNC_P_W_i + r * 7 + RNNC_WCOL_L0_s_h + j];
     for (ptrdiff_t r = 0; r < 4; ++r) for (ptrdiff_t j = 0; j < 3; ++j)
-        pack[64 + (4 + r) * 3 + j] = params[32 + r * 7 + 4 + j];
-    for (ptrdiff_t r = 0; r < 4; ++r) pack[112 + 4 + r] = params[60 + r];
+        pack[RNNC_PACK_L0_x_t + (RNNC_COL_L0_a_i + r) * 3 + j] = params[RNNC_P_W_i + r * 7 + RNNC_WCOL_L0_x_t + j];
+    for (ptrdiff_t r = 0; r < 4; ++r) pack[RNNC_BIAS_L0 + RNNC_COL_L0_a_i + r] = params[RNNC_P_b_i + r];
     for (ptrdiff_t r = 0; r < 4; ++r) for (ptrdiff_t j = 0; j < 4; ++j)
-        pack[0 + (8 + r) * 4 + j] = params[64 + r * 7 + 0 + j];
+        pack[RNNC_PACK_L0_s_h + (RNNC_COL_L0_a_g + r) * 4 + j] = params[RNNC_P_W_g + r * 7 + RNNC_WCOL_L0_s_h + j];
     for (ptrdiff_t r = 0; r < 4; ++r) for (ptrdiff_t j = 0; j < 3; ++j)
-        pack[64 + (8 + r) * 3 + j] = params[64 + r * 7 + 4 + j];
-    for (ptrdiff_t r = 0; r < 4; ++r) pack[112 + 8 + r] = params[92 + r];
+        pack[RNNC_PACK_L0_x_t + (RNNC_COL_L0_a_g + r) * 3 + j] = params[RNNC_P_W_g + r * 7 + RNNC_WCOL_L0_x_t + j];
+    for (ptrdiff_t r = 0; r < 4; ++r) pack[RNNC_BIAS_L0 + RNNC_COL_L0_a_g + r] = params[RNNC_P_b_g + r];
     for (ptrdiff_t r = 0; r < 4; ++r) for (ptrdiff_t j = 0; j < 4; ++j)
-        pack[0 + (12 + r) * 4 + j] = params[96 + r * 7 + 0 + j];
+        pack[RNNC_PACK_L0_s_h + (RNNC_COL_L0_a_o + r) * 4 + j] = params[RNNC_P_W_o + r * 7 + RNNC_WCOL_L0_s_h + j];
     for (ptrdiff_t r = 0; r < 4; ++r) for (ptrdiff_t j = 0; j < 3; ++j)
-        pack[64 + (12 + r) * 3 + j] = params[96 + r * 7 + 4 + j];
-    for (ptrdiff_t r = 0; r < 4; ++r) pack[112 + 12 + r] = params[124 + r];
-    rnnc_s_mk_pack_nt(16, 4, pack + 0, 4, pack + 128);
+        pack[RNNC_PACK_L0_x_t + (RNNC_COL_L0_a_o + r) * 3 + j] = params[RNNC_P_W_o + r * 7 + RNNC_WCOL_L0_x_t + j];
+    for (ptrdiff_t r = 0; r < 4; ++r) pack[RNNC_BIAS_L0 + RNNC_COL_L0_a_o + r] = params[RNNC_P_b_o + r];
+    rnnc_s_mk_pack_nt(16, 4, pack + RNNC_PACK_L0_s_h, 4, pack + RNNC_PANEL_NT_L0_s_h);
     rows_to_states(B, state0, hist0, hist1);
     for (int t0 = 0; t0 < T; t0 += CH) {
         const int tc = T - t0 < CH ? T - t0 : CH;
         {
             /* L0 for steps t0..t0+tc-1 at once: x W_x^T (hoisted) */
             float *L0_chunk = A_L0 + (ptrdiff_t)(keep ? t0 : 0) * B * 16;
-            rnnc_s_gemm_big(RNNC_NT, threads, 0, (ptrdiff_t)tc * B, 16, 3, x + (ptrdiff_t)t0 * B * 3, 3, pack + 64, 3, L0_chunk, 16);
+            rnnc_s_gemm_big(RNNC_NT, threads, 0, (ptrdiff_t)tc * B, 16, 3, x + (ptrdiff_t)t0 * B * 3, 3, pack + RNNC_PACK_L0_x_t, 3, L0_chunk, 16);
         }
         for (int t = t0; t < t0 + tc; ++t) {
             float *restrict y_t = y + (ptrdiff_t)t * B * 4;
@@ -475,7 +531,7 @@ int rnnc_run_forward(int T, int B, const float *params, const float *x, const in
             float *restrict next_c = hist1 + (ptrdiff_t)(keep ? t + 1 : ((t + 1) & 1)) * B * 4;
             float *restrict L0 = A_L0 + (ptrdiff_t)(keep ? t : t - t0) * B * 16; (void)L0;
             /* L0 = bias + s_h W_0^T + x_t W_x^T */
-            rnnc_s_mk_gemm(B, 16, 4, s_h, 4, pack + 128, pack + 112, 1, L0, 16);
+            rnnc_s_mk_gemm(B, 16, 4, s_h, 4, pack + RNNC_PANEL_NT_L0_s_h, pack + RNNC_BIAS_L0, 1, L0, 16);
             fwd_next_c(t, B, lengths, s_c, L0, next_c);
             fwd_next_h(t, B, lengths, s_h, L0, next_h, next_c);
             /* the new states; rows past their length keep the old ones */
@@ -527,9 +583,9 @@ static void bwd_next_h(int t, int B, const int *lengths, const float *restrict L
     for (ptrdiff_t b = 0; b < B; ++b) {
         if (!VALID(b)) continue;
         const float *restrict gr = d_v6 + b * 4;
-        const float *restrict r0 = (L0 + 12) + b * 16;
+        const float *restrict r0 = (L0 + RNNC_COL_L0_a_o) + b * 16;
         const float *restrict r1 = next_c + b * 4;
-        float *restrict dr0 = (d_L0 + 12) + b * 16;
+        float *restrict dr0 = (d_L0 + RNNC_COL_L0_a_o) + b * 16;
         float *restrict dr1 = d_v5_c_new + b * 4;
         for (ptrdiff_t j = 0; j < 4; ++j) {
             const float g = gr[j];
@@ -552,12 +608,12 @@ static void bwd_next_c(int t, int B, const int *lengths, const float *restrict s
         const float *restrict gr = d_v5_c_new + b * 4;
         const float *restrict r0 = L0 + b * 16;
         const float *restrict r1 = s_c + b * 4;
-        const float *restrict r2 = (L0 + 4) + b * 16;
-        const float *restrict r3 = (L0 + 8) + b * 16;
+        const float *restrict r2 = (L0 + RNNC_COL_L0_a_i) + b * 16;
+        const float *restrict r3 = (L0 + RNNC_COL_L0_a_g) + b * 16;
         float *restrict dr0 = d_L0 + b * 16;
         float *restrict dr1 = ds_c + b * 4;
-        float *restrict dr2 = (d_L0 + 4) + b * 16;
-        float *restrict dr3 = (d_L0 + 8) + b * 16;
+        float *restrict dr2 = (d_L0 + RNNC_COL_L0_a_i) + b * 16;
+        float *restrict dr3 = (d_L0 + RNNC_COL_L0_a_g) + b * 16;
         for (ptrdiff_t j = 0; j < 4; ++j) {
             const float g = gr[j];
             const float a0 = r0[j];
@@ -586,24 +642,24 @@ int rnnc_run_backward(int T, int B, const float *params, const float *x, const i
     (void)state0;
     const int CH = T < CHUNK ? T : CHUNK;
     float *pack = work;
-    float *hist0 = pack + 768;
+    float *hist0 = pack + RNNC_PACK_SIZE;
     float *hist1 = hist0 + (ptrdiff_t)((ptrdiff_t)T + 1) * B * 4;
     float *A_L0 = hist1 + (ptrdiff_t)((ptrdiff_t)T + 1) * B * 4;
     float *gpack = A_L0 + (ptrdiff_t)T * B * 16;
-    float *adj = gpack + 128;
-    float *d_x_t = adj + (ptrdiff_t)B * 0; (void)d_x_t;
-    float *ds_h = adj + (ptrdiff_t)B * 3; (void)ds_h;
-    float *ds_c = adj + (ptrdiff_t)B * 7; (void)ds_c;
-    float *d_v5_c_new = adj + (ptrdiff_t)B * 11; (void)d_v5_c_new;
-    float *d_v6 = adj + (ptrdiff_t)B * 15; (void)d_v6;
-    float *d_L0_all = adj + (ptrdiff_t)B * 19;
+    float *adj = gpack + RNNC_GPACK_SIZE;
+    float *d_x_t = adj + (ptrdiff_t)B * RNNC_ADJ_d_x_t; (void)d_x_t;
+    float *ds_h = adj + (ptrdiff_t)B * RNNC_ADJ_ds_h; (void)ds_h;
+    float *ds_c = adj + (ptrdiff_t)B * RNNC_ADJ_ds_c; (void)ds_c;
+    float *d_v5_c_new = adj + (ptrdiff_t)B * RNNC_ADJ_d_v5_c_new; (void)d_v5_c_new;
+    float *d_v6 = adj + (ptrdiff_t)B * RNNC_ADJ_d_v6; (void)d_v6;
+    float *d_L0_all = adj + (ptrdiff_t)B * RNNC_ADJ_WIDTH;
     float *dcarry = d_L0_all + (ptrdiff_t)CH * B * 16;
     float *pad = dcarry + (ptrdiff_t)B * 8; (void)pad;
     (void)pack;
-    rnnc_s_mk_pack_nn(4, 16, pack + 0, 4, pack + 256);
-    memset(dparams, 0, sizeof(float) * 128);
-    memset(gpack, 0, sizeof(float) * 128);
-    rows_to_states(B, dstate_T, dcarry + (ptrdiff_t)B * 0, dcarry + (ptrdiff_t)B * 4);
+    rnnc_s_mk_pack_nn(4, 16, pack + RNNC_PACK_L0_s_h, 4, pack + RNNC_PANEL_NN_L0_s_h);
+    memset(dparams, 0, sizeof(float) * RNNC_PARAM_COUNT);
+    memset(gpack, 0, sizeof(float) * RNNC_GPACK_SIZE);
+    rows_to_states(B, dstate_T, dcarry + (ptrdiff_t)B * RNNC_S_h, dcarry + (ptrdiff_t)B * RNNC_S_c);
     for (int t1 = T; t1 > 0; t1 -= CH) {
         const int t0 = t1 - CH > 0 ? t1 - CH : 0, tc = t1 - t0;
         for (int t = t1 - 1; t >= t0; --t) {
@@ -614,66 +670,66 @@ int rnnc_run_backward(int T, int B, const float *params, const float *x, const i
             const float *restrict next_c = s_c + (ptrdiff_t)B * 4; (void)next_c;
             const float *restrict L0 = A_L0 + (ptrdiff_t)t * B * 16; (void)L0;
             float *restrict d_L0 = d_L0_all + (ptrdiff_t)(t - t0) * B * 16;
-            memset(adj, 0, sizeof(float) * (size_t)B * 19);
+            memset(adj, 0, sizeof(float) * (size_t)B * RNNC_ADJ_WIDTH);
             memset(d_L0, 0, sizeof(float) * (size_t)B * 16);
             /* seeds: dy_t and the carried state adjoints, valid rows only */
             if (dy) for (ptrdiff_t b = 0; b < B; ++b) if (VALID(b))
                 for (ptrdiff_t j = 0; j < 4; ++j) d_v6[b * 4 + j] += dy[((ptrdiff_t)t * B + b) * 4 + j];
             for (ptrdiff_t b = 0; b < B; ++b) if (VALID(b))
-                for (ptrdiff_t j = 0; j < 4; ++j) d_v6[b * 4 + j] += dcarry[(ptrdiff_t)B * 0 + b * 4 + j];
+                for (ptrdiff_t j = 0; j < 4; ++j) d_v6[b * 4 + j] += dcarry[(ptrdiff_t)B * RNNC_S_h + b * 4 + j];
             for (ptrdiff_t b = 0; b < B; ++b) if (VALID(b))
-                for (ptrdiff_t j = 0; j < 4; ++j) d_v5_c_new[b * 4 + j] += dcarry[(ptrdiff_t)B * 4 + b * 4 + j];
+                for (ptrdiff_t j = 0; j < 4; ++j) d_v5_c_new[b * 4 + j] += dcarry[(ptrdiff_t)B * RNNC_S_c + b * 4 + j];
             /* dL/d(state after step t), the other states held fixed: the carry, plus dy_t for the state that is the output */
             if (dstates) for (ptrdiff_t b = 0; b < B; ++b) for (ptrdiff_t j = 0; j < 4; ++j)
-                dstates[((ptrdiff_t)t * B + b) * 8 + 0 + j] = (dy && VALID(b) ? dy[((ptrdiff_t)t * B + b) * 4 + j] : 0) + dcarry[(ptrdiff_t)B * 0 + b * 4 + j];
+                dstates[((ptrdiff_t)t * B + b) * 8 + RNNC_S_h + j] = (dy && VALID(b) ? dy[((ptrdiff_t)t * B + b) * 4 + j] : 0) + dcarry[(ptrdiff_t)B * RNNC_S_h + b * 4 + j];
             if (dstates) for (ptrdiff_t b = 0; b < B; ++b) for (ptrdiff_t j = 0; j < 4; ++j)
-                dstates[((ptrdiff_t)t * B + b) * 8 + 4 + j] = dcarry[(ptrdiff_t)B * 4 + b * 4 + j];
+                dstates[((ptrdiff_t)t * B + b) * 8 + RNNC_S_c + j] = dcarry[(ptrdiff_t)B * RNNC_S_c + b * 4 + j];
             bwd_next_h(t, B, lengths, L0, next_c, d_L0, d_v5_c_new, d_v6);
             bwd_next_c(t, B, lengths, s_c, L0, ds_c, d_L0, d_v5_c_new);
             /* ds_h += dL0 W */
-            rnnc_s_mk_gemm(B, 4, 16, d_L0, 16, pack + 256, NULL, 1, ds_h, 4);
+            rnnc_s_mk_gemm(B, 4, 16, d_L0, 16, pack + RNNC_PANEL_NN_L0_s_h, NULL, 1, ds_h, 4);
             /* adjoints of the states at t-1; rows past their length pass theirs through */
             for (ptrdiff_t b = 0; b < B; ++b) if (VALID(b))
-                for (ptrdiff_t j = 0; j < 4; ++j) dcarry[(ptrdiff_t)B * 0 + b * 4 + j] = ds_h[b * 4 + j];
+                for (ptrdiff_t j = 0; j < 4; ++j) dcarry[(ptrdiff_t)B * RNNC_S_h + b * 4 + j] = ds_h[b * 4 + j];
             for (ptrdiff_t b = 0; b < B; ++b) if (VALID(b))
-                for (ptrdiff_t j = 0; j < 4; ++j) dcarry[(ptrdiff_t)B * 4 + b * 4 + j] = ds_c[b * 4 + j];
+                for (ptrdiff_t j = 0; j < 4; ++j) dcarry[(ptrdiff_t)B * RNNC_S_c + b * 4 + j] = ds_c[b * 4 + j];
         }
         const int padded = lengths && chunk_has_padding(t1, B, lengths);
         /* L0 over steps t0..t0+tc-1 at once: dW += dL0^T v, db += sums, dx += dL0 W_x */
         {
             const float *dch_L0 = d_L0_all;
             const float *v0 = padded ? valid_rows(t0, tc, B, lengths, hist0 + (ptrdiff_t)t0 * B * 4, 4, 4, pad) : hist0 + (ptrdiff_t)t0 * B * 4;
-            rnnc_s_gemm_big(RNNC_TN, threads, 1, 16, 4, (ptrdiff_t)tc * B, dch_L0, 16, v0, 4, gpack + 0, 4);
+            rnnc_s_gemm_big(RNNC_TN, threads, 1, 16, 4, (ptrdiff_t)tc * B, dch_L0, 16, v0, 4, gpack + RNNC_PACK_L0_s_h, 4);
             const float *v1 = padded ? valid_rows(t0, tc, B, lengths, x + (ptrdiff_t)t0 * B * 3, 3, 3, pad) : x + (ptrdiff_t)t0 * B * 3;
-            rnnc_s_gemm_big(RNNC_TN, threads, 1, 16, 3, (ptrdiff_t)tc * B, dch_L0, 16, v1, 3, gpack + 64, 3);
-            if (dx) rnnc_s_gemm_big(RNNC_NN, threads, 0, (ptrdiff_t)tc * B, 3, 16, dch_L0, 16, pack + 64, 3, dx + (ptrdiff_t)t0 * B * 3, 3);
+            rnnc_s_gemm_big(RNNC_TN, threads, 1, 16, 3, (ptrdiff_t)tc * B, dch_L0, 16, v1, 3, gpack + RNNC_PACK_L0_x_t, 3);
+            if (dx) rnnc_s_gemm_big(RNNC_NN, threads, 0, (ptrdiff_t)tc * B, 3, 16, dch_L0, 16, pack + RNNC_PACK_L0_x_t, 3, dx + (ptrdiff_t)t0 * B * 3, 3);
             for (ptrdiff_t i = 0; i < (ptrdiff_t)tc * B; ++i) for (ptrdiff_t r = 0; r < 16; ++r)
-                gpack[112 + r] += dch_L0[i * 16 + r];
+                gpack[RNNC_BIAS_L0 + r] += dch_L0[i * 16 + r];
         }
         (void)tc;
     }
     /* unpack the gradients of L0 */
     for (ptrdiff_t r = 0; r < 4; ++r) for (ptrdiff_t j = 0; j < 4; ++j)
-        dparams[0 + r * 7 + 0 + j] += gpack[0 + (0 + r) * 4 + j];
+        dparams[RNNC_P_W_f + r * 7 + RNNC_WCOL_L0_s_h + j] += gpack[RNNC_PACK_L0_s_h + (RNNC_COL_L0_a_f + r) * 4 + j];
     for (ptrdiff_t r = 0; r < 4; ++r) for (ptrdiff_t j = 0; j < 3; ++j)
-        dparams[0 + r * 7 + 4 + j] += gpack[64 + (0 + r) * 3 + j];
-    for (ptrdiff_t r = 0; r < 4; ++r) dparams[28 + r] += gpack[112 + 0 + r];
+        dparams[RNNC_P_W_f + r * 7 + RNNC_WCOL_L0_x_t + j] += gpack[RNNC_PACK_L0_x_t + (RNNC_COL_L0_a_f + r) * 3 + j];
+    for (ptrdiff_t r = 0; r < 4; ++r) dparams[RNNC_P_b_f + r] += gpack[RNNC_BIAS_L0 + RNNC_COL_L0_a_f + r];
     for (ptrdiff_t r = 0; r < 4; ++r) for (ptrdiff_t j = 0; j < 4; ++j)
-        dparams[32 + r * 7 + 0 + j] += gpack[0 + (4 + r) * 4 + j];
+        dparams[RNNC_P_W_i + r * 7 + RNNC_WCOL_L0_s_h + j] += gpack[RNNC_PACK_L0_s_h + (RNNC_COL_L0_a_i + r) * 4 + j];
     for (ptrdiff_t r = 0; r < 4; ++r) for (ptrdiff_t j = 0; j < 3; ++j)
-        dparams[32 + r * 7 + 4 + j] += gpack[64 + (4 + r) * 3 + j];
-    for (ptrdiff_t r = 0; r < 4; ++r) dparams[60 + r] += gpack[112 + 4 + r];
+        dparams[RNNC_P_W_i + r * 7 + RNNC_WCOL_L0_x_t + j] += gpack[RNNC_PACK_L0_x_t + (RNNC_COL_L0_a_i + r) * 3 + j];
+    for (ptrdiff_t r = 0; r < 4; ++r) dparams[RNNC_P_b_i + r] += gpack[RNNC_BIAS_L0 + RNNC_COL_L0_a_i + r];
     for (ptrdiff_t r = 0; r < 4; ++r) for (ptrdiff_t j = 0; j < 4; ++j)
-        dparams[64 + r * 7 + 0 + j] += gpack[0 + (8 + r) * 4 + j];
+        dparams[RNNC_P_W_g + r * 7 + RNNC_WCOL_L0_s_h + j] += gpack[RNNC_PACK_L0_s_h + (RNNC_COL_L0_a_g + r) * 4 + j];
     for (ptrdiff_t r = 0; r < 4; ++r) for (ptrdiff_t j = 0; j < 3; ++j)
-        dparams[64 + r * 7 + 4 + j] += gpack[64 + (8 + r) * 3 + j];
-    for (ptrdiff_t r = 0; r < 4; ++r) dparams[92 + r] += gpack[112 + 8 + r];
+        dparams[RNNC_P_W_g + r * 7 + RNNC_WCOL_L0_x_t + j] += gpack[RNNC_PACK_L0_x_t + (RNNC_COL_L0_a_g + r) * 3 + j];
+    for (ptrdiff_t r = 0; r < 4; ++r) dparams[RNNC_P_b_g + r] += gpack[RNNC_BIAS_L0 + RNNC_COL_L0_a_g + r];
     for (ptrdiff_t r = 0; r < 4; ++r) for (ptrdiff_t j = 0; j < 4; ++j)
-        dparams[96 + r * 7 + 0 + j] += gpack[0 + (12 + r) * 4 + j];
+        dparams[RNNC_P_W_o + r * 7 + RNNC_WCOL_L0_s_h + j] += gpack[RNNC_PACK_L0_s_h + (RNNC_COL_L0_a_o + r) * 4 + j];
     for (ptrdiff_t r = 0; r < 4; ++r) for (ptrdiff_t j = 0; j < 3; ++j)
-        dparams[96 + r * 7 + 4 + j] += gpack[64 + (12 + r) * 3 + j];
-    for (ptrdiff_t r = 0; r < 4; ++r) dparams[124 + r] += gpack[112 + 12 + r];
-    if (dstate0) states_to_rows(B, dcarry + (ptrdiff_t)B * 0, dcarry + (ptrdiff_t)B * 4, dstate0);
+        dparams[RNNC_P_W_o + r * 7 + RNNC_WCOL_L0_x_t + j] += gpack[RNNC_PACK_L0_x_t + (RNNC_COL_L0_a_o + r) * 3 + j];
+    for (ptrdiff_t r = 0; r < 4; ++r) dparams[RNNC_P_b_o + r] += gpack[RNNC_BIAS_L0 + RNNC_COL_L0_a_o + r];
+    if (dstate0) states_to_rows(B, dcarry + (ptrdiff_t)B * RNNC_S_h, dcarry + (ptrdiff_t)B * RNNC_S_c, dstate0);
     return 0;
 }
 

@@ -15,6 +15,7 @@ from ..autodiff import EwGrad, ConcatGrad, ReduceGrad
 from ..graph import topo_order
 from .elementwise import forward_loop, backward_loop, comment, ref, label
 from .layout import plan_layout, Layout, CHUNK
+from . import constants
 from . import linear
 from . import helpers
 
@@ -83,6 +84,7 @@ def render_c(g, bwd, dtype="float64", *, prefix="rnnc", blas=False, fast_math=Fa
         mathfn.c_helpers(dtype, fast=fast_math, prelude=False),
         helpers.gemm_c(ctype, blas, microkernel, runtime),
         "#define VALID(b) (lengths == NULL || t < lengths[b])\n#define CHUNK %d" % CHUNK,
+        constants.render(L.consts),
     ]
     shared = [_check_function(prefix), _state_io(L, ctype)]
     sizes = _size_functions(L, prefix)
@@ -135,8 +137,12 @@ def _size_terms(L, keep):
 
 def _size_functions(L, p):
     def total(keep):
+        # a size_t sum: each constant fits an int, the two together need not
+        C = L.consts
+        fixed = ("(size_t)%s + %s" % (C["pack_size"], C["gpack_size"]) if keep
+                 else C["pack_size"])
         lines = ["    const size_t CH = (size_t)(T < CHUNK ? T : CHUNK);",
-                 "    size_t n = %d;" % (L.pack_size + (L.gpack_size if keep else 0))]
+                 "    size_t n = %s;" % fixed]
         for slots, width in _size_terms(L, keep):
             if width:
                 lines.append("    n = add_sz(n, mul_sz(mul_sz(%s, (size_t)B), %d));"
@@ -144,7 +150,7 @@ def _size_functions(L, p):
                                 if slots in ("T", "CH") else slots, width))
         return lines
     return "\n".join([
-        "size_t %s_param_count(void) { return %d; }" % (p, L.param_count),
+        "size_t %s_param_count(void) { return %s; }" % (p, L.consts["param_count"]),
         "size_t %s_input_size(void) { return %d; }" % (p, L.I),
         "size_t %s_state_size(void) { return %d; }" % (p, L.S),
         "size_t %s_output_size(void) { return %d; }" % (p, L.O),
@@ -199,13 +205,14 @@ def _state_io(L, ctype):
     cargs = ", ".join("const %s *h%d" % (ctype, k) for k in range(len(L.states)))
     lines = ["/* state rows (B x S, states concatenated; NULL: zeros) -> one array per state */",
              "static void rows_to_states(int B, const %s *rows, %s)" % (ctype, args), "{"]
-    for k, (_, size, off, _, _) in enumerate(L.states):
+    for k, (name, size, _, _, _) in enumerate(L.states):
         lines += ["    for (ptrdiff_t b = 0; b < B; ++b) for (ptrdiff_t j = 0; j < %d; ++j)" % size,
-                  "        h%d[b * %d + j] = rows ? rows[b * %d + %d + j] : 0;" % (k, size, L.S, off)]
+                  "        h%d[b * %d + j] = rows ? rows[b * %d + %s + j] : 0;"
+                  % (k, size, L.S, L.consts.state(name))]
     lines += ["}", "static void states_to_rows(int B, %s, %s *rows)" % (cargs, ctype), "{"]
-    for k, (_, size, off, _, _) in enumerate(L.states):
+    for k, (name, size, _, _, _) in enumerate(L.states):
         lines += ["    for (ptrdiff_t b = 0; b < B; ++b) for (ptrdiff_t j = 0; j < %d; ++j)" % size,
-                  "        rows[b * %d + %d + j] = h%d[b * %d + j];" % (L.S, off, k, size)]
+                  "        rows[b * %d + %s + j] = h%d[b * %d + j];" % (L.S, L.consts.state(name), k, size)]
     return "\n".join(lines + ["}"])
 
 
@@ -262,8 +269,8 @@ def _concat_forward(g, L, n, printer, ctype):
     for a in d.args:
         src, stride = ref(L, a)
         m = g[a].size
-        code.append("    for (ptrdiff_t j = 0; j < %d; ++j) %s[b * %d + %d + j] = %s[b * %d + j];"
-                    % (m, out, ostride, off, src, stride))
+        code.append("    for (ptrdiff_t j = 0; j < %d; ++j) %s[b * %d + %s + j] = %s[b * %d + j];"
+                    % (m, out, ostride, L.consts.cat(n, off), src, stride))
         off += m
     return [], code + ["}"]
 
@@ -364,7 +371,7 @@ def _forward_regions(L, ctype, keep):
             return with_tape
         return without if with_tape == without else "(keep ? %s : %s)" % (with_tape, without)
     lines = ["    %s *pack = work;" % ctype]
-    prev = "pack + %d" % L.pack_size
+    prev = "pack + %s" % L.consts["pack_size"]
     for k, (_, size, _, _, _) in enumerate(L.states):
         lines.append("    %s *hist%d = %s;" % (ctype, k, prev))
         prev = "hist%d + (ptrdiff_t)%s * B * %d" % (k, pick("((ptrdiff_t)T + 1)", "2"), size)
@@ -401,8 +408,8 @@ def _concat_backward(g, L, op, printer, ctype):
     for a in op.parts:
         dst, stride = ref(L, a, adjoint=True)
         m = g[a].size
-        code.append("    for (ptrdiff_t j = 0; j < %d; ++j) %s[b * %d + j] += %s[b * %d + %d + j];"
-                    % (m, dst, stride, src, sstride, off))
+        code.append("    for (ptrdiff_t j = 0; j < %d; ++j) %s[b * %d + j] += %s[b * %d + %s + j];"
+                    % (m, dst, stride, src, sstride, L.consts.cat(op.node, off)))
         off += m
     return [], code + ["}"]
 
@@ -445,15 +452,13 @@ def _backward(g, bwd, L, printer, ctype, p):
     ind = " " * 12
     regions, last = _forward_regions(L, ctype, keep=True)
     regions += ["    %s *gpack = %s;" % (ctype, last),
-                "    %s *adj = gpack + %d;" % (ctype, L.gpack_size)]
-    step_width = 0
+                "    %s *adj = gpack + %s;" % (ctype, L.consts["gpack_size"])]
     chunk_prev = None
     for name, width, chunked in L.adj_arrays:
         if not chunked:
-            regions.append("    %s *%s = adj + (ptrdiff_t)B * %d; (void)%s;"
-                           % (ctype, name, step_width, name))
-            step_width += width
-    chunk_base = "adj + (ptrdiff_t)B * %d" % step_width
+            regions.append("    %s *%s = adj + (ptrdiff_t)B * %s; (void)%s;"
+                           % (ctype, name, L.consts.adj(name), name))
+    chunk_base = "adj + (ptrdiff_t)B * %s" % L.consts["adj_width"]
     for name, width, chunked in L.adj_arrays:
         if chunked:
             regions.append("    %s *%s_all = %s;" % (ctype, name, chunk_base if chunk_prev is None
@@ -471,7 +476,7 @@ def _backward(g, bwd, L, printer, ctype, p):
         if a.taped:
             pointers.append("%sconst %s *restrict %s = A_%s + (ptrdiff_t)t * B * %d; (void)%s;"
                             % (ind, ctype, a.name, a.name, a.width, a.name))
-    zero = ["memset(adj, 0, sizeof(%s) * (size_t)B * %d);" % (ctype, step_width)]
+    zero = ["memset(adj, 0, sizeof(%s) * (size_t)B * %s);" % (ctype, L.consts["adj_width"])]
     for name, width, chunked in L.adj_arrays:
         if chunked:
             pointers.append("%s%s *restrict %s = %s_all + (ptrdiff_t)(t - t0) * B * %d;"
@@ -483,27 +488,27 @@ def _backward(g, bwd, L, printer, ctype, p):
              "if (dy) for (ptrdiff_t b = 0; b < B; ++b) if (VALID(b))",
              "    for (ptrdiff_t j = 0; j < %d; ++j) %s[b * %d + j] += dy[((ptrdiff_t)t * B + b) * %d + j];"
              % (L.O, dout, dstride, L.O)]
+    # dcarry holds B rows of each state, in the order of a state row: state k's block
+    # starts at B times its offset in the row
     carry = [comment("adjoints of the states at t-1; rows past their length pass theirs through")]
-    soff = 0
-    for k, (_, size, _, _, node) in enumerate(L.states):
+    for k, (name, size, _, _, node) in enumerate(L.states):
         dn, nstride = ref(L, node, adjoint=True)
+        soff = L.consts.state(name)
         seeds += ["for (ptrdiff_t b = 0; b < B; ++b) if (VALID(b))",
-                  "    for (ptrdiff_t j = 0; j < %d; ++j) %s[b * %d + j] += dcarry[(ptrdiff_t)B * %d + b * %d + j];"
+                  "    for (ptrdiff_t j = 0; j < %d; ++j) %s[b * %d + j] += dcarry[(ptrdiff_t)B * %s + b * %d + j];"
                   % (size, dn, nstride, soff, size)]
         carry += ["for (ptrdiff_t b = 0; b < B; ++b) if (VALID(b))",
-                  "    for (ptrdiff_t j = 0; j < %d; ++j) dcarry[(ptrdiff_t)B * %d + b * %d + j] = d%s[b * %d + j];"
+                  "    for (ptrdiff_t j = 0; j < %d; ++j) dcarry[(ptrdiff_t)B * %s + b * %d + j] = d%s[b * %d + j];"
                   % (size, soff, size, L.prev[k], size)]
-        soff += size
     seeds.append(comment("dL/d(state after step t), the other states held fixed: the carry, "
                          "plus dy_t for the state that is the output"))
-    soff = 0
-    for k, (_, size, off, _, node) in enumerate(L.states):
+    for k, (name, size, _, _, node) in enumerate(L.states):
         direct = ("(dy && VALID(b) ? dy[((ptrdiff_t)t * B + b) * %d + j] : 0) + " % L.O
                   if node == out else "")
+        soff = L.consts.state(name)
         seeds += ["if (dstates) for (ptrdiff_t b = 0; b < B; ++b) for (ptrdiff_t j = 0; j < %d; ++j)" % size,
-                  "    dstates[((ptrdiff_t)t * B + b) * %d + %d + j] = %sdcarry[(ptrdiff_t)B * %d + b * %d + j];"
-                  % (L.S, off, direct, soff, size)]
-        soff += size
+                  "    dstates[((ptrdiff_t)t * B + b) * %d + %s + j] = %sdcarry[(ptrdiff_t)B * %s + b * %d + j];"
+                  % (L.S, soff, direct, soff, size)]
     # dx: the steps' own contributions (x read by elementwise math or a concat that is
     # materialised) are copied out; the hoisted bundles' dL/dx come after each chunk
     stepwise = _dx_in_step(L, bwd)
@@ -521,8 +526,7 @@ def _backward(g, bwd, L, printer, ctype, p):
     zero_dx = [] if stepwise or hoisted else [
         "    if (dx) memset(dx, 0, sizeof({r}) * (size_t)T * (size_t)B * %d);" % L.I]
     scatter = [ln for b in L.bundles for ln in linear.scatter_gradients(L, b)]
-    dcarry_args = ", ".join("dcarry + (ptrdiff_t)B * %d" % sum(st[1] for st in L.states[:k])
-                            for k in range(len(L.states)))
+    dcarry_args = ", ".join("dcarry + (ptrdiff_t)B * %s" % L.consts.state(st[0]) for st in L.states)
     lines = [
         "/* dstates (T x B x S, or NULL): dL/d(state after step t), every t;",
         "   threads: for the GEMMs after each chunk */",
@@ -539,8 +543,9 @@ def _backward(g, bwd, L, printer, ctype, p):
         "    (void)pack;",
     ] + zero_dx + [
     ] + ["    " + ln for b in L.bundles for ln in linear.pack_backward_panels(L, b, ctype)] + [
-    ] + ["    memset(%s, 0, sizeof({r}) * %d);" % (buf, n)
-         for buf, n in (("dparams", L.param_count), ("gpack", L.gpack_size)) if n] + [
+    ] + ["    memset(%s, 0, sizeof({r}) * %s);" % (buf, L.consts[key])
+         for buf, key, n in (("dparams", "param_count", L.param_count),
+                             ("gpack", "gpack_size", L.gpack_size)) if n] + [
         "    rows_to_states(B, dstate_T, %s);" % dcarry_args,
         "    for (int t1 = T; t1 > 0; t1 -= CH) {",
         "        const int t0 = t1 - CH > 0 ? t1 - CH : 0, tc = t1 - t0;",

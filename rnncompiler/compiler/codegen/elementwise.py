@@ -11,16 +11,16 @@ import sympy
 from .. import mathfn
 from ..graph import rename_symbols
 from ..notation import ascii_text, math_text
-from .layout import param_offset
 
 
 def ref(L, n, adjoint=False, uses=None):
     """(C pointer expression, row stride) of node n's value (or adjoint) at this step;
-    the step pointer it names is added to the set `uses` if given."""
+    the step pointer it names is added to the set `uses` if given. A bundle member's
+    column is its named constant."""
     name, col, stride = (L.adjoint if adjoint else L.value)[n]
     if uses is not None:
         uses.add(name)
-    return (name if col == 0 else "(%s + %d)" % (name, col)), stride
+    return (name if col == 0 else "(%s + %s)" % (name, L.consts.col(n))), stride
 
 
 @dataclass(frozen=True)
@@ -67,11 +67,11 @@ def _load(g, L, a, k, ctype, indent, uses):
     if kind == "rowscalar":
         ptr, stride = ref(L, a, uses=uses)
         return "%sconst %s a%d = %s[b * %d];" % (indent, ctype, k, ptr, stride)
-    off = param_offset(L, a)
+    off = L.consts.param(a)
     uses.add("params")
     if kind == "pvec":
-        return "%sconst %s a%d = params[%d + j];" % (indent, ctype, k, off)
-    return "%sconst %s a%d = params[%d];" % (indent, ctype, k, off)
+        return "%sconst %s a%d = params[%s + j];" % (indent, ctype, k, off)
+    return "%sconst %s a%d = params[%s];" % (indent, ctype, k, off)
 
 
 def _row_pointers(g, L, args, used, ctype, indent, uses, writable=()):
@@ -157,7 +157,7 @@ def backward_loop(g, L, op, printer, ctype):
             accum.append("        dr%d[j] += %s;" % (k, value))
         elif kind == "pvec":
             uses.add("dparams")
-            accum.append("        dparams[%d + j] += %s;" % (param_offset(L, a), value))
+            accum.append("        dparams[%s + j] += %s;" % (L.consts.param(a), value))
         else:
             code.append("    %s acc%d = 0;" % (ctype, k))
             accum.append("        acc%d += %s;" % (k, value))
@@ -166,7 +166,7 @@ def backward_loop(g, L, op, printer, ctype):
                 target = "%s[b * %d]" % (dptr, dstride)
             else:
                 uses.add("dparams")
-                target = "dparams[%d]" % param_offset(L, a)
+                target = "dparams[%s]" % L.consts.param(a)
             after.append("    %s += acc%d;" % (target, k))
     code.append("    for (ptrdiff_t j = 0; j < %d; ++j) {" % N)
     code.append("        const %s g = gr[j];" % ctype)

@@ -18,7 +18,8 @@ import sympy
 from ..activations import TABLE
 from ..autodiff import EwGrad, ew_reads
 from ..equations import display_names
-from ..graph import LEAVES, linear_terms, param_name, result_nodes, topo_order
+from ..graph import LEAVES, linear_terms, result_nodes, topo_order
+from .constants import name_layout
 from .microkernel import panel_size
 
 CHUNK = 64      # steps per hoisted GEMM: bounds memory without a tape, keeps GEMMs large
@@ -87,6 +88,7 @@ class Layout:
                            # the loop writes the state history slot itself, no copy
     saved: dict            # fused node -> {operand index k: sympy F(E)}: the loop stores
                            # F(E) over operand k's values, the backward reads it there
+    consts: object = None  # constants.Constants: the C's name of every offset above
 
 
 def _count(shape):
@@ -245,13 +247,14 @@ def plan_layout(g, bwd, microkernel=None):
             value[n] = (name, 0, size)
         adjoint[n] = ("d_" + name, 0, size)
         adj_arrays.append(("d_" + name, size, False))
-    return Layout(I=g.sizes["I"], S=off, O=g[g.output].size,
-                  states=tuple(states), params=tuple(params), param_count=p_off,
-                  bundles=tuple(bundles), bundle_of=bundle_of, elided=elided,
-                  arrays=tuple(arrays), array_of={a.name: a for a in arrays}, value=value, adjoint=adjoint,
-                  adj_arrays=tuple(adj_arrays), pack_size=pack, gpack_size=gpack, cvar=cvar,
-                  prev=prev, next=nxt, names={n: t for n, (t, _) in display_names(g).items()},
-                  direct_states=direct, saved=saved_activations(g, bwd, bundle_of))
+    L = Layout(I=g.sizes["I"], S=off, O=g[g.output].size,
+               states=tuple(states), params=tuple(params), param_count=p_off,
+               bundles=tuple(bundles), bundle_of=bundle_of, elided=elided,
+               arrays=tuple(arrays), array_of={a.name: a for a in arrays}, value=value, adjoint=adjoint,
+               adj_arrays=tuple(adj_arrays), pack_size=pack, gpack_size=gpack, cvar=cvar,
+               prev=prev, next=nxt, names={n: t for n, (t, _) in display_names(g).items()},
+               direct_states=direct, saved=saved_activations(g, bwd, bundle_of))
+    return replace(L, consts=name_layout(g, L))
 
 
 # functions whose derivative sympy writes through the function itself: σ' = σ(1-σ),
@@ -308,11 +311,3 @@ def _reads_outside(expr, a, S):
         elif e == a:
             return True
     return False
-
-
-def param_offset(layout, node_id):
-    name = param_name(node_id)
-    for p in layout.params:
-        if p[0] == name:
-            return p[2]
-    raise KeyError(node_id)

@@ -5,39 +5,41 @@ from __future__ import annotations
 from .. import csrc
 from .elementwise import comment, ref
 from .helpers import typed
-from .layout import param_offset
 
 
 def pack_weights(g, L, b, ctype):
     """Copy each member's weight columns and bias into the bundle's packed matrices."""
+    C = L.consts
     code = [comment("pack %s: one (%d x w) matrix per operand, members stacked" % (b.name, b.width))]
-    for k, (off, R) in enumerate(zip(b.offsets, b.sizes, strict=True)):
+    for k, (m, R) in enumerate(zip(b.members, b.sizes, strict=True)):
         for p in b.parts:
-            W, col, K = p.src[k]
+            W, _, K = p.src[k]
             code.append("for (ptrdiff_t r = 0; r < %d; ++r) for (ptrdiff_t j = 0; j < %d; ++j)"
                         % (R, p.width))
-            code.append("    pack[%d + (%d + r) * %d + j] = params[%d + r * %d + %d + j];"
-                        % (p.pack, off, p.width, param_offset(L, W), K, col))
+            code.append("    pack[%s + (%s + r) * %d + j] = params[%s + r * %d + %s + j];"
+                        % (C.pack(b, p), C.col(m), p.width, C.param(W), K, C.wcol(b, k, p)))
         if b.bias_pack >= 0:
-            src = " + ".join("params[%d + r]" % param_offset(L, bias) for bias in b.biases[k])
-            code.append("for (ptrdiff_t r = 0; r < %d; ++r) pack[%d + %d + r] = %s;"
-                        % (R, b.bias_pack, off, src or "0"))
+            src = " + ".join("params[%s + r]" % C.param(bias) for bias in b.biases[k])
+            code.append("for (ptrdiff_t r = 0; r < %d; ++r) pack[%s + %s + r] = %s;"
+                        % (R, C.bias(b), C.col(m), src or "0"))
     for p in b.parts:
         if p.panels:
-            code.append("%s(%d, %d, pack + %d, %d, pack + %d);"
-                        % (typed("mk_pack_nt", ctype), b.width, p.width, p.pack, p.width, p.panels[0]))
+            code.append("%s(%d, %d, pack + %s, %d, pack + %s);"
+                        % (typed("mk_pack_nt", ctype), b.width, p.width, C.pack(b, p), p.width,
+                           C.panel(b, p, 0)))
     return code
 
 
 def pack_backward_panels(L, b, ctype):
     """In backward: panels of each per-step part's packed weight for d(operand) += d(rows) W."""
-    return ["%s(%d, %d, pack + %d, %d, pack + %d);"
-            % (typed("mk_pack_nn", ctype), p.width, b.width, p.pack, p.width, p.panels[1]) for p in b.parts if p.panels]
+    return ["%s(%d, %d, pack + %s, %d, pack + %s);"
+            % (typed("mk_pack_nn", ctype), p.width, b.width, L.consts.pack(b, p), p.width,
+               L.consts.panel(b, p, 1)) for p in b.parts if p.panels]
 
 
-def _init_rows(b, dest, rows):
+def _init_rows(L, b, dest, rows):
     """dest (rows x width) = the packed bias, or 0."""
-    src = "pack[%d + r]" % b.bias_pack if b.bias_pack >= 0 else "0"
+    src = "pack[%s + r]" % L.consts.bias(b) if b.bias_pack >= 0 else "0"
     return ["for (ptrdiff_t i = 0; i < %s; ++i) for (ptrdiff_t r = 0; r < %d; ++r)" % (rows, b.width),
             "    %s[i * %d + r] = %s;" % (dest, b.width, src)]
 
@@ -56,13 +58,14 @@ def hoisted_forward(L, b, ctype):
                     % (b.name, "" if in_step else "bias + ")),
             "%s *%s = A_%s + (ptrdiff_t)%s * B * %d;" % (ctype, dest, b.name, _chunk_slot(L, b), b.width)]
     if not in_step:
-        code += _init_rows(b, dest, "(ptrdiff_t)tc * B")
+        code += _init_rows(L, b, dest, "(ptrdiff_t)tc * B")
     beta = 1 if not in_step else 0
     for p in b.parts:
         if p.static:
             code.append("%s(RNNC_NT, threads, %d, (ptrdiff_t)tc * B, %d, %d, x + (ptrdiff_t)t0 * B * %d, %d, "
-                        "pack + %d, %d, %s, %d);"
-                        % (typed("gemm_big", ctype), beta, b.width, p.width, p.width, p.width, p.pack, p.width, dest, b.width))
+                        "pack + %s, %d, %s, %d);"
+                        % (typed("gemm_big", ctype), beta, b.width, p.width, p.width, p.width,
+                           L.consts.pack(b, p), p.width, dest, b.width))
             beta = 1
     return ["{"] + ["    " + ln for ln in code] + ["}"]
 
@@ -78,21 +81,23 @@ def step_forward(L, b, ctype):
                     for k, p in enumerate(b.parts)])))]
     in_step = _bias_in_step(b)
     if not b.hoisted and not in_step:
-        code += _init_rows(b, b.name, "B")
+        code += _init_rows(L, b, b.name, "B")
     first = True
     for p in b.parts:
         if p.panels:
             src, stride = ref(L, p.operand)
             # the first product adds the bias, and overwrites the rows unless hoisted
-            bias = "pack + %d" % b.bias_pack if first and b.bias_pack >= 0 else "NULL"
+            bias = "pack + %s" % L.consts.bias(b) if first and b.bias_pack >= 0 else "NULL"
             beta = 1 if b.hoisted or not first else 0
-            code.append("%s(B, %d, %d, %s, %d, pack + %d, %s, %d, %s, %d);"
-                        % (typed("mk_gemm", ctype), b.width, p.width, src, stride, p.panels[0], bias, beta, b.name, b.width))
+            code.append("%s(B, %d, %d, %s, %d, pack + %s, %s, %d, %s, %d);"
+                        % (typed("mk_gemm", ctype), b.width, p.width, src, stride,
+                           L.consts.panel(b, p, 0), bias, beta, b.name, b.width))
             first = False
         elif not p.static:
             src, stride = ref(L, p.operand)
-            code.append("%s(B, %d, %d, %s, %d, pack + %d, %d, 1, %s, %d);"
-                        % (typed("gemm_nt", ctype), b.width, p.width, src, stride, p.pack, p.width, b.name, b.width))
+            code.append("%s(B, %d, %d, %s, %d, pack + %s, %d, 1, %s, %d);"
+                        % (typed("gemm_nt", ctype), b.width, p.width, src, stride, L.consts.pack(b, p),
+                           p.width, b.name, b.width))
     return code
 
 
@@ -108,11 +113,13 @@ def step_backward(L, b, ctype):
             dst, stride = ref(L, p.operand, adjoint=True)
             code.append(comment("d%s += d%s W" % (_operand_label(L, p.operand), b.name)))
             if p.panels:
-                code.append("%s(B, %d, %d, d_%s, %d, pack + %d, NULL, 1, %s, %d);"
-                            % (typed("mk_gemm", ctype), p.width, b.width, b.name, b.width, p.panels[1], dst, stride))
+                code.append("%s(B, %d, %d, d_%s, %d, pack + %s, NULL, 1, %s, %d);"
+                            % (typed("mk_gemm", ctype), p.width, b.width, b.name, b.width,
+                               L.consts.panel(b, p, 1), dst, stride))
             else:
-                code.append("%s(B, %d, %d, d_%s, %d, pack + %d, %d, 1, %s, %d);"
-                            % (typed("gemm_nn", ctype), p.width, b.width, b.name, b.width, p.pack, p.width, dst, stride))
+                code.append("%s(B, %d, %d, d_%s, %d, pack + %s, %d, 1, %s, %d);"
+                            % (typed("gemm_nn", ctype), p.width, b.width, b.name, b.width,
+                               L.consts.pack(b, p), p.width, dst, stride))
     return code
 
 
@@ -128,7 +135,7 @@ def operand_rows(L, n, g):
         return "hist%d + ((ptrdiff_t)t0 + 1) * B * %d" % (k, L.states[k][1]), L.states[k][1]
     name, col, stride = L.value[n]
     base = "A_%s + (ptrdiff_t)t0 * B * %d" % (name, stride)
-    return (base if col == 0 else "%s + %d" % (base, col)), stride
+    return (base if col == 0 else "%s + %s" % (base, L.consts.col(n))), stride
 
 
 def pad_width(L):
@@ -157,30 +164,33 @@ def chunk_backward(g, L, b, ctype, dx_beta=1):
                     % (ctype, k, src, stride, p.width, src))
         ld = str(stride) if stride == p.width else "padded ? %d : %d" % (p.width, stride)
         code.append("    %s(RNNC_TN, threads, 1, %d, %d, (ptrdiff_t)tc * B, %s, %d, v%d, %s, "
-                    "gpack + %d, %d);" % (typed("gemm_big", ctype), b.width, p.width, d, b.width, k, ld, p.pack, p.width))
+                    "gpack + %s, %d);" % (typed("gemm_big", ctype), b.width, p.width, d, b.width, k, ld,
+                                          L.consts.pack(b, p), p.width))
         if p.static:
-            code.append("    if (dx) %s(RNNC_NN, threads, %d, (ptrdiff_t)tc * B, %d, %d, %s, %d, pack + %d, %d, "
+            code.append("    if (dx) %s(RNNC_NN, threads, %d, (ptrdiff_t)tc * B, %d, %d, %s, %d, pack + %s, %d, "
                         "dx + (ptrdiff_t)t0 * B * %d, %d);"
-                        % (typed("gemm_big", ctype), dx_beta, p.width, b.width, d, b.width, p.pack, p.width, L.I, L.I))
+                        % (typed("gemm_big", ctype), dx_beta, p.width, b.width, d, b.width,
+                           L.consts.pack(b, p), p.width, L.I, L.I))
             dx_beta = 1
     if b.bias_pack >= 0:
         code.append("    for (ptrdiff_t i = 0; i < (ptrdiff_t)tc * B; ++i) "
                     "for (ptrdiff_t r = 0; r < %d; ++r)" % b.width)
-        code.append("        gpack[%d + r] += %s[i * %d + r];" % (b.bias_pack, d, b.width))
+        code.append("        gpack[%s + r] += %s[i * %d + r];" % (L.consts.bias(b), d, b.width))
     return code + ["}"]
 
 
 def scatter_gradients(L, b):
     """Add the packed gradients back into dparams, member by member (weights may be shared)."""
+    C = L.consts
     code = [comment("unpack the gradients of %s" % b.name)]
-    for k, (off, R) in enumerate(zip(b.offsets, b.sizes, strict=True)):
+    for k, (m, R) in enumerate(zip(b.members, b.sizes, strict=True)):
         for p in b.parts:
-            W, col, K = p.src[k]
+            W, _, K = p.src[k]
             code.append("for (ptrdiff_t r = 0; r < %d; ++r) for (ptrdiff_t j = 0; j < %d; ++j)"
                         % (R, p.width))
-            code.append("    dparams[%d + r * %d + %d + j] += gpack[%d + (%d + r) * %d + j];"
-                        % (param_offset(L, W), K, col, p.pack, off, p.width))
+            code.append("    dparams[%s + r * %d + %s + j] += gpack[%s + (%s + r) * %d + j];"
+                        % (C.param(W), K, C.wcol(b, k, p), C.pack(b, p), C.col(m), p.width))
         for bias in b.biases[k]:
-            code.append("for (ptrdiff_t r = 0; r < %d; ++r) dparams[%d + r] += gpack[%d + %d + r];"
-                        % (R, param_offset(L, bias), b.bias_pack, off))
+            code.append("for (ptrdiff_t r = 0; r < %d; ++r) dparams[%s + r] += gpack[%s + %s + r];"
+                        % (R, C.param(bias), C.bias(b), C.col(m)))
     return code
