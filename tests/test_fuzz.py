@@ -172,6 +172,10 @@ def apply_op(op, vals, p):
         return vals[op[1]] * a + a * a
     if kind in ("sum", "mean"):
         return getattr(rc, kind)(vals[op[1]])
+    if kind == "slice":
+        return vals[op[1]][op[2]:op[3]]
+    if kind == "split":
+        return rc.split(vals[op[1]], op[2])[op[3]]
     raise AssertionError("unknown operation %r" % (op,))
 
 
@@ -274,8 +278,19 @@ def draw_linear(draw, k, pool, weights, size=None):
 def draw_op(draw, k, pool, weights):
     """One random operation on the values so far, and the (kind, size) of its result."""
     kind = draw(st.sampled_from(["unary", "binary", "linear", "linear", "clip", "pow", "const",
-                                 "vector", "scalar", "reduce"]))
+                                 "vector", "scalar", "reduce", "slice"]))
     i = draw(st.integers(0, len(pool) - 1))
+    if kind == "slice" and pool[i][0] == "vec" and pool[i][1] != "I" and pool[i][1] > 1:
+        n = pool[i][1]
+        first = draw(st.integers(0, n - 1))
+        if draw(st.booleans()):                 # v[a:b], maybe counted from the end
+            stop = draw(st.integers(first + 1, n))
+            return ("slice", i, first - n if draw(st.booleans()) else first, stop), ("vec", stop - first)
+        sizes = (first, n - first) if first else (n,)
+        which = len(sizes) - 1
+        return ("split", i, sizes, which), ("vec", sizes[which])
+    if kind == "slice":
+        kind = "unary"
     if kind == "linear":
         return draw_linear(draw, k, pool, weights)
     if kind == "binary":

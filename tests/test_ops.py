@@ -24,7 +24,8 @@ def every_op(x, h, p):
     a = p.linear("W", z, bias="b")
     m = rc.mean(a)
     s = rc.sum(h)
-    return {"h": rc.tanh(a) * m + s}
+    q = rc.concat(h[1:], x[0:1])
+    return {"h": rc.tanh(a) * m + s + q}
 
 
 def test_every_computing_op_is_complete_in_every_stage():
@@ -89,6 +90,7 @@ BROKEN = {
     "linear": lambda g, d: replace(d, size=d.size + 1),
     "concat": lambda g, d: replace(d, size=d.size + 1),
     "reduce": lambda g, d: replace(d, how="max"),
+    "slice": lambda g, d: replace(d, offset=d.offset + 10),
 }
 
 

@@ -59,9 +59,9 @@ def number_advice(where, path, lineno, what):
 
 
 def slice_advice(where):
-    return ("%s: indexing and slicing a vector (v[0], v[0:2]) are not supported; compute "
-            "each part with its own p.linear map (size=...) and join parts with rc.concat"
-            % where)
+    return ("%s: indexing a vector (v[0]) is not supported: its units are computed "
+            "together; take a slice of one unit, v[0:1], or parts with v[a:b] and "
+            "rc.split(v, sizes)" % where)
 
 
 def iterate_advice(where):

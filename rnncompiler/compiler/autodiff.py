@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .ops import (G, Y, LEAVES, OPS, STEP_FUNCTIONS, ConcatGrad, EwGrad,  # noqa: F401
-                  LinearGrad, ReduceGrad, ew_reads, local_partials)
+                  LinearGrad, ReduceGrad, SliceGrad, ew_reads, local_partials)
 
 
 @dataclass(frozen=True)

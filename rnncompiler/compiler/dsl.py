@@ -23,6 +23,7 @@ from . import expr as ex
 from ..errors import CellError
 
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+_MULTIPLE = re.compile(r"[0-9]+\*[A-Za-z_][A-Za-z0-9_]*\Z")
 _PKG_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))   # rnncompiler/
 _CELLS_DIR = os.path.join(_PKG_DIR, "cells") + os.sep
 _DEMO_FILE = os.path.join(_PKG_DIR, "demo.py")     # its cell is the user's example too
@@ -42,6 +43,12 @@ class Size:
             coeffs[name] = coeffs.get(name, 0) + c
         return Size(tuple(sorted(coeffs.items())), self.const + other.const)
 
+    def __neg__(self):
+        return Size(tuple((n, -c) for n, c in self.terms), -self.const)
+
+    def __sub__(self, other):
+        return self + (-other)
+
     def bind(self, sizes):
         """The integer value of this size given name -> int bindings."""
         missing = [n for n, _ in self.terms if n not in sizes]
@@ -58,7 +65,8 @@ class Size:
 
 
 def as_size(spec, what):
-    """Parse a size spec: an int, "H", "I", a bound name, or a sum like "H+I"."""
+    """Parse a size spec: an int, "H", "I", a bound name, a multiple like "4*H", or a sum
+    of those like "H+I"."""
     if isinstance(spec, Size):
         return spec
     if isinstance(spec, bool) or not isinstance(spec, (int, str)):
@@ -73,9 +81,12 @@ def as_size(spec, what):
             total = total + Size((), int(part))
         elif _IDENT.match(part):
             total = total + Size(((part, 1),), 0)
+        elif _MULTIPLE.match(part):
+            k, name = part.split("*")
+            total = total + Size(((name, int(k)),), 0)
         else:
-            raise CellError("%s: cannot read the size %r (use an int, 'H', 'I' or a name)"
-                            % (what, spec))
+            raise CellError("%s: cannot read the size %r (use an int, 'H', 'I', a name, a "
+                            "multiple such as '4*H', or a sum of those)" % (what, spec))
     return total
 
 
@@ -120,6 +131,7 @@ class Node:
     shape: tuple = ()          # param: tuple of Size
     where: str = ""
     name: str = ""             # the cell's variable bound to this value ("" if none)
+    offset: Size = Size()      # slice: the first unit it takes
 
 
 @dataclass(frozen=True)
@@ -174,6 +186,7 @@ class _Tracer:
     def __init__(self):
         self.nodes = {}
         self.params = []
+
 
     def add(self, op, **kw):
         node_id = kw.pop("id", None) or "n%d" % len(self.nodes)
@@ -323,7 +336,12 @@ class Vec:
         raise SympifyError(self)
 
     def __getitem__(self, key):
-        raise CellError(advice.slice_advice(_user_where()))
+        """v[a:b]: units a..b-1 of the vector (bounds are ints, sizes such as "H", or
+        None; negative ones count from the end)."""
+        where = _user_where()
+        if not isinstance(key, builtins.slice):
+            raise CellError(advice.slice_advice(where))
+        return _slice(self, key.start, key.stop, key.step, where)
 
     def __iter__(self):
         raise CellError(advice.iterate_advice(_user_where()))
@@ -489,6 +507,57 @@ def concat(*vectors):
     for v in vectors:
         size = size + v.size
     return tracer.add("concat", args=tuple(v.id for v in vectors), size=size, where=where)
+
+
+def _bound(value, size, what, where):
+    """A slice bound as a Size: an int (negative: from the end), a size spec, or None."""
+    if isinstance(value, Size):
+        return value
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise CellError("%s: the %s of a slice must be an int, a size such as \"H\" or "
+                        "None, got %r" % (where, what, value))
+    if isinstance(value, int):
+        return size + Size((), value) if value < 0 else Size((), value)
+    return as_size(value, "%s: the %s of a slice" % (where, what))
+
+
+def _slice(v, start, stop, step, where):
+    if step not in (None, 1):
+        raise CellError("%s: a slice of a vector takes consecutive units (step 1), got step "
+                        "%r" % (where, step))
+    if v.scalar:
+        raise CellError("%s: a broadcast scalar has no units to slice" % where)
+    v = _per_row(v, where)
+    first = Size() if start is None else _bound(start, v.size, "start", where)
+    end = v.size if stop is None else _bound(stop, v.size, "stop", where)
+    return v._tracer.add("slice", args=(v.id,), size=end - first, offset=first, where=where)
+
+
+def split(v, sizes):
+    """rc.split(v, (n1, n2, ...)): consecutive slices of v of those sizes (ints or size
+    specs such as "H"), which must add up to v's size."""
+    where = _user_where()
+    if not isinstance(v, Vec) or v.scalar:
+        raise CellError("%s: rc.split takes a vector, got %r" % (where, v))
+    if isinstance(sizes, (str, int)) or not sizes:
+        raise CellError("%s: rc.split(v, sizes) takes a tuple of sizes, got %r" % (where, sizes))
+    sizes = [as_size(size, "%s: size %d of rc.split" % (where, k)) for k, size in enumerate(sizes)]
+    total = Size()
+    for n in sizes:
+        total = total + n
+    if _canonical(total) != _canonical(v.size):
+        raise CellError("%s: rc.split: the parts add up to %s but the vector has size %s"
+                        % (where, total, v.size))
+    parts, first = [], Size()
+    for n in sizes:
+        parts.append(_slice(v, first, first + n, None, where))
+        first = first + n
+    return tuple(parts)
+
+
+def _canonical(size):
+    """A size with its zero terms dropped, for comparing two of them."""
+    return Size(tuple((n, c) for n, c in size.terms if c), size.const)
 
 
 def _reduction(how):

@@ -241,6 +241,8 @@ TANGENTS = {
     "linear": _linear_tangent,
     "concat": _concat_tangent,
     "reduce": _reduce_tangent,
+    "slice": lambda rt, d, vals, tans, B: (None if tans[0] is None else np.array(
+        np.broadcast_to(tans[0], (B,) + np.shape(tans[0])[-2:])[:, d.offset:d.offset + d.size])),
 }
 
 

@@ -40,8 +40,8 @@ def build_graph(spec, sizes):
                           _sympy_expr(node),
                           terms=((node.args[0], node.args[1]),) if linear else (),
                           biases=tuple(node.args[2:]) if linear else (),
-                          how=node.how, shape=shape, name=getattr(node, "name", ""),
-                          where=node.where))
+                          how=node.how, shape=shape, name=node.name,
+                          offset=node.offset.bind(sizes), where=node.where))
     return StepIR(spec.name, dict(sizes), tuple(nodes),
                   tuple((s, size.bind(sizes)) for s, size in spec.states),
                   tuple(spec.new_states), spec.output,

@@ -26,7 +26,8 @@ class Node:
     """One value of the step. op is one of OPS; args are the ids of its operands; size is
     its number of units (1 for a broadcast scalar). ew nodes carry a sympy expression in
     a0..a{k-1} (one symbol per operand); linear nodes their terms ((operand, weight), ...)
-    and biases; reduce nodes how ("sum"/"mean"); params their shape and how ("matrix",
+    and biases; reduce nodes how ("sum"/"mean"); slice nodes the offset of their first unit
+    in their operand; params their shape and how ("matrix",
     "vector", "scalar"). name is what the cell's code called the value ("" if nothing)."""
     id: str
     op: str
@@ -40,6 +41,7 @@ class Node:
     shape: tuple = ()
     name: str = ""
     where: str = ""
+    offset: int = 0
 
 
 @dataclass(frozen=True)

@@ -61,6 +61,14 @@ class ReduceGrad:
     how: str
 
 
+@dataclass(frozen=True)
+class SliceGrad:
+    """dv[offset:offset+size] += dy for y = v[offset:offset+size]."""
+    node: str
+    v: str
+    offset: int
+
+
 # ---------------------------------------------------------------- the entry
 
 @dataclass(frozen=True)
@@ -328,6 +336,32 @@ def _adjoints_reduce(g, op, names):
            (r"\delta " + names[op.v][1], "+=", r"\delta %s%s" % (names[n][1], scale)))
 
 
+# ---------------------------------------------------------------- slice: y = a0[a:b]
+
+def _check_slice(g, n):
+    v = n.args[0]
+    if n.size < 1 or n.offset < 0 or n.offset + n.size > g[v].size:
+        raise CellError("%s: the slice [%d:%d] is out of range for %s, of size %d"
+                        % (n.where, n.offset, n.offset + n.size, g.describe(v), g[v].size))
+
+
+def _display_slice(g, n, names):
+    a, stop = names[n.args[0]], n.offset + n.size
+    return ("%s[%d:%d]" % (a[0], n.offset, stop), r"%s[%d{:}%d]" % (a[1], n.offset, stop))
+
+
+def _pullback_slice(n, adj, values, run, add):
+    full = np.zeros(np.shape(values[0]), dtype=adj.dtype)
+    full[:, n.offset:n.offset + n.size] = adj
+    add(n.args[0], full)
+
+
+def _adjoints_slice(g, op, names):
+    a, y, stop = names[op.v], names[op.node], op.offset + g[op.node].size
+    yield (("δ%s[%d:%d]" % (a[0], op.offset, stop), "+=", "δ" + y[0]),
+           (r"\delta %s[%d{:}%d]" % (a[1], op.offset, stop), "+=", r"\delta " + y[1]))
+
+
 # ---------------------------------------------------------------- the registry
 
 OPS = {op.name: op for op in (
@@ -354,5 +388,10 @@ OPS = {op.name: op for op in (
        evaluate=_evaluate_reduce, pullback=_pullback_reduce,
        vjp=lambda g, n: ReduceGrad(n.id, n.args[0], n.how),
        adjoint_display=_adjoints_reduce, reads=lambda op: set()),
+    Op("slice", "y = a0[a:b]: consecutive units of a vector",
+       check=_check_slice, display=_display_slice,
+       evaluate=lambda n, values, run: np.array(values[0][:, n.offset:n.offset + n.size]),
+       pullback=_pullback_slice, vjp=lambda g, n: SliceGrad(n.id, n.args[0], n.offset),
+       adjoint_display=_adjoints_slice, reads=lambda op: set()),
 )}
 LEAVES = tuple(name for name, op in OPS.items() if op.leaf)

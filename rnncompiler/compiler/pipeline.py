@@ -31,8 +31,9 @@ def fingerprint(spec):
              repr(spec.params)]
     sympy_exprs = []
     for node in spec.nodes:
-        parts.append("%s|%s|%s|%s|%s|%s|%s|%s" % (node.id, node.op, node.args, node.size,
-                                                  node.scalar, node.how, node.shape, node.name))
+        parts.append("%s|%s|%s|%s|%s|%s|%s|%s|%s" % (node.id, node.op, node.args, node.size,
+                                                     node.scalar, node.how, node.shape, node.name,
+                                                     node.offset))
         if isinstance(node.expr, Term):
             parts.append(node.expr.key())
         elif node.expr is not None:           # sympy math of rc.elementwise / rc.activation

@@ -144,6 +144,16 @@ def _concat(g, n, deps, names):
     return _combine(deps, parts)
 
 
+def _slice(g, n, deps, names):
+    """A slice passes units through; taken whole it is its operand, else it moves units
+    (or drops some), which the diagonal form cannot show: dense."""
+    d, (a,) = g[n], g[n].args
+    if deps[a].kind != "diagonal" or (d.offset == 0 and d.size == g[a].size):
+        return deps[a]
+    return _Dep("linear", deps[a].states, why=(n, "the slice %s moves the units of %s"
+                                                 % (names[n][0], _state_list(deps[a].states))))
+
+
 def _unknown(g, n, deps, names):
     """A node kind this analysis does not model: nonlinear when it reads a state."""
     live = [a for a in g[n].args if deps[a].kind != "none"]
@@ -156,7 +166,7 @@ def _unknown(g, n, deps, names):
 
 # op -> how its value depends on the states at t-1, from its operands' dependences: the
 # part of an op that needs this analysis (rnncompiler.compiler.ops holds the rest)
-RULES = {"ew": _ew, "linear": _linear, "reduce": _reduce, "concat": _concat}
+RULES = {"ew": _ew, "linear": _linear, "reduce": _reduce, "concat": _concat, "slice": _slice}
 
 
 # ---------------------------------------------------------------- combining operands

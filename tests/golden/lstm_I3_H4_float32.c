@@ -319,6 +319,7 @@ RNNC_API void RNNC_T(mk_gemm)(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const RNNC_
    RNNC_WCOL_<L>_<operand>     an operand's first column in a row of its weight parameter
                                (_<member> added when the members' weights differ there)
    RNNC_CAT_<value>_<operand>  an operand's first column in a concatenation's rows
+   RNNC_SLICE_<value>          a slice's first column in its operand's rows
    RNNC_ADJ_<adjoint>          a step adjoint in adj, times B
    Sizes: RNNC_PARAM_COUNT, RNNC_PACK_SIZE (packed weights, biases and panels),
    RNNC_GPACK_SIZE (their gradients: weights and biases), RNNC_ADJ_WIDTH (a row of adj).

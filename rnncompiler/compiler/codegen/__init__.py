@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .. import csrc, mathfn
-from ..autodiff import EwGrad, ConcatGrad, ReduceGrad
+from ..autodiff import EwGrad, ConcatGrad, ReduceGrad, SliceGrad
 from ..graph import topo_order
 from .elementwise import forward_loop, backward_loop, comment, ref, label
 from .layout import plan_layout, Layout, CHUNK
@@ -289,6 +289,17 @@ def _reduce_forward(g, L, n, printer, ctype):
             "}"]
 
 
+def _slice_forward(g, L, n, printer, ctype):
+    d = g[n]
+    out, ostride = ref(L, n)
+    src, stride = ref(L, d.args[0])
+    return [], [comment("%s = %s[%d:%d]" % (label(L, n), label(L, d.args[0]), d.offset,
+                                            d.offset + d.size)),
+                "for (ptrdiff_t b = 0; b < B; ++b) for (ptrdiff_t j = 0; j < %d; ++j)" % d.size,
+                "    %s[b * %d + j] = %s[b * %d + %s + j];"
+                % (out, ostride, src, stride, L.consts.slice(n))]
+
+
 def _step_index(a, keep_expr="keep"):
     if a.taped:
         return "(%s ? t : %s)" % (keep_expr, "t - t0" if a.hoisted else "0")
@@ -426,6 +437,17 @@ def _reduce_backward(g, L, op, printer, ctype):
             "}"]
 
 
+def _slice_backward(g, L, op, printer, ctype):
+    d = g[op.node]
+    src, sstride = ref(L, op.node, adjoint=True)
+    dst, stride = ref(L, op.v, adjoint=True)
+    return [], [comment("d%s[%d:%d] += d%s" % (label(L, op.v), d.offset, d.offset + d.size,
+                                               label(L, op.node))),
+                "for (ptrdiff_t b = 0; b < B; ++b) for (ptrdiff_t j = 0; j < %d; ++j)" % d.size,
+                "    %s[b * %d + %s + j] += %s[b * %d + j];"
+                % (dst, stride, L.consts.slice(op.node), src, sstride)]
+
+
 # op -> (forward lowering, backward lowering): the part of an op that needs the layout
 # (rnncompiler.compiler.ops holds the rest); every op of ops.OPS that computes has a row
 LOWERING = {
@@ -433,6 +455,7 @@ LOWERING = {
     "linear": (_linear_forward, _linear_backward),
     "concat": (_concat_forward, _concat_backward),
     "reduce": (_reduce_forward, _reduce_backward),
+    "slice": (_slice_forward, _slice_backward),
 }
 
 
@@ -443,7 +466,7 @@ def _dx_in_step(L, bwd):
             return True
         if isinstance(op, ConcatGrad) and op.node not in L.elided and "x" in op.parts:
             return True
-        if isinstance(op, ReduceGrad) and op.v == "x":
+        if isinstance(op, (ReduceGrad, SliceGrad)) and op.v == "x":
             return True
     return False
 

@@ -36,6 +36,7 @@ HEADER = """\
    RNNC_WCOL_<L>_<operand>     an operand's first column in a row of its weight parameter
                                (_<member> added when the members' weights differ there)
    RNNC_CAT_<value>_<operand>  an operand's first column in a concatenation's rows
+   RNNC_SLICE_<value>          a slice's first column in its operand's rows
    RNNC_ADJ_<adjoint>          a step adjoint in adj, times B
    Sizes: RNNC_PARAM_COUNT, RNNC_PACK_SIZE (packed weights, biases and panels),
    RNNC_GPACK_SIZE (their gradients: weights and biases), RNNC_ADJ_WIDTH (a row of adj).
@@ -91,6 +92,10 @@ class Constants:
     def cat(self, node, col):
         """The part of concat `node` that starts at column col."""
         return self.of[("cat", node, col)]
+
+    def slice(self, node):
+        """Where slice `node` starts in its operand's rows."""
+        return self.of[("slice", node)]
 
     def adj(self, name):
         return self.of[("adj", name)]
@@ -191,6 +196,10 @@ def name_layout(g, L):
             for a in g[n].args:
                 N.add(("cat", n, col), "RNNC_CAT_%s_%s" % (L.value[n][0], operand_tag(L, a)), col)
                 col += g[a].size
+    N.group("slices the step takes: each one's first column in its operand")
+    for n in topo_order(g):
+        if g[n].op == "slice":
+            N.add(("slice", n), "RNNC_SLICE_" + L.value[n][0], g[n].offset)
     N.group("adj: B rows of each adjoint of one step")
     off = 0
     for name, width, chunked in L.adj_arrays:
