@@ -10,9 +10,9 @@ import rnncompiler as rc
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-def _example():
-    path = os.path.join(HERE, os.pardir, "examples", "stacked_cell.py")
-    spec = importlib.util.spec_from_file_location("stacked_cell", path)
+def _example(name="stacked_cell"):
+    path = os.path.join(HERE, os.pardir, "examples", name + ".py")
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -84,3 +84,22 @@ def test_values_in_a_state_list_cell_keep_their_names():
     forward = [lhs for lhs, _, _ in kern.equations().forward]
     assert "c_new[t]" not in forward          # c_new becomes the state c1
     assert {"i[t]", "f[t]", "g[t]", "o[t]"} <= set(forward)    # the last layer's gates
+
+
+@pytest.mark.parametrize("delays", [2, 4])
+def test_a_time_delay_network_is_a_causal_convolution(delays):
+    """The TDNN cell (a shift register of input frames in one state, read through a slice)
+    against torch.nn.Conv1d over [state0; x], float64, every gradient, ragged batch."""
+    pytest.importorskip("torch")
+    assert _example("tdnn").largest_error_against_torch(delays) < 1e-9
+
+
+def test_a_time_delay_network_gradchecks_with_lengths():
+    cell = _example("tdnn").make_tdnn(3)
+    assert rc.gradcheck(cell, input_size=2, hidden_size=3, T=5, B=3, lengths=[5, 0, 2]).ok
+    assert rc.compile(cell, 2, 3).recurrence()["r"].kind == "linear"   # units move along
+
+
+def test_a_time_delay_network_needs_two_frames():
+    with pytest.raises(ValueError, match="delays: expected an int >= 2"):
+        _example("tdnn").make_tdnn(1)
