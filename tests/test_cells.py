@@ -153,6 +153,38 @@ def t_layernorm_lstm(p, x, s):
     return {"h": h, "c": c}, h
 
 
+def t_min_gru(p, x, s):
+    z = torch.sigmoid(lin(p["W_z"], x, p["b_z"]))
+    h = (1 - z) * s["h"] + z * lin(p["W_h"], x, p["b_h"])
+    return {"h": h}, h
+
+
+def t_min_lstm(p, x, s):
+    f = torch.sigmoid(lin(p["W_f"], x, p["b_f"]))
+    i = torch.sigmoid(lin(p["W_i"], x, p["b_i"]))
+    h = f / (f + i) * s["h"] + i / (f + i) * lin(p["W_h"], x, p["b_h"])
+    return {"h": h}, h
+
+
+def t_slstm(forget_gate, margins=None, maximum=torch.maximum):
+    """xLSTM's sLSTM, one head; appends log f + m[t-1] - log i (the max's margin) to
+    `margins` when given; `maximum` is the max of the stabiliser, with its tie rule."""
+    def step(p, x, s):
+        def pre(k):
+            return lin(p["W_" + k], x, p["b_" + k]) + lin(p["R_" + k], s["h"])
+        log_i = pre("i")
+        log_f = pre("f") if forget_gate == "exp" else F.logsigmoid(pre("f"))
+        if margins is not None:
+            margins.append((log_f + s["m"] - log_i).detach())
+        m = maximum(log_f + s["m"], log_i)
+        i_s, f_s = torch.exp(log_i - m), torch.exp(log_f + s["m"] - m)
+        c = f_s * s["c"] + i_s * torch.tanh(pre("z"))
+        n = f_s * s["n"] + i_s
+        h = torch.sigmoid(pre("o")) * c / n
+        return {"h": h, "c": c, "n": n, "m": m}, h
+    return step
+
+
 def t_rnn_torch(act):
     def step(p, x, s):
         h = act(lin(p["W_ih"], x, p["b_ih"]) + lin(p["W_hh"], s["h"], p["b_hh"]))
@@ -192,6 +224,7 @@ TORCH_STEPS = {
     "layernorm_lstm": t_layernorm_lstm,
     **{"lstm_" + v: t_greff(v) for v in ("nig", "nfg", "nog", "niaf", "noaf", "np", "cifg", "fgr")},
     "rnn_tanh_torch": t_rnn_torch(torch.tanh), "rnn_relu_torch": t_rnn_torch(torch.relu),
+    "min_gru": t_min_gru, "min_lstm": t_min_lstm, "slstm": t_slstm("exp"),
     "lstm_torch": t_lstm_torch(False), "lstm_proj_torch": t_lstm_torch(True),
     "gru_torch": t_gru_torch,
 }
@@ -201,7 +234,8 @@ CASES["lstm_proj_clipped"] = (
     C.make_lstm_proj(num_proj=2, cell_clip=0.3, proj_clip=0.2, use_peepholes=False,
                      forget_bias=0.5),
     t_lstm_proj(cell_clip=0.3, proj_clip=0.2, peepholes=False, forget_bias=0.5))
-FLOAT32 = ["lstm", "layernorm_lstm", "lstm_fgr"]      # the torch forms: tests/test_interop.py
+CASES["slstm_sigmoid_forget"] = (C.make_slstm(forget_gate="sigmoid"), t_slstm("sigmoid"))
+FLOAT32 = ["lstm", "layernorm_lstm", "lstm_fgr", "slstm"]      # the torch forms: tests/test_interop.py
 
 
 @pytest.fixture(scope="module")
@@ -234,13 +268,21 @@ def torch_unroll(step, p, x, state0, lengths):
     return torch.stack(ys), states
 
 
+# cell name -> states whose meaningful values are >= 0: sLSTM's normaliser n sums positive
+# terms from n[0]; a negative n[0] could bring n[t] near 0 and h = c/n to huge values
+NONNEGATIVE = {"slstm": ("n",)}
+
+
 def problem(kern, seed):
-    """Parameters, x, a non-zero state0 and the loss weights, representable in kern's dtype."""
+    """Parameters, x, a non-zero state0 (in the cell's domain) and the loss weights,
+    representable in kern's dtype."""
     rng = np.random.default_rng(seed)
     r = lambda a: np.asarray(a, kern.dtype).astype(np.float64)  # noqa: E731
     params = {k: r(v) for k, v in kern.init_params(seed=seed).items()}
     x = r(rng.standard_normal((T, B, kern.input_size)))
     state0 = {s: r(0.5 * rng.standard_normal((B, n)) + 0.1) for s, n in kern.state_sizes.items()}
+    for s in NONNEGATIVE.get(kern.name, ()):
+        state0[s] = np.abs(state0[s])
     u_y = r(rng.standard_normal((T, B, kern.output_size)))
     u_s = {s: r(rng.standard_normal((B, n))) for s, n in kern.state_sizes.items()}
     return params, x, state0, u_y, u_s
@@ -409,6 +451,7 @@ def test_forget_bias_is_a_constant_on_the_forget_gate(kernel):
     (lambda: C.make_rnn_torch("sigmoid"), ValueError, "nonlinearity"),
     (lambda: C.make_lstm_torch(proj_size=-2), ValueError, "proj_size"),
     (lambda: C.make_gru_torch(bias="yes"), TypeError, "bias"),
+    (lambda: C.make_slstm(forget_gate="tanh"), ValueError, "forget_gate"),
     (lambda: C.size_names("lstm"), TypeError, "cell"),
 ])
 def test_bad_options_are_named(call, exc, match):
