@@ -36,6 +36,7 @@ GROUPS = {      # rc.cells module -> the heading of its part of the catalogue
     "simple": "Elman, Jordan, IndRNN and the small gated units",
     "lstms": "The LSTM family",
     "odyssey": "LSTM: a search space odyssey (Greff et al.)",
+    "recent": "Recent cells: minGRU, minLSTM and xLSTM's sLSTM",
     "torch_forms": "PyTorch's forms (for rc.from_torch / rc.to_torch)",
 }
 

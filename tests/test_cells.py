@@ -14,6 +14,7 @@ torch = pytest.importorskip("torch")
 F = torch.nn.functional
 
 import rnncompiler as rc  # noqa: E402
+from rnncompiler.check import draw  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 I, H = 3, 4
@@ -153,6 +154,38 @@ def t_layernorm_lstm(p, x, s):
     return {"h": h, "c": c}, h
 
 
+def t_min_gru(p, x, s):
+    z = torch.sigmoid(lin(p["W_z"], x, p["b_z"]))
+    h = (1 - z) * s["h"] + z * lin(p["W_h"], x, p["b_h"])
+    return {"h": h}, h
+
+
+def t_min_lstm(p, x, s):
+    f = torch.sigmoid(lin(p["W_f"], x, p["b_f"]))
+    i = torch.sigmoid(lin(p["W_i"], x, p["b_i"]))
+    h = f / (f + i) * s["h"] + i / (f + i) * lin(p["W_h"], x, p["b_h"])
+    return {"h": h}, h
+
+
+def t_slstm(forget_gate, margins=None, maximum=torch.maximum):
+    """xLSTM's sLSTM, one head; appends log f + m[t-1] - log i (the max's margin) to
+    `margins` when given; `maximum` is the max of the stabiliser, with its tie rule."""
+    def step(p, x, s):
+        def pre(k):
+            return lin(p["W_" + k], x, p["b_" + k]) + lin(p["R_" + k], s["h"])
+        log_i = pre("i")
+        log_f = pre("f") if forget_gate == "exp" else F.logsigmoid(pre("f"))
+        if margins is not None:
+            margins.append((log_f + s["m"] - log_i).detach())
+        m = maximum(log_f + s["m"], log_i)
+        i_s, f_s = torch.exp(log_i - m), torch.exp(log_f + s["m"] - m)
+        c = f_s * s["c"] + i_s * torch.tanh(pre("z"))
+        n = f_s * s["n"] + i_s
+        h = torch.sigmoid(pre("o")) * c / n
+        return {"h": h, "c": c, "n": n, "m": m}, h
+    return step
+
+
 def t_rnn_torch(act):
     def step(p, x, s):
         h = act(lin(p["W_ih"], x, p["b_ih"]) + lin(p["W_hh"], s["h"], p["b_hh"]))
@@ -192,6 +225,7 @@ TORCH_STEPS = {
     "layernorm_lstm": t_layernorm_lstm,
     **{"lstm_" + v: t_greff(v) for v in ("nig", "nfg", "nog", "niaf", "noaf", "np", "cifg", "fgr")},
     "rnn_tanh_torch": t_rnn_torch(torch.tanh), "rnn_relu_torch": t_rnn_torch(torch.relu),
+    "min_gru": t_min_gru, "min_lstm": t_min_lstm, "slstm": t_slstm("exp"),
     "lstm_torch": t_lstm_torch(False), "lstm_proj_torch": t_lstm_torch(True),
     "gru_torch": t_gru_torch,
 }
@@ -201,7 +235,8 @@ CASES["lstm_proj_clipped"] = (
     C.make_lstm_proj(num_proj=2, cell_clip=0.3, proj_clip=0.2, use_peepholes=False,
                      forget_bias=0.5),
     t_lstm_proj(cell_clip=0.3, proj_clip=0.2, peepholes=False, forget_bias=0.5))
-FLOAT32 = ["lstm", "layernorm_lstm", "lstm_fgr"]      # the torch forms: tests/test_interop.py
+CASES["slstm_sigmoid_forget"] = (C.make_slstm(forget_gate="sigmoid"), t_slstm("sigmoid"))
+FLOAT32 = ["lstm", "layernorm_lstm", "lstm_fgr", "slstm"]      # the torch forms: tests/test_interop.py
 
 
 @pytest.fixture(scope="module")
@@ -234,13 +269,21 @@ def torch_unroll(step, p, x, state0, lengths):
     return torch.stack(ys), states
 
 
+# cell name -> states whose meaningful values are >= 0: sLSTM's normaliser n sums positive
+# terms from n[0]; a negative n[0] could bring n[t] near 0 and h = c/n to huge values
+NONNEGATIVE = {"slstm": ("n",)}
+
+
 def problem(kern, seed):
-    """Parameters, x, a non-zero state0 and the loss weights, representable in kern's dtype."""
+    """Parameters, x, a non-zero state0 (in the cell's domain) and the loss weights,
+    representable in kern's dtype."""
     rng = np.random.default_rng(seed)
     r = lambda a: np.asarray(a, kern.dtype).astype(np.float64)  # noqa: E731
     params = {k: r(v) for k, v in kern.init_params(seed=seed).items()}
     x = r(rng.standard_normal((T, B, kern.input_size)))
     state0 = {s: r(0.5 * rng.standard_normal((B, n)) + 0.1) for s, n in kern.state_sizes.items()}
+    for s in NONNEGATIVE.get(kern.name, ()):
+        state0[s] = np.abs(state0[s])
     u_y = r(rng.standard_normal((T, B, kern.output_size)))
     u_s = {s: r(rng.standard_normal((B, n))) for s, n in kern.state_sizes.items()}
     return params, x, state0, u_y, u_s
@@ -346,6 +389,133 @@ def test_cell_clip_bites(kernel):
     assert np.isclose(np.abs(res.outputs).max(), 0.2)
 
 
+# --- sLSTM: the max of its stabiliser -------------------------------------------------------
+
+class PinnedParams:
+    """A kernel whose init_params returns given parameters: rc.gradcheck and problem() draw
+    x and state0 from their seed but take the parameters from init_params."""
+
+    def __init__(self, kern, params):
+        self._kern, self._params = kern, params
+
+    def init_params(self, seed=0):
+        return {k: v.copy() for k, v in self._params.items()}
+
+    def __getattr__(self, name):
+        return getattr(self._kern, name)
+
+
+SLSTM_CASES = {"slstm": "exp", "slstm_sigmoid_forget": "sigmoid"}   # case -> forget gate
+GC = {"T": 5, "B": 3, "seed": 3, "lengths": [5, 0, 3]}             # the rc.gradcheck point
+
+
+def regime_params(kern, forget_gate, regime):
+    """Parameters that decide m[t] = max(log f[t] + m[t-1], log i[t]) by a margin of about
+    1e-3 at every step after the first ("near"), or by more than ½ at every step ("input
+    wins", "forget wins")."""
+    p = kern.init_params(seed=11)
+    if regime == "near":
+        # log i ≈ 2 and log f ≈ 0 (f~ ≈ 0 for exp, σ(8) ≈ 1 for sigmoid), each within
+        # about 1e-3: the input gate wins at t = 1 (m[0] is far below 2), so m[1] ≈ 2 and
+        # from then on the margin is a sum of those 1e-3 terms, of either sign
+        for k in ("W_i", "R_i", "W_f", "R_f", "b_i", "b_f"):
+            p[k] = 1e-3 * p[k]
+        p["b_i"] += 2.0
+        p["b_f"] += 0.0 if forget_gate == "exp" else 8.0
+    elif regime == "input wins":
+        p["b_f"] -= 6.0
+    else:
+        # h = o c / n stays near o c[0] / n[0], which a random state0 can make large:
+        # smaller recurrent weights keep it from swinging the gates
+        for k in ("R_i", "R_f"):
+            p[k] = 0.1 * p[k]
+        # log f ≈ 1 (exp; m grows by about 1 a step) or ≈ -0.02 (σ(4)), log i ≈ -3:
+        # margins of 1 to 15, not more, so that the input's share i' is not negligible
+        p["b_i"] -= 3.0
+        p["b_f"] += 1.0 if forget_gate == "exp" else 4.0
+    return p
+
+
+def slstm_margins(forget_gate, params, x, state0, lengths):
+    """log f[t] + m[t-1] - log i[t] over the steps, rows and units that run, from torch."""
+    margins = []
+    as_t = lambda a: torch.as_tensor(np.asarray(a, np.float64))  # noqa: E731
+    torch_unroll(t_slstm(forget_gate, margins), {k: as_t(v) for k, v in params.items()},
+                 as_t(x), {k: as_t(v) for k, v in state0.items()}, lengths)
+    lens = [len(x)] * x.shape[1] if lengths is None else lengths
+    return [m.numpy()[[t < n for n in lens]].ravel() for t, m in enumerate(margins)]
+
+
+def assert_regime(regime, margins, floor=0.0):
+    """The margins are what the regime says: the test checks the point it claims to.
+    `floor`: the smallest margin allowed near the switch (finite differences with steps
+    of 1e-6 must not cross it)."""
+    if regime == "near":
+        later = np.concatenate(margins[1:])
+        assert floor < np.abs(later).min() and np.abs(later).max() < 1e-2, later
+        assert (later > 0).any() and (later < 0).any(), later
+    else:
+        every = np.concatenate(margins)
+        assert np.all(every < -0.5 if regime == "input wins" else every > 0.5), every
+
+
+@pytest.mark.parametrize("regime", ["near", "input wins", "forget wins"])
+@pytest.mark.parametrize("case", sorted(SLSTM_CASES))
+def test_slstm_gradients_near_and_away_from_the_switch_of_the_max(case, regime, kernel):
+    """rc.gradcheck (rel < 1e-6) and torch autograd (< 1e-9) where the stabiliser's max is
+    decided by less than 1e-2 at every step after the first (by more than 1e-5 where
+    finite differences are taken), both sides winning somewhere, and where one side wins
+    everywhere by more than ½."""
+    forget_gate = SLSTM_CASES[case]
+    kern = PinnedParams(kernel(case), regime_params(kernel(case), forget_gate, regime))
+    params, x, state0, _, _, _ = draw(kern, GC["T"], GC["B"], GC["seed"], GC["lengths"])
+    assert_regime(regime, slstm_margins(forget_gate, params, x, state0, GC["lengths"]), 1e-5)
+    report = rc.gradcheck(kern, rtol=1e-6, **GC)
+    assert report.ok, str(report)
+    params, x, state0, _, _ = problem(kern, 7)
+    for lengths in LENGTHS:
+        assert_regime(regime, slstm_margins(forget_gate, params, x, state0, lengths))
+    worst = compare_with_torch(kern, CASES[case][1], seed=7)
+    assert max(worst.values()) < TOL["float64"], worst
+
+
+def test_slstm_gives_half_the_gradient_to_each_side_of_an_exact_tie(kernel):
+    """One step with x = 0, h[0] = 0, b_i = 0.5, b_f = 0.25, m[0] = 0.25: log f + m[0] and
+    log i are both exactly 0.5. The gradient of m[1] goes half to each side of the max, as
+    torch.maximum's; the gradients of h alone do not depend on the tie rule."""
+    kern = kernel("slstm")
+    rng = np.random.default_rng(4)
+    params = dict(kern.init_params(seed=5), b_i=np.full(H, 0.5), b_f=np.full(H, 0.25))
+    x = np.zeros((1, 1, I))
+    state0 = {"h": np.zeros((1, H)), "c": rng.standard_normal((1, H)),
+              "n": rng.uniform(0.5, 1.5, (1, H)), "m": np.full((1, H), 0.25)}
+    assert np.concatenate(slstm_margins("exp", params, x, state0, None)).tolist() == [0.0] * H
+    zeros = {s: np.zeros((1, H)) for s in state0}
+    res = kern.forward(params, x, state0)
+    np.testing.assert_array_equal(res.states["m"], np.full((1, H), 0.5))
+    g = kern.backward(res, d_outputs=np.zeros((1, 1, H)), d_states=dict(zeros, m=np.ones((1, H))))
+    for got in (g.state0["m"], g.params["b_i"], g.params["b_f"]):
+        np.testing.assert_array_equal(got.ravel(), np.full(H, 0.5))
+    ref = torch_reference(t_slstm("exp"), params, x, state0, None, np.zeros((1, 1, H)),
+                          dict(zeros, m=np.ones((1, H))))
+    np.testing.assert_array_equal(ref["d0_m"], g.state0["m"])
+    np.testing.assert_array_equal(ref["d_b_i"], g.params["b_i"])
+    # all to the first operand at a tie: other gradients of m, the same gradients of h
+    first = lambda a, b: torch.where(a >= b, a, b)  # noqa: E731
+    ref_first = torch_reference(t_slstm("exp", maximum=first), params, x, state0, None,
+                                np.zeros((1, 1, H)), dict(zeros, m=np.ones((1, H))))
+    assert np.all(ref_first["d0_m"] == 1.0) and np.all(ref_first["d_b_i"] == 0.0)
+    u_y = rng.standard_normal((1, 1, H))
+    g_h = kern.backward(res, d_outputs=u_y, d_states=zeros)
+    for maximum in (torch.maximum, first):
+        ref_h = torch_reference(t_slstm("exp", maximum=maximum), params, x, state0, None, u_y,
+                                zeros)
+        for k, v in g_h.params.items():
+            assert rel_err(v, ref_h["d_" + k]) < 1e-12, k
+        for s, v in g_h.state0.items():
+            assert rel_err(v, ref_h["d0_" + s]) < 1e-12, s
+
+
 # --- the registry ---------------------------------------------------------------------------
 
 def test_registry_lists_every_cell():
@@ -409,6 +579,7 @@ def test_forget_bias_is_a_constant_on_the_forget_gate(kernel):
     (lambda: C.make_rnn_torch("sigmoid"), ValueError, "nonlinearity"),
     (lambda: C.make_lstm_torch(proj_size=-2), ValueError, "proj_size"),
     (lambda: C.make_gru_torch(bias="yes"), TypeError, "bias"),
+    (lambda: C.make_slstm(forget_gate="tanh"), ValueError, "forget_gate"),
     (lambda: C.size_names("lstm"), TypeError, "cell"),
 ])
 def test_bad_options_are_named(call, exc, match):

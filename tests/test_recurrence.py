@@ -17,23 +17,6 @@ from rnncompiler.compiler.recurrence import KINDS, Recurrence, of_cell
 # ---------------------------------------------------------------- cells written here
 
 @rc.cell(states=("h",))
-def min_gru(x, h, p):
-    """minGRU (Feng et al. 2024): gate and candidate from x only."""
-    z = rc.sigmoid(p.linear("W_z", x, bias="b_z"))
-    h_tilde = p.linear("W_h", x, bias="b_h")
-    return {"h": (1 - z) * h + z * h_tilde}
-
-
-@rc.cell(states=("h",))
-def min_lstm(x, h, p):
-    """minLSTM (Feng et al. 2024): normalised forget and input gates from x only."""
-    f = rc.sigmoid(p.linear("W_f", x, bias="b_f"))
-    i = rc.sigmoid(p.linear("W_i", x, bias="b_i"))
-    h_tilde = p.linear("W_h", x, bias="b_h")
-    return {"h": f / (f + i) * h + i / (f + i) * h_tilde}
-
-
-@rc.cell(states=("h",))
 def indrnn_linear(x, h, p):
     """IndRNN with the identity activation."""
     return {"h": p.vector("u") * h + p.linear("W", x, bias="b")}
@@ -126,8 +109,6 @@ def gate_act(x, h, p):
 
 HAND_WRITTEN = {
     # cell: {state: (kind, words the reason must contain)}
-    min_gru: {"h": ("diagonal-linear", ["h[t-1]", "a[t] = 1 - z[t]"])},
-    min_lstm: {"h": ("diagonal-linear", ["h[t-1]", "a[t] ="])},
     indrnn_linear: {"h": ("diagonal-linear", ["a[t] = u"])},
     linear_rnn: {"h": ("linear", ["the matrix W maps h[t-1]"])},
     linear_rnn_concat: {"h": ("linear", ["the matrix W maps z[t], which reads h[t-1]"])},
@@ -146,7 +127,8 @@ HAND_WRITTEN = {
     gate_act: {"h": ("diagonal-linear", ["a[t] = Act_gatefn(a_W[t]);"])},
 }
 
-# every ready-made cell: (kind per state, words its reason must contain)
+# ready-made cells: (kind per state, words its reason must contain); a state not listed
+# here must be nonlinear
 READY_MADE = {
     "elman": {"h": ("nonlinear", ["tanh of a_W[t], which reads h[t-1]"])},
     "elman_relu": {"h": ("nonlinear", ["relu of a_W[t], which reads h[t-1]"])},
@@ -170,6 +152,18 @@ READY_MADE = {
     "lstm_proj": {"h": ("nonlinear", ["h[t] = W_p v1[t], where v1[t] ="])},
     "lstm_proj_torch": {"h": ("nonlinear", ["h[t] = W_hr v1[t], where v1[t] ="])},
     "lstm_fgr": {"c": ("nonlinear", ["the coefficient of c[t-1] is f[t]"])},
+    # gates from x alone: a parallel scan could run them
+    "min_gru": {"h": ("diagonal-linear", ["h[t-1]", "a[t] = 1 - z[t]", "read no state"])},
+    "min_lstm": {"h": ("diagonal-linear", ["h[t-1]", "a[t] = f[t]/(f[t] + i[t])",
+                                           "read no state"])},
+    # sLSTM: its gates read h[t-1] through R_*, and the stabiliser is a max
+    "slstm": {"h": ("nonlinear", ["σ of a_o[t], which reads h[t-1]"]),
+              "c": ("nonlinear", ["the coefficient of c[t-1] is f_s[t], which reads h[t-1] "
+                                  "and m[t-1]"]),
+              "n": ("nonlinear", ["the coefficient of n[t-1] is f_s[t], which reads h[t-1] "
+                                  "and m[t-1]"]),
+              "m": ("nonlinear", ["max(log_i[t], log_f[t] + m[t-1])",
+                                  "not affine in m[t-1]"])},
 }
 
 
@@ -180,15 +174,16 @@ def _sizes(name):
 @pytest.mark.parametrize("name", sorted(rc.cells.ALL))
 def test_every_ready_made_cell_is_classified_with_a_reason(name):
     """Every state of every rc.cells cell has a kind and a reason quoting its new value;
-    all of them are nonlinear (each one's gates or activations read the state)."""
+    all are nonlinear (their gates or activations read a state) but those READY_MADE
+    lists with another kind: minGRU's and minLSTM's h, diagonal-linear."""
     classes = of_cell(rc.cells.ALL[name], sizes=_sizes(name))
     assert list(classes) == list(rc.cells.ALL[name].states)
+    expected = READY_MADE.get(name, {})
     for s, r in classes.items():
-        assert r.kind == "nonlinear", (s, r)
+        assert r.kind == expected.get(s, ("nonlinear",))[0], (s, r)
         assert r.reason.startswith("%s[t] = " % s), r.reason
         assert "[t-1]" in r.reason
-    for s, (kind, words) in READY_MADE.get(name, {}).items():
-        assert classes[s].kind == kind
+    for s, (kind, words) in expected.items():
         for w in words:
             assert w in classes[s].reason, (w, classes[s].reason)
 
@@ -213,11 +208,16 @@ def test_the_reasons_of_the_standard_lstm_say_why_c_is_nonlinear():
 def test_twenty_cells_at_least_and_kinds_are_the_documented_ones():
     cells = list(rc.cells.ALL.values()) + list(HAND_WRITTEN)
     assert len(cells) >= 20
+    assert {n for n, c in rc.cells.ALL.items()
+            if any(r.kind != "nonlinear" for r in of_cell(c, sizes=_sizes(n)).values())} \
+        == {"min_gru", "min_lstm"}
     seen = {r.kind for c in HAND_WRITTEN for r in of_cell(c).values()}
     assert seen == set(KINDS)
 
 
-@pytest.mark.parametrize("cell", list(HAND_WRITTEN) + [rc.cells.lstm, rc.cells.gru],
+@pytest.mark.parametrize("cell", list(HAND_WRITTEN) + [rc.cells.lstm, rc.cells.gru,
+                                                      rc.cells.min_gru, rc.cells.min_lstm,
+                                                      rc.cells.slstm],
                          ids=lambda c: c.name)
 def test_fusion_does_not_change_the_kinds(cell):
     """The unfused graph (one node per operation of the cell) gives the same kinds."""
@@ -229,7 +229,7 @@ def test_fusion_does_not_change_the_kinds(cell):
 
 
 def test_a_recurrence_prints_its_kind_and_reason():
-    r = of_cell(min_gru)["h"]
+    r = of_cell(rc.cells.min_gru)["h"]
     assert str(r).startswith("diagonal-linear: h[t] = ")
     assert r.kind == r[0] and r.reason == r[1]
 
@@ -237,12 +237,13 @@ def test_a_recurrence_prints_its_kind_and_reason():
 def test_the_classification_does_not_depend_on_the_sizes():
     """Structural: a linear map of h stays dense at H = 1, a diagonal cell stays diagonal."""
     assert of_cell(linear_rnn, 1, 1)["h"].kind == "linear"
-    assert of_cell(min_gru, 5, 1)["h"].kind == "diagonal-linear"
+    assert of_cell(rc.cells.min_gru, 5, 1)["h"].kind == "diagonal-linear"
 
 
 # ---------------------------------------------------------------- compiled kernels
 
-COMPILED = [min_gru, indrnn_linear, qrnn, linear_rnn, swap, centred, rc.cells.elman, rc.cells.lstm]
+COMPILED = [rc.cells.min_gru, rc.cells.min_lstm, indrnn_linear, qrnn, linear_rnn, swap, centred,
+            rc.cells.elman, rc.cells.lstm]
 
 
 @pytest.fixture(scope="module")

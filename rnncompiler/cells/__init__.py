@@ -10,9 +10,9 @@ PyTorch implementation. Copy one, change one thing: that is a new cell.
 
 `ALL` maps every ready-made cell's name to the cell; `SIZES` gives the size names each
 needs besides I and H. Cells with options have a factory (`make_lstm`, `make_lstm_proj`,
-`make_layernorm_lstm`, `make_rnn_torch`, `make_lstm_torch`, `make_gru_torch`); the plain
-name is the default instance. The `*_torch` cells are PyTorch's own forms, used by
-`rc.from_torch` / `rc.to_torch`.
+`make_layernorm_lstm`, `make_slstm`, `make_rnn_torch`, `make_lstm_torch`,
+`make_gru_torch`); the plain name is the default instance. The `*_torch` cells are
+PyTorch's own forms, used by `rc.from_torch` / `rc.to_torch`.
 """
 from ..compiler.dsl import Cell
 from .simple import elman, elman_relu, jordan, indrnn, gru, mgu
@@ -20,6 +20,7 @@ from .lstms import (lstm1997, make_lstm, lstm, peephole_lstm, make_lstm_proj, ls
                    make_layernorm_lstm, layernorm_lstm)
 from .odyssey import (lstm_nig, lstm_nfg, lstm_nog, lstm_niaf, lstm_noaf, lstm_np, lstm_cifg,
                       lstm_fgr)
+from .recent import min_gru, min_lstm, make_slstm, slstm
 from .torch_forms import (TORCH_WEIGHTS, make_rnn_torch, rnn_tanh_torch, rnn_relu_torch,
                           make_lstm_torch, lstm_torch, lstm_proj_torch, make_gru_torch,
                           gru_torch)
@@ -40,10 +41,11 @@ ALL = {cell.name: cell for cell in (
     elman, elman_relu, jordan, indrnn, gru, mgu,
     lstm1997, lstm, peephole_lstm, lstm_proj, layernorm_lstm,
     lstm_nig, lstm_nfg, lstm_nog, lstm_niaf, lstm_noaf, lstm_np, lstm_cifg, lstm_fgr,
+    min_gru, min_lstm, slstm,
     rnn_tanh_torch, rnn_relu_torch, lstm_torch, lstm_proj_torch, gru_torch)}
 
 SIZES = {name: size_names(cell) for name, cell in ALL.items()}
 
 __all__ = sorted(ALL) + ["ALL", "SIZES", "TORCH_WEIGHTS", "size_names", "make_lstm",
-                         "make_lstm_proj", "make_layernorm_lstm", "make_rnn_torch",
-                         "make_lstm_torch", "make_gru_torch"]
+                         "make_lstm_proj", "make_layernorm_lstm", "make_slstm",
+                         "make_rnn_torch", "make_lstm_torch", "make_gru_torch"]
