@@ -37,6 +37,7 @@ GROUPS = {      # rc.cells module -> the heading of its part of the catalogue
     "lstms": "The LSTM family",
     "odyssey": "LSTM: a search space odyssey (Greff et al.)",
     "torch_forms": "PyTorch's forms (for rc.from_torch / rc.to_torch)",
+    "reservoir": "Reservoir computing: constant weights, a readout trained outside",
 }
 
 
