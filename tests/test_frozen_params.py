@@ -313,3 +313,14 @@ def test_jax_gives_zero_cotangents_to_constants(kern):
             assert not np.asarray(g[k]).any()
         else:
             np.testing.assert_allclose(np.asarray(g[k]), want[k], rtol=1e-12, atol=1e-14)
+
+
+def test_rtrl_reports_only_trainable_params(kern):
+    params, x, state0, dy = data(kern, seed=6)
+    g = kern.backward(kern.forward(params, x, state0, [6, 2, 0]), d_outputs=dy)
+    rt = rc.rtrl(frozen_cell, input_size=I, hidden_size=H, sizes={"O": O})
+    assert rt.frozen == RESERVOIR
+    gt = rt.gradients(params, x, state0, np.array([6, 2, 0]), dy)
+    assert set(gt.params) == set(g.params) == {"s", "W_out", "b_out"}
+    for k in g.params:
+        np.testing.assert_allclose(gt.params[k], g.params[k], rtol=1e-10, atol=1e-12)
