@@ -123,7 +123,10 @@ def _gradients(ref, params, x, state0, lengths, d_outputs, d_states):
     params, x, state0, lengths, d_outputs, d_states = _numpy(
         (params, x, state0, lengths, d_outputs, d_states))
     g = kern.backward(kern.forward(params, x, state0, lengths), d_outputs, d_states)
-    return g.params, g.x, g.state0
+    # a constant (trainable=False) has no gradient: its cotangent is zero, as JAX expects
+    # one of every input's shape
+    d_params = {k: g.params[k] if k in g.params else np.zeros_like(v) for k, v in params.items()}
+    return d_params, g.x, g.state0
 
 
 # ---------------------------------------------------------------- argument checks

@@ -216,6 +216,15 @@ def t_gru_torch(p, x, s):
     return {"h": h}, h
 
 
+def t_esn(leak):
+    """The leaky-integrator ESN; its W_in, W, b are constants (requires_grad=False below)."""
+    def step(p, x, s):
+        h = s["h"]
+        h = (1 - leak) * h + leak * torch.tanh(lin(p["W_in"], x) + lin(p["W"], h, p["b"]))
+        return {"h": h}, h
+    return step
+
+
 C = rc.cells
 TORCH_STEPS = {
     "elman": t_rnn(torch.tanh), "elman_relu": t_rnn(torch.relu), "jordan": t_jordan,
@@ -227,7 +236,7 @@ TORCH_STEPS = {
     "rnn_tanh_torch": t_rnn_torch(torch.tanh), "rnn_relu_torch": t_rnn_torch(torch.relu),
     "min_gru": t_min_gru, "min_lstm": t_min_lstm, "slstm": t_slstm("exp"),
     "lstm_torch": t_lstm_torch(False), "lstm_proj_torch": t_lstm_torch(True),
-    "gru_torch": t_gru_torch,
+    "gru_torch": t_gru_torch, "esn": t_esn(1.0),
 }
 # name -> (cell, torch step): every ready-made cell, and factory options off their defaults
 CASES = {name: (cell, TORCH_STEPS[name]) for name, cell in C.ALL.items()}
@@ -236,6 +245,7 @@ CASES["lstm_proj_clipped"] = (
                      forget_bias=0.5),
     t_lstm_proj(cell_clip=0.3, proj_clip=0.2, peepholes=False, forget_bias=0.5))
 CASES["slstm_sigmoid_forget"] = (C.make_slstm(forget_gate="sigmoid"), t_slstm("sigmoid"))
+CASES["esn_leaky"] = (C.make_esn(leak=0.3), t_esn(0.3))
 FLOAT32 = ["lstm", "layernorm_lstm", "lstm_fgr", "slstm"]      # the torch forms: tests/test_interop.py
 
 
@@ -289,18 +299,20 @@ def problem(kern, seed):
     return params, x, state0, u_y, u_s
 
 
-def torch_reference(step, params, x, state0, lengths, u_y, u_s):
-    """Outputs, final states and d(sum(y*u_y) + sum(s_T*u_s)) by torch autograd, float64."""
-    leaf = lambda a: torch.tensor(a, dtype=torch.float64, requires_grad=True)  # noqa: E731
-    p = {k: leaf(v) for k, v in params.items()}
+def torch_reference(step, params, x, state0, lengths, u_y, u_s, frozen=()):
+    """Outputs, final states and d(sum(y*u_y) + sum(s_T*u_s)) by torch autograd, float64;
+    the params in `frozen` (the cell's trainable=False ones) have requires_grad=False."""
+    leaf = lambda a, grad=True: torch.tensor(a, dtype=torch.float64, requires_grad=grad)  # noqa: E731
+    p = {k: leaf(v, k not in frozen) for k, v in params.items()}
+    trained = [k for k in p if k not in frozen]
     xt, s0 = leaf(x), {k: leaf(v) for k, v in state0.items()}
     y, sT = torch_unroll(step, p, xt, s0, lengths)
     loss = (y * torch.as_tensor(u_y)).sum() + sum((sT[k] * torch.as_tensor(u_s[k])).sum()
                                                   for k in sT)
-    grads = torch.autograd.grad(loss, [*p.values(), xt, *s0.values()])
-    n = len(p)
+    grads = torch.autograd.grad(loss, [*(p[k] for k in trained), xt, *s0.values()])
+    n = len(trained)
     out = {"y": y.detach().numpy(), "x": grads[n].numpy()}
-    out.update({"d_" + k: g.numpy() for k, g in zip(p, grads[:n])})
+    out.update({"d_" + k: g.numpy() for k, g in zip(trained, grads[:n])})
     out.update({"s_" + k: v.detach().numpy() for k, v in sT.items()})
     out.update({"d0_" + k: g.numpy() for k, g in zip(s0, grads[n + 1:])})
     return out
@@ -321,7 +333,8 @@ def compare_with_torch(kern, step, seed):
     for lengths in LENGTHS:
         res = kern.forward(params, x, state0, lengths)
         g = kern.backward(res, d_outputs=u_y, d_states=u_s)
-        ref = torch_reference(step, params, x, state0, lengths, u_y, u_s)
+        ref = torch_reference(step, params, x, state0, lengths, u_y, u_s,
+                              getattr(kern, "frozen", ()))
         got = {"y": res.outputs, "x": g.x}
         got.update({"d_" + k: v for k, v in g.params.items()})
         got.update({"s_" + k: v for k, v in res.states.items()})

@@ -11,6 +11,7 @@ SMALL = {
     "quickstart.py": ["--hidden", "4", "--steps", "5", "--batch", "2"],
     "custom_gate.py": ["--iters", "100", "--hidden", "4"],
     "stacked_cell.py": ["--layers", "2", "--hidden", "8", "--steps", "5", "--batch", "2"],
+    "esn_mackey_glass.py": ["--hidden", "50", "--train", "500", "--test", "200"],
     "tdnn.py": ["--delays", "3", "--iters", "60", "--steps", "10", "--batch", "4"],
     "gate_variants.py": ["--hidden", "8", "--steps", "5", "--batch", "2", "--repeats", "1"],
     "char_lm.py": ["--hidden", "16", "--batch", "8", "--k1", "20", "--k2", "30", "--epochs", "1",

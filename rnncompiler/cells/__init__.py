@@ -11,8 +11,10 @@ PyTorch implementation. Copy one, change one thing: that is a new cell.
 `ALL` maps every ready-made cell's name to the cell; `SIZES` gives the size names each
 needs besides I and H. Cells with options have a factory (`make_lstm`, `make_lstm_proj`,
 `make_layernorm_lstm`, `make_slstm`, `make_rnn_torch`, `make_lstm_torch`,
-`make_gru_torch`); the plain name is the default instance. The `*_torch` cells are
-PyTorch's own forms, used by `rc.from_torch` / `rc.to_torch`.
+`make_gru_torch`); the plain name is the default instance. The echo state network
+(`esn`, `make_esn(leak)`) has only constant weights (trainable=False): draw them with
+`esn_weights(kern, spectral_radius, ...)` and train a readout on its states. The
+`*_torch` cells are PyTorch's own forms, used by `rc.from_torch` / `rc.to_torch`.
 """
 from ..compiler.dsl import Cell
 from .simple import elman, elman_relu, jordan, indrnn, gru, mgu
@@ -24,6 +26,7 @@ from .recent import min_gru, min_lstm, make_slstm, slstm
 from .torch_forms import (TORCH_WEIGHTS, make_rnn_torch, rnn_tanh_torch, rnn_relu_torch,
                           make_lstm_torch, lstm_torch, lstm_proj_torch, make_gru_torch,
                           gru_torch)
+from .reservoir import make_esn, esn, esn_weights
 
 
 def size_names(cell):
@@ -42,10 +45,11 @@ ALL = {cell.name: cell for cell in (
     lstm1997, lstm, peephole_lstm, lstm_proj, layernorm_lstm,
     lstm_nig, lstm_nfg, lstm_nog, lstm_niaf, lstm_noaf, lstm_np, lstm_cifg, lstm_fgr,
     min_gru, min_lstm, slstm,
-    rnn_tanh_torch, rnn_relu_torch, lstm_torch, lstm_proj_torch, gru_torch)}
+    rnn_tanh_torch, rnn_relu_torch, lstm_torch, lstm_proj_torch, gru_torch, esn)}
 
 SIZES = {name: size_names(cell) for name, cell in ALL.items()}
 
 __all__ = sorted(ALL) + ["ALL", "SIZES", "TORCH_WEIGHTS", "size_names", "make_lstm",
                          "make_lstm_proj", "make_layernorm_lstm", "make_slstm",
-                         "make_rnn_torch", "make_lstm_torch", "make_gru_torch"]
+                         "make_rnn_torch", "make_lstm_torch", "make_gru_torch", "make_esn",
+                         "esn_weights"]

@@ -108,6 +108,8 @@ def check_partials(g, params, x, state0, lengths, rtol, atol, rng):
         given = {k: c.xreplace({autodiff.G: sympy.S.One}) for k, c in op.contributions}
         equation = "%s = %s" % (names[op.node], _text(expr, args, names))
         for k, a in enumerate(args):
+            if fg[a].op == "param" and fg[a].frozen:
+                continue        # a constant (trainable=False): its partial is never derived
             p = given.get(k, sympy.S.Zero)
             fn = lambdify_node(p, len(args), extra=(autodiff.Y,))
             with np.errstate(all="ignore"):

@@ -138,7 +138,7 @@ class _Run:
 
 def _columns(kern):
     states = list(kern.state_sizes)
-    return (["δ%s[t]⁺" % s for s in states] + list(kern.param_shapes) + ["x[t]"]
+    return (["δ%s[t]⁺" % s for s in states] + _trained(kern) + ["x[t]"]
             + ["δ%s[t-1]" % s for s in states])
 
 
@@ -152,11 +152,17 @@ def _step_values(run, t):
     return vals
 
 
+def _trained(kern):
+    """The parameters with a gradient: all but those declared trainable=False."""
+    frozen = getattr(kern, "frozen", frozenset())
+    return [k for k in kern.param_shapes if k not in frozen]
+
+
 def _truth_losses(run, t):
     """Column -> (loss of the column's input, base value) for finite differences; None
     for δs[T-1]⁺, which is d_states itself."""
     out = {}
-    for k in run.kern.param_shapes:
+    for k in _trained(run.kern):
         def loss_p(v, k=k):
             return run.loss_from(t, dict(run.params, **{k: v}), run.x[t], run.before[t])
         out[k] = (loss_p, np.array(run.params[k], np.float64))
@@ -181,7 +187,7 @@ def check_steps(kern, params, x, state0, lengths, u_y, u_s, probe, rtol, atol, t
     cols = _columns(kern)
     T = run.T
     errors, passed = np.zeros((T, len(cols))), np.ones((T, len(cols)), bool)
-    sums = {k: 0.0 for k in kern.param_shapes}
+    sums = {k: 0.0 for k in _trained(kern)}
     for t in range(T):
         vals = _step_values(run, t)
         expected = _step_values(truth, t) if truth is not None else \

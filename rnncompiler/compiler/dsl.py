@@ -132,6 +132,7 @@ class Node:
     where: str = ""
     name: str = ""             # the cell's variable bound to this value ("" if none)
     offset: Size = Size()      # slice: the first unit it takes
+    frozen: bool = False       # param: a constant of the kernel (trainable=False): no gradient
 
 
 @dataclass(frozen=True)
@@ -194,12 +195,21 @@ class _Tracer:
         self.nodes[node_id] = node
         return Vec(self, node_id, node.size, node.scalar)
 
-    def param(self, name, how, shape, where):
+    def param(self, name, how, shape, where, trainable=True):
         check_identifier(name, "%s: parameter name" % where)
         if name == "x":
             raise CellError("%s: 'x' is reserved for the input" % where)
+        if not isinstance(trainable, bool):
+            raise CellError("%s: trainable= of parameter %r must be True or False, got %r"
+                            % (where, name, trainable))
         node_id = "param." + name
         old = self.nodes.get(node_id)
+        if old is not None and old.frozen == trainable:
+            raise CellError(
+                "%s: parameter %r is %s here but was declared %s at %s — one parameter is "
+                "either trained or constant: use another name, or the same trainable= in "
+                "both places" % (where, name, _trainable_text(trainable), _trainable_text(not old.frozen),
+                                 old.where))
         if old is not None:
             if old.how != how or old.shape != shape:
                 raise CellError(
@@ -211,8 +221,11 @@ class _Tracer:
         self.params.append(node_id)
         size = shape[0] if shape else Size((), 1)
         return self.add("param", id=node_id, how=how, shape=shape, size=size,
-                        scalar=(how == "scalar"), where=where)
+                        scalar=(how == "scalar"), where=where, frozen=not trainable)
 
+
+def _trainable_text(trainable):
+    return "trainable" if trainable else "frozen (trainable=False)"
 
 def _to_vec(tracer, value, where):
     if isinstance(value, Vec):
@@ -409,26 +422,30 @@ class Params:
     def __init__(self, tracer):
         self._tracer = tracer
 
-    def linear(self, weight, v, *, bias=None, size=None):
-        """W v (+ b): W has shape (size, len(v)), b shape (size,); size defaults to H."""
+    def linear(self, weight, v, *, bias=None, size=None, trainable=True):
+        """W v (+ b): W has shape (size, len(v)), b shape (size,); size defaults to H.
+        trainable=False makes W (and b) constants of the kernel: inputs in `params`, with
+        no gradient computed or returned (an echo state network's reservoir)."""
         where = _user_where()
         vec = self._operand(v, where, "p.linear(%r, v)" % weight)
         rows = as_size("H" if size is None else size, "%s: size of %s" % (where, weight))
-        W = self._tracer.param(weight, "matrix", (rows, vec.size), where)
+        W = self._tracer.param(weight, "matrix", (rows, vec.size), where, trainable)
         args = (vec.id, W.id)
         if bias is not None:
-            args += (self._tracer.param(bias, "vector", (rows,), where).id,)
+            args += (self._tracer.param(bias, "vector", (rows,), where, trainable).id,)
         return self._tracer.add("linear", args=args, size=rows, where=where)
 
-    def vector(self, name, size=None):
-        """A learnable vector of `size` units (default H)."""
+    def vector(self, name, size=None, *, trainable=True):
+        """A learnable vector of `size` units (default H); trainable=False: a constant."""
         where = _user_where()
         return self._tracer.param(name, "vector",
-                                  (as_size("H" if size is None else size, where),), where)
+                                  (as_size("H" if size is None else size, where),), where,
+                                  trainable)
 
-    def scalar(self, name):
-        """A learnable scalar, broadcast in every elementwise use."""
-        return self._tracer.param(name, "scalar", (), _user_where())
+    def scalar(self, name, *, trainable=True):
+        """A learnable scalar, broadcast in every elementwise use; trainable=False: a
+        constant."""
+        return self._tracer.param(name, "scalar", (), _user_where(), trainable)
 
     def _operand(self, v, where, what):
         if not isinstance(v, Vec) or v._tracer is not self._tracer:

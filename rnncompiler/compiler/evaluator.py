@@ -228,7 +228,7 @@ class Reference:
 
     def __init__(self, cell, input_size=3, hidden_size=4, sizes=None):
         from .dsl import Cell
-        from .graph import build_graph
+        from .graph import build_graph, frozen_params
         from .dsl import bind_sizes
         if not isinstance(cell, Cell):
             raise TypeError("cell: expected a cell made with @rc.cell, got %r" % (cell,))
@@ -239,6 +239,8 @@ class Reference:
         self.state_sizes = dict(self.graph.states)
         self.output_size = self.graph[self.graph.output].size
         self.param_shapes = dict(self.graph.params)
+        self.frozen = frozen_params(self.graph)
+        self.trainable = {name: name not in self.frozen for name in self.param_shapes}
         self._fns, self._partials = {}, Partials(self.graph)
         self._output_states = output_states(self.graph)
 
@@ -278,8 +280,10 @@ class Reference:
         dy = np.zeros((T, B, self.output_size)) if d_outputs is None else \
             self._shaped("d_outputs", d_outputs, (T, B, self.output_size))
         carry = self._state_dict("d_states", d_states, B)
-        grads = {p: np.zeros(shape) for p, shape in self.param_shapes.items()}
-        per_step = {p: np.zeros((T,) + shape) for p, shape in self.param_shapes.items()}
+        # constants (trainable=False) get no gradient, as in the kernel
+        trained = {p: shape for p, shape in self.param_shapes.items() if p not in self.frozen}
+        grads = {p: np.zeros(shape) for p, shape in trained.items()}
+        per_step = {p: np.zeros((T,) + shape) for p, shape in trained.items()}
         dx = np.zeros_like(result.x)
         dstates = {s: np.zeros((T, B, n)) for s, n in self.state_sizes.items()}
         adjoints = [None] * T

@@ -33,7 +33,8 @@ class _Columns:
     """The tangent columns: every parameter element (shared by all rows), then every
     unit of this row's state0."""
 
-    def __init__(self, param_shapes, state_sizes):
+    def __init__(self, param_shapes, state_sizes, frozen=frozenset()):
+        self.frozen = frozen        # constants (trainable=False): carried, not reported
         self.param, off = {}, 0
         for name, shape in param_shapes.items():
             n = int(np.prod(shape, dtype=np.int64))
@@ -50,7 +51,8 @@ class _Columns:
         """(B, C) or (C,) row sums -> params dict (summed over rows) and state0 dict."""
         flat = np.atleast_2d(flat)
         params = {name: flat[:, off:off + int(np.prod(shape, dtype=np.int64))].sum(axis=0)
-                  .reshape(shape) for name, (off, shape) in self.param.items()}
+                  .reshape(shape) for name, (off, shape) in self.param.items()
+                  if name not in self.frozen}
         state0 = {s: flat[:, off:off + n].copy() for s, (off, n) in self.state.items()}
         return params, state0
 
@@ -151,9 +153,10 @@ class RTRL:
         self.input_size, self.hidden_size = ref.input_size, ref.hidden_size
         self.state_sizes, self.output_size = ref.state_sizes, ref.output_size
         self.param_shapes = ref.param_shapes
+        self.frozen, self.trainable = ref.frozen, ref.trainable
         self.init_params = ref.init_params
         self._check = ref._checked
-        self.columns = _Columns(self.param_shapes, self.state_sizes)
+        self.columns = _Columns(self.param_shapes, self.state_sizes, self.frozen)
         self.partials = Partials(self.graph, hand_written=True)
         self.fns = {}
 
@@ -172,7 +175,8 @@ class RTRL:
             raise ValueError("d_outputs: expected shape %s, got %s"
                              % ((T, B, self.output_size), np.shape(d_outputs)))
         run = OnlineRTRL(self, params, B, state0)
-        total = RTRLGradients({k: np.zeros(v) for k, v in self.param_shapes.items()},
+        total = RTRLGradients({k: np.zeros(v) for k, v in self.param_shapes.items()
+                               if k not in self.frozen},
                               {s: np.zeros((B, n)) for s, n in self.state_sizes.items()})
         ys = np.zeros((T, B, self.output_size))
         for t in range(T):

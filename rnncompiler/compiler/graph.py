@@ -41,7 +41,8 @@ def build_graph(spec, sizes):
                           terms=((node.args[0], node.args[1]),) if linear else (),
                           biases=tuple(node.args[2:]) if linear else (),
                           how=node.how, shape=shape, name=node.name,
-                          offset=node.offset.bind(sizes), where=node.where))
+                          offset=node.offset.bind(sizes), where=node.where,
+                          frozen=node.frozen))
     return StepIR(spec.name, dict(sizes), tuple(nodes),
                   tuple((s, size.bind(sizes)) for s, size in spec.states),
                   tuple(spec.new_states), spec.output,
@@ -56,6 +57,11 @@ def _sympy_expr(node):
     if expr.has(sympy.zoo, sympy.nan, sympy.oo, sympy.I):
         raise CellError("%s: the expression %s is not finite or not real" % (node.where, expr))
     return expr
+
+
+def frozen_params(g):
+    """Names of the parameters declared trainable=False: inputs without a gradient."""
+    return frozenset(param_name(n) for n, d in g.items() if d.op == "param" and d.frozen)
 
 
 def topo_order(g):

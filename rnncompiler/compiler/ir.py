@@ -42,6 +42,7 @@ class Node:
     name: str = ""
     where: str = ""
     offset: int = 0
+    frozen: bool = False      # param: trainable=False, a constant of the kernel (no gradient)
 
 
 @dataclass(frozen=True)

@@ -188,11 +188,16 @@ def local_partials(expr, n_args, where=""):
     return out
 
 
+def _frozen(g, a):
+    """Whether node a is a parameter declared trainable=False: it gets no adjoint."""
+    return g[a].op == "param" and g[a].frozen
+
+
 def _vjp_ew(g, n):
     partials = local_partials(n.expr, len(n.args), n.where)
     contributions = []
     for k, p in enumerate(partials):
-        if p != 0:
+        if p != 0 and not _frozen(g, n.args[k]):
             if p.has(sympy.zoo) or p.has(sympy.nan) or p.has(sympy.oo):
                 raise CellError("%s: the derivative %s is not finite" % (n.where, p))
             mathfn.check_expression(p, n.where, what="the derivative of %s" % n.expr)
@@ -269,9 +274,10 @@ def _adjoints_linear(g, op, names):
     for v_id, W_id in op.terms:
         W, v = names[W_id], names[v_id]
         yield ("δ" + v[0], "+=", "%sᵀ %s" % (W[0], dt)), (r"\delta " + v[1], "+=", "%s^T %s" % (W[1], dl))
-        yield (("δ" + W[0], "+=", "Σ_t %s %sᵀ" % (dt, v[0])),
-               (r"\delta " + W[1], "+=", r"\sum_t %s %s^T" % (dl, v[1])))
-    for b_id in op.biases:
+        if not _frozen(g, W_id):
+            yield (("δ" + W[0], "+=", "Σ_t %s %sᵀ" % (dt, v[0])),
+                   (r"\delta " + W[1], "+=", r"\sum_t %s %s^T" % (dl, v[1])))
+    for b_id in (b for b in op.biases if not _frozen(g, b)):
         b = names[b_id]
         yield ("δ" + b[0], "+=", "Σ_t " + dt), (r"\delta " + b[1], "+=", r"\sum_t " + dl)
 

@@ -33,7 +33,8 @@ def fingerprint(spec):
     for node in spec.nodes:
         parts.append("%s|%s|%s|%s|%s|%s|%s|%s|%s" % (node.id, node.op, node.args, node.size,
                                                      node.scalar, node.how, node.shape, node.name,
-                                                     node.offset))
+                                                     node.offset)
+                     + ("|frozen" if node.frozen else ""))
         if isinstance(node.expr, Term):
             parts.append(node.expr.key())
         elif node.expr is not None:           # sympy math of rc.elementwise / rc.activation
@@ -121,6 +122,7 @@ def lower(cell, sizes, dtype, blas, prefix="rnnc"):
 
 
 def _meta(cell, g, bwd, sizes, dtype, csrc):
+    from .graph import frozen_params
     from .recurrence import classify, to_meta
     return {"name": cell.name, "dtype": dtype, "prefix": csrc.prefix, "cdef": csrc.cdef,
             "runtime": csrc.runtime,
@@ -128,6 +130,7 @@ def _meta(cell, g, bwd, sizes, dtype, csrc):
             "states": g.states, "output_size": csrc.layout.O,
             "pack_size": csrc.layout.pack_size,
             "params": [(n, list(s)) for n, s in g.params],
+            "frozen": sorted(frozen_params(g)),
             "tape": tape_plan_rows(g, csrc.layout),
             "equations": _equations(cell, g, bwd, sizes).as_dict(),
             "recurrence": to_meta(classify(g))}

@@ -149,7 +149,9 @@ def _backward_problem(kern, g, data, rtol, atol, equations, fns):
         tr = trace(g, p, xx, s0, lengths, fns)
         return float(np.sum(u_y * tr.outputs) + sum(np.sum(u_s[s] * tr.states[s]) for s in u_s))
 
-    blocks = [("grad " + k, "δ" + k, grads.params[k], ("p", k)) for k in params]
+    # constants (trainable=False) have no gradient to check
+    blocks = [("grad " + k, "δ" + k, grads.params[k], ("p", k)) for k in params
+              if k in grads.params]
     blocks += [("grad x", "δx[t]", grads.x, ("x", None))]
     blocks += [("grad state0[%r]" % s, "δ%s[t-1]" % s, grads.state0[s], ("s", s)) for s in state0]
     for label, lhs, grad, (kind, name) in blocks:

@@ -79,8 +79,9 @@ class ForwardResult:
 
 @dataclass
 class Gradients:
-    """What backward returns: gradients of params, x (T, B, I), state0, and optionally
-    of every state at every step (state_grads=True)."""
+    """What backward returns: gradients of the trainable params (none for those declared
+    trainable=False), x (T, B, I), state0, and optionally of every state at every step
+    (state_grads=True)."""
     params: dict
     x: np.ndarray
     state0: dict
@@ -126,6 +127,9 @@ class Kernel:
         self.state_sizes = {s: n for s, n in meta["states"]}
         self.output_size = meta["output_size"]
         self.param_shapes = {name: tuple(shape) for name, shape in meta["params"]}
+        # parameters declared trainable=False: inputs like the others, without a gradient
+        self.frozen = frozenset(meta.get("frozen", ()))
+        self.trainable = {name: name not in self.frozen for name in self.param_shapes}
         # where each parameter sits in the flat vector the C reads
         self._param_slices, off = {}, 0
         for name, shape in self.param_shapes.items():
@@ -316,7 +320,7 @@ class Kernel:
                                  "ForwardResult that forward returned, or a copy of it")
             dparams, dx, dstate0, dstates = self._backward_pass(
                 result._args, result._work.array, dy, dst, with_states)
-        grads = Gradients(self._split_params(dparams), dx, self._split_states(dstate0),
+        grads = Gradients(self._split_params(dparams, trainable_only=True), dx, self._split_states(dstate0),
                           self._split_states(dstates) if state_grads else None)
         if bf:
             grads.x = dx.swapaxes(0, 1)
@@ -479,8 +483,9 @@ class Kernel:
         arr = check_lengths(lengths, T, B)
         return None if arr is None else np.array(arr, dtype=np.intc, order="C")
 
-    def _split_params(self, flat):
-        return {name: flat[where].reshape(shape) for name, (where, shape) in self._param_slices.items()}
+    def _split_params(self, flat, trainable_only=False):
+        return {name: flat[where].reshape(shape) for name, (where, shape) in self._param_slices.items()
+                if not (trainable_only and name in self.frozen)}
 
     def _split_states(self, rows):
         out, off = {}, 0

@@ -87,7 +87,9 @@ class KernelFunction(torch.autograd.Function):
               if g is not None}
         g = kern.backward(ctx.res, dy, ds or None)
         dx = g.x if rev is None else reverse_steps(g.x, rev)
-        d_params = [torch.from_numpy(g.params[n]) for n in ctx.names]
+        # constants (trainable=False) have no gradient: None, as for a tensor without one
+        d_params = [torch.from_numpy(g.params[n]) if n in g.params else None
+                    for n in ctx.names]
         d_state0 = [torch.from_numpy(g.state0[s]) if given else None
                     for s, given in zip(kern.state_sizes, ctx.given)]
         return (None, None, None, None, torch.from_numpy(dx), *d_params, *d_state0)

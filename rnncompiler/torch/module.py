@@ -112,8 +112,12 @@ class RNN(nn.Module):
         for l, kern in enumerate(kernels):
             for suffix in self.suffixes(l):
                 for name, shape in kern.param_shapes.items():
-                    self.register_parameter(name + suffix,
-                                            nn.Parameter(torch.empty(shape, dtype=dtype)))
+                    if name in getattr(kern, "frozen", ()):
+                        # a constant of the kernel (trainable=False): state, not learnt
+                        self.register_buffer(name + suffix, torch.empty(shape, dtype=dtype))
+                    else:
+                        self.register_parameter(name + suffix,
+                                                nn.Parameter(torch.empty(shape, dtype=dtype)))
         self.register_load_state_dict_pre_hook(_load_torch_names)
         self.reset_parameters()
 
@@ -134,10 +138,13 @@ class RNN(nn.Module):
         return ["_l%d%s" % (l, d) for l in layers for d in ("", "_reverse")[:self.directions]]
 
     def reset_parameters(self):
-        """Every parameter uniform(-1/sqrt(H), 1/sqrt(H)), from torch's generator."""
+        """Every parameter (and constant buffer) uniform(-1/sqrt(H), 1/sqrt(H)), from
+        torch's generator."""
         k = 1.0 / math.sqrt(self.hidden_size)
         for p in self.parameters():
             nn.init.uniform_(p, -k, k)
+        for name, _ in self.named_buffers():
+            nn.init.uniform_(getattr(self, name), -k, k)
 
     def extra_repr(self):
         return ("cell=%s, %d, %d, num_layers=%d, bidirectional=%s, batch_first=%s, "
@@ -161,8 +168,9 @@ class RNN(nn.Module):
         return self._kernels[name]
 
     def param_dtype(self):
-        """The parameters' dtype, checked: one dtype, float32 or float64, on the CPU."""
-        found = {(p.dtype, p.device.type) for p in self.parameters()}
+        """The parameters' dtype, checked: one dtype, float32 or float64, on the CPU (the
+        constant buffers of trainable=False parameters count too)."""
+        found = {(p.dtype, p.device.type) for p in (*self.parameters(), *self.buffers())}
         if len(found) != 1 or next(iter(found))[0] not in DTYPES:
             raise TypeError("parameters: expected all float32 or all float64, got %s; use "
                             ".float() or .double()" % sorted(str(d) for d, _ in found))

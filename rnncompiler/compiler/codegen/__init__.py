@@ -548,7 +548,7 @@ def _backward(g, bwd, L, printer, ctype, p):
         g, L, b, ctype, dx_beta=0 if not stepwise and hoisted and b is hoisted[0] else 1)]
     zero_dx = [] if stepwise or hoisted else [
         "    if (dx) memset(dx, 0, sizeof({r}) * (size_t)T * (size_t)B * %d);" % L.I]
-    scatter = [ln for b in L.bundles for ln in linear.scatter_gradients(L, b)]
+    scatter = [ln for b in L.bundles for ln in linear.scatter_gradients(g, L, b)]
     dcarry_args = ", ".join("dcarry + (ptrdiff_t)B * %s" % L.consts.state(st[0]) for st in L.states)
     lines = [
         "/* dstates (T x B x S, or NULL): dL/d(state after step t), every t;",

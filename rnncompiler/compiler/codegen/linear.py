@@ -159,38 +159,55 @@ def chunk_backward(g, L, b, ctype, dx_beta=1):
             "{",
             "    const %s *%s = d_%s_all;" % (ctype, d, b.name)]
     for k, p in enumerate(b.parts):
-        src, stride = operand_rows(L, p.operand, g)
-        code.append("    const %s *v%d = padded ? valid_rows(t0, tc, B, lengths, %s, %d, %d, pad) : %s;"
-                    % (ctype, k, src, stride, p.width, src))
-        ld = str(stride) if stride == p.width else "padded ? %d : %d" % (p.width, stride)
-        code.append("    %s(RNNC_TN, threads, 1, %d, %d, (ptrdiff_t)tc * B, %s, %d, v%d, %s, "
-                    "gpack + %s, %d);" % (typed("gemm_big", ctype), b.width, p.width, d, b.width, k, ld,
-                                          L.consts.pack(b, p), p.width))
+        if not _part_frozen(g, p):      # constants: no dW, so no operand rows to read
+            src, stride = operand_rows(L, p.operand, g)
+            code.append("    const %s *v%d = padded ? valid_rows(t0, tc, B, lengths, %s, %d, %d, pad) : %s;"
+                        % (ctype, k, src, stride, p.width, src))
+            ld = str(stride) if stride == p.width else "padded ? %d : %d" % (p.width, stride)
+            code.append("    %s(RNNC_TN, threads, 1, %d, %d, (ptrdiff_t)tc * B, %s, %d, v%d, %s, "
+                        "gpack + %s, %d);" % (typed("gemm_big", ctype), b.width, p.width, d, b.width,
+                                              k, ld, L.consts.pack(b, p), p.width))
         if p.static:
             code.append("    if (dx) %s(RNNC_NN, threads, %d, (ptrdiff_t)tc * B, %d, %d, %s, %d, pack + %s, %d, "
                         "dx + (ptrdiff_t)t0 * B * %d, %d);"
                         % (typed("gemm_big", ctype), dx_beta, p.width, b.width, d, b.width,
                            L.consts.pack(b, p), p.width, L.I, L.I))
             dx_beta = 1
-    if b.bias_pack >= 0:
+    if b.bias_pack >= 0 and not _biases_frozen(g, b):
         code.append("    for (ptrdiff_t i = 0; i < (ptrdiff_t)tc * B; ++i) "
                     "for (ptrdiff_t r = 0; r < %d; ++r)" % b.width)
         code.append("        gpack[%s + r] += %s[i * %d + r];" % (L.consts.bias(b), d, b.width))
     return code + ["}"]
 
 
-def scatter_gradients(L, b):
-    """Add the packed gradients back into dparams, member by member (weights may be shared)."""
+def _frozen(g, param):
+    return g[param].frozen
+
+
+def _part_frozen(g, p):
+    """Every member's weight of part p is a constant (trainable=False): no dW GEMM."""
+    return all(_frozen(g, W) for W, _, _ in p.src)
+
+
+def _biases_frozen(g, b):
+    return all(_frozen(g, bias) for biases in b.biases for bias in biases)
+
+
+def scatter_gradients(g, L, b):
+    """Add the packed gradients back into dparams, member by member (weights may be
+    shared); constants (trainable=False) get none."""
     C = L.consts
     code = [comment("unpack the gradients of %s" % b.name)]
     for k, (m, R) in enumerate(zip(b.members, b.sizes, strict=True)):
         for p in b.parts:
             W, _, K = p.src[k]
+            if _frozen(g, W):
+                continue
             code.append("for (ptrdiff_t r = 0; r < %d; ++r) for (ptrdiff_t j = 0; j < %d; ++j)"
                         % (R, p.width))
             code.append("    dparams[%s + r * %d + %s + j] += gpack[%s + (%s + r) * %d + j];"
                         % (C.param(W), K, C.wcol(b, k, p), C.pack(b, p), C.col(m), p.width))
-        for bias in b.biases[k]:
+        for bias in (bias for bias in b.biases[k] if not _frozen(g, bias)):
             code.append("for (ptrdiff_t r = 0; r < %d; ++r) dparams[%s + r] += gpack[%s + %s + r];"
                         % (R, C.param(bias), C.bias(b), C.col(m)))
     return code
