@@ -539,7 +539,8 @@ def _backward(g, bwd, L, printer, ctype, p):
     if stepwise:
         carry += ["if (dx) memcpy(dx + (ptrdiff_t)t * B * %d, d_x_t, sizeof(%s) * (size_t)B * %d);"
                   % (L.I, ctype, L.I)]
-    defs, body = [linear.padding_c()] if L.bundles else [], []
+    padding = linear.reads_padded_rows(g, L)
+    defs, body = [linear.padding_c()] if padding else [], []
     for op in bwd.ops:
         d, code = _op_backward(g, L, op, printer, ctype)
         defs += d
@@ -576,7 +577,7 @@ def _backward(g, bwd, L, printer, ctype, p):
     ] + pointers + [ind + ln for ln in zero] + [ind + ln for blk in (seeds, body, carry) for ln in blk] + [
         "        }",
     ] + (["        const int padded = lengths && chunk_has_padding(t1, B, lengths);"]
-         if L.bundles else []) + ["        " + ln for ln in after] + [
+         if padding else []) + ["        " + ln for ln in after] + [
         "        (void)tc;",
         "    }",
     ] + ["    " + ln for ln in scatter] + [

@@ -189,6 +189,12 @@ def _part_frozen(g, p):
     return all(_frozen(g, W) for W, _, _ in p.src)
 
 
+def reads_padded_rows(g, L):
+    """Whether some weight gradient is computed after a chunk: only then does backward
+    read operands with their padded rows zeroed (padding.c, `padded`)."""
+    return any(not _part_frozen(g, p) for b in L.bundles for p in b.parts)
+
+
 def _biases_frozen(g, b):
     return all(_frozen(g, bias) for biases in b.biases for bias in biases)
 
