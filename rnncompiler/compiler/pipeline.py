@@ -122,6 +122,7 @@ def lower(cell, sizes, dtype, blas, prefix="rnnc"):
 
 
 def _meta(cell, g, bwd, sizes, dtype, csrc):
+    from .codegen import history_layout
     from .graph import frozen_params
     from .recurrence import classify, to_meta
     return {"name": cell.name, "dtype": dtype, "prefix": csrc.prefix, "cdef": csrc.cdef,
@@ -129,6 +130,7 @@ def _meta(cell, g, bwd, sizes, dtype, csrc):
             "input_size": sizes["I"], "hidden_size": sizes["H"], "sizes": sizes,
             "states": g.states, "output_size": csrc.layout.O,
             "pack_size": csrc.layout.pack_size,
+            "history": history_layout(csrc.layout),
             "params": [(n, list(s)) for n, s in g.params],
             "frozen": sorted(frozen_params(g)),
             "tape": tape_plan_rows(g, csrc.layout),

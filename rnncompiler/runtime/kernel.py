@@ -495,9 +495,11 @@ class Kernel:
         return out
 
     def _state_history(self, work, T, B):
-        """state -> (T+1, B, size) view of the tape: the states before step 0 .. after T-1."""
-        out, off = {}, self._meta["pack_size"]
-        for s, size in self.state_sizes.items():
+        """state -> (T+1, B, size) view of the tape: the states before step 0 .. after T-1,
+        where the manifest's `history` says they are."""
+        history = self._meta["history"]
+        out, off = {}, history["offset"]
+        for s, size in history["states"]:
             n = (T + 1) * B * size
             out[s] = work[off:off + n].reshape(T + 1, B, size)
             off += n

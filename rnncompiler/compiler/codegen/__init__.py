@@ -374,6 +374,14 @@ def _forward(g, L, printer, ctype, p):
     return "\n\n".join(defs + ["\n".join(lines).replace("{r}", ctype).replace("{p}", p)])
 
 
+def history_layout(L):
+    """Where the tape keeps the states, for the kernel's manifest (the runtime reads a
+    state's history from it without knowing the generator's layout): from `offset`
+    scalars into the workspace, each state's T+1 slots of B rows, in this order."""
+    return {"offset": L.pack_size, "slots": "T+1",
+            "states": [[name, size] for name, size, _, _, _ in L.states]}
+
+
 def _forward_regions(L, ctype, keep):
     """Pointers to the tape regions, and the end of the last one. keep=None: slot counts
     decided at run time by `keep` (forward and infer share them); keep=True: backward's."""
