@@ -174,6 +174,10 @@ def apply_op(op, vals, p):
         return getattr(rc, kind)(vals[op[1]])
     if kind == "slice":
         return vals[op[1]][op[2]:op[3]]
+    if kind == "clock":                         # the value where t mod period = 0, else 0
+        tick = rc.elementwise(lambda t, T=op[2]: sympy.Piecewise(
+            (1, sympy.Eq(sympy.Mod(t, T), 0)), (0, True)), rc.step())
+        return tick * vals[op[1]]
     if kind == "split":
         return rc.split(vals[op[1]], op[2])[op[3]]
     raise AssertionError("unknown operation %r" % (op,))
@@ -278,7 +282,7 @@ def draw_linear(draw, k, pool, weights, size=None):
 def draw_op(draw, k, pool, weights):
     """One random operation on the values so far, and the (kind, size) of its result."""
     kind = draw(st.sampled_from(["unary", "binary", "linear", "linear", "clip", "pow", "const",
-                                 "vector", "scalar", "reduce", "slice"]))
+                                 "vector", "scalar", "reduce", "slice", "clock"]))
     i = draw(st.integers(0, len(pool) - 1))
     if kind == "slice" and pool[i][0] == "vec" and pool[i][1] != "I" and pool[i][1] > 1:
         n = pool[i][1]
@@ -291,6 +295,8 @@ def draw_op(draw, k, pool, weights):
         return ("split", i, sizes, which), ("vec", sizes[which])
     if kind == "slice":
         kind = "unary"
+    if kind == "clock":
+        return ("clock", i, draw(st.sampled_from([1, 2, 3]))), pool[i]
     if kind == "linear":
         return draw_linear(draw, k, pool, weights)
     if kind == "binary":

@@ -16,6 +16,7 @@ import operator
 import os
 import re
 import sys
+import threading
 from dataclasses import dataclass, field, replace
 
 from . import activations, advice
@@ -69,6 +70,10 @@ def as_size(spec, what):
     of those like "H+I"."""
     if isinstance(spec, Size):
         return spec
+    if type(spec).__name__ == "Vec":
+        raise CellError("%s: a size is fixed when the cell is compiled, but this is a value "
+                        "of the step (a vector, or the step index rc.step()): use an int, "
+                        "'H', 'I' or a size name" % what)
     if isinstance(spec, bool) or not isinstance(spec, (int, str)):
         raise CellError("%s: a size must be an int, 'H', 'I' or a name, got %r" % (what, spec))
     if isinstance(spec, int):
@@ -187,6 +192,7 @@ class _Tracer:
     def __init__(self):
         self.nodes = {}
         self.params = []
+        self.step = None          # rc.step(): (the state node counting steps, its scalar)
 
 
     def add(self, op, **kw):
@@ -577,6 +583,27 @@ def _canonical(size):
     return Size(tuple((n, c) for n, c in size.terms if c), size.const)
 
 
+_TRACING = threading.local()      # the tracer of the cell being traced in this thread
+
+
+def step():
+    """rc.step(): the index t of the step being computed (0 at the first step), a per-row
+    scalar for elementwise math, e.g. a clock: 1[t mod 4 = 0]. The cell gets a state
+    `step` of one unit counting the steps, step[t] = step[t-1] + 1, whose state0 is the
+    index of the first step (0 by default): carried like any state, it keeps counting
+    across truncated BPTT chunks, and stops for a row past its length."""
+    tracer = getattr(_TRACING, "tracer", None)
+    where = _user_where()
+    if tracer is None:
+        raise CellError("%s: rc.step() is the index of the step inside a cell function; "
+                        "call it while the cell is traced (in the function of @rc.cell)" % where)
+    if tracer.step is None:
+        state = tracer.add("state", id="state.step", size=Size((), 1), where=where)
+        t = tracer.add("reduce", args=(state.id,), how="sum", scalar=True, where=where)
+        tracer.step = (state, t)
+    return tracer.step[1]
+
+
 def _reduction(how):
     def reduce(v):
         where = _user_where()
@@ -626,9 +653,19 @@ def trace_cell(fn, states, output):
     x = tracer.add("input", id="x", size=Size((("I", 1),), 0), where=where)
     prev = [tracer.add("state", id="state." + s, size=size, where=where)
             for s, size in state_sizes.items()]
-    result, local_names = _call_recording_names(fn, *bind(x, prev, Params(tracer)))
+    outer, _TRACING.tracer = getattr(_TRACING, "tracer", None), tracer
+    try:
+        result, local_names = _call_recording_names(fn, *bind(x, prev, Params(tracer)))
+    finally:
+        _TRACING.tracer = outer
     _name_nodes(tracer, local_names, set(state_sizes) | {"x"})
     new_states, y, output = _split_result(result, state_sizes, output, where)
+    if tracer.step is not None:             # rc.step(): its counter is a state of the cell
+        if "step" in state_sizes:
+            raise CellError("%s: a cell that calls rc.step() has a state 'step' counting the "
+                            "steps; rename its own state 'step'" % where)
+        state_sizes["step"] = Size((), 1)
+        new_states = dict(new_states, step=tracer.step[0] + 1)
     new_ids = tuple((s, _materialise(tracer, v, "state %r" % s, where).id)
                     for s, v in new_states.items())
     # an output named by output= is that state's node itself: y_t is the state after step t
@@ -750,5 +787,6 @@ def cell(fn=None, *, states=("h",), output=None):
         spec = trace_cell(f, states, output)
         given = dict(states) if isinstance(states, dict) else {s: "H" for s in (
             (states,) if isinstance(states, str) else states)}
+        given.update({s: size.const for s, size in spec.states if s not in given})   # rc.step()
         return Cell(f.__name__, given, spec, f)
     return decorate(fn) if fn is not None else decorate
