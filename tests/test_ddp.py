@@ -77,6 +77,9 @@ def worker(out_dir):
     model = nn.parallel.DistributedDataParallel(build())
     train(model, ids[:, rows], lengths[rows])
     torch.save(model.module.state_dict(), os.path.join(out_dir, "rank%d.pt" % rank))
+    # both ranks reach here before either tears the group down: a rank that destroys it
+    # while the other still talks to it can abort in gloo ("terminate called ...")
+    dist.barrier()
     dist.destroy_process_group()
 
 
