@@ -18,7 +18,7 @@ import sympy
 
 from . import mathfn
 from ..errors import CellError
-from .ops import OPS, STEP_FUNCTIONS, unbroadcast  # noqa: F401 (unbroadcast: re-exported)
+from .ops import OPS, differentiate_expr, unbroadcast  # noqa: F401 (unbroadcast: re-exported)
 from ..runtime.kernel import check_step_states
 
 
@@ -67,10 +67,7 @@ def partial(expr, k, hand_written=False, where=""):
     """
     a = sympy.Symbol("a%d" % k, real=True)
     f = expr if hand_written else mathfn.expand_activations(expr)
-    d = mathfn.mod_derivatives(sympy.diff(f, a))
-    d = d.replace(lambda e: isinstance(e, sympy.Derivative)
-                  and isinstance(e.expr, STEP_FUNCTIONS), lambda e: sympy.S.Zero)
-    d = d.replace(lambda e: isinstance(e, sympy.DiracDelta), lambda e: sympy.S.Zero)
+    d = differentiate_expr(f, a)          # kinks and jumps as in PyTorch, as the kernel has them
     if d.has(sympy.Derivative) or d.has(sympy.Subs):
         raise CellError("%s: sympy cannot differentiate %s with respect to operand %d (got %s)"
                         % (where, expr, k, d))

@@ -144,7 +144,8 @@ def _equations(cell, g, bwd, sizes):
     and the step is not built and differentiated a second time."""
     from .equations import derive_equations, named_equations
     from .graph import build_graph
-    named = {n.id for n in cell.spec.nodes if n.name and n.op not in ("input", "state", "param")}
+    from .ops import LEAVES
+    named = {n.id for n in cell.spec.nodes if n.name and n.op not in LEAVES}
     if named <= set(g):
         return derive_equations(g, bwd)
     return named_equations(build_graph(cell.spec, sizes))
