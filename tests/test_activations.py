@@ -156,13 +156,10 @@ def probe_cell(rows):
         f = mathfn.SYMPY_FUNCTIONS[row.sympy_name]
         return rc.elementwise(lambda u: f(u, *bounds(row)), v)
 
-    def probe(x, *args):
-        s, p = args[:-1], args[-1]
+    @rc.cell(states=states)
+    def probe(x, *s, p):
         return dict(zip(states, s)), rc.concat(*[fn(row, v) for row, v in zip(rows, s)])
-    src = "def probe(x, %s, p):\n    return body(x, %s, p)\n" % (", ".join(states), ", ".join(states))
-    scope = {"body": probe}
-    exec(src, scope)
-    return rc.cell(states=states)(scope["probe"])
+    return probe
 
 
 @pytest.fixture(scope="module", params=["float64", "float32"])

@@ -3,10 +3,12 @@ of pyproject.toml as they are, and its module tables name every module of the co
 and the runtime, and none that does not exist."""
 import itertools
 import re
-import tomllib
 from pathlib import Path
 
 import pytest
+
+tomllib = pytest.importorskip("tomllib")          # Python >= 3.11 reads pyproject.toml itself
+
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGE = (ROOT / "docs" / "architecture.md").read_text()

@@ -14,7 +14,7 @@ def display_names(g):
     """node id -> (text, latex) names: h[t] / h_{t}, c[t-1] / c_{t-1}, W_f / W_{f}, and
     for the values the cell's own names (f[t] / f_{t}); unnamed ones are called a_f (the
     map of W_f), z (a concatenation), m (a reduction) or v1, v2, ..."""
-    from .graph import linear_terms, topo_order, param_name
+    from .graph import param_name
     names = {"x": _at("x", "t")}
     for s, _ in g.states:
         names["state." + s] = _at(s, "t-1")
@@ -24,18 +24,18 @@ def display_names(g):
         names.setdefault(node, _at(s, "t"))
     names.setdefault(g.output, _at("y", "t"))
     taken = {text.split("[")[0] for text, _ in names.values()}
-    for n in topo_order(g):
+    for n in g.ops():
         var = g[n].name
         if n not in names and var and var not in taken:
             names[n] = _at(var, "t")
             taken.add(var)
     counters = {}
-    for n in topo_order(g):
+    for n in g.ops():
         if n in names:
             continue
         d = g[n]
         if d.op == "linear":
-            w = param_name(linear_terms(g, n)[0][0][1])
+            w = param_name(g[n].terms[0][1])
             stem = "a_" + (w[2:] if w.startswith("W_") and len(w) > 2 else w)
         else:
             stem = {"concat": "z", "reduce": "m"}.get(d.op, "v")
@@ -65,10 +65,9 @@ def tex_name(name):
 
 def derive_equations(g, bwd):
     """Equations of fused step graph g and its backward step bwd."""
-    from .graph import topo_order
     names = display_names(g)
     fwd, fwd_l = [], []
-    for n in topo_order(g):
+    for n in g.ops():
         t, l = names[n]
         rt, rl = forward_rhs(g, n, names)
         fwd.append((t, "=", rt))

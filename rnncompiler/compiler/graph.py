@@ -64,21 +64,6 @@ def frozen_params(g):
     return frozenset(param_name(n) for n, d in g.items() if d.op == "param" and d.frozen)
 
 
-def topo_order(g):
-    """Operation nodes in a deterministic topological order (trace order is one)."""
-    return g.ops()
-
-
-def linear_terms(g, n):
-    """((operand, weight), ...) and (bias, ...) of linear node n."""
-    return g[n].terms, g[n].biases
-
-
-def result_nodes(g):
-    """The nodes whose values leave the step: the new states and the output."""
-    return g.results()
-
-
 # ---------------------------------------------------------------- fusion
 
 def fuse_elementwise(g, keep=()):

@@ -111,15 +111,6 @@ class StepIR:
         """A new IR with these nodes (and other fields changed), type-checked."""
         return replace(self, nodes=tuple(nodes), **changes).typecheck()
 
-    def to_networkx(self):
-        """The step as a networkx.DiGraph (edges operand -> user; node attribute `node`)."""
-        import networkx as nx
-        g = nx.DiGraph(name=self.name)
-        for n in self.nodes:
-            g.add_node(n.id, node=n)
-            g.add_edges_from((a, n.id) for a in n.args)
-        return g
-
     # ------------------------------------------------------------ checking
 
     def typecheck(self):

@@ -13,8 +13,8 @@ import numpy as np
 
 from . import build
 from .. import options
-from .dsl import Cell, bind_sizes, check_identifier
-from ..errors import CellError, CompileError
+from .dsl import Cell, bind_sizes
+from ..errors import CompileError
 from .expr import Term
 from ..runtime.kernel import Kernel
 

@@ -58,10 +58,10 @@ def of_cell(cell, input_size=3, hidden_size=4, sizes=None):
 def classify(g):
     """state -> Recurrence for fused (or unfused) step graph g."""
     from .equations import display_names
-    from .graph import LEAVES, topo_order
+    from .graph import LEAVES
     names = display_names(g)
     deps = {n: _leaf(n, d) for n, d in g.items() if d.op in LEAVES}
-    for n in topo_order(g):
+    for n in g.ops():
         rule = RULES.get(g[n].op, _unknown)
         deps[n] = rule(g, n, deps, names)
     return {s: _verdict(g, s, node, deps[node], names) for s, node in g.new_states}
@@ -101,8 +101,8 @@ def _ew(g, n, deps, names):
 
 def _linear(g, n, deps, names):
     """A linear map of a state-dependent value mixes that value's units: dense."""
-    from .graph import linear_terms, param_name
-    terms, _ = linear_terms(g, n)
+    from .graph import param_name
+    terms = g[n].terms
     live = [(v, W) for v, W in terms if deps[v].kind != "none"]
     if not live:
         return _NONE

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 
 from .. import csrc, mathfn
 from ..autodiff import EwGrad, ConcatGrad, ReduceGrad, SliceGrad
-from ..graph import topo_order
 from .elementwise import forward_loop, backward_loop, comment, ref, label
 from .layout import plan_layout, Layout, CHUNK
 from . import constants
@@ -319,7 +318,7 @@ def _forward(g, L, printer, ctype, p):
         pointers.append("%s%s *restrict %s = A_%s + (ptrdiff_t)%s * B * %d; (void)%s;"
                         % (ind, ctype, a.name, a.name, _step_index(a), a.width, a.name))
     defs, body = [], []
-    for n in topo_order(g):
+    for n in g.ops():
         d, code = _op_forward(g, L, n, printer, ctype)
         defs += d
         body += code

@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from ..graph import param_name, topo_order
+from ..graph import param_name
 
 # enum constants are int (C99 6.7.2.2): above this the block becomes #defines, whose
 # literals take a wider type by themselves
@@ -190,14 +190,14 @@ def name_layout(g, L):
         for p in b.parts:
             _name_wcols(N, L, b, p)
     N.group("concatenations the step builds: each operand's columns")
-    for n in topo_order(g):
+    for n in g.ops():
         if g[n].op == "concat" and n not in L.elided:
             col = 0
             for a in g[n].args:
                 N.add(("cat", n, col), "RNNC_CAT_%s_%s" % (L.value[n][0], operand_tag(L, a)), col)
                 col += g[a].size
     N.group("slices the step takes: each one's first column in its operand")
-    for n in topo_order(g):
+    for n in g.ops():
         if g[n].op == "slice":
             N.add(("slice", n), "RNNC_SLICE_" + L.value[n][0], g[n].offset)
     N.group("adj: B rows of each adjoint of one step")

@@ -18,7 +18,7 @@ import sympy
 from ..activations import TABLE
 from ..autodiff import EwGrad, ew_reads
 from ..equations import display_names
-from ..graph import LEAVES, linear_terms, result_nodes, topo_order
+from ..graph import LEAVES
 from .constants import name_layout
 from .microkernel import panel_size
 
@@ -107,7 +107,7 @@ def linear_parts(g, n):
             return [p for a in d.args for p in flatten(a)]
         return [(v, d.size)]
     out = []
-    for v, W in linear_terms(g, n)[0]:
+    for v, W in g[n].terms:
         col, K = 0, g[W].shape[1]
         for operand, w in flatten(v):
             out.append((operand, w, W, col, K))
@@ -118,7 +118,7 @@ def linear_parts(g, n):
 def plan_bundles(g, params):
     """Group linear nodes by their parts and pack their weights."""
     groups = {}
-    for n in topo_order(g):
+    for n in g.ops():
         if g[n].op != "linear":
             continue
         parts, seen = [], {}
@@ -137,7 +137,7 @@ def plan_bundles(g, params):
             src = tuple(parts[i][2:] for parts in sources)
             out_parts.append(Part(v, w, v == "x", src, pack))
             pack += width * w
-        biases = tuple(linear_terms(g, m)[1] for m in members)
+        biases = tuple(g[m].biases for m in members)
         bias_pack = -1
         if any(biases):
             bias_pack, pack = pack, pack + width
@@ -148,8 +148,8 @@ def plan_bundles(g, params):
 
 def _elided(g, bundle_of):
     """Concats whose every consumer is a linear map (which reads the parts directly)."""
-    out, results = set(), result_nodes(g)
-    for n in topo_order(g):
+    out, results = set(), g.results()
+    for n in g.ops():
         d = g[n]
         if d.op == "concat" and n not in results and all(
                 s in bundle_of for s in g.users(n)):
@@ -158,7 +158,7 @@ def _elided(g, bundle_of):
     changed = True
     while changed:
         changed = False
-        for n in topo_order(g):
+        for n in g.ops():
             if (g[n].op == "concat" and n not in out and n not in results
                     and all(s in bundle_of or s in out for s in g.users(n))):
                 out.add(n)
@@ -236,7 +236,7 @@ def plan_layout(g, bwd, microkernel=None):
     for k, st in enumerate(states):
         if g[st[4]].op == "ew" and st[4] not in direct:
             direct[st[4]] = k
-    for k, n in enumerate(topo_order(g)):
+    for k, n in enumerate(g.ops()):
         if n in bundle_of or n in elided:
             continue
         name, size = "v%d" % k + ("_" + g[n].name if g[n].name else ""), g[n].size
@@ -269,7 +269,7 @@ def saved_activations(g, bwd, bundle_of):
     forward loop then stores F(E) in a_k's slot, and the backward loop reads it there
     instead of computing F again (the LSTM's and GRU's gates: no exponentials in backward)."""
     grads = {op.node: op for op in bwd.ops if isinstance(op, EwGrad)}
-    results = result_nodes(g)
+    results = g.results()
     saved = {}
     for n, op in grads.items():
         expr, chosen = g[n].expr, {}
