@@ -16,6 +16,7 @@ import importlib
 
 from .errors import CellError, CompileError, CacheSecurityError, NonFiniteError
 from .compiler.dsl import Cell, cell, concat, split, step, elementwise, activation, sum, mean
+from .compiler.dsl import dropout, zoneout
 from .compiler.dsl import ACTIVATION_FUNCTIONS as _ACTIVATION_FUNCTIONS
 from .compiler.pipeline import compile, VERSION as __version__
 from .runtime.kernel import Kernel, ForwardResult, Gradients
@@ -56,6 +57,6 @@ def __dir__():
 
 
 __all__ = ["CellError", "CompileError", "CacheSecurityError", "NonFiniteError", "Cell", "cell",
-           "concat", "split", "step", "elementwise", "activation", *_ACTIVATION_FUNCTIONS, "sum", "mean", "compile",
+           "concat", "split", "step", "dropout", "zoneout", "elementwise", "activation", *_ACTIVATION_FUNCTIONS, "sum", "mean", "compile",
            "Kernel", "ForwardResult", "Gradients", "unroll", "set_num_threads", "get_num_threads",
            "gradient_flow", "GradientFlow"] + [n for n in _LAZY if n not in ("torch", "jax", "check")]

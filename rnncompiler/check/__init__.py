@@ -59,7 +59,8 @@ def _graph(cell, kern):
     """The unfused step graph of `cell` at the kernel's sizes."""
     from ..compiler.graph import build_graph
     sizes = dict(getattr(kern, "sizes", None) or {})
-    sizes.update(H=kern.hidden_size, I=kern.input_size)
+    sizes.setdefault("H", kern.hidden_size)
+    sizes.setdefault("I", kern.input_size)
     return build_graph(cell.spec, sizes)
 
 
@@ -69,6 +70,11 @@ def gradcheck_kernel(kern, T=5, B=2, seed=0, lengths=None, rtol=None, atol=None,
     """Check a compiled (or duck-typed) kernel; float32 kernels need reference=<float64
     kernel>. See `gradcheck`."""
     _check_args(T, B, mode, projections)
+    if not getattr(getattr(kern, "columns", None), "plain", True):
+        # contexts and masks are columns of the C's input rows: checked as such, masks
+        # included (the random values they take in training are points like any other)
+        kern = kern.rows()
+        reference = reference.rows() if hasattr(reference, "rows") else reference
     dtype = np.dtype(kern.dtype).name
     if dtype != "float64" and reference is None:
         raise ValueError("reference: a %s kernel is checked against a float64 kernel of the "

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field, replace
 from . import activations, advice
 from . import expr as ex
 from ..errors import CellError
+from ..runtime.inputs import Columns, Mask
 
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _MULTIPLE = re.compile(r"[0-9]+\*[A-Za-z_][A-Za-z0-9_]*\Z")
@@ -121,6 +122,14 @@ def bind_sizes(cell, input_size, hidden_size, sizes):
 
 
 
+def bind_columns(spec, bound):
+    """The blocks of the cell's input row with their sizes bound (runtime/inputs.py)."""
+    return Columns(tuple((n, s.bind(bound)) for n, s in spec.inputs),
+                   tuple((n, s.bind(bound)) for n, s in spec.context),
+                   tuple(Mask(n, s.bind(bound), per, kind, rate)
+                         for n, s, per, kind, rate in spec.masks))
+
+
 # ---------------------------------------------------------------- the spec
 
 @dataclass(frozen=True)
@@ -150,6 +159,11 @@ class CellSpec:
     output: str               # node id of the step output
     params: tuple             # param node ids in declaration order
     where: str
+    # the blocks of the input row x_t, in order (runtime/inputs.py): per-step inputs and
+    # per-sequence contexts ((name, Size), ...), masks ((name, Size, per, kind, rate), ...)
+    inputs: tuple = (("x", Size((("I", 1),), 0)),)
+    context: tuple = ()
+    masks: tuple = ()
 
 
 @dataclass(frozen=True, eq=False)
@@ -163,6 +177,21 @@ class Cell:
 
     def __call__(self, *args, **kwargs):
         return self.fn(*args, **kwargs)
+
+    @property
+    def inputs(self):
+        """Per-step input name -> size spec, in the order the function takes them."""
+        return {name: str(size) for name, size in self.spec.inputs}
+
+    @property
+    def context(self):
+        """Per-sequence (context) input name -> size spec."""
+        return {name: str(size) for name, size in self.spec.context}
+
+    @property
+    def masks(self):
+        """Mask name -> (kind, rate, per) of every rc.dropout and rc.zoneout."""
+        return {name: (kind, rate, per) for name, _, per, kind, rate in self.spec.masks}
 
 
 # ---------------------------------------------------------------- tracing
@@ -193,6 +222,8 @@ class _Tracer:
         self.nodes = {}
         self.params = []
         self.step = None          # rc.step(): (the state node counting steps, its scalar)
+        self.masks = []           # rc.dropout/rc.zoneout: (name, Size, per, kind, rate)
+        self.columns = {}         # name of every block of the input row -> where declared
 
 
     def add(self, op, **kw):
@@ -643,22 +674,67 @@ def _states_spec(states, where):
     return out
 
 
-def trace_cell(fn, states, output):
+def _blocks_spec(blocks, default, what, where):
+    """name -> Size for inputs= or context=: a tuple of names (each of size `default`) or
+    a dict name -> size."""
+    if isinstance(blocks, str):
+        blocks = (blocks,)
+    if isinstance(blocks, dict):
+        items = list(blocks.items())
+    elif isinstance(blocks, (tuple, list)):
+        items = [(n, default) for n in blocks]
+    else:
+        raise CellError("%s: %s= must be a tuple of names or a dict name -> size, got %r"
+                        % (where, what, blocks))
+    out = {}
+    for name, size in items:
+        check_identifier(name, "%s: %s name" % (where, what))
+        if name in out:
+            raise CellError("%s: %s name %r is repeated" % (where, what, name))
+        out[name] = as_size(size, "%s: size of %s %r" % (where, what, name))
+    return out
+
+
+def trace_cell(fn, states, output, inputs=("x",), context=()):
     """Run `fn` on symbolic vectors and return its CellSpec."""
     code = fn.__code__
     where = "%s:%d" % (os.path.basename(code.co_filename), code.co_firstlineno)
     state_sizes = _states_spec(states, where)
-    bind = _binder(fn, state_sizes, where)
+    input_sizes = _blocks_spec(inputs, "I", "inputs", where)
+    if not input_sizes:
+        raise CellError("%s: a cell needs at least one per-step input (inputs=)" % where)
+    context_sizes = _blocks_spec(context, "I", "context", where)
+    clash = sorted((set(input_sizes) & set(context_sizes))
+                   | ((set(input_sizes) | set(context_sizes)) & set(state_sizes)))
+    if clash:
+        raise CellError("%s: %r names both an input and a state or context; give each its "
+                        "own name" % (where, clash[0]))
+    bind = _binder(fn, len(input_sizes) + len(context_sizes), state_sizes, where)
     tracer = _Tracer()
-    x = tracer.add("input", id="x", size=Size((("I", 1),), 0), where=where)
+    width = Size()
+    for size in list(input_sizes.values()) + list(context_sizes.values()):
+        width = width + size
+    x = tracer.add("input", id="x", size=width, where=where)
     prev = [tracer.add("state", id="state." + s, size=size, where=where)
             for s, size in state_sizes.items()]
+    blocks = {**input_sizes, **context_sizes}
+    tracer.columns = {name: where for name in blocks}
+    if len(blocks) == 1:
+        lead = [x]                  # the common cell: its input is the row itself
+    else:
+        lead, col = [], Size()
+        for name, size in blocks.items():
+            lead.append(tracer.add("slice", id="input." + name, args=("x",), size=size,
+                                   offset=col, name=name, where=where))
+            col = col + size
     outer, _TRACING.tracer = getattr(_TRACING, "tracer", None), tracer
     try:
-        result, local_names = _call_recording_names(fn, *bind(x, prev, Params(tracer)))
+        result, local_names = _call_recording_names(fn, *bind(lead, prev, Params(tracer)))
     finally:
         _TRACING.tracer = outer
-    _name_nodes(tracer, local_names, set(state_sizes) | {"x"})
+    if tracer.masks:
+        _row_with_masks(tracer, width, len(blocks) == 1 and next(iter(blocks)), where)
+    _name_nodes(tracer, local_names, set(state_sizes) | {"x"} | set(tracer.columns))
     new_states, y, output = _split_result(result, state_sizes, output, where)
     if tracer.step is not None:             # rc.step(): its counter is a state of the cell
         if "step" in state_sizes:
@@ -676,30 +752,118 @@ def trace_cell(fn, states, output):
             raise CellError("%s: state %r has size %s but the cell returns a vector of size %s"
                             % (node.where, s, state_sizes[s], node.size))
     return CellSpec(fn.__name__, tuple(state_sizes.items()), tuple(tracer.nodes.values()),
-                    new_ids, y_id, tuple(tracer.params), where)
+                    new_ids, y_id, tuple(tracer.params), where,
+                    tuple(input_sizes.items()), tuple(context_sizes.items()),
+                    tuple(tracer.masks))
 
 
-def _binder(fn, state_sizes, where):
+def _row_with_masks(tracer, width, whole, where):
+    """Widen the input row by the masks' columns (they come after the inputs). A cell
+    that was handed the row itself as its one input now reads it through a slice of the
+    row's first columns."""
+    total = width
+    for _, size, *_ in tracer.masks:
+        total = total + size
+    nodes = dict(tracer.nodes)
+    nodes["x"] = replace(nodes["x"], size=total)
+    if whole:
+        first = Node("input." + whole, "slice", ("x",), size=width, offset=Size(), name=whole,
+                     where=where)
+        out = {}
+        for node_id, node in nodes.items():
+            if node.op != "slice" or not node_id.startswith("mask."):
+                node = replace(node, args=tuple(first.id if a == "x" else a for a in node.args))
+            out[node_id] = node
+            if node_id == "x":
+                out[first.id] = first
+        nodes = out
+    tracer.nodes = nodes
+
+
+def _binder(fn, lead, state_sizes, where):
     """How the cell function takes its arguments: (x, s1, ..., sn, p), or (x, *states, p)
     with p keyword-only, for a cell whose state list is built at run time (a stack of
-    layers, a shift register). Returns (x, prev, p) -> (args, kwargs)."""
+    layers, a shift register); with several inputs or contexts, all of them first, in the
+    order declared. Returns (inputs, prev, p) -> (args, kwargs)."""
     params = list(inspect.signature(fn).parameters.values())
     var = [k for k, q in enumerate(params) if q.kind is inspect.Parameter.VAR_POSITIONAL]
     if var:
         head, tail = params[:var[0]], params[var[0] + 1:]
         required = [q for q in tail if q.default is inspect.Parameter.empty]
-        if (len(head) != 1 or head[0].kind is inspect.Parameter.KEYWORD_ONLY
+        if (len(head) != lead or any(q.kind is inspect.Parameter.KEYWORD_ONLY for q in head)
                 or len(required) != 1 or required[0].kind is not inspect.Parameter.KEYWORD_ONLY):
             raise CellError("%s: %s%s: a cell with a variable number of states is written "
-                            "def %s(x, *states, p): x, then *states, then the parameter "
-                            "factory p" % (where, fn.__name__, inspect.signature(fn), fn.__name__))
+                            "def %s(%s, *states, p): %s, then *states, then the parameter "
+                            "factory p" % (where, fn.__name__, inspect.signature(fn),
+                                           fn.__name__, _lead_text(lead), _lead_text(lead)))
         p_name = required[0].name
-        return lambda x, prev, p: ((x, *prev), {p_name: p})
-    if len(params) != len(state_sizes) + 2:
-        raise CellError("%s: %s takes %d arguments; expected x, one per state (%s), then p "
-                        "(or x, *states, p)" % (where, fn.__name__, len(params),
-                                                ", ".join(state_sizes)))
-    return lambda x, prev, p: ((x, *prev, p), {})
+        return lambda xs, prev, p: ((*xs, *prev), {p_name: p})
+    if len(params) != len(state_sizes) + lead + 1:
+        raise CellError("%s: %s takes %d arguments; expected %s, one per state (%s), then p "
+                        "(or %s, *states, p)" % (where, fn.__name__, len(params),
+                                                 _lead_text(lead), ", ".join(state_sizes),
+                                                 _lead_text(lead)))
+    return lambda xs, prev, p: ((*xs, *prev, p), {})
+
+
+def _lead_text(lead):
+    return "x" if lead == 1 else "the %d inputs and contexts" % lead
+
+
+# ---------------------------------------------------------------- masks
+
+def _mask(v, kind, rate, per, name, where):
+    """A new block of the input row holding a random mask of v's size (runtime/inputs.py
+    draws it), as a vector of the cell."""
+    tracer = getattr(_TRACING, "tracer", None)
+    if tracer is None:
+        raise CellError("%s: rc.%s is used inside a cell function, while @rc.cell traces it"
+                        % (where, kind))
+    if not isinstance(v, Vec) or v.scalar or v._tracer is not tracer:
+        raise CellError("%s: rc.%s takes a vector of this cell, got %r" % (where, kind, v))
+    if isinstance(rate, bool) or not isinstance(rate, numbers.Real) or not 0 <= rate < 1:
+        raise CellError("%s: rc.%s: rate is the probability that a unit is %s, a number in "
+                        "[0, 1), got %r" % (where, kind, "dropped" if kind == "dropout"
+                                            else "kept at its old value", rate))
+    if per not in ("sequence", "step"):
+        raise CellError("%s: rc.%s: per= is \"sequence\" (one mask per sequence, the same at "
+                        "every step) or \"step\" (a new mask at every step), got %r"
+                        % (where, kind, per))
+    if name is None:
+        name = "%s%d" % (kind, builtins.sum(1 for m in tracer.masks if m[3] == kind))
+    check_identifier(name, "%s: rc.%s name" % (where, kind))
+    if name in tracer.columns:
+        raise CellError("%s: rc.%s: the name %r is taken (at %s); give each mask its own "
+                        "name=" % (where, kind, name, tracer.columns[name]))
+    tracer.columns[name] = where
+    offset = tracer.nodes["x"].size
+    for m in tracer.masks:
+        offset = offset + m[1]
+    tracer.masks.append((name, v.size, per, kind, float(rate)))
+    return tracer.add("slice", id="mask." + name, args=("x",), size=v.size, offset=offset,
+                      name=name, where=where)
+
+
+def dropout(v, rate, *, per="sequence", name=None):
+    """rc.dropout(v, rate): v ⊙ m with a random mask m, m = 1/(1-rate) with probability
+    1-rate, else 0 (inverted dropout: E[m] = 1). per="sequence" (the default) draws one
+    mask per sequence, the same at every step: variational dropout (Gal & Ghahramani),
+    also on states; per="step" a new one at every step. The kernel's forward draws the
+    masks from its seed; infer and step use m = 1."""
+    where = _user_where()
+    return v * _mask(v, "dropout", rate, per, name, where)
+
+
+def zoneout(new, old, rate, *, per="step", name=None):
+    """rc.zoneout(new, old, rate): m ⊙ old + (1-m) ⊙ new, m = 1 with probability rate:
+    each unit keeps its old value with that probability (Krueger et al.), a new mask at
+    every step by default. Inference uses m = rate, the expectation."""
+    where = _user_where()
+    if not isinstance(old, Vec) or old.scalar:
+        raise CellError("%s: rc.zoneout(new, old, rate) takes the old value as a vector, got "
+                        "%r" % (where, old))
+    m = _mask(new, "zoneout", rate, per, name, where)
+    return m * old + (1 - m) * new
 
 
 def _call_recording_names(fn, args, kwargs):
@@ -777,14 +941,17 @@ def _materialise(tracer, value, what, where):
     return tracer.add("ew", args=(value.id,), expr=ex.arg(0), size=value.size, where=where)
 
 
-def cell(fn=None, *, states=("h",), output=None):
+def cell(fn=None, *, states=("h",), output=None, inputs=("x",), context=()):
     """Declare a recurrent cell: ``@rc.cell(states=("h", "c"), output="h")``.
 
     The function receives x, one vector per state (its value at t-1), and the parameter
-    factory p; it returns a dict of new states, or (states_dict, y).
+    factory p; it returns a dict of new states, or (states_dict, y). inputs= declares
+    several per-step inputs (names, or a dict name -> size; default one, x, of size I),
+    context= per-sequence inputs (constant over time); the function then receives every
+    input, then every context, before the states.
     """
     def decorate(f):
-        spec = trace_cell(f, states, output)
+        spec = trace_cell(f, states, output, inputs, context)
         given = dict(states) if isinstance(states, dict) else {s: "H" for s in (
             (states,) if isinstance(states, str) else states)}
         given.update({s: size.const for s, size in spec.states if s not in given})   # rc.step()

@@ -197,7 +197,8 @@ class ReferenceResult:
     outputs: np.ndarray
     states: dict
     trace: Trace
-    x: np.ndarray
+    x: np.ndarray            # the input rows: every input, context and mask
+    masks: dict = None
 
 
 @dataclass
@@ -211,6 +212,8 @@ class ReferenceGradients:
     states: dict
     per_step: dict
     adjoints: list
+    inputs: dict = None
+    context: dict = None
 
 
 class Reference:
@@ -226,13 +229,16 @@ class Reference:
     def __init__(self, cell, input_size=3, hidden_size=4, sizes=None):
         from .dsl import Cell
         from .graph import build_graph, frozen_params
-        from .dsl import bind_sizes
+        from .dsl import bind_columns, bind_sizes
         if not isinstance(cell, Cell):
             raise TypeError("cell: expected a cell made with @rc.cell, got %r" % (cell,))
         bound = bind_sizes(cell, input_size, hidden_size, sizes)
         self.graph = build_graph(cell.spec, bound)
         self.name, self.sizes = cell.name, bound
-        self.input_size, self.hidden_size = bound["I"], bound["H"]
+        self.columns = bind_columns(cell.spec, bound)
+        self.inputs, self.context = dict(self.columns.inputs), dict(self.columns.context)
+        self.masks = {m.name: m for m in self.columns.masks}
+        self.input_size, self.hidden_size = self.columns.step_width, bound["H"]
         self.state_sizes = dict(self.graph.states)
         self.output_size = self.graph[self.graph.output].size
         self.param_shapes = dict(self.graph.params)
@@ -252,19 +258,49 @@ class Reference:
         return {name: rng.uniform(-k, k, size=shape)
                 for name, shape in self.param_shapes.items()}
 
-    def forward(self, params, x, state0=None, lengths=None):
-        """Run the whole sequence, keeping every node value for backward."""
+    def forward(self, params, x, state0=None, lengths=None, *, context=None, masks=None,
+                seed=None, training=True):
+        """Run the whole sequence, keeping every node value for backward (the inputs,
+        contexts and masks as Kernel.forward takes them)."""
+        if isinstance(x, dict):
+            x = self.columns.step_inputs(x, False, np.float64)
         params, x, state0, lengths = self._checked(params, x, state0, lengths)
+        T, B = x.shape[:2]
+        cols, used = self.columns, None
+        if not cols.plain or context is not None or masks is not None:
+            ctx = cols.check_context(context, B, np.float64)
+            used = (cols.check_masks(masks, T, B, np.float64) if masks is not None else
+                    cols.draw_masks(T, B, seed, np.float64) if training else
+                    cols.expected_masks(T, B, np.float64))
+            x = cols.assemble(x, ctx, used, np.float64)
         tr = trace(self.graph, params, x, state0, lengths, self._fns)
-        return ReferenceResult(tr.outputs, tr.states, tr, x)
+        return ReferenceResult(tr.outputs, tr.states, tr, x, used)
 
-    def infer(self, params, x, state0=None, lengths=None):
-        res = self.forward(params, x, state0, lengths)
+    def draw_masks(self, T, B, seed=None):
+        """The masks Kernel.draw_masks draws from the same seed."""
+        return self.columns.draw_masks(T, B, seed, np.float64)
+
+    def rows(self):
+        """This reference over whole input rows, as Kernel.rows()."""
+        import copy
+        from ..runtime.inputs import Columns
+        view = copy.copy(self)
+        view.columns = Columns((("x", self.columns.width),))
+        view.input_size, view.inputs, view.context, view.masks = (
+            self.columns.width, {"x": self.columns.width}, {}, {})
+        return view
+
+    def infer(self, params, x, state0=None, lengths=None, *, context=None):
+        res = self.forward(params, x, state0, lengths, context=context, training=False)
         return res.outputs, res.states
 
-    def step(self, params, x_t, states=None):
+    def step(self, params, x_t, states=None, *, context=None):
         check_step_states(states, self.name, self.state_sizes)
-        y, new = self.infer(params, np.asarray(x_t, np.float64)[None], states)
+        if isinstance(x_t, dict):
+            x_t = {k: np.asarray(v, np.float64)[None] for k, v in x_t.items()}
+        else:
+            x_t = np.asarray(x_t, np.float64)[None]
+        y, new = self.infer(params, x_t, states, context=context)
         return y[0], new
 
     def backward(self, result, d_outputs=None, d_states=None, *, state_grads=False):
@@ -302,8 +338,11 @@ class Reference:
             if "x" in adj:
                 dx[t] = adj["x"]
             carry = {s: np.where(keep, adj.get("state." + s, 0), carry[s]) for s in carry}
+        dx, dcontext = self.columns.split_dx(dx)
         return ReferenceGradients(grads, dx, carry, dstates if state_grads else None,
-                                  per_step, adjoints)
+                                  per_step, adjoints,
+                                  self.columns.split_inputs(dx) if len(self.inputs) > 1 else None,
+                                  dcontext if self.context else None)
 
     # ------------------------------------------------------------ argument checks
 

@@ -157,7 +157,8 @@ class StepIR:
         """A reader's name for a node: x[t], h[t-1], W_f, or the cell's own name."""
         n = self[node_id]
         if n.op == "input":
-            return "x[t]"
+            return "x_row[t]" if any(m.startswith(("input.", "mask.")) for m in self.ops()) \
+                else "x[t]"
         if n.op == "state":
             return "%s[t-1]" % self.state_of(node_id)
         if n.op == "param":

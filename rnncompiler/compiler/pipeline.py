@@ -13,7 +13,7 @@ import numpy as np
 
 from . import build
 from .. import options
-from .dsl import Cell, bind_sizes
+from .dsl import Cell, CellSpec, bind_columns, bind_sizes
 from ..errors import CompileError
 from .expr import Term
 from ..runtime.kernel import Kernel
@@ -29,6 +29,9 @@ def fingerprint(spec):
     """A stable text of everything in a cell spec that shapes the generated code."""
     parts = [spec.name, repr(spec.states), repr(spec.new_states), spec.output,
              repr(spec.params)]
+    if spec.inputs != CellSpec.inputs or spec.context or spec.masks:
+        # the blocks of the input row: the manifest's, and how masks are drawn
+        parts.append(repr((spec.inputs, spec.context, spec.masks)))
     sympy_exprs = []
     for node in spec.nodes:
         parts.append("%s|%s|%s|%s|%s|%s|%s|%s|%s" % (node.id, node.op, node.args, node.size,
@@ -125,9 +128,11 @@ def _meta(cell, g, bwd, sizes, dtype, csrc):
     from .codegen import history_layout
     from .graph import frozen_params
     from .recurrence import classify, to_meta
+    columns = bind_columns(cell.spec, sizes)
     return {"name": cell.name, "dtype": dtype, "prefix": csrc.prefix, "cdef": csrc.cdef,
             "runtime": csrc.runtime,
-            "input_size": sizes["I"], "hidden_size": sizes["H"], "sizes": sizes,
+            "input_size": columns.step_width, "hidden_size": sizes["H"], "sizes": sizes,
+            "columns": columns.to_meta(),
             "states": g.states, "output_size": csrc.layout.O,
             "pack_size": csrc.layout.pack_size,
             "history": history_layout(csrc.layout),

@@ -90,6 +90,7 @@ def first_problem(kern, g, equations):
     """None if `kern` computes what the unfused step graph `g` means, else a sentence naming
     the first value that differs and its equation (`equations`: kern.equations() as dict)."""
     rtol, atol = TOLERANCE[np.dtype(kern.dtype).name]
+    kern = kern.rows()          # the C's own input rows: inputs, contexts and masks
     data, fns = _draw(kern), {}
     fwd = compare_steps(kernel_steps(kern, *data[:4]), reference_steps(g, *data[:4], fns),
                         rtol, atol, "the numpy reference evaluator")

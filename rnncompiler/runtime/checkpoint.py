@@ -42,7 +42,7 @@ def backward(kern, args, checkpoints, k, dy, dstate_T, with_states, work):
     """BPTT segment by segment, latest first: (dparams, dx, dstate0, dstates or None)."""
     T, B, flat = args[0], args[1], args[2]
     dparams = np.zeros(flat.size, kern.dtype)
-    dx = np.empty((T, B, kern.input_size), kern.dtype)
+    dx = np.empty((T, B, kern.columns.width), kern.dtype)
     dstates = np.empty((T, B, kern._S), kern.dtype) if with_states else None
     carry = dstate_T
     spans = segments(T, k)

@@ -4,6 +4,7 @@ has its own workspace, so threads may share a kernel.
 """
 from __future__ import annotations
 
+import copy
 import threading
 import weakref
 from dataclasses import dataclass, field
@@ -11,6 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import checkpoint, finite, parallel
+from .inputs import Columns
 from .meta import Equations, from_meta
 from . import threads as _threads
 
@@ -75,17 +77,21 @@ class ForwardResult:
     _checkpoints: list = field(repr=False, default=None)   # checkpointed: segment starts
     _parts: list = field(repr=False, default=None)   # batch split: [(slice args, _Tape)]
     _batch_first: bool = field(repr=False, default=False)   # outputs (B, T, O); backward alike
+    masks: dict = None       # the masks this run used (rc.dropout, rc.zoneout), by name
 
 
 @dataclass
 class Gradients:
     """What backward returns: gradients of the trainable params (none for those declared
     trainable=False), x (T, B, I), state0, and optionally of every state at every step
-    (state_grads=True)."""
+    (state_grads=True); for a cell with several inputs, `inputs` holds each one's part of
+    x, and for one with context inputs `context` their gradients summed over time."""
     params: dict
     x: np.ndarray
     state0: dict
     states: dict = None
+    inputs: dict = None
+    context: dict = None
 
 
 def check_lengths(lengths, T, B):
@@ -121,6 +127,12 @@ class Kernel:
             getattr(self._lib, p + "_set_blas_threads")(1)
         self.name = meta["name"]
         self.input_size = meta["input_size"]
+        # the blocks of the C's input row: inputs, context inputs, masks (inputs.py)
+        self.columns = Columns.from_meta(meta.get("columns")) or Columns(
+            (("x", self.input_size),))
+        self.inputs = dict(self.columns.inputs)
+        self.context = dict(self.columns.context)
+        self.masks = {m.name: m for m in self.columns.masks}
         self.hidden_size = meta["hidden_size"]
         self.dtype = np.dtype(meta["dtype"])
         self.sizes = dict(meta["sizes"])
@@ -199,20 +211,42 @@ class Kernel:
 
     # ------------------------------------------------------------ running
 
-    def forward(self, params, x, state0=None, lengths=None, *, batch_first=False,
-                check_finite=False):
+    def forward(self, params, x, state0=None, lengths=None, *, context=None, masks=None,
+                seed=None, training=True, batch_first=False, check_finite=False):
         """Run the whole sequence, keeping the tape for backward (with checkpoint=k, the
         states every k steps: backward recomputes the rest). With batch_first=True, x is
-        (B, T, I) and the outputs (B, T, O)."""
-        res = self._forward(params, x, state0, lengths, batch_first, check_finite)
+        (B, T, I) and the outputs (B, T, O). A cell with several inputs takes x as a dict
+        of them (or one array, side by side); `context` gives its per-sequence inputs.
+        A cell with masks (rc.dropout, rc.zoneout) draws them from `seed` (training),
+        takes them from `masks`, or uses their expectations (training=False)."""
+        res = self._forward(params, x, state0, lengths, batch_first, check_finite,
+                            context, masks, seed, training)
         if batch_first:
             res.outputs, res._batch_first = res.outputs.swapaxes(0, 1), True
         return res
 
-    def _forward(self, params, x, state0, lengths, batch_first, check_finite):
+    def draw_masks(self, T, B, seed=None):
+        """Every mask of the cell drawn as forward(seed=seed) draws them: name -> (B, size)
+        per sequence, (T, B, size) per step; the same seed gives the same masks."""
+        return self.columns.draw_masks(T, B, seed, self.dtype)
+
+    def rows(self):
+        """This kernel as the C sees it: x is the whole input row (T, B, columns.width),
+        every input, context and mask side by side, and backward's x its gradient."""
+        view = copy.copy(self)
+        view.columns = Columns((("x", self.columns.width),))
+        view.input_size, view.inputs, view.context, view.masks = (
+            self.columns.width, {"x": self.columns.width}, {}, {})
+        return view
+
+    def _forward(self, params, x, state0, lengths, batch_first, check_finite,
+                 context=None, masks=None, seed=None, training=True):
         """forward on time-major arrays (x is put in time order first)."""
         args, n_work = self._prepare(params, x, state0, lengths, keep=True,
-                                     batch_first=batch_first)
+                                     batch_first=batch_first, context=context, masks=masks,
+                                     seed=seed, training=training)
+        used = args[6] if len(args) > 6 else None
+        args = args[:6]
         T, B = args[0], args[1]
         spans = None if self._segmented(T) else self._spans(B)
         if self._segmented(T):
@@ -237,6 +271,7 @@ class Kernel:
         if check_finite:
             finite.check_forward(self._split_params(args[2]), self._split_states(args[5])
                                  if args[5] is not None else {}, args[3], history, y, args[4])
+        res.masks = used
         return res
 
     def _segmented(self, T):
@@ -251,16 +286,19 @@ class Kernel:
         histories = [self._state_history(work, args[0], args[1]) for args, work in parts]
         return {s: np.concatenate([h[s] for h in histories], axis=1) for s in self.state_sizes}
 
-    def infer(self, params, x, state0=None, lengths=None, *, batch_first=False):
+    def infer(self, params, x, state0=None, lengths=None, *, context=None,
+              batch_first=False):
         """Forward without a tape (less memory): (outputs, final states); with
-        batch_first=True, x is (B, T, I) and the outputs (B, T, O)."""
-        y, states = self._infer(params, x, state0, lengths, batch_first)
+        batch_first=True, x is (B, T, I) and the outputs (B, T, O). Masks are at their
+        expectations (inference)."""
+        y, states = self._infer(params, x, state0, lengths, batch_first, context)
         return (y.swapaxes(0, 1) if batch_first else y), states
 
-    def _infer(self, params, x, state0, lengths, batch_first):
+    def _infer(self, params, x, state0, lengths, batch_first, context=None):
         """infer on time-major arrays (x is put in time order first)."""
         args, n_work = self._prepare(params, x, state0, lengths, keep=False,
-                                     batch_first=batch_first)
+                                     batch_first=batch_first, context=context, training=False)
+        args = args[:6]
         spans = self._spans(args[1])
         if spans:
             y, rows, parts = parallel.forward(self, args, spans, keep=False)
@@ -274,15 +312,18 @@ class Kernel:
         finally:
             self._pool.give(work)
 
-    def step(self, params, x_t, states=None):
+    def step(self, params, x_t, states=None, *, context=None):
         """One step: x_t (B, I) -> (y_t (B, O), new states). `states` is None on the first
         step (every state starts at zero), then the dict the previous step returned: a
         state missing from it is an error, not a silent restart at zero."""
+        if isinstance(x_t, dict):
+            x_t = {k: np.asarray(v)[None] for k, v in x_t.items()}
+            x_t = self.columns.step_inputs(x_t, False, self.dtype)[0]
         x_t = self._array("x_t", x_t)
         if x_t.ndim != 2 or x_t.shape[1] != self.input_size:
             raise ValueError("x_t: expected shape (B, %d), got %s" % (self.input_size, x_t.shape))
         check_step_states(states, self.name, self.state_sizes)
-        y, new = self.infer(params, x_t[None], states)
+        y, new = self.infer(params, x_t[None], states, context=context)
         return y[0], new
 
 
@@ -320,12 +361,16 @@ class Kernel:
                                  "ForwardResult that forward returned, or a copy of it")
             dparams, dx, dstate0, dstates = self._backward_pass(
                 result._args, result._work.array, dy, dst, with_states)
+        dx, dcontext = self.columns.split_dx(dx)
         grads = Gradients(self._split_params(dparams, trainable_only=True), dx, self._split_states(dstate0),
-                          self._split_states(dstates) if state_grads else None)
+                          self._split_states(dstates) if state_grads else None,
+                          context=dcontext if self.context else None)
         if bf:
             grads.x = dx.swapaxes(0, 1)
             if state_grads:
                 grads.states = {s: v.swapaxes(0, 1) for s, v in grads.states.items()}
+        if len(self.inputs) > 1:
+            grads.inputs = self.columns.split_inputs(grads.x)
         if check_finite:
             named = {"params[%r]" % k: v for k, v in grads.params.items()}
             named.update({"state0[%r]" % k: v for k, v in grads.state0.items()})
@@ -353,7 +398,7 @@ class Kernel:
         (dparams, dx, dstate0 rows, dstates or None)."""
         T, B, params, x, lengths, state0 = args
         dparams = np.empty(params.size, self.dtype)
-        dx = np.empty((T, B, self.input_size), self.dtype)
+        dx = np.empty((T, B, self.columns.width), self.dtype)
         dstate0 = np.empty((B, self._S), self.dtype)
         dstates = np.empty((T, B, self._S), self.dtype) if with_states else None
         ptr = self._ptr
@@ -418,10 +463,14 @@ class Kernel:
                              % (name, bt, arr.shape))
         return np.ascontiguousarray(arr.swapaxes(0, 1), dtype=self.dtype)
 
-    def _prepare(self, params, x, state0, lengths, keep, batch_first=False):
+    def _prepare(self, params, x, state0, lengths, keep, batch_first=False, context=None,
+                 masks=None, seed=None, training=True):
         """(T, B, flat params, x, lengths, state rows) checked, converted and owned (x is
         copied when the tape keeps it), and the workspace size. With batch_first, x comes
-        as (B, T, I) and is put in time order."""
+        as (B, T, I) and is put in time order. For a cell with context inputs or masks,
+        x is the C's whole input row, and the masks used follow the six."""
+        if isinstance(x, dict):
+            x = self.columns.step_inputs(x, batch_first, self.dtype)
         x = self._array("x", x)
         if x.ndim != 3 or x.shape[2] != self.input_size or 0 in x.shape[:2]:
             raise ValueError("x: expected shape (%s, %d) with T, B >= 1, got %s"
@@ -432,10 +481,25 @@ class Kernel:
         if T > _INT_MAX or B > _INT_MAX:
             raise ValueError("x: T and B must be below 2**31, got %s" % (x.shape,))
         n_work = self._workspace_size(keep, T, B)
-        x = self._shaped("x", x, x.shape, copy=keep)
+        cols = self.columns
+        x = self._shaped("x", x, x.shape, copy=keep and cols.plain)
         flat = self._flat_params(params)
         rows = self._state_rows("state0", state0, B) if state0 is not None else None
-        return (T, B, flat, x, self._lengths(lengths, T, B), rows), n_work
+        args = (T, B, flat, x, self._lengths(lengths, T, B), rows)
+        if cols.plain:
+            if context is not None:
+                cols.check_context(context, B, self.dtype)      # names what is wrong
+            if masks is not None:
+                cols.check_masks(masks, T, B, self.dtype)
+            return args, n_work
+        ctx = cols.check_context(context, B, self.dtype)
+        if masks is not None:
+            used = cols.check_masks(masks, T, B, self.dtype)
+        elif training:
+            used = cols.draw_masks(T, B, seed, self.dtype)
+        else:
+            used = cols.expected_masks(T, B, self.dtype)
+        return args[:3] + (cols.assemble(x, ctx, used, self.dtype),) + args[4:] + (used,), n_work
 
     def _flat_params(self, params):
         if not isinstance(params, dict):

@@ -445,6 +445,8 @@ def _reduce_backward(g, L, op, printer, ctype):
 
 
 def _slice_backward(g, L, op, printer, ctype):
+    if op.node in L.elided:             # the hoisted GEMMs write dL/dx of its columns
+        return [], []
     d = g[op.node]
     src, sstride = ref(L, op.node, adjoint=True)
     dst, stride = ref(L, op.v, adjoint=True)
@@ -473,7 +475,9 @@ def _dx_in_step(L, bwd):
             return True
         if isinstance(op, ConcatGrad) and op.node not in L.elided and "x" in op.parts:
             return True
-        if isinstance(op, (ReduceGrad, SliceGrad)) and op.v == "x":
+        if isinstance(op, ReduceGrad) and op.v == "x":
+            return True
+        if isinstance(op, SliceGrad) and op.node not in L.elided and op.v == "x":
             return True
     return False
 
@@ -552,9 +556,12 @@ def _backward(g, bwd, L, printer, ctype, p):
         d, code = _op_backward(g, L, op, printer, ctype)
         defs += d
         body += code
+    # the first hoisted GEMM may overwrite dx when it writes every column of it
+    overwrite = not stepwise and hoisted and all(
+        p.operand == "x" for b in hoisted for p in b.parts if p.static)
     after = [ln for b in L.bundles for ln in linear.chunk_backward(
-        g, L, b, ctype, dx_beta=0 if not stepwise and hoisted and b is hoisted[0] else 1)]
-    zero_dx = [] if stepwise or hoisted else [
+        g, L, b, ctype, dx_beta=0 if overwrite and b is hoisted[0] else 1)]
+    zero_dx = [] if stepwise or overwrite else [
         "    if (dx) memset(dx, 0, sizeof({r}) * (size_t)T * (size_t)B * %d);" % L.I]
     scatter = [ln for b in L.bundles for ln in linear.scatter_gradients(g, L, b)]
     dcarry_args = ", ".join("dcarry + (ptrdiff_t)B * %s" % L.consts.state(st[0]) for st in L.states)

@@ -199,7 +199,7 @@ def name_layout(g, L):
     N.group("slices the step takes: each one's first column in its operand")
     for n in g.ops():
         if g[n].op == "slice":
-            N.add(("slice", n), "RNNC_SLICE_" + L.value[n][0], g[n].offset)
+            N.add(("slice", n), "RNNC_SLICE_" + operand_tag(L, n), g[n].offset)
     N.group("adj: B rows of each adjoint of one step")
     off = 0
     for name, width, chunked in L.adj_arrays:

@@ -35,6 +35,7 @@ class Part:
     src: tuple            # per member: (W param id, first column in W, row length of W)
     pack: int             # offset of the packed weight in the pack region
     panels: tuple = ()    # (forward, backward) offsets of microkernel panels, per-step parts
+    xcol: int = 0         # static part: its first column in the input row
 
 
 @dataclass(frozen=True)
@@ -64,7 +65,7 @@ class Array:
 
 @dataclass(frozen=True)
 class Layout:
-    I: int
+    I: int                 # units of the input row x_t (every input, context, mask)
     S: int
     O: int
     states: tuple          # ((name, size, offset in the state row, leaf id, node id), ...)
@@ -115,6 +116,12 @@ def linear_parts(g, n):
     return out
 
 
+def reads_input_only(g, v):
+    """Whether operand v is the input row or a slice of it (an input, a context, a mask
+    of a cell with several): a part over it is hoisted out of the time loop."""
+    return v == "x" or (g[v].op == "slice" and g[v].args[0] == "x")
+
+
 def plan_bundles(g, params):
     """Group linear nodes by their parts and pack their weights."""
     groups = {}
@@ -135,7 +142,9 @@ def plan_bundles(g, params):
         out_parts = []
         for i, (v, _, w) in enumerate(sig):
             src = tuple(parts[i][2:] for parts in sources)
-            out_parts.append(Part(v, w, v == "x", src, pack))
+            static = reads_input_only(g, v)
+            out_parts.append(Part(v, w, static, src, pack,
+                                  xcol=g[v].offset if static and v != "x" else 0))
             pack += width * w
         biases = tuple(g[m].biases for m in members)
         bias_pack = -1
@@ -147,19 +156,22 @@ def plan_bundles(g, params):
 
 
 def _elided(g, bundle_of):
-    """Concats whose every consumer is a linear map (which reads the parts directly)."""
+    """Concats whose every consumer is a linear map (which reads the parts directly), and
+    slices of the input row read only that way (the hoisted GEMMs read the row)."""
     out, results = set(), g.results()
+
+    def elidable(n):
+        return n not in results and (g[n].op == "concat" or (
+            g[n].op == "slice" and reads_input_only(g, n)))
     for n in g.ops():
-        d = g[n]
-        if d.op == "concat" and n not in results and all(
-                s in bundle_of for s in g.users(n)):
+        if elidable(n) and all(s in bundle_of for s in g.users(n)):
             out.add(n)
-    # a concat read only by elided concats is elided too
+    # a concat or slice read only by elided concats is elided too
     changed = True
     while changed:
         changed = False
         for n in g.ops():
-            if (g[n].op == "concat" and n not in out and n not in results
+            if (elidable(n) and n not in out
                     and all(s in bundle_of or s in out for s in g.users(n))):
                 out.add(n)
                 changed = True
@@ -174,7 +186,8 @@ def tape_of(g, bwd, bundles):
         if isinstance(op, EwGrad):
             reads |= ew_reads(op)
     for b in bundles:
-        reads |= {p.operand for p in b.parts}
+        # slices of the input row: after a chunk the GEMMs read the row itself
+        reads |= {p.operand for p in b.parts if not p.static}
     return {n for n in reads if g[n].op not in LEAVES}
 
 
@@ -203,6 +216,7 @@ def plan_layout(g, bwd, microkernel=None):
         states.append((s, size, off, "state." + s, node))
         off += size
     params, p_off, cvar = [], 0, {"x": "x_t"}
+    X = g["x"].size                    # the input row: every input, context and mask
     for k, (name, shape) in enumerate(g.params):
         params.append((name, shape, p_off, _count(shape)))
         cvar["param." + name] = "P%d" % k
@@ -219,9 +233,12 @@ def plan_layout(g, bwd, microkernel=None):
     elided = _elided(g, bundle_of)
     taped = tape_of(g, bwd, bundles)
     arrays, value, adjoint, adj_arrays = [], {}, {}, []
-    value["x"] = ("x_t", 0, g.sizes["I"])
-    adjoint["x"] = ("d_x_t", 0, g.sizes["I"])
-    adj_arrays.append(("d_x_t", g.sizes["I"], False))
+    value["x"] = ("x_t", 0, X)
+    adjoint["x"] = ("d_x_t", 0, X)
+    adj_arrays.append(("d_x_t", X, False))
+    for n in elided:
+        if g[n].op == "slice":          # named in constants only: x_<its name>
+            cvar[n] = "x_" + (g[n].name or n.replace(".", "_"))
     for k, (s, size, _, leaf, _) in enumerate(states):
         value[leaf] = (prev[k], 0, size)
         adjoint[leaf] = ("d" + prev[k], 0, size)
@@ -247,7 +264,7 @@ def plan_layout(g, bwd, microkernel=None):
             value[n] = (name, 0, size)
         adjoint[n] = ("d_" + name, 0, size)
         adj_arrays.append(("d_" + name, size, False))
-    L = Layout(I=g.sizes["I"], S=off, O=g[g.output].size,
+    L = Layout(I=X, S=off, O=g[g.output].size,
                states=tuple(states), params=tuple(params), param_count=p_off,
                bundles=tuple(bundles), bundle_of=bundle_of, elided=elided,
                arrays=tuple(arrays), array_of={a.name: a for a in arrays}, value=value, adjoint=adjoint,

@@ -62,12 +62,19 @@ def hoisted_forward(L, b, ctype):
     beta = 1 if not in_step else 0
     for p in b.parts:
         if p.static:
-            code.append("%s(RNNC_NT, threads, %d, (ptrdiff_t)tc * B, %d, %d, x + (ptrdiff_t)t0 * B * %d, %d, "
+            code.append("%s(RNNC_NT, threads, %d, (ptrdiff_t)tc * B, %d, %d, %s, %d, "
                         "pack + %s, %d, %s, %d);"
-                        % (typed("gemm_big", ctype), beta, b.width, p.width, p.width, p.width,
-                           L.consts.pack(b, p), p.width, dest, b.width))
+                        % (typed("gemm_big", ctype), beta, b.width, p.width, _input_rows(L, p),
+                           L.I, L.consts.pack(b, p), p.width, dest, b.width))
             beta = 1
     return ["{"] + ["    " + ln for ln in code] + ["}"]
+
+
+def _input_rows(L, p, base="x"):
+    """The first of a static part's columns in the input rows of step t0 (row stride L.I):
+    the row itself, or a slice of it (one input of several, a context, a mask)."""
+    rows = "%s + (ptrdiff_t)t0 * B * %d" % (base, L.I)
+    return rows if p.operand == "x" else "%s + %s" % (rows, L.consts.slice(p.operand))
 
 
 def _chunk_slot(L, b):
@@ -127,6 +134,8 @@ def operand_rows(L, n, g):
     """Pointer to operand n's row for (step t0, batch row 0), and its stride, in backward."""
     if n == "x":
         return "x + (ptrdiff_t)t0 * B * %d" % L.I, L.I
+    if g[n].op == "slice" and g[n].args[0] == "x":     # a slice of the input row, in place
+        return "x + (ptrdiff_t)t0 * B * %d + %s" % (L.I, L.consts.slice(n)), L.I
     for k, st in enumerate(L.states):
         if st[3] == n:
             return "hist%d + (ptrdiff_t)t0 * B * %d" % (k, st[1]), st[1]
@@ -169,9 +178,9 @@ def chunk_backward(g, L, b, ctype, dx_beta=1):
                                               k, ld, L.consts.pack(b, p), p.width))
         if p.static:
             code.append("    if (dx) %s(RNNC_NN, threads, %d, (ptrdiff_t)tc * B, %d, %d, %s, %d, pack + %s, %d, "
-                        "dx + (ptrdiff_t)t0 * B * %d, %d);"
+                        "%s, %d);"
                         % (typed("gemm_big", ctype), dx_beta, p.width, b.width, d, b.width,
-                           L.consts.pack(b, p), p.width, L.I, L.I))
+                           L.consts.pack(b, p), p.width, _input_rows(L, p, "dx"), L.I))
             dx_beta = 1
     if b.bias_pack >= 0 and not _biases_frozen(g, b):
         code.append("    for (ptrdiff_t i = 0; i < (ptrdiff_t)tc * B; ++i) "
