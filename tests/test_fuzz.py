@@ -180,6 +180,10 @@ def apply_op(op, vals, p):
         return tick * vals[op[1]]
     if kind == "split":
         return rc.split(vals[op[1]], op[2])[op[3]]
+    if kind == "dropout":
+        return rc.dropout(vals[op[1]], op[2], per=op[3])
+    if kind == "zoneout":
+        return rc.zoneout(vals[op[1]], vals[op[2]], op[3], per=op[4])
     raise AssertionError("unknown operation %r" % (op,))
 
 
@@ -194,13 +198,15 @@ class Program:
     ops: tuple
     new_states: tuple
     output: tuple = None
+    blocks: tuple = ()      # more per-step inputs and contexts: (("input"|"context", size), ...)
 
     @property
     def name(self):
         return "fuzz_" + hashlib.sha256(repr(self).encode()).hexdigest()[:12]
 
     def run(self, x, states, p):
-        vals = [x] + list(states)
+        states = list(states)       # the other inputs and contexts came before the states
+        vals = [x] + states[len(self.blocks):] + states[:len(self.blocks)]
         for op in self.ops:
             vals.append(apply_op(op, vals, p))
         new = {"s%d" % k: rc.tanh(vals[i]) if wrap else vals[i]
@@ -211,18 +217,27 @@ class Program:
 
     def cell(self):
         """The program as an @rc.cell: a function with one argument per state."""
-        names = ", ".join("s%d" % k for k in range(len(self.state_sizes)))
+        blocks = ["u%d" % k for k in range(len(self.blocks))]
+        names = ", ".join(blocks + ["s%d" % k for k in range(len(self.state_sizes))])
         scope = {"run": self.run}
         exec("def %s(x, %s, p):\n    return run(x, [%s], p)\n" % (self.name, names, names), scope)
         output = "s%d" % self.output[1] if self.output and self.output[0] == "state" else None
         states = {"s%d" % k: n for k, n in enumerate(self.state_sizes)}
-        return rc.cell(states=states, output=output)(scope[self.name])
+        inputs = {"x": "I", **{b: n for b, (kind, n) in zip(blocks, self.blocks) if kind == "input"}}
+        context = {b: n for b, (kind, n) in zip(blocks, self.blocks) if kind == "context"}
+        if list(inputs)[1:] + list(context) != blocks:
+            raise AssertionError("a program lists its inputs before its contexts")
+        return rc.cell(states=states, output=output, inputs=inputs,
+                       context=context)(scope[self.name])
 
     def describe(self):
-        lines = ["cell %s: I=%d, states %s" % (self.name, self.input_size, self.state_sizes),
+        lines = ["cell %s: I=%d, states %s, inputs and contexts %s"
+                 % (self.name, self.input_size, self.state_sizes, self.blocks),
                  "  v0 = x; " + "; ".join("v%d = s%d[t-1]" % (k + 1, k)
-                                          for k in range(len(self.state_sizes)))]
-        first = 1 + len(self.state_sizes)
+                                          for k in range(len(self.state_sizes)))
+                 + "".join("; v%d = u%d" % (1 + len(self.state_sizes) + k, k)
+                           for k in range(len(self.blocks)))]
+        first = 1 + len(self.state_sizes) + len(self.blocks)
         lines += ["  v%d = %r" % (first + n, op) for n, op in enumerate(self.ops)]
         lines += ["  s%d[t] = %sv%d" % (k, "tanh " if wrap else "", i)
                   for k, (i, wrap) in enumerate(self.new_states)]
@@ -239,6 +254,13 @@ def programs(draw, max_ops=7, hand=False):
     input_size = draw(st.sampled_from(INPUT_SIZES))
     state_sizes = tuple(draw(st.lists(st.sampled_from(SIZES), min_size=1, max_size=3)))
     pool = [("vec", "I")] + [("vec", n) for n in state_sizes]     # (kind, size) per value
+    blocks = ()
+    if not hand and draw(st.integers(0, 3)) == 0:      # more inputs, per step or per sequence
+        blocks = tuple(sorted(draw(st.lists(st.tuples(st.sampled_from(["input", "context"]),
+                                                      st.sampled_from(SIZES)),
+                                            min_size=1, max_size=2)),
+                              key=lambda b: b[0] == "context"))
+        pool += [("vec", n) for _, n in blocks]
     ops, weights = [], {}
     for k in range(draw(st.integers(1, max_ops))):
         op, out = (draw_hand_op if hand else draw_op)(draw, k, pool, weights)
@@ -255,7 +277,7 @@ def programs(draw, max_ops=7, hand=False):
         same = [i for i, v in enumerate(pool) if v == ("vec", n) and i > 0]
         new_states.append((draw(st.sampled_from(made + same)), draw(st.booleans())))
     output = draw_output(draw, pool, len(state_sizes))
-    return Program(input_size, state_sizes, tuple(ops), tuple(new_states), output)
+    return Program(input_size, state_sizes, tuple(ops), tuple(new_states), output, blocks)
 
 
 def width(pool, indices):
@@ -282,7 +304,7 @@ def draw_linear(draw, k, pool, weights, size=None):
 def draw_op(draw, k, pool, weights):
     """One random operation on the values so far, and the (kind, size) of its result."""
     kind = draw(st.sampled_from(["unary", "binary", "linear", "linear", "clip", "pow", "const",
-                                 "vector", "scalar", "reduce", "slice", "clock"]))
+                                 "vector", "scalar", "reduce", "slice", "clock", "mask", "mask"]))
     i = draw(st.integers(0, len(pool) - 1))
     if kind == "slice" and pool[i][0] == "vec" and pool[i][1] != "I" and pool[i][1] > 1:
         n = pool[i][1]
@@ -294,6 +316,14 @@ def draw_op(draw, k, pool, weights):
         which = len(sizes) - 1
         return ("split", i, sizes, which), ("vec", sizes[which])
     if kind == "slice":
+        kind = "unary"
+    if kind == "mask" and pool[i][0] == "vec":      # a random mask: rc.dropout, rc.zoneout
+        rate, per = draw(st.sampled_from([0.0, 0.3, 0.5])), draw(st.sampled_from(["sequence", "step"]))
+        same = [j for j, v in enumerate(pool) if v == pool[i]]
+        if draw(st.booleans()):
+            return ("dropout", i, rate, per), pool[i]
+        return ("zoneout", i, draw(st.sampled_from(same)), rate, per), pool[i]
+    if kind == "mask":
         kind = "unary"
     if kind == "clock":
         return ("clock", i, draw(st.sampled_from([1, 2, 3]))), pool[i]
@@ -500,7 +530,9 @@ def check_program(prog, lengths, seed):
     hidden = prog.state_sizes[0]
     kern = rc.compile(cell, prog.input_size, hidden, "float64")
     params, x, state0, d_y, d_s, _ = gradcheck_data(kern, T, B, seed, None)
-    res = kern.forward(params, x, state0, lengths)
+    rng = np.random.default_rng(seed)
+    context = {c: rng.standard_normal((B, n)) for c, n in kern.context.items()} or None
+    res = kern.forward(params, x, state0, lengths, context=context, seed=seed)
     g = kern.backward(res, d_y, d_s)
     sane = finite_and_sane(res.outputs, *res.states.values(), g.x, *g.params.values(),
                            *g.state0.values())
@@ -508,13 +540,15 @@ def check_program(prog, lengths, seed):
         log("overflowed", prog)
         return False
     ref = rc.reference(cell, prog.input_size, hidden)
-    r = ref.forward(params, x, state0, lengths)
+    r = ref.forward(params, x, state0, lengths, context=context, masks=res.masks)
     rg = ref.backward(r, d_y, d_s)
     assert_close(res.outputs, r.outputs, "outputs")
     for s in kern.state_sizes:
         assert_close(res.states[s], r.states[s], "states[%r]" % s)
         assert_close(g.state0[s], rg.state0[s], "d state0[%r]" % s)
     assert_close(g.x, rg.x, "d x")
+    for c in kern.context:
+        assert_close(g.context[c], rg.context[c], "d context[%r]" % c)
     for name in kern.param_shapes:
         assert_close(g.params[name], rg.params[name], "d params[%r]" % name)
     report = rc.gradcheck(kern, T=T, B=B, seed=seed, lengths=lengths, rtol=1e-5,

@@ -224,6 +224,7 @@ class _Tracer:
         self.step = None          # rc.step(): (the state node counting steps, its scalar)
         self.masks = []           # rc.dropout/rc.zoneout: (name, Size, per, kind, rate)
         self.columns = {}         # name of every block of the input row -> where declared
+        self.alias = {}           # node id -> the node that stands for it once traced
 
 
     def add(self, op, **kw):
@@ -777,6 +778,7 @@ def _row_with_masks(tracer, width, whole, where):
             if node_id == "x":
                 out[first.id] = first
         nodes = out
+        tracer.alias["x"] = first.id        # x returned as a result is the slice too
     tracer.nodes = nodes
 
 
@@ -938,7 +940,8 @@ def _materialise(tracer, value, what, where):
         raise CellError("%s: %s must be a vector of this cell, got %r" % (where, what, value))
     if value.scalar:
         raise CellError("%s: %s is a broadcast scalar; results must be vectors" % (where, what))
-    return tracer.add("ew", args=(value.id,), expr=ex.arg(0), size=value.size, where=where)
+    return tracer.add("ew", args=(tracer.alias.get(value.id, value.id),), expr=ex.arg(0),
+                      size=value.size, where=where)
 
 
 def cell(fn=None, *, states=("h",), output=None, inputs=("x",), context=()):

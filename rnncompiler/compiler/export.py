@@ -258,8 +258,25 @@ def _header_doc(cell, g, sizes, equations, csrc, real):
     bwd = ["    %s %s %s" % eq for eq in equations.backward]
     text = (text.replace("@FORWARD@", "\n".join(fwd)).replace("@BACKWARD@", "\n".join(bwd))
             .replace("@PARAMS@", "\n".join(_table(prows)))
-            .replace("@STATES@", "\n".join(_table(srows))))
+            .replace("@STATES@", "\n".join(_table(srows)))
+            .replace("@COLUMNS@", _columns_doc(cell, sizes)))
     return ascii_comment(text).splitlines()
+
+
+def _columns_doc(cell, sizes):
+    """For a cell with several inputs, contexts or masks: the blocks of the row x[t]."""
+    from .dsl import bind_columns
+    cols = bind_columns(cell.spec, sizes)
+    if len(cols.blocks()) == 1:
+        return ""
+    what = {"input": "a per-step input", "context": "a per-sequence input: the caller repeats "
+            "it at every step; its gradient is the sum of dx over t",
+            "mask": "a random mask (rc.dropout, rc.zoneout): drawn by the caller in "
+            "training, its expectation at inference"}
+    rows = [("block", "columns", "holds")] + [
+        (name, "%d..%d" % (col, col + n - 1), what[kind]) for name, col, n, kind in cols.blocks()]
+    return ("\n  The row holds several blocks side by side, in this order:\n"
+            + "\n".join(_table(rows)))
 
 
 def _macros(L, p):
@@ -298,7 +315,7 @@ params, dparams: the flat parameter vector of {p}_param_count() = {n} reals: eac
 @PARAMS@
   A matrix W of shape (rows, cols) has W[i][j] at params[offset + i*cols + j].
 x: T*B*I reals, time-major: x[(t*B + b)*I + i] is input i of batch row b at step t
-  (I = {I}). dx has the same layout.
+  (I = {I}). dx has the same layout.@COLUMNS@
 y: T*B*O reals, y[(t*B + b)*O + j] (O = {O}); {output}. dy the same.
 state0, state_T, dstate_T, dstate0: B*S reals, one row of S = {S} per batch row holding
   every state, concatenated in declaration order:

@@ -99,11 +99,12 @@ class Columns:
         if unknown:
             raise KeyError("x: unknown input %r; this cell's per-step inputs are %s"
                            % (unknown[0], [n for n, _ in self.inputs]))
+        missing = [(name, n) for name, n in self.inputs if name not in x]
+        if missing:
+            raise KeyError("x: missing input %r (%d units per step); the cell's per-step "
+                           "inputs are %s" % (*missing[0], [m for m, _ in self.inputs]))
         parts = []
         for name, n in self.inputs:
-            if name not in x:
-                raise KeyError("x: missing input %r (%d units per step); the cell's per-step "
-                               "inputs are %s" % (name, n, [m for m, _ in self.inputs]))
             a = np.asarray(x[name])
             if not np.can_cast(a.dtype, dtype, casting="same_kind"):
                 raise TypeError("x[%r]: expected real numbers convertible to %s, got dtype %s"
