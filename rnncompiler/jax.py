@@ -39,8 +39,13 @@ def rnn(kern, params, x, state0=None, lengths=None):
     `jax.config.update("jax_enable_x64", True)`).
     Returns `(outputs, states)`: outputs (T, B, O), zero past each length, and the final
     states, a dict state -> (B, size). Differentiable with respect to params, x and state0.
+    A cell's masks (rc.dropout, rc.zoneout) are at their expectations, as in kern.infer.
     """
     dtype = _check_dtype(kern)
+    if kern.context:
+        raise ValueError("kern: rc.jax.rnn runs cells without context inputs; this one "
+                         "takes %s — give them as per-step inputs (inputs=) repeated over "
+                         "time, or call the kernel with context=" % sorted(kern.context))
     x = _array("x", x, dtype)
     if x.ndim != 3 or x.shape[2] != kern.input_size or 0 in x.shape[:2]:
         raise ValueError("x: expected shape (T, B, %d) with T, B >= 1, got %s"
@@ -122,7 +127,8 @@ def _gradients(ref, params, x, state0, lengths, d_outputs, d_states):
     kern = _kernel(ref)
     params, x, state0, lengths, d_outputs, d_states = _numpy(
         (params, x, state0, lengths, d_outputs, d_states))
-    g = kern.backward(kern.forward(params, x, state0, lengths), d_outputs, d_states)
+    g = kern.backward(kern.forward(params, x, state0, lengths, training=False),
+                      d_outputs, d_states)
     # a constant (trainable=False) has no gradient: its cotangent is zero, as JAX expects
     # one of every input's shape
     d_params = {k: g.params[k] if k in g.params else np.zeros_like(v) for k, v in params.items()}

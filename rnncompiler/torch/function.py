@@ -62,14 +62,17 @@ def _as_tensors(kern, y, states, rev):
 
 
 class KernelFunction(torch.autograd.Function):
-    """outputs, *final_states = KernelFunction.apply(kern, names, lengths, rev, x,
-    *params, *state0): params in the order of `names`, one state0 entry (a tensor or None)
-    per state of the kernel. With `rev` (the index of `reversal_index`) the kernel reads
-    each sequence reversed within its length, and its outputs are put back in time order."""
+    """outputs, *final_states = KernelFunction.apply(kern, names, lengths, rev, training,
+    x, *params, *state0): params in the order of `names`, one state0 entry (a tensor or
+    None) per state of the kernel. With `rev` (the index of `reversal_index`) the kernel
+    reads each sequence reversed within its length, and its outputs are put back in time
+    order. `training`: a cell's masks (rc.dropout, rc.zoneout) are drawn, else at their
+    expectations."""
 
     @staticmethod
-    def forward(ctx, kern, names, lengths, rev, x, *tensors):
-        res = kern.forward(*_kernel_args(kern, names, rev, x, tensors), lengths)
+    def forward(ctx, kern, names, lengths, rev, training, x, *tensors):
+        res = kern.forward(*_kernel_args(kern, names, rev, x, tensors), lengths,
+                           training=training)
         ctx.kern, ctx.res, ctx.rev, ctx.names = kern, res, rev, names
         ctx.given = tuple(t is not None for t in tensors[len(names):])
         ctx.set_materialize_grads(False)
@@ -92,27 +95,33 @@ class KernelFunction(torch.autograd.Function):
                     for n in ctx.names]
         d_state0 = [torch.from_numpy(g.state0[s]) if given else None
                     for s, given in zip(kern.state_sizes, ctx.given)]
-        return (None, None, None, None, torch.from_numpy(dx), *d_params, *d_state0)
+        return (None, None, None, None, None, torch.from_numpy(dx), *d_params, *d_state0)
 
 
-def run_kernel(kern, names, lengths, rev, x, tensors):
+def run_kernel(kern, names, lengths, rev, x, tensors, training=True):
     """KernelFunction.apply; or, when no gradient is wanted (torch.no_grad, or nothing
-    requires one), kern.infer, which keeps no tape."""
+    requires one), kern.infer, which keeps no tape (a cell with masks in training runs
+    forward: infer would use the masks' expectations)."""
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad
                                        for t in (x, *tensors)):
-        return KernelFunction.apply(kern, names, lengths, rev, x, *tensors)
-    y, states = kern.infer(*_kernel_args(kern, names, rev, x, tensors), lengths)
+        return KernelFunction.apply(kern, names, lengths, rev, training, x, *tensors)
+    args = _kernel_args(kern, names, rev, x, tensors)
+    if kern.masks and training:
+        res = kern.forward(*args, lengths)
+        return _as_tensors(kern, res.outputs, res.states, rev)
+    y, states = kern.infer(*args, lengths)
     return _as_tensors(kern, y, states, rev)
 
 
-def rnn(kern, params, x, state0=None, lengths=None, *, reverse=False):
+def rnn(kern, params, x, state0=None, lengths=None, *, reverse=False, training=True):
     """Run a compiled kernel on torch tensors, differentiably.
 
     Parameters: `kern` (from rc.compile); `params`, a dict name -> tensor of the kernel's
     `param_shapes` (all of them; nn.Parameters or any tensors); `x`, time-major (T, B, I);
     `state0`, None or a dict state -> (B, size) tensor (a missing state starts at zero);
     `lengths`, None or B ints in [0, T]; `reverse=True` reads each sequence backwards within
-    its length (the backward direction of a bidirectional layer).
+    its length (the backward direction of a bidirectional layer); `training=False` puts
+    the cell's masks (rc.dropout, rc.zoneout) at their expectations.
     Returns `(outputs, states)`: outputs (T, B, O), zero past each length, and the final
     states as a dict state -> (B, size). Gradients flow to params, x and state0 through one
     `kern.backward`. Every tensor is on the CPU, in the kernel's dtype.
@@ -128,7 +137,7 @@ def rnn(kern, params, x, state0=None, lengths=None, *, reverse=False):
     tensors += _state0(kern, state0, B, dtype)
     lengths = as_lengths(lengths, T, B)
     rev = reversal_index(lengths, T, B) if reverse else None
-    outputs, *finals = run_kernel(kern, names, lengths, rev, x, tensors)
+    outputs, *finals = run_kernel(kern, names, lengths, rev, x, tensors, training)
     return outputs, dict(zip(kern.state_sizes, finals, strict=True))
 
 

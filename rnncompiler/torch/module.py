@@ -224,7 +224,8 @@ class RNN(nn.Module):
             for d, suffix in enumerate(self.suffixes(l)):
                 params = [getattr(self, name + suffix) for name in kern.param_shapes]
                 y, *states = run_kernel(kern, tuple(kern.param_shapes), lengths,
-                                        rev if d else None, h, params + state0[len(finals)])
+                                        rev if d else None, h, params + state0[len(finals)],
+                                        self.training)
                 outs.append(y)
                 finals.append(states)
             h = outs[0] if len(outs) == 1 else torch.cat(outs, 2)
