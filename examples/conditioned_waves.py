@@ -16,6 +16,7 @@ and over whole sequences run free (each prediction fed back as the next input).
     python examples/conditioned_waves.py --iters 400
 """
 import argparse
+import sys
 
 import numpy as np
 
@@ -84,14 +85,19 @@ def free_run(kern, params, first, onehot, steps):
 def train(kern, args, rng):
     params = kern.init_params(seed=args.seed)
     opt = Adam(lr=args.lr)
+    losses = []
     for it in range(args.iters):
         x, target, onehot = batch(rng, args.classes, args.batch, args.steps)
         res = run(kern, params, x, onehot)
         diff = res.outputs - target
         g = kern.backward(res, 2 * diff / diff.size)
         opt.step(params, g.params)          # in place
+        losses.append(float(np.mean(diff ** 2)))
         if it % max(1, args.iters // 5) == 0:
-            print("  %-12s iter %4d  mse %.4f" % (kern.name, it, float(np.mean(diff ** 2))))
+            print("  %-12s iter %4d  mse %.4f" % (kern.name, it, losses[-1]))
+    if np.mean(losses[-5:]) >= np.mean(losses[:5]):
+        print("FAILED: the training loss of %s did not fall" % kern.name)
+        sys.exit(1)
     return params
 
 
