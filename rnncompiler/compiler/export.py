@@ -107,14 +107,16 @@ def check_c_name(name, what="name"):
 
 
 def export_c(cell, out_dir, input_size, hidden_size, dtype="float32", name=None, *,
-             sizes=None, blas=False):
+             sizes=None, blas=False, libm=False):
     """Write NAME.h and NAME.c: the cell's forward and backward kernels in portable C99.
 
     Parameters: the cell (from @rc.cell); the directory (created if missing); the input
     size I and hidden size H; dtype "float32" (C float) or "float64" (double); name, the
     prefix of every C symbol and the files' name (default: the cell's name); sizes for
     other size names; blas=False for plain loops (libm only) or "cblas" (True) for
-    cblas_sgemm/cblas_dgemm calls from any CBLAS.
+    cblas_sgemm/cblas_dgemm calls from any CBLAS; libm=True calls libm's exp, tanh and
+    log, which compilers do not vectorise, instead of the package's branch-free ones
+    (within 2 ulp in float, 1 in double; the JIT kernels' choice).
     Returns a CExport (paths, layouts, `flat_params` to save weights in the C layout).
 
         >>> exp = rc.export_c(lstm, "out", input_size=3, hidden_size=4)   # doctest: +SKIP
@@ -134,7 +136,9 @@ def export_c(cell, out_dir, input_size, hidden_size, dtype="float32", name=None,
     if not isinstance(blas, (bool, str, type(None))) or blas not in BLAS_OPTIONS:
         raise ValueError("blas: expected False (plain C loops) or 'cblas', got %r" % (blas,))
     bound = bind_sizes(cell, input_size, hidden_size, sizes)
-    g, bwd, csrc = _lower(cell, bound, dtype, name, BLAS_OPTIONS[blas])
+    if not isinstance(libm, bool):
+        raise TypeError("libm: expected True or False, got %r" % (libm,))
+    g, bwd, csrc = _lower(cell, bound, dtype, name, BLAS_OPTIONS[blas], libm)
     from .equations import derive_equations
     header = render_header(cell, g, bound, derive_equations(g, bwd), csrc)
     source = render_source(cell, csrc)
@@ -149,14 +153,17 @@ def export_c(cell, out_dir, input_size, hidden_size, dtype="float32", name=None,
                    tuple((n, size, off) for n, size, off, _, _ in L.states))
 
 
-def _lower(cell, sizes, dtype, prefix, blas):
-    """The generator's C for an exported kernel: libm functions, no fast-math."""
+def _lower(cell, sizes, dtype, prefix, blas, libm=False):
+    """The generator's C for an exported kernel: the vectorisable exp, tanh and log (or
+    libm's), strict IEEE arithmetic either way."""
     from .autodiff import differentiate
     from .codegen import render_c
     from .graph import build_graph, fuse_elementwise
     g = fuse_elementwise(build_graph(cell.spec, sizes))
     bwd = differentiate(g)
-    return g, bwd, render_c(g, bwd, dtype, prefix=prefix, blas=blas, fast_math=False)
+    # per-step products: the portable register-blocked microkernel over packed panels
+    return g, bwd, render_c(g, bwd, dtype, prefix=prefix, blas=blas, fast_math=not libm,
+                            microkernel="portable")
 
 
 def _write(path, text):
@@ -377,6 +384,18 @@ int {p}_backward(int T, int B, const {r} *params, const {r} *x,
                  const int *lengths, const {r} *state0, {r} *work,
                  const {r} *dy, const {r} *dstate_T,
                  {r} *dparams, {r} *dx, {r} *dstate0);
+
+/* Streaming, one sequence one step at a time (batch 1, the state carried from call to
+   call), real-time safe: no allocation, no lock, no system call. {p}_pack packs the
+   weights once into the start of work ({p}_step_workspace_size() reals); then each
+   {p}_step reads x_t (I reals) and state_in (S reals, NULL for zeros; it may be
+   state_out), and writes y_t (O reals) and state_out (S reals). Pack again after
+   changing params; {p}_step reads the vectors and scalars of params directly. Return 0,
+   or 2 for a NULL among params, x_t, y_t, state_out and work. */
+size_t {p}_step_workspace_size(void);
+int {p}_pack(const {r} *params, {r} *work);
+int {p}_step(const {r} *params, const {r} *x_t, const {r} *state_in, {r} *y_t,
+             {r} *state_out, {r} *work);
 
 /* Forward without a tape (inference): arguments and results as {p}_forward, but work
    holds {p}_infer_workspace_size(T, B) reals, which grows with B only (T up to 64

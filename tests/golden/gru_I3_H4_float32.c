@@ -486,21 +486,9 @@ static void fwd_next_h(int t, int B, const int *lengths, const float *restrict s
     }
 }
 
-/* keep = 1: a tape for backward; keep = 0: two state slots and a chunk of values;
-   threads: for the hoisted GEMMs */
-int rnnc_run_forward(int T, int B, const float *params, const float *x, const int *lengths,
-                    const float *state0, float *y, float *state_T, float *work, int keep, int threads)
+/* every bundle's weights and biases packed, and the panels of the microkernel */
+static void pack_weights(const float *params, float *pack)
 {
-    int rc = check_args(T, B, lengths, keep);
-    if (rc) return rc;
-    if (!params || !x || !y || !state_T || !work) return 2;
-    const int CH = T < CHUNK ? T : CHUNK;
-    float *pack = work;
-    float *hist0 = pack + RNNC_PACK_SIZE;
-    float *A_L0 = hist0 + (ptrdiff_t)(keep ? ((ptrdiff_t)T + 1) : 2) * B * 4;
-    float *A_L1 = A_L0 + (ptrdiff_t)(keep ? T : CH) * B * 8;
-    float *A_L2 = A_L1 + (ptrdiff_t)(keep ? T : CH) * B * 4;
-    float *A_v2_u = A_L2 + (ptrdiff_t)(keep ? T : 1) * B * 4;
     /* pack L0: one (8 x w) matrix per operand, members stacked */
     for (ptrdiff_t r = 0; r < 4; ++r) for (ptrdiff_t j = 0; j < 3; ++j)
         pack[RNNC_PACK_L0_x_t + (RNNC_COL_L0_a_ir + r) * 3 + j] = params[RNNC_P_W_ir + r * 3 + RNNC_WCOL_L0_x_t + j];
@@ -522,6 +510,25 @@ int rnnc_run_forward(int T, int B, const float *params, const float *x, const in
         pack[RNNC_PACK_L2_s_h + (RNNC_COL_L2_a_hn + r) * 4 + j] = params[RNNC_P_W_hn + r * 4 + RNNC_WCOL_L2_s_h + j];
     for (ptrdiff_t r = 0; r < 4; ++r) pack[RNNC_BIAS_L2 + RNNC_COL_L2_a_hn + r] = params[RNNC_P_b_hn + r];
     rnnc_s_mk_pack_nt(4, 4, pack + RNNC_PACK_L2_s_h, 4, pack + RNNC_PANEL_NT_L2_s_h);
+    (void)params; (void)pack;
+}
+
+/* keep = 1: a tape for backward; keep = 0: two state slots and a chunk of values;
+   threads: for the hoisted GEMMs; packed: work starts with the packed weights
+   (rnnc_pack), else they are packed first. Arguments checked by the caller. */
+static int rnnc_forward_steps(int T, int B, const float *params, const float *x, const int *lengths,
+                             const float *state0, float *y, float *state_T, float *work, int keep,
+                             int threads, int packed)
+{
+    const int CH = T < CHUNK ? T : CHUNK;
+    (void)threads;
+    float *pack = work;
+    float *hist0 = pack + RNNC_PACK_SIZE;
+    float *A_L0 = hist0 + (ptrdiff_t)(keep ? ((ptrdiff_t)T + 1) : 2) * B * 4;
+    float *A_L1 = A_L0 + (ptrdiff_t)(keep ? T : CH) * B * 8;
+    float *A_L2 = A_L1 + (ptrdiff_t)(keep ? T : CH) * B * 4;
+    float *A_v2_u = A_L2 + (ptrdiff_t)(keep ? T : 1) * B * 4;
+    if (!packed) pack_weights(params, pack);
     rows_to_states(B, state0, hist0);
     for (int t0 = 0; t0 < T; t0 += CH) {
         const int tc = T - t0 < CH ? T - t0 : CH;
@@ -560,6 +567,35 @@ int rnnc_run_forward(int T, int B, const float *params, const float *x, const in
     }
     states_to_rows(B, hist0 + (ptrdiff_t)(keep ? T : (T & 1)) * B * 4, state_T);
     return 0;
+}
+
+int rnnc_run_forward(int T, int B, const float *params, const float *x, const int *lengths,
+                    const float *state0, float *y, float *state_T, float *work, int keep, int threads)
+{
+    int rc = check_args(T, B, lengths, keep);
+    if (rc) return rc;
+    if (!params || !x || !y || !state_T || !work) return 2;
+    return rnnc_forward_steps(T, B, params, x, lengths, state0, y, state_T, work, keep, threads, 0);
+}
+
+/* the workspace of rnnc_step: the packed weights, then one step's values */
+size_t rnnc_step_workspace_size(void) { return rnnc_infer_workspace_size(1, 1); }
+
+/* the weights packed into the start of work, for rnnc_step */
+int rnnc_pack(const float *params, float *work)
+{
+    if (!params || !work) return 2;
+    pack_weights(params, work);
+    return 0;
+}
+
+/* one step of one sequence (batch 1) over weights packed by rnnc_pack: no allocation,
+   no lock, no system call; state_in may be state_out, or NULL for zeros */
+int rnnc_step(const float *params, const float *x_t, const float *state_in, float *y_t,
+             float *state_out, float *work)
+{
+    if (!params || !x_t || !y_t || !state_out || !work) return 2;
+    return rnnc_forward_steps(1, 1, params, x_t, NULL, state_in, y_t, state_out, work, 0, 1, 1);
 }
 
 int rnnc_forward(int T, int B, const float *params, const float *x, const int *lengths,

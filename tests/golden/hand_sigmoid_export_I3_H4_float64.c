@@ -202,6 +202,82 @@ RNNC_API void RNNC_T(gemm_big)(int kind, int threads, int beta, ptrdiff_t M, ptr
     RNNC_T(gemm_run)(&job);
 }
 #endif
+#define MK_NR_MAX 16
+/* The per-step products of exported kernels: microkernel.c's register-blocked GEMM over
+   weights packed once, written in plain C99 for any compiler. A panel holds NR = MK_NR_MAX
+   columns (two AVX-512 vectors); the loops over a panel's columns have a fixed trip count
+   and no reduction, so compilers vectorise them without reassociating a sum. Rows are
+   computed one at a time, each with MK_KU partial sums over k (as microkernel.c does
+   for one row) that hide the latency of the additions: their accumulators stay in
+   registers, where a block of rows' accumulators, indexed by a row, would not. Needs
+   real.h and gemm.h, and MK_NR_MAX. */
+#define MK_NR MK_NR_MAX
+#define MK_KU 4
+#if defined(__GNUC__)
+#define MK_INLINE static inline __attribute__((always_inline))
+#define MK_API RNNC_API __attribute__((unused))    /* a kernel may need only some of them */
+#else
+#define MK_INLINE static inline
+#define MK_API RNNC_API
+#endif
+
+/* panels of (K x NR) from W (N x K, row-major, ldw): for C += A W^T */
+MK_API void RNNC_T(mk_pack_nt)(ptrdiff_t N, ptrdiff_t K, const RNNC_REAL *W, ptrdiff_t ldw, RNNC_REAL *P)
+{
+    for (ptrdiff_t j0 = 0; j0 < N; j0 += MK_NR)
+        for (ptrdiff_t k = 0; k < K; ++k)
+            for (ptrdiff_t c = 0; c < MK_NR; ++c)
+                *P++ = j0 + c < N ? W[(j0 + c) * ldw + k] : 0;
+}
+
+/* panels of (K x NR) from W (K x N, row-major, ldw): for C += A W */
+MK_API void RNNC_T(mk_pack_nn)(ptrdiff_t N, ptrdiff_t K, const RNNC_REAL *W, ptrdiff_t ldw, RNNC_REAL *P)
+{
+    for (ptrdiff_t j0 = 0; j0 < N; j0 += MK_NR)
+        for (ptrdiff_t k = 0; k < K; ++k)
+            for (ptrdiff_t c = 0; c < MK_NR; ++c)
+                *P++ = j0 + c < N ? W[k * ldw + j0 + c] : 0;
+}
+
+/* one row: C[1 x nc] = beta C + a[K] P + bias, with MK_KU partial sums over k */
+MK_INLINE void RNNC_T(mk_row)(ptrdiff_t K, const RNNC_REAL *A, const RNNC_REAL *P,
+    const RNNC_REAL *bias, int beta, RNNC_REAL *C, int nc)
+{
+    RNNC_REAL acc[MK_KU][MK_NR];
+    for (int u = 0; u < MK_KU; ++u) for (int c = 0; c < MK_NR; ++c) acc[u][c] = 0;
+    ptrdiff_t k = 0;
+    for (; k + MK_KU <= K; k += MK_KU)
+        for (int u = 0; u < MK_KU; ++u) {
+            const RNNC_REAL a = A[k + u], *p = P + (k + u) * MK_NR;
+            for (int c = 0; c < MK_NR; ++c) acc[u][c] += a * p[c];
+        }
+    for (int u = 0; u < (int)(K - k); ++u) {      /* fewer than MK_KU steps left */
+        const RNNC_REAL a = A[k + u], *p = P + (k + u) * MK_NR;
+        for (int c = 0; c < MK_NR; ++c) acc[0][c] += a * p[c];
+    }
+    for (int u = 1; u < MK_KU; ++u) for (int c = 0; c < MK_NR; ++c) acc[0][c] += acc[u][c];
+    for (int c = 0; c < nc; ++c)
+        C[c] = (beta ? C[c] : 0) + acc[0][c] + (bias ? bias[c] : 0);
+}
+
+/* C (M x N) = beta C + A (M x K) P + bias (a row vector, or NULL), P packed by
+   RNNC_T(mk_pack_nt) / RNNC_T(mk_pack_nn), a row of A at a time */
+MK_API void RNNC_T(mk_gemm)(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const RNNC_REAL *A, ptrdiff_t lda,
+                    const RNNC_REAL *P, const RNNC_REAL *bias, int beta, RNNC_REAL *C, ptrdiff_t ldc)
+{
+    for (ptrdiff_t j0 = 0; j0 < N; j0 += MK_NR) {
+        const RNNC_REAL *Pj = P + (j0 / MK_NR) * K * MK_NR;
+        const RNNC_REAL *bj = bias ? bias + j0 : NULL;
+        RNNC_REAL *Cj = C + j0;
+        const int nc = N - j0 < MK_NR ? (int)(N - j0) : MK_NR;
+        for (ptrdiff_t i = 0; i < M; ++i) RNNC_T(mk_row)(K, A + i * lda, Pj, bj, beta, Cj + i * ldc, nc);
+    }
+}
+#undef MK_NR
+#undef MK_KU
+#undef MK_INLINE
+#undef MK_API
+#undef MK_NR_MAX
 
 #define VALID(b) (lengths == NULL || t < lengths[b])
 #define CHUNK 64
@@ -234,12 +310,17 @@ enum {
     /* a state row: the states concatenated */
     RNNC_S_h = 0,
     /* pack, the start of work (gpack, in backward, holds the gradients alike) */
-    RNNC_PACK_SIZE = 48,
+    RNNC_PACK_SIZE = 352,
     RNNC_GPACK_SIZE = 48,
     RNNC_PACK_L0_x_t = 0,
     RNNC_PACK_L0_s_h = 12,
     RNNC_BIAS_L0 = 28,
+    RNNC_PANEL_NT_L0_x_t = 48,
+    RNNC_PANEL_NT_L0_s_h = 96,
+    RNNC_PANEL_NN_L0_s_h = 160,
     RNNC_PACK_L1_s_h = 32,
+    RNNC_PANEL_NT_L1_s_h = 224,
+    RNNC_PANEL_NN_L1_s_h = 288,
     /* bundles: members' columns, operands' columns in the weights */
     RNNC_COL_L0_a_A = 0,
     RNNC_WCOL_L0_x_t = 0,
@@ -338,37 +419,45 @@ static void fwd_next_h(int t, int B, const int *lengths, const double *restrict 
     }
 }
 
-/* keep = 1: a tape for backward; keep = 0: two state slots and a chunk of values;
-   threads: for the hoisted GEMMs */
-int hand_sigmoid_run_forward(int T, int B, const double *params, const double *x, const int *lengths,
-                    const double *state0, double *y, double *state_T, double *work, int keep, int threads)
+/* every bundle's weights and biases packed, and the panels of the microkernel */
+static void pack_weights(const double *params, double *pack)
 {
-    int rc = check_args(T, B, lengths, keep);
-    if (rc) return rc;
-    if (!params || !x || !y || !state_T || !work) return 2;
-    const int CH = T < CHUNK ? T : CHUNK;
-    double *pack = work;
-    double *hist0 = pack + RNNC_PACK_SIZE;
-    double *A_L0 = hist0 + (ptrdiff_t)(keep ? ((ptrdiff_t)T + 1) : 2) * B * 4;
-    double *A_L1 = A_L0 + (ptrdiff_t)(keep ? T : CH) * B * 4;
     /* pack L0: one (4 x w) matrix per operand, members stacked */
     for (ptrdiff_t r = 0; r < 4; ++r) for (ptrdiff_t j = 0; j < 3; ++j)
         pack[RNNC_PACK_L0_x_t + (RNNC_COL_L0_a_A + r) * 3 + j] = params[RNNC_P_A + r * 7 + RNNC_WCOL_L0_x_t + j];
     for (ptrdiff_t r = 0; r < 4; ++r) for (ptrdiff_t j = 0; j < 4; ++j)
         pack[RNNC_PACK_L0_s_h + (RNNC_COL_L0_a_A + r) * 4 + j] = params[RNNC_P_A + r * 7 + RNNC_WCOL_L0_s_h + j];
     for (ptrdiff_t r = 0; r < 4; ++r) pack[RNNC_BIAS_L0 + RNNC_COL_L0_a_A + r] = params[RNNC_P_a + r];
+    rnnc_d_mk_pack_nt(4, 3, pack + RNNC_PACK_L0_x_t, 3, pack + RNNC_PANEL_NT_L0_x_t);
+    rnnc_d_mk_pack_nt(4, 4, pack + RNNC_PACK_L0_s_h, 4, pack + RNNC_PANEL_NT_L0_s_h);
     /* pack L1: one (4 x w) matrix per operand, members stacked */
     for (ptrdiff_t r = 0; r < 4; ++r) for (ptrdiff_t j = 0; j < 4; ++j)
         pack[RNNC_PACK_L1_s_h + (RNNC_COL_L1_b + r) * 4 + j] = params[RNNC_P_B + r * 4 + RNNC_WCOL_L1_s_h + j];
+    rnnc_d_mk_pack_nt(4, 4, pack + RNNC_PACK_L1_s_h, 4, pack + RNNC_PANEL_NT_L1_s_h);
+    (void)params; (void)pack;
+}
+
+/* keep = 1: a tape for backward; keep = 0: two state slots and a chunk of values;
+   threads: for the hoisted GEMMs; packed: work starts with the packed weights
+   (hand_sigmoid_pack), else they are packed first. Arguments checked by the caller. */
+static int hand_sigmoid_forward_steps(int T, int B, const double *params, const double *x, const int *lengths,
+                             const double *state0, double *y, double *state_T, double *work, int keep,
+                             int threads, int packed)
+{
+    const int CH = T < CHUNK ? T : CHUNK;
+    (void)threads;
+    double *pack = work;
+    double *hist0 = pack + RNNC_PACK_SIZE;
+    double *A_L0 = hist0 + (ptrdiff_t)(keep ? ((ptrdiff_t)T + 1) : 2) * B * 4;
+    double *A_L1 = A_L0 + (ptrdiff_t)(keep ? T : CH) * B * 4;
+    if (!packed) pack_weights(params, pack);
     rows_to_states(B, state0, hist0);
     for (int t0 = 0; t0 < T; t0 += CH) {
         const int tc = T - t0 < CH ? T - t0 : CH;
         {
-            /* L0 for steps t0..t0+tc-1 at once: bias + x W_x^T (hoisted) */
+            /* L0 for steps t0..t0+tc-1 at once: x W_x^T (hoisted) */
             double *L0_chunk = A_L0 + (ptrdiff_t)(keep ? t0 : 0) * B * 4;
-            for (ptrdiff_t i = 0; i < (ptrdiff_t)tc * B; ++i) for (ptrdiff_t r = 0; r < 4; ++r)
-                L0_chunk[i * 4 + r] = pack[RNNC_BIAS_L0 + r];
-            rnnc_d_gemm_big(RNNC_NT, threads, 1, (ptrdiff_t)tc * B, 4, 3, x + (ptrdiff_t)t0 * B * 3, 3, pack + RNNC_PACK_L0_x_t, 3, L0_chunk, 4);
+            rnnc_d_mk_gemm((ptrdiff_t)tc * B, 4, 3, x + (ptrdiff_t)t0 * B * 3, 3, pack + RNNC_PANEL_NT_L0_x_t, NULL, 0, L0_chunk, 4);
         }
         for (int t = t0; t < t0 + tc; ++t) {
             double *restrict y_t = y + (ptrdiff_t)t * B * 4;
@@ -378,11 +467,9 @@ int hand_sigmoid_run_forward(int T, int B, const double *params, const double *x
             double *restrict L0 = A_L0 + (ptrdiff_t)(keep ? t : t - t0) * B * 4; (void)L0;
             double *restrict L1 = A_L1 + (ptrdiff_t)(keep ? t : 0) * B * 4; (void)L1;
             /* L0 = bias + x_t W_x^T + s_h W_1^T */
-            rnnc_d_gemm_nt(B, 4, 4, s_h, 4, pack + RNNC_PACK_L0_s_h, 4, 1, L0, 4);
+            rnnc_d_mk_gemm(B, 4, 4, s_h, 4, pack + RNNC_PANEL_NT_L0_s_h, pack + RNNC_BIAS_L0, 1, L0, 4);
             /* L1 = bias + s_h W_0^T */
-            for (ptrdiff_t i = 0; i < B; ++i) for (ptrdiff_t r = 0; r < 4; ++r)
-                L1[i * 4 + r] = 0;
-            rnnc_d_gemm_nt(B, 4, 4, s_h, 4, pack + RNNC_PACK_L1_s_h, 4, 1, L1, 4);
+            rnnc_d_mk_gemm(B, 4, 4, s_h, 4, pack + RNNC_PANEL_NT_L1_s_h, NULL, 0, L1, 4);
             fwd_next_h(t, B, lengths, s_h, L0, L1, next_h);
             /* the new states; rows past their length keep the old ones */
             for (ptrdiff_t b = 0; b < B; ++b) for (ptrdiff_t j = 0; j < 4; ++j)
@@ -391,6 +478,35 @@ int hand_sigmoid_run_forward(int T, int B, const double *params, const double *x
     }
     states_to_rows(B, hist0 + (ptrdiff_t)(keep ? T : (T & 1)) * B * 4, state_T);
     return 0;
+}
+
+int hand_sigmoid_run_forward(int T, int B, const double *params, const double *x, const int *lengths,
+                    const double *state0, double *y, double *state_T, double *work, int keep, int threads)
+{
+    int rc = check_args(T, B, lengths, keep);
+    if (rc) return rc;
+    if (!params || !x || !y || !state_T || !work) return 2;
+    return hand_sigmoid_forward_steps(T, B, params, x, lengths, state0, y, state_T, work, keep, threads, 0);
+}
+
+/* the workspace of hand_sigmoid_step: the packed weights, then one step's values */
+size_t hand_sigmoid_step_workspace_size(void) { return hand_sigmoid_infer_workspace_size(1, 1); }
+
+/* the weights packed into the start of work, for hand_sigmoid_step */
+int hand_sigmoid_pack(const double *params, double *work)
+{
+    if (!params || !work) return 2;
+    pack_weights(params, work);
+    return 0;
+}
+
+/* one step of one sequence (batch 1) over weights packed by hand_sigmoid_pack: no allocation,
+   no lock, no system call; state_in may be state_out, or NULL for zeros */
+int hand_sigmoid_step(const double *params, const double *x_t, const double *state_in, double *y_t,
+             double *state_out, double *work)
+{
+    if (!params || !x_t || !y_t || !state_out || !work) return 2;
+    return hand_sigmoid_forward_steps(1, 1, params, x_t, NULL, state_in, y_t, state_out, work, 0, 1, 1);
 }
 
 int hand_sigmoid_forward(int T, int B, const double *params, const double *x, const int *lengths,
@@ -478,6 +594,8 @@ int hand_sigmoid_run_backward(int T, int B, const double *params, const double *
     double *dcarry = d_L1_all + (ptrdiff_t)CH * B * 4;
     double *pad = dcarry + (ptrdiff_t)B * 4; (void)pad;
     (void)pack;
+    rnnc_d_mk_pack_nn(4, 4, pack + RNNC_PACK_L0_s_h, 4, pack + RNNC_PANEL_NN_L0_s_h);
+    rnnc_d_mk_pack_nn(4, 4, pack + RNNC_PACK_L1_s_h, 4, pack + RNNC_PANEL_NN_L1_s_h);
     memset(dparams, 0, sizeof(double) * RNNC_PARAM_COUNT);
     memset(gpack, 0, sizeof(double) * RNNC_GPACK_SIZE);
     rows_to_states(B, dstate_T, dcarry + (ptrdiff_t)B * RNNC_S_h);
@@ -504,9 +622,9 @@ int hand_sigmoid_run_backward(int T, int B, const double *params, const double *
                 dstates[((ptrdiff_t)t * B + b) * 4 + RNNC_S_h + j] = (dy && VALID(b) ? dy[((ptrdiff_t)t * B + b) * 4 + j] : 0) + dcarry[(ptrdiff_t)B * RNNC_S_h + b * 4 + j];
             bwd_next_h(t, B, lengths, L0, L1, ds_h, d_L0, d_L1, d_v3);
             /* ds_h += dL1 W */
-            rnnc_d_gemm_nn(B, 4, 4, d_L1, 4, pack + RNNC_PACK_L1_s_h, 4, 1, ds_h, 4);
+            rnnc_d_mk_gemm(B, 4, 4, d_L1, 4, pack + RNNC_PANEL_NN_L1_s_h, NULL, 1, ds_h, 4);
             /* ds_h += dL0 W */
-            rnnc_d_gemm_nn(B, 4, 4, d_L0, 4, pack + RNNC_PACK_L0_s_h, 4, 1, ds_h, 4);
+            rnnc_d_mk_gemm(B, 4, 4, d_L0, 4, pack + RNNC_PANEL_NN_L0_s_h, NULL, 1, ds_h, 4);
             /* adjoints of the states at t-1; rows past their length pass theirs through */
             for (ptrdiff_t b = 0; b < B; ++b) if (VALID(b))
                 for (ptrdiff_t j = 0; j < 4; ++j) dcarry[(ptrdiff_t)B * RNNC_S_h + b * 4 + j] = ds_h[b * 4 + j];

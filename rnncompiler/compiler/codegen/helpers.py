@@ -31,10 +31,11 @@ def _flavour(blas, runtime):
     return csrc.defines(RNNC_BLAS=BLAS_FLAVOURS[blas], RNNC_RUNTIME=int(runtime))
 
 
-def _microkernel(ctype):
-    """csrc/microkernel.c behind the widest panel the layout leaves room for."""
+def _microkernel(ctype, portable=False):
+    """csrc/microkernel.c (GCC vector extensions), or its plain C99 twin for exported
+    kernels, behind the widest panel the layout leaves room for."""
     return "%s\n%s" % (csrc.defines(MK_NR_MAX=microkernel.NR_MAX[ctype]),
-                       csrc.source("microkernel.c"))
+                       csrc.source("microkernel_portable.c" if portable else "microkernel.c"))
 
 
 def gemm_c(ctype, blas, with_microkernel, runtime):
@@ -44,7 +45,7 @@ def gemm_c(ctype, blas, with_microkernel, runtime):
     if not runtime:
         parts.append(csrc.source("gemm.c"))
         if with_microkernel:
-            parts.append(_microkernel(ctype))
+            parts.append(_microkernel(ctype, portable=with_microkernel == "portable"))
     return "\n".join(parts)
 
 

@@ -34,7 +34,8 @@ class Part:
     static: bool          # operand is x: hoisted out of the time loop
     src: tuple            # per member: (W param id, first column in W, row length of W)
     pack: int             # offset of the packed weight in the pack region
-    panels: tuple = ()    # (forward, backward) offsets of microkernel panels, per-step parts
+    panels: tuple = ()    # (forward, backward) offsets of microkernel panels, per-step parts;
+                          # (forward,) for a hoisted part when the hoisted GEMMs use them
     xcol: int = 0         # static part: its first column in the input row
 
 
@@ -191,15 +192,18 @@ def tape_of(g, bwd, bundles):
     return {n for n in reads if g[n].op not in LEAVES}
 
 
-def plan_panels(bundles, pack, ctype):
+def plan_panels(bundles, pack, ctype, hoisted=False):
     """Place microkernel panels for every per-step part after the packed weights: one
     for the forward product (rows = bundle width) and one for the backward (rows = the
-    part's width)."""
+    part's width); with hoisted, a forward panel for every hoisted part too."""
     out = []
     for b in bundles:
         parts = []
         for p in b.parts:
-            if not p.static:
+            if p.static and hoisted:
+                p = replace(p, panels=(pack,))
+                pack += panel_size(b.width, p.width, ctype)
+            elif not p.static:
                 fwd, bwd = pack, pack + panel_size(b.width, p.width, ctype)
                 pack = bwd + panel_size(p.width, b.width, ctype)
                 p = replace(p, panels=(fwd, bwd))
@@ -208,9 +212,10 @@ def plan_panels(bundles, pack, ctype):
     return out, pack
 
 
-def plan_layout(g, bwd, microkernel=None):
+def plan_layout(g, bwd, microkernel=None, hoisted_panels=False):
     """Assign buffers for graph g and its backward step bwd; microkernel: the C real type
-    when per-step products use the microkernel (its panels need room)."""
+    when per-step products use the microkernel (its panels need room); hoisted_panels:
+    the hoisted products use it too (exported kernels, which have no BLAS to call)."""
     states, off = [], 0
     for (s, size), (s2, node) in zip(g.states, g.new_states, strict=True):
         states.append((s, size, off, "state." + s, node))
@@ -228,7 +233,7 @@ def plan_layout(g, bwd, microkernel=None):
     bundles, pack = plan_bundles(g, params)
     gpack = pack
     if microkernel:
-        bundles, pack = plan_panels(bundles, pack, microkernel)
+        bundles, pack = plan_panels(bundles, pack, microkernel, hoisted_panels)
     bundle_of = {m: b for b in bundles for m in b.members}
     elided = _elided(g, bundle_of)
     taped = tape_of(g, bwd, bundles)

@@ -34,7 +34,7 @@ def pack_backward_panels(L, b, ctype):
     """In backward: panels of each per-step part's packed weight for d(operand) += d(rows) W."""
     return ["%s(%d, %d, pack + %s, %d, pack + %s);"
             % (typed("mk_pack_nn", ctype), p.width, b.width, L.consts.pack(b, p), p.width,
-               L.consts.panel(b, p, 1)) for p in b.parts if p.panels]
+               L.consts.panel(b, p, 1)) for p in b.parts if len(p.panels) > 1]
 
 
 def _init_rows(L, b, dest, rows):
@@ -46,7 +46,7 @@ def _init_rows(L, b, dest, rows):
 
 def _bias_in_step(b):
     """The per-step microkernel adds the bias (and so needs no rows set to it before)."""
-    return any(p.panels for p in b.parts)
+    return any(p.panels and not p.static for p in b.parts)
 
 
 def hoisted_forward(L, b, ctype):
@@ -61,7 +61,12 @@ def hoisted_forward(L, b, ctype):
         code += _init_rows(L, b, dest, "(ptrdiff_t)tc * B")
     beta = 1 if not in_step else 0
     for p in b.parts:
-        if p.static:
+        if p.static and p.panels:
+            code.append("%s((ptrdiff_t)tc * B, %d, %d, %s, %d, pack + %s, NULL, %d, %s, %d);"
+                        % (typed("mk_gemm", ctype), b.width, p.width, _input_rows(L, p), L.I,
+                           L.consts.panel(b, p, 0), beta, dest, b.width))
+            beta = 1
+        elif p.static:
             code.append("%s(RNNC_NT, threads, %d, (ptrdiff_t)tc * B, %d, %d, %s, %d, "
                         "pack + %s, %d, %s, %d);"
                         % (typed("gemm_big", ctype), beta, b.width, p.width, _input_rows(L, p),
@@ -91,6 +96,8 @@ def step_forward(L, b, ctype):
         code += _init_rows(L, b, b.name, "B")
     first = True
     for p in b.parts:
+        if p.static:
+            continue
         if p.panels:
             src, stride = ref(L, p.operand)
             # the first product adds the bias, and overwrites the rows unless hoisted

@@ -1,6 +1,7 @@
 """The fixed C every kernel uses, as C files shipped with the package: the real type
 (real.h), the elementwise helpers (inline.h, fastmath.h, nan_keeping.h), the GEMM helpers
-(gemm.h, gemm.c), the microkernel (microkernel.c) and backward's padding guard
+(gemm.h, gemm.c), the microkernel (microkernel.c; microkernel_portable.c in plain C99
+for exported kernels) and backward's padding guard
 (padding.c). They are compiled as they are: the real type and the flavour are chosen by
 the preprocessor, from a few #defines pasted before them (`real`, `defines`)."""
 from __future__ import annotations
@@ -9,7 +10,7 @@ import functools
 from importlib import resources
 
 FILES = ("real.h", "inline.h", "fastmath.h", "nan_keeping.h", "gemm.h", "gemm.c",
-         "microkernel.c", "padding.c")
+         "microkernel.c", "microkernel_portable.c", "padding.c")
 
 
 @functools.lru_cache(maxsize=None)

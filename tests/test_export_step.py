@@ -1,0 +1,130 @@
+"""The streaming entry points of exported kernels: NAME_pack once, then NAME_step per sample
+(batch 1, state carried) gives what NAME_infer gives over the whole sequence, in place or
+not, from zeros or a given state; NULLs are refused with code 2."""
+import ctypes
+
+import numpy as np
+import pytest
+
+import rnncompiler as rc
+from cells import gru, lstm, peephole_lstm, two_sizes
+from test_export import I, H, build_shared
+
+T = 7
+CELLS = {"lstm": (lstm, None), "gru": (gru, None), "peephole_lstm": (peephole_lstm, None),
+         "two_sizes": (two_sizes, {"P": 3, "O": 2})}
+
+
+class Stream:
+    """NAME_pack, NAME_step and NAME_infer of one exported kernel, on numpy arrays."""
+
+    def __init__(self, lib, prefix, dtype):
+        self.dtype = np.dtype(dtype)
+        real = ctypes.c_float if self.dtype == np.float32 else ctypes.c_double
+        P, IP, i = ctypes.POINTER(real), ctypes.POINTER(ctypes.c_int), ctypes.c_int
+        sigs = {"step_workspace_size": ([], ctypes.c_size_t),
+                "infer_workspace_size": ([i, i], ctypes.c_size_t),
+                "param_count": ([], ctypes.c_size_t), "state_size": ([], ctypes.c_size_t),
+                "output_size": ([], ctypes.c_size_t), "input_size": ([], ctypes.c_size_t),
+                "pack": ([P, P], i), "step": ([P, P, P, P, P, P], i),
+                "infer": ([i, i, P, P, IP, P, P, P, P], i)}
+        self.fn = {}
+        for name, (args, res) in sigs.items():
+            f = getattr(lib, "%s_%s" % (prefix, name))
+            f.argtypes, f.restype = args, res
+            self.fn[name] = f
+        self.P = P
+        self.n, self.S, self.O, self.I = (self.fn[k]() for k in
+                                          ("param_count", "state_size", "output_size", "input_size"))
+
+    def p(self, a):
+        return None if a is None else a.ctypes.data_as(self.P)
+
+    def infer(self, params, x, state0):
+        y = np.zeros((x.shape[0], 1, self.O), self.dtype)
+        sT = np.zeros((1, self.S), self.dtype)
+        work = np.zeros(self.fn["infer_workspace_size"](x.shape[0], 1), self.dtype)
+        assert self.fn["infer"](x.shape[0], 1, self.p(params), self.p(x), None,
+                                self.p(state0), self.p(y), self.p(sT), self.p(work)) == 0
+        return y[:, 0], sT[0]
+
+    def stream(self, params, x, state0, in_place):
+        work = np.full(self.fn["step_workspace_size"](), np.nan, self.dtype)
+        assert self.fn["pack"](self.p(params), self.p(work)) == 0
+        state = None if state0 is None else state0.copy()
+        ys = []
+        for t in range(x.shape[0]):
+            y = np.full(self.O, np.nan, self.dtype)
+            out = state if (in_place and state is not None) else np.full(self.S, np.nan, self.dtype)
+            assert self.fn["step"](self.p(params), self.p(np.ascontiguousarray(x[t, 0])),
+                                   self.p(state), self.p(y), self.p(out), self.p(work)) == 0
+            ys.append(y)
+            state = out
+        return np.stack(ys), state
+
+
+@pytest.fixture(scope="module", params=["float64", "float32"])
+def streams(request, tmp_path_factory):
+    dtype = request.param
+    out = str(tmp_path_factory.mktemp("stream_" + dtype))
+    exports = {n: rc.export_c(c, out, I, H, dtype, name="s_" + n, sizes=s)
+               for n, (c, s) in CELLS.items()}
+    lib = build_shared(out, [e.source for e in exports.values()])
+    return {n: (Stream(lib, e.name, dtype), e) for n, e in exports.items()}, dtype
+
+
+@pytest.mark.parametrize("name", sorted(CELLS))
+@pytest.mark.parametrize("in_place", [False, True])
+@pytest.mark.parametrize("from_zeros", [False, True])
+def test_step_by_step_is_the_sequence_run_at_once(streams, name, in_place, from_zeros):
+    table, dtype = streams
+    s, exp = table[name]
+    cell, sizes = CELLS[name]
+    kern = rc.compile(cell, I, H, dtype, sizes=sizes)
+    rng = np.random.default_rng(3)
+    params = kern.init_params(seed=2)
+    flat = np.ascontiguousarray(exp.flat_params(params), dtype)
+    x = rng.standard_normal((T, 1, s.I)).astype(dtype)
+    state0 = None if from_zeros else (0.5 * rng.standard_normal(s.S)).astype(dtype)
+    y_all, s_all = s.infer(flat, x, None if state0 is None else state0[None])
+    y_st, s_st = s.stream(flat, x, state0, in_place)
+    # the same products row by row, the same loops: the same numbers
+    np.testing.assert_array_equal(y_st, y_all)
+    np.testing.assert_array_equal(s_st, s_all)
+    y_py, _ = kern.infer(params, x, None if state0 is None else
+                         {k: v[None] for k, v in _split(kern, state0).items()})
+    np.testing.assert_allclose(y_st, y_py[:, 0], rtol=1e-5 if dtype == "float32" else 1e-12,
+                               atol=1e-6 if dtype == "float32" else 1e-14)
+
+
+def _split(kern, row):
+    out, off = {}, 0
+    for name, size in kern.state_sizes.items():
+        out[name] = row[off:off + size]
+        off += size
+    return out
+
+
+def test_step_refuses_null_pointers(streams):
+    table, dtype = streams
+    s, exp = table["lstm"]
+    params = np.zeros(s.n, s.dtype)
+    work = np.zeros(s.fn["step_workspace_size"](), s.dtype)
+    x, y, st = np.zeros(s.I, s.dtype), np.zeros(s.O, s.dtype), np.zeros(s.S, s.dtype)
+    p = s.p
+    assert s.fn["pack"](None, p(work)) == 2 and s.fn["pack"](p(params), None) == 2
+    assert s.fn["pack"](p(params), p(work)) == 0
+    for k in (0, 1, 3, 4, 5):
+        args = [p(params), p(x), p(st), p(y), p(st), p(work)]
+        args[k] = None
+        assert s.fn["step"](*args) == 2
+
+
+def test_the_header_documents_the_streaming_entry_points(streams):
+    table, _ = streams
+    _, exp = table["lstm"]
+    header = open(exp.header).read()
+    for decl in ("size_t s_lstm_step_workspace_size(void);",
+                 "int s_lstm_pack(const", "int s_lstm_step(const"):
+        assert decl in header
+    assert "real-time safe" in header
