@@ -181,7 +181,10 @@ def main(argv=None):
     ap.add_argument("--hidden", type=int, nargs="+", default=[8, 16, 32, 64, 128])
     ap.add_argument("--cells", nargs="+", default=sorted(CELLS), choices=sorted(CELLS))
     ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--quick", action="store_true", help="H = 8 and 32, LSTM, 3 repeats")
     args = ap.parse_args(argv)
+    if args.quick:
+        args.hidden, args.cells, args.repeats = [8, 32], ["lstm"], 3
     name, width, peak, load = machine()
     print("core: %s (%s FMA); single-thread fp32 GEMM (1024^3, numpy/OpenBLAS): %.0f GFLOP/s; "
           "load %.2f" % (name, width, peak, load))

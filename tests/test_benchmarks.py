@@ -40,3 +40,10 @@ def test_bench_compile_prints_each_depth_against_the_lstm():
     assert re.search(r"^LSTM .*\(peer\)\s+[\d.]+ .*1\.00x$", out, re.M), out
     for depth in (3, 10):
         assert re.search(r"^tanh chain N=%d .*\s\d+\.\d\dx$" % depth, out, re.M), out
+
+
+def test_bench_stream_prints_ns_per_step_of_every_side():
+    out = run_bench("bench_stream.py")
+    assert re.search(r"^core: .*GFLOP/s; load", out, re.M), out
+    for H in (8, 32):
+        assert re.search(r"^lstm\s+%d\s+\d+ / \d+\s+\d+ / \d+\s+[\d.]+\s+\d+ / \d+" % H, out, re.M), out
