@@ -39,6 +39,7 @@ GROUPS = {      # rc.cells module -> the heading of its part of the catalogue
     "recent": "Recent cells: minGRU, minLSTM and xLSTM's sLSTM",
     "torch_forms": "PyTorch's forms (for rc.from_torch / rc.to_torch)",
     "reservoir": "Reservoir computing: constant weights, a readout trained outside",
+    "depth": "Reading the layer below's memory: the depth-gated LSTM",
 }
 
 

@@ -93,6 +93,27 @@ def t_lstm(forget_bias=0.0, forget_gate=True):
     return step
 
 
+def t_depth_gated(first):
+    """lstm_hc (first layer: x is the input) and depth_gated_lstm (x = [h_below; c_below])."""
+    def step(p, x, s):
+        if first:
+            below = None
+        else:
+            x, below = x[:, :x.shape[1] // 2], x[:, x.shape[1] // 2:]
+        z, c = cat(s["h"], x), s["c"]
+        f = torch.sigmoid(lin(p["W_f"], z, p["b_f"]))
+        i = torch.sigmoid(lin(p["W_i"], z, p["b_i"]))
+        o = torch.sigmoid(lin(p["W_o"], z, p["b_o"]))
+        g = torch.tanh(lin(p["W_g"], z, p["b_g"]))
+        c_new = f * c + i * g
+        if below is not None:
+            d = torch.sigmoid(lin(p["W_d"], x, p["b_d"]) + p["w_cd"] * c + p["w_ld"] * below)
+            c_new = c_new + d * below
+        h = o * torch.tanh(c_new)
+        return {"h": h, "c": c_new}, cat(h, c_new)
+    return step
+
+
 def t_greff(variant):
     """Greff et al.'s peephole LSTM ("vanilla") and its variants, by switches."""
     def step(p, x, s):
@@ -237,6 +258,7 @@ TORCH_STEPS = {
     "min_gru": t_min_gru, "min_lstm": t_min_lstm, "slstm": t_slstm("exp"),
     "lstm_torch": t_lstm_torch(False), "lstm_proj_torch": t_lstm_torch(True),
     "gru_torch": t_gru_torch, "esn": t_esn(1.0),
+    "lstm_hc": t_depth_gated(True), "depth_gated_lstm": t_depth_gated(False),
 }
 # name -> (cell, torch step): every ready-made cell, and factory options off their defaults
 CASES = {name: (cell, TORCH_STEPS[name]) for name, cell in C.ALL.items()}

@@ -14,7 +14,10 @@ needs besides I and H. Cells with options have a factory (`make_lstm`, `make_lst
 `make_gru_torch`); the plain name is the default instance. The echo state network
 (`esn`, `make_esn(leak)`) has only constant weights (trainable=False): draw them with
 `esn_weights(kern, spectral_radius, ...)` and train a readout on its states. The
-`*_torch` cells are PyTorch's own forms, used by `rc.from_torch` / `rc.to_torch`.
+`*_torch` cells are PyTorch's own forms, used by `rc.from_torch` / `rc.to_torch`. The
+depth-gated LSTM (`depth_gated_lstm`) takes two inputs per step, the h and c of the layer
+below, which `lstm_hc` (an LSTM whose output is [h; c]) and it output: a stack is
+`rc.models.RNN([lstm_hc, depth_gated_lstm, ...], ...)`.
 """
 from ..compiler.dsl import Cell
 from .simple import elman, elman_relu, jordan, indrnn, gru, mgu
@@ -27,6 +30,7 @@ from .torch_forms import (TORCH_WEIGHTS, make_rnn_torch, rnn_tanh_torch, rnn_rel
                           make_lstm_torch, lstm_torch, lstm_proj_torch, make_gru_torch,
                           gru_torch)
 from .reservoir import make_esn, esn, esn_weights
+from .depth import lstm_hc, depth_gated_lstm
 
 
 def size_names(cell):
@@ -44,7 +48,7 @@ ALL = {cell.name: cell for cell in (
     elman, elman_relu, jordan, indrnn, gru, mgu,
     lstm1997, lstm, peephole_lstm, lstm_proj, layernorm_lstm,
     lstm_nig, lstm_nfg, lstm_nog, lstm_niaf, lstm_noaf, lstm_np, lstm_cifg, lstm_fgr,
-    min_gru, min_lstm, slstm,
+    min_gru, min_lstm, slstm, lstm_hc, depth_gated_lstm,
     rnn_tanh_torch, rnn_relu_torch, lstm_torch, lstm_proj_torch, gru_torch, esn)}
 
 SIZES = {name: size_names(cell) for name, cell in ALL.items()}

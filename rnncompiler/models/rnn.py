@@ -95,6 +95,12 @@ class RNN:
         for c, h in zip(_per_layer("cell", cell, num_layers),
                         _per_layer("hidden_size", hidden_size, num_layers), strict=True):
             kern = compile_cell(c, input_size=n_in, hidden_size=h, dtype=dtype, sizes=sizes)
+            if kern.input_size != n_in:      # a cell whose inputs do not read I units
+                raise ValueError(
+                    "cell: layer %d's cell %s reads %d units per step (%s) but %s gives %d"
+                    % (len(self.kernels), kern.name, kern.input_size, ", ".join(
+                        "%s: %d" % kv for kv in kern.inputs.items()),
+                       "the layer below" if self.kernels else "input_size", n_in))
             self.kernels.append(kern)
             n_in = len(self.directions) * kern.output_size
         self.output_size = n_in
