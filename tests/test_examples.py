@@ -14,6 +14,8 @@ SMALL = {
     "esn_mackey_glass.py": ["--hidden", "50", "--train", "500", "--test", "200"],
     "tdnn.py": ["--delays", "3", "--iters", "60", "--steps", "10", "--batch", "4"],
     "clockwork.py": ["--iters", "40", "--module", "2", "--steps", "16"],
+    "zoneout_lm.py": ["--epochs", "1", "--hidden", "16", "--chars", "3000", "--batch", "8",
+                      "--k1", "20"],
     "depth_gated.py": ["--iters", "40", "--hidden", "6", "--T", "10", "--batch", "8"],
     "conditioned_waves.py": ["--iters", "30", "--hidden", "8", "--steps", "16", "--batch", "8"],
     "gate_variants.py": ["--hidden", "8", "--steps", "5", "--batch", "2", "--repeats", "1"],

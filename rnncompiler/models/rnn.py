@@ -192,14 +192,17 @@ class RNN:
 
         `state0` (optional) is a tree like `RNNResult.states` with (B, size) or (size,)
         arrays; what it gives replaces the learned or zero initial state. `train=True`
-        applies dropout between layers with `rng` (a Generator or seed; default: the
-        model's own generator)."""
+        applies dropout between layers, and draws the masks of cells that have their own
+        (rc.dropout, rc.zoneout), with `rng` (a Generator or seed; default: the model's
+        own generator); otherwise those masks are at their expectations."""
         x = self._check_x(x)
         T, B = x.shape[:2]
         lengths = check_lengths(lengths, T, B)
         rev = reversal_index(lengths, T, B) if self.bidirectional else None
         drop = train and self.dropout > 0
-        rng = (self._rng if rng is None else as_rng(rng)) if drop else None
+        # cells with masks of their own (rc.dropout, rc.zoneout) draw them in training
+        masked = train and any(kern.masks for kern in self.kernels)
+        rng = (self._rng if rng is None else as_rng(rng)) if drop or masked else None
         h, layers = x, []
         for l, kern in enumerate(self.kernels):
             mask = None
@@ -212,7 +215,8 @@ class RNN:
                 p = self._layer(params, l, d)
                 s0, given = self._state0(p, state0, l, d)
                 xin = h if d == "fwd" else reverse_steps(h, rev)
-                res = kern.forward(p["cell"], xin, s0, lengths)
+                res = kern.forward(p["cell"], xin, s0, lengths, training=train,
+                                   seed=int(rng.integers(2**63)) if train and kern.masks else None)
                 tape.results[d], tape.state0[d], tape.external[d] = res, s0, given
                 outs.append(res.outputs if d == "fwd" else reverse_steps(res.outputs, rev))
             layers.append(tape)
