@@ -12,9 +12,12 @@ batch and at their expectations when the model predicts:
 
 with m ∈ {0, 1/(1-p)} per sequence and u ∈ {0, 1} per step, u = 1 with the zoneout
 rate. The script trains both on 90% of the text and prints the held-out bits per
-character after each epoch: the regularised model overfits later.
+character every few epochs. With the defaults (256 units, 80 epochs, about 30 s each on
+one core) the plain LSTM is best after 17 epochs (2.81 bits) and then overfits (4.63 at
+the end, its training loss at 0.17 nats), while the regularised one keeps improving to
+2.66.
 
-    python examples/zoneout_lm.py --epochs 12
+    python examples/zoneout_lm.py --epochs 80
 """
 import argparse
 import os
@@ -72,8 +75,11 @@ def train(name, cell, args, train_ids, held_out, vocab):
                   lambda epoch: tb.windows(stream[:-1], stream[1:]), epochs=args.epochs,
                   clip=5.0, callback=after_update, progress=False)
     print("%-12s %s" % (name, hist))
-    print("%-12s held-out bits per character by epoch: %s (best %.3f)"
-          % (name, " ".join("%.3f" % b for b in curve), min(curve)))
+    every = max(1, len(curve) // 8)
+    print("%-12s held-out bits per character, epochs %s: %s; best %.3f (epoch %d), last %.3f"
+          % (name, "1, %d, ..." % (1 + every) if every > 1 else "1, 2, ...",
+             " ".join("%.2f" % b for b in curve[::every]), min(curve),
+             1 + int(np.argmin(curve)), curve[-1]))
     return hist, curve
 
 
@@ -83,7 +89,7 @@ def main(argv=None):
     ap.add_argument("--embed", type=int, default=32)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--k1", type=int, default=50)
-    ap.add_argument("--epochs", type=int, default=12)
+    ap.add_argument("--epochs", type=int, default=80)
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--chars", type=int, default=None, help="use the first N characters")
     ap.add_argument("--zone-c", type=float, default=0.5)
