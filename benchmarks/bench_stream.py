@@ -5,8 +5,9 @@ run, interleaved, min and median of the repeats:
 - the exported C (`rc.export_c`, built with cc -O3 -march=native, the compiler's default C
   dialect, which contracts a*b+c into FMAs as C allows): NAME_infer over T=1000
   samples per call, and NAME_pack once then NAME_step per sample;
-- the JIT kernel: kern.infer over T=1000 (one C call), and kern.step per sample (each a
-  Python call: its overhead is in the figure);
+- the JIT kernel: kern.infer over T=1000 (one C call), kern.step per sample (each a
+  Python call that checks, converts and packs everything: its overhead is in the figure),
+  and kern.stream(params).step per sample (weights packed once; one C call a sample);
 - torch, one thread: torch.nn.LSTM/GRU over (T, 1, I) per call, and torch.nn.LSTMCell /
   GRUCell per sample.
 
@@ -143,16 +144,23 @@ def jit_ns(kern, H, reps):
     params = kern.init_params(seed=0)
     x = np.random.default_rng(0).standard_normal((T, 1, H)).astype(np.float32)
     kern.infer(params, x)
-    infer, step = [], []
+    stream = kern.stream(params)
+    infer, step, streamed = [], [], []
     for _ in range(reps):
         infer.append(_timed(lambda: kern.infer(params, x)) / T * 1e9)
         n = 200
+
         def steps():
             s = None
             for t in range(n):
                 _, s = kern.step(params, x[t], s)
         step.append(_timed(steps) / n * 1e9)
-    return infer, step
+
+        def streams():
+            for t in range(T):
+                stream.step(x[t, 0])
+        streamed.append(_timed(streams) / T * 1e9)
+    return infer, step, streamed
 
 
 def torch_ns(name, H, reps):
@@ -190,9 +198,9 @@ def main(argv=None):
           "load %.2f" % (name, width, peak, load))
     print("ns per step, float32, batch 1, one thread: min / median of %d interleaved repeats; "
           "GFLOP/s of the exported C's step\n" % args.repeats)
-    print("%-9s %4s  %-17s %-17s %-7s  %-17s %-17s  %-17s %-17s" % (
+    print("%-9s %4s  %-17s %-17s %-7s  %-17s %-17s %-17s  %-17s %-17s" % (
         "cell", "H", "export T=1000", "export step", "GFLOP/s", "JIT T=1000", "JIT kern.step",
-        "torch T=1000", "torch cell/step"))
+        "JIT stream.step", "torch T=1000", "torch cell/step"))
     with tempfile.TemporaryDirectory() as tmp:
         for cname in args.cells:
             cell = CELLS[cname]()
@@ -201,15 +209,15 @@ def main(argv=None):
                 os.makedirs(out)
                 kern = rc.compile(cell, input_size=H, hidden_size=H, dtype="float32")
                 e_inf, e_step = exported_ns(cell, H, args.repeats, out)
-                j_inf, j_step = jit_ns(kern, H, args.repeats)
+                j_inf, j_step, j_stream = jit_ns(kern, H, args.repeats)
                 t_inf, t_step = torch_ns(cname, H, args.repeats)
 
                 def mm(v):
                     return "-" if v is None else "%7.0f / %-7.0f" % (min(v), np.median(v))
                 gf = flops_per_step(kern) / min(e_step)
-                print("%-9s %4d  %-17s %-17s %-7.1f  %-17s %-17s  %-17s %-17s" % (
-                    cname, H, mm(e_inf), mm(e_step), gf, mm(j_inf), mm(j_step), mm(t_inf),
-                    mm(t_step)))
+                print("%-9s %4d  %-17s %-17s %-7.1f  %-17s %-17s %-17s  %-17s %-17s" % (
+                    cname, H, mm(e_inf), mm(e_step), gf, mm(j_inf), mm(j_step), mm(j_stream),
+                    mm(t_inf), mm(t_step)))
                 sys.stdout.flush()
 
 

@@ -195,3 +195,32 @@ BAD_CELLS = [
 def test_misdeclared_inputs_are_refused_by_name(fn, kw, text):
     with pytest.raises(rc.CellError, match=text):
         _cell(fn, **kw)
+
+
+def test_rc_models_pass_contexts_to_the_layers_that_read_them():
+    """A 2-layer stack of speaker LSTMs reading one context: the model's gradient of the
+    context is the sum over layers of each kernel's, and equals finite differences."""
+    from rnncompiler import models as rm
+    rnn = rm.RNN(speaker_lstm, I, H, num_layers=2, dtype="float64", sizes={"E": E})
+    params = rnn.init(seed=0)
+    rng = np.random.default_rng(4)
+    x, e = rng.standard_normal((T, B, I)), rng.standard_normal((B, E))
+    dy = rng.standard_normal((T, B, H))
+    res = rnn.forward(params, x, LENGTHS, context={"spk": e})
+    g = rnn.backward(res, dy)
+    assert g.context["spk"].shape == (B, E)
+
+    def loss(ee):
+        return float((rnn.forward(params, x, LENGTHS, context={"spk": ee}).outputs * dy).sum())
+    eps, num = 1e-6, np.zeros_like(e)
+    for idx in np.ndindex(e.shape):
+        d = np.zeros_like(e)
+        d[idx] = eps
+        num[idx] = (loss(e + d) - loss(e - d)) / (2 * eps)
+    np.testing.assert_allclose(g.context["spk"], num, rtol=1e-6, atol=1e-9)
+    y, _ = rnn.infer(params, x, LENGTHS, context={"spk": e})
+    np.testing.assert_allclose(y, res.outputs, rtol=1e-12, atol=1e-14)
+    with pytest.raises(KeyError, match="unknown context input 'q'"):
+        rnn.forward(params, x, context={"spk": e, "q": e})
+    with pytest.raises(KeyError, match="missing 'spk'"):
+        rnn.forward(params, x, context={})

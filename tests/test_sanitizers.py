@@ -62,16 +62,19 @@ def run_shape(kern, ref, T, B, lengths, seed, check):
     state0 = {s: 0.5 * rng.standard_normal((B, n)) for s, n in kern.state_sizes.items()}
     dy = rng.standard_normal((T, B, kern.output_size))
     ds = {s: rng.standard_normal((B, n)) for s, n in kern.state_sizes.items()}
-    res = kern.forward(params, x, state0, lengths, check_finite=check)
+    # a cell's context inputs and masks (drawn from the seed) are columns of x's rows
+    ctx = {c: rng.standard_normal((B, n)) for c, n in kern.context.items()} or None
+    res = kern.forward(params, x, state0, lengths, check_finite=check, context=ctx, seed=seed)
     g = kern.backward(res, dy, ds, state_grads=True, check_finite=check)
     kern.backward(res)                                   # NULL seeds
-    bare = kern.forward(params, x)                       # NULL state0 and lengths
+    bare = kern.forward(params, x, context=ctx)          # NULL state0 and lengths
     kern.backward(bare, dy)
-    y, states = kern.infer(params, x, state0, lengths)
-    close(y, res.outputs, "infer", 1e-12)
-    kern.step(params, x[0], state0)
+    y, states = kern.infer(params, x, state0, lengths, context=ctx)
+    expected = kern.forward(params, x, state0, lengths, context=ctx, training=False)
+    close(y, expected.outputs, "infer", 1e-12)
+    kern.step(params, x[0], state0, context=ctx)
     if ref is not None:
-        r = ref.forward(params, x, state0, lengths)
+        r = ref.forward(params, x, state0, lengths, context=ctx, masks=res.masks)
         rg = ref.backward(r, dy, ds)
         close(res.outputs, r.outputs, "outputs", 1e-9)
         close(g.x, rg.x, "d x", 1e-8)

@@ -4,16 +4,6 @@ whose output is [h; c] that starts such a stack."""
 import rnncompiler as rc
 
 
-def _lstm_gates(x, h, p):
-    """f, i, o and the candidate g of an LSTM, from [h[t-1]; x[t]]."""
-    z = rc.concat(h, x)
-    f = rc.sigmoid(p.linear("W_f", z, bias="b_f"))
-    i = rc.sigmoid(p.linear("W_i", z, bias="b_i"))
-    o = rc.sigmoid(p.linear("W_o", z, bias="b_o"))
-    g = rc.tanh(p.linear("W_g", z, bias="b_g"))
-    return f, i, o, g
-
-
 @rc.cell(states=("h", "c"))
 def lstm_hc(x, h, c, p):
     """The LSTM (forget gate) with output y[t] = [h[t]; c[t]] (2H units): the first layer
@@ -27,7 +17,11 @@ def lstm_hc(x, h, c, p):
     Gers, F. A., Schmidhuber, J., Cummins, F. (2000). Learning to forget: continual
     prediction with LSTM. Neural Computation 12(10).
     """
-    f, i, o, g = _lstm_gates(x, h, p)
+    z = rc.concat(h, x)
+    f = rc.sigmoid(p.linear("W_f", z, bias="b_f"))
+    i = rc.sigmoid(p.linear("W_i", z, bias="b_i"))
+    o = rc.sigmoid(p.linear("W_o", z, bias="b_o"))
+    g = rc.tanh(p.linear("W_g", z, bias="b_g"))
     c_new = f * c + i * g
     h_new = o * rc.tanh(c_new)
     return {"h": h_new, "c": c_new}, rc.concat(h_new, c_new)
@@ -49,7 +43,11 @@ def depth_gated_lstm(x, c_below, h, c, p):
     Yao, K., Cohn, T., Vylomova, K., Duh, K., Dyer, C. (2015). Depth-gated LSTM.
     arXiv:1508.03790.
     """
-    f, i, o, g = _lstm_gates(x, h, p)
+    z = rc.concat(h, x)
+    f = rc.sigmoid(p.linear("W_f", z, bias="b_f"))
+    i = rc.sigmoid(p.linear("W_i", z, bias="b_i"))
+    o = rc.sigmoid(p.linear("W_o", z, bias="b_o"))
+    g = rc.tanh(p.linear("W_g", z, bias="b_g"))
     d = rc.sigmoid(p.linear("W_d", x, bias="b_d") + p.vector("w_cd") * c
                    + p.vector("w_ld") * c_below)
     c_new = d * c_below + f * c + i * g

@@ -136,11 +136,13 @@ class SequenceModel:
         """Predictions in the caller's layout: (B, T, O) for "steps" with batch_first."""
         return self._time_major(preds) if self.readout == "steps" else preds
 
-    def forward(self, params, x, lengths=None, state0=None, *, train=False, rng=None):
+    def forward(self, params, x, lengths=None, state0=None, *, train=False, rng=None,
+                context=None):
         """Run the model, keeping what `backward` needs (see `RNN.forward` for the
-        arguments)."""
+        arguments; `context`: the per-sequence inputs of cells that take them)."""
         ids, inputs = self._inputs(params, x)
-        res = self.rnn.forward(params["rnn"], inputs, lengths, state0, train=train, rng=rng)
+        res = self.rnn.forward(params["rnn"], inputs, lengths, state0, train=train, rng=rng,
+                               context=context)
         feats = res.outputs
         if self.readout != "steps":
             feats = pool(feats, res.lengths, self.readout, len(self.rnn.directions))
@@ -152,20 +154,20 @@ class SequenceModel:
         return ModelResult(self._steps_layout(preds), res.states, res.lengths, res, ids, feats,
                            head)
 
-    def infer(self, params, x, lengths=None, state0=None):
+    def infer(self, params, x, lengths=None, state0=None, *, context=None):
         """(predictions, final states) without tapes; dropout off."""
         ids, inputs = self._inputs(params, x)
-        outputs, states = self.rnn.infer(params["rnn"], inputs, lengths, state0)
+        outputs, states = self.rnn.infer(params["rnn"], inputs, lengths, state0, context=context)
         if self.readout != "steps":
             lengths = None if lengths is None else np.asarray(lengths)
             outputs = pool(outputs, lengths, self.readout, len(self.rnn.directions))
         preds = self.head.forward(params["head"], outputs) if self.head else outputs
         return self._steps_layout(preds), states
 
-    def predict(self, params, x, lengths=None, state0=None):
-        return self.infer(params, x, lengths, state0)[0]
+    def predict(self, params, x, lengths=None, state0=None, *, context=None):
+        return self.infer(params, x, lengths, state0, context=context)[0]
 
-    def step(self, params, x_t, states):
+    def step(self, params, x_t, states, *, context=None):
         """One step of a unidirectional "steps" model: x_t ((B,) ids or (B, I)) ->
         (prediction (B, O), new states); `states` None on the first step (the initial
         states), then what the previous step returned. The one per-step call: for
@@ -175,7 +177,7 @@ class SequenceModel:
                              "this model has readout=%r" % self.readout)
         if self.embedding:
             x_t = self.embedding.forward(params["embed"], self.embedding.check_ids("x_t", x_t))
-        y, states = self.rnn.step(params["rnn"], x_t, states)
+        y, states = self.rnn.step(params["rnn"], x_t, states, context=context)
         return (self.head.forward(params["head"], y) if self.head else y), states
 
     # ------------------------------------------------------------ loss and gradients
@@ -232,10 +234,10 @@ class SequenceModel:
         return ModelGrads({k: grads[k] for k in order}, x_grad, g.state0, g)
 
     def loss_and_grads(self, params, x, targets, lengths=None, state0=None, *, mask=None,
-                       train=False, rng=None):
+                       train=False, rng=None, context=None):
         """(loss value, gradient tree like params): forward, loss and backward in one call —
         what `fit` and the optimizers take."""
-        res = self.forward(params, x, lengths, state0, train=train, rng=rng)
+        res = self.forward(params, x, lengths, state0, train=train, rng=rng, context=context)
         value, d_pred = self.loss(res, targets, mask)
         return value, self.backward(res, d_pred).params
 

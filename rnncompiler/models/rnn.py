@@ -25,6 +25,7 @@ class RNNResult:
     lengths: np.ndarray = None
     _layers: list = field(default_factory=list, repr=False)
     _rev: np.ndarray = field(default=None, repr=False)
+    _context: dict = field(default=None, repr=False)
 
 
 @dataclass
@@ -35,6 +36,7 @@ class RNNGrads:
     x: np.ndarray
     state0: dict
     _seeds: list = field(default_factory=list, repr=False)   # per layer: (d_outputs, d_states)
+    context: dict = None     # name -> (B, size): summed over steps, layers and directions
 
 
 @dataclass
@@ -186,7 +188,28 @@ class RNN:
         """A time-major (T, B, ...) array in the caller's layout, and back (a view)."""
         return a.swapaxes(0, 1) if self.batch_first and a is not None else a
 
-    def forward(self, params, x, lengths=None, state0=None, *, train=False, rng=None):
+    def _context_of(self, kern, context):
+        """The part of `context` (name -> (B, size) or (size,)) that kern reads, or None."""
+        if not kern.context:
+            return None
+        if not isinstance(context, dict):
+            raise ValueError("context: the cell %s takes per-sequence inputs %s; pass "
+                             "context={name: array (B, size)}" % (kern.name, list(kern.context)))
+        return {k: context[k] for k in kern.context if k in context}
+
+    def _check_context(self, context):
+        if context is None:
+            return
+        if not isinstance(context, dict):
+            raise TypeError("context: expected a dict name -> array, got %s" % type(context).__name__)
+        known = {k for kern in self.kernels for k in kern.context}
+        unknown = [k for k in context if k not in known]
+        if unknown:
+            raise KeyError("context: unknown context input %r; the cells take %s"
+                           % (unknown[0], sorted(known) or "none"))
+
+    def forward(self, params, x, lengths=None, state0=None, *, train=False, rng=None,
+                context=None):
         """Run every layer over x (T, B, I), or (B, T, I) with batch_first; keeps the tapes
         for `backward`.
 
@@ -194,8 +217,11 @@ class RNN:
         arrays; what it gives replaces the learned or zero initial state. `train=True`
         applies dropout between layers, and draws the masks of cells that have their own
         (rc.dropout, rc.zoneout), with `rng` (a Generator or seed; default: the model's
-        own generator); otherwise those masks are at their expectations."""
+        own generator); otherwise those masks are at their expectations. `context` gives
+        the per-sequence inputs of cells that declare them (the same dict for every layer:
+        each reads its own names)."""
         x = self._check_x(x)
+        self._check_context(context)
         T, B = x.shape[:2]
         lengths = check_lengths(lengths, T, B)
         rev = reversal_index(lengths, T, B) if self.bidirectional else None
@@ -216,14 +242,15 @@ class RNN:
                 s0, given = self._state0(p, state0, l, d)
                 xin = h if d == "fwd" else reverse_steps(h, rev)
                 res = kern.forward(p["cell"], xin, s0, lengths, training=train,
-                                   seed=int(rng.integers(2**63)) if train and kern.masks else None)
+                                   seed=int(rng.integers(2**63)) if train and kern.masks else None,
+                                   context=self._context_of(kern, context))
                 tape.results[d], tape.state0[d], tape.external[d] = res, s0, given
                 outs.append(res.outputs if d == "fwd" else reverse_steps(res.outputs, rev))
             layers.append(tape)
             h = outs[0] if len(outs) == 1 else np.concatenate(outs, axis=2)
         states = {"layer%d" % l: {d: t.results[d].states for d in self.directions}
                   for l, t in enumerate(layers)}
-        return RNNResult(self._layout(h), states, lengths, layers, rev)
+        return RNNResult(self._layout(h), states, lengths, layers, rev, context)
 
     def backward(self, result, d_outputs=None, d_states=None):
         """Gradients of a loss L given dL/d(outputs) (T, B, F), or (B, T, F) with
@@ -240,15 +267,16 @@ class RNN:
                                  % (result.outputs.shape, dh.shape))
             dh = self._layout(dh)
         d_states = d_states or {}
-        grads, d_state0, seeds = {}, {}, [None] * self.num_layers
+        grads, d_state0, seeds, d_context = {}, {}, [None] * self.num_layers, {}
         for l in reversed(range(self.num_layers)):
             grads["layer%d" % l], d_state0["layer%d" % l], dh, seeds[l] = self._layer_backward(
-                l, result._layers[l], result._rev, dh, d_states.get("layer%d" % l, {}))
+                l, result._layers[l], result._rev, dh, d_states.get("layer%d" % l, {}),
+                d_context)
         order = ["layer%d" % l for l in range(self.num_layers)]
         return RNNGrads({k: grads[k] for k in order}, self._layout(dh),
-                        {k: d_state0[k] for k in order}, seeds)
+                        {k: d_state0[k] for k in order}, seeds, d_context or None)
 
-    def _layer_backward(self, l, tape, rev, dh, d_states):
+    def _layer_backward(self, l, tape, rev, dh, d_states, d_context):
         kern = self.kernels[l]
         O = kern.output_size
         g_layer, ds_layer, seed, dx = {}, {}, {}, None
@@ -265,16 +293,19 @@ class RNN:
                                     else g.state0[s].sum(axis=0))
                                 for s, n in kern.state_sizes.items()}
             g_layer[d], ds_layer[d] = gp, g.state0
+            for k, v in (g.context or {}).items():   # a context read by several layers
+                d_context[k] = v if k not in d_context else d_context[k] + v
             gx = g.x if d == "fwd" else reverse_steps(g.x, rev)
             dx = gx if dx is None else dx + gx
         if tape.mask is not None:
             dx = dx * tape.mask
         return g_layer, ds_layer, dx, seed
 
-    def infer(self, params, x, lengths=None, state0=None):
+    def infer(self, params, x, lengths=None, state0=None, *, context=None):
         """Outputs (in the layout of x) and final states without tapes (less memory);
         dropout off."""
         x = self._check_x(x)
+        self._check_context(context)
         T, B = x.shape[:2]
         lengths = check_lengths(lengths, T, B)
         rev = reversal_index(lengths, T, B) if self.bidirectional else None
@@ -285,13 +316,14 @@ class RNN:
                 p = self._layer(params, l, d)
                 s0, _ = self._state0(p, state0, l, d)
                 xin = h if d == "fwd" else reverse_steps(h, rev)
-                y, s = kern.infer(p["cell"], xin, s0, lengths)
+                y, s = kern.infer(p["cell"], xin, s0, lengths,
+                                  context=self._context_of(kern, context))
                 states["layer%d" % l][d] = s
                 outs.append(y if d == "fwd" else reverse_steps(y, rev))
             h = outs[0] if len(outs) == 1 else np.concatenate(outs, axis=2)
         return self._layout(h), states
 
-    def step(self, params, x_t, states):
+    def step(self, params, x_t, states, *, context=None):
         """One time step of a unidirectional stack: x_t (B, I) -> (y_t (B, F), new states);
         `states` is a full tree (see `initial_states`), or None for the first step."""
         if self.bidirectional:
@@ -306,7 +338,8 @@ class RNN:
                 raise KeyError("states: missing %r/'fwd'; pass states=None for the first step "
                                "(initial states), then the states the previous step returned"
                                % key)
-            h, s = kern.step(self._layer(params, l, "fwd")["cell"], h, states[key]["fwd"])
+            h, s = kern.step(self._layer(params, l, "fwd")["cell"], h, states[key]["fwd"],
+                             context=self._context_of(kern, context))
             new[key] = {"fwd": s}
         return h, new
 

@@ -122,7 +122,8 @@ class Kernel:
         self.checkpoint = checkpoint   # k: forward keeps states every k steps (checkpoint.py)
         p = meta["prefix"]
         self._fn = {n: getattr(self._lib, "%s_%s" % (p, n)) for n in
-                    ("run_forward", "run_backward", "workspace_size", "infer_workspace_size")}
+                    ("run_forward", "run_backward", "workspace_size", "infer_workspace_size",
+                     "step", "pack", "step_workspace_size")}
         if hasattr(self._lib, p + "_set_blas_threads"):
             getattr(self._lib, p + "_set_blas_threads")(1)
         self.name = meta["name"]
@@ -326,6 +327,14 @@ class Kernel:
         y, new = self.infer(params, x_t[None], states, context=context)
         return y[0], new
 
+
+    def stream(self, params, state0=None, *, context=None):
+        """A Stream: this cell over one sequence one sample at a time, `s.step(x_t)` ->
+        y_t, the state carried; the weights packed once, one C call per sample (masks at
+        their expectations, as in infer). For batch 1 in a loop, where `step` would
+        check, copy and pack everything at every call."""
+        from .stream import Stream
+        return Stream(self, params, state0, context)
 
     def backward(self, result, d_outputs=None, d_states=None, *, state_grads=False,
                  check_finite=False):

@@ -1,0 +1,58 @@
+"""`kern.stream(params)`: one sequence run one sample at a time (batch 1, the state carried
+from call to call), as audio and control loops run a network. The weights are packed once
+(the C's NAME_pack) and each `step` is one call of NAME_step over preallocated buffers:
+no workspace, parameter vector or packing per sample, as `kern.step` has."""
+from __future__ import annotations
+
+import numpy as np
+
+
+class Stream:
+    """A kernel's streaming state: `step(x_t)` -> y_t (O,), `states` (name -> (size,)),
+    `reset(state0=None)`. Made by `Kernel.stream`; one per sequence, not shared between
+    threads (its buffers are its own)."""
+
+    def __init__(self, kern, params, state0=None, context=None):
+        self._kern = kern
+        self._flat = kern._flat_params(params)
+        cols = kern.columns
+        self._row = np.zeros(cols.width, kern.dtype)
+        if not cols.plain:
+            # contexts and masks are the constant tail of every row: masks at inference
+            ctx = cols.check_context(context, 1, kern.dtype)
+            tail = cols.assemble(np.zeros((1, 1, cols.step_width), kern.dtype), ctx,
+                                 cols.expected_masks(1, 1, kern.dtype), kern.dtype)
+            self._row[:] = tail[0, 0]
+        elif context is not None:
+            cols.check_context(context, 1, kern.dtype)         # names what is wrong
+        self._work = np.empty(max(kern._fn["step_workspace_size"](), 1), kern.dtype)
+        self._state = np.zeros(kern._S, kern.dtype)
+        self._y = np.empty(kern.output_size, kern.dtype)
+        ptr = kern._ptr
+        self._p = [ptr(a) for a in (self._flat, self._row, self._state, self._y, self._work)]
+        if kern._fn["pack"](self._p[0], self._p[4]):
+            raise ValueError("the kernel rejected its parameters")   # not reached: checked
+        self.reset(state0)
+
+    def reset(self, state0=None):
+        """Start a new sequence from state0 (a dict of (size,) or (1, size) arrays; None or
+        a missing state: zeros)."""
+        rows = self._kern._state_rows("state0", state0 or {}, 1)
+        self._state[:] = rows[0]
+
+    def step(self, x_t):
+        """One sample: x_t (I,) or (1, I) -> y_t (O,), a new array; the state moves on."""
+        x = np.asarray(x_t)
+        n = self._kern.input_size
+        if x.shape not in ((n,), (1, n)):
+            raise ValueError("x_t: expected shape (%d,) or (1, %d), got %s" % (n, n, x.shape))
+        self._kern._check_kind("x_t", x.dtype)
+        self._row[:n] = x.reshape(n)
+        p = self._p
+        self._kern._fn["step"](p[0], p[1], p[2], p[3], p[2], p[4])
+        return self._y.copy()
+
+    @property
+    def states(self):
+        """The states after the last step, name -> (size,) copies."""
+        return {s: v.copy() for s, v in self._kern._split_states(self._state).items()}
