@@ -25,6 +25,7 @@ import tempfile
 import numpy as np
 
 import rnncompiler as rc
+from rnncompiler.cli.bench import machine_facts, rnncompiler_step, summary, torch_step
 from rnncompiler.cli.bench import time_interleaved as interleaved_ms
 
 try:
@@ -77,29 +78,23 @@ def peephole_lstm(x, h, c, p):
 
 # ---------------------------------------------------------------- the contestants
 
-def rnnc_step(cell, H, B, T, seed=0, checkpoint=None):
-    """rnncompiler: one forward and one backward call over the whole sequence."""
-    kern = rc.compile(cell, input_size=H, hidden_size=H, dtype="float32", checkpoint=checkpoint)
-    params = kern.init_params(seed=seed)
+def _data(H, B, T, seed=0):
     rng = np.random.default_rng(seed)
-    x = rng.standard_normal((T, B, H)).astype(np.float32)
-    dy = rng.standard_normal((T, B, H)).astype(np.float32)
-    return lambda: kern.backward(kern.forward(params, x), dy)
+    return (rng.standard_normal((T, B, H)).astype(np.float32),
+            rng.standard_normal((T, B, H)).astype(np.float32))
+
+
+def rnnc_step(cell, H, B, T, seed=0, checkpoint=None):
+    """rnncompiler: one forward and one backward call over the whole sequence (the same
+    callable `rnnc bench` times)."""
+    kern = rc.compile(cell, input_size=H, hidden_size=H, dtype="float32", checkpoint=checkpoint)
+    return rnncompiler_step(kern, *_data(H, B, T, seed))
 
 
 def torch_module_step(kind, H, B, T, seed=0):
-    """torch.nn.LSTM / torch.nn.GRU, as their docs show: module call, loss, backward."""
-    torch.manual_seed(seed)
-    module = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[kind](H, H)
-    x = torch.randn(T, B, H, requires_grad=True)
-    dy = torch.randn(T, B, H)
-
-    def step():
-        module.zero_grad(set_to_none=True)
-        x.grad = None
-        out, _ = module(x)
-        (out * dy).sum().backward()
-    return step
+    """torch.nn.LSTM / torch.nn.GRU, as their docs show: module call, loss, backward (the
+    same callable `rnnc bench` times)."""
+    return torch_step(kind, H, H, *_data(H, B, T, seed))
 
 
 def torch_peephole_step(H, B, T, seed=0):
@@ -165,12 +160,16 @@ def time_interleaved(fns, repeats):
 
 
 def case(name, ours, peer_name, peer, target, repeats):
-    """One row: rnncompiler against one peer, both timed in the same interleaved run."""
-    t = time_interleaved({"ours": ours, "peer": peer}, repeats)
-    row = {"case": name, "peer": peer_name, "ours_ms": 1e3 * t["ours"],
-           "peer_ms": 1e3 * t["peer"], "ratio": t["ours"] / t["peer"], "target": target}
-    print("%-34s %-26s %9.2f %9.2f %7.2f  %s" % (name, peer_name, row["ours_ms"], row["peer_ms"],
-                                               row["ratio"], target), flush=True)
+    """One row: rnncompiler against one peer, both timed in the same interleaved run; the
+    ratio of medians (the one targets are read on) and of minima, and the load."""
+    t = summary(interleaved_ms({"ours": ours, "peer": peer}, repeats))
+    row = {"case": name, "peer": peer_name, "ours_ms": t["ours"][1], "peer_ms": t["peer"][1],
+           "ours_min": t["ours"][0], "peer_min": t["peer"][0],
+           "ratio": t["ours"][1] / t["peer"][1], "ratio_min": t["ours"][0] / t["peer"][0],
+           "target": target, "load": os.getloadavg()[0]}
+    print("%-34s %-26s %9.2f %9.2f %7.2f %7.2f %5.1f  %s"
+          % (name, peer_name, row["ours_ms"], row["peer_ms"], row["ratio"], row["ratio_min"],
+             row["load"], target), flush=True)
     return row
 
 
@@ -281,17 +280,24 @@ def compile_rows(args):
 def write_docs(rows, threads, ck, compiles, meta):
     """docs/performance.md with the table and a plot of LSTM time against H."""
     lines = ["# Performance", "",
-             "Measured by `python benchmarks/bench_speed.py --write-docs` on %s (%s), %s. "
+             "Core: %s (%s FMA); its measured single-thread fp32 GEMM rate: %.0f GFLOP/s; "
+             "load average %.2f at the start, %.2f at the end." % (
+                 meta["core"], meta["width"], meta["gemm"], meta["load"], meta["load_end"]), "",
+             "Measured by `python benchmarks/bench_speed.py --write-docs` (%s), %s. "
              "float32, T=%d, B=%d unless said, forward+backward of a whole sequence with a loss "
-             "touching every output; both sides on one thread; ratio = rnncompiler time / "
-             "peer time, the median of interleaved runs in one process (below 1: rnncompiler "
-             "is faster). The machine is shared: ratios are what to read, not milliseconds."
-             % (meta["cpu"], meta["versions"], meta["date"], meta["T"], meta["B"]), "",
-             "| case | peer | rnncompiler ms | peer ms | ratio | target |",
-             "|---|---|---|---|---|---|"]
+             "touching every output; every side on one thread (torch, XLA and every BLAS "
+             "pinned); ratio = rnncompiler time / peer time, of the medians and of the minima "
+             "of %d interleaved runs in one process (below 1: rnncompiler is faster). "
+             "`rnnc bench` times the same callables for LSTM and GRU and prints the same ratios. "
+             "The machine is shared: ratios are what to read, not milliseconds."
+             % (meta["versions"], meta["date"], meta["T"], meta["B"], meta["repeats"]), "",
+             "| case | peer | rnncompiler ms (median) | peer ms (median) | ratio (median) | "
+             "ratio (min) | load | target |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append("| %s | %s | %.2f | %.2f | **%.2f** | %s |" % (
-            r["case"], r["peer"], r["ours_ms"], r["peer_ms"], r["ratio"], r["target"]))
+        lines.append("| %s | %s | %.2f | %.2f | **%.2f** | %.2f | %.1f | %s |" % (
+            r["case"], r["peer"], r["ours_ms"], r["peer_ms"], r["ratio"], r["ratio_min"],
+            r["load"], r["target"]))
     lines += ["", "Threads: %s — %.2f ms on one thread, %.2f ms on two (%.2fx; the load "
               "average was %.1f: on a busy 2-core machine the second thread cannot help)."
               % (threads["case"], threads["one_ms"], threads["two_ms"], threads["speedup"],
@@ -349,15 +355,21 @@ def main(argv=None):
     if args.quick:
         args.hidden, args.steps, args.repeats = [32], 20, 3
     rc.set_num_threads(1)
+    core, width, gemm, load = machine_facts()
+    print("core: %s (%s FMA), single-thread fp32 GEMM %.0f GFLOP/s; load %.2f"
+          % (core, width, gemm, load))
     meta = {"cpu": platform.processor() or platform.machine(), "date": datetime.date.today().isoformat(),
-            "T": args.steps, "B": args.batch, "load": os.getloadavg()[0],
+            "core": core, "width": width, "gemm": gemm, "repeats": args.repeats,
+            "T": args.steps, "B": args.batch, "load": load,
             "versions": "rnncompiler %s, torch %s, jax %s" % (
                 rc.__version__, torch.__version__ if torch else "-", jax.__version__ if jax else "-")}
-    print("%-34s %-26s %9s %9s %7s  %s" % ("case", "peer", "ours ms", "peer ms", "ratio", "target"))
+    print("%-34s %-26s %9s %9s %7s %7s %5s  %s" % ("case", "peer", "ours ms", "peer ms", "ratio",
+                                                 "(min)", "load", "target"))
     rows = speed_rows(args)
     ck = checkpoint_row(args)
     threads = thread_row(args)
     compiles = [] if args.no_compile else compile_rows(args)
+    meta["load_end"] = os.getloadavg()[0]
     if args.write_docs:
         write_docs(rows, threads, ck, compiles, meta)
     return 0

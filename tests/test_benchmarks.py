@@ -23,7 +23,8 @@ def test_bench_speed_prints_every_case_with_its_ratio():
     pytest.importorskip("torch")
     out = run_bench("bench_speed.py", "--no-compile")
     for case in ("LSTM H=I=32", "LSTM B=1 H=I=64", "GRU H=I=128", "peephole LSTM H=I=32"):
-        assert re.search(r"^%s .*\s\d+\.\d\d\s+<= " % re.escape(case), out, re.M), (case, out)
+        assert re.search(r"^%s .*\s\d+\.\d\d\s+\d+\.\d\d\s+\d+\.\d\s+<= " % re.escape(case), out, re.M), (case, out)
+    assert re.search(r"^core: .* GFLOP/s; load \d", out, re.M), out
     assert re.search(r"checkpoint=10 vs plain.* time \d+\.\d+x", out), out
     assert re.search(r"2 threads vs 1.*: \d+\.\d+x", out), out
 

@@ -7,11 +7,61 @@ order of the gates), or the user names the peer with --torch and is told it is u
 """
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 
 import numpy as np
 
 import rnncompiler as rc
+
+# the single-thread fp32 GEMM rate of the core, measured in a child process whose BLAS is
+# pinned to one thread before numpy loads it (this process's BLAS may already run many)
+_GEMM_RATE = r"""
+import time, numpy as np
+a = np.random.default_rng(0).standard_normal((1024, 1024)).astype(np.float32)
+a @ a
+best = min((lambda t0: (a @ a, time.perf_counter() - t0)[1])(time.perf_counter()) for _ in range(7))
+print(2 * 1024 ** 3 / best / 1e9)
+"""
+
+
+def machine_facts():
+    """(core name, its FMA width, single-thread fp32 GEMM GFLOP/s, 1-minute load): printed
+    with every speed figure, since ratios move with the core and the machine's load."""
+    name, flags = "unknown core", set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name") and name == "unknown core":
+                    name = line.split(":", 1)[1].strip()
+                elif line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    break
+    except OSError:
+        pass
+    width = ("512-bit" if "avx512f" in flags else "256-bit" if "avx2" in flags else
+             "unknown-width" if not flags else "128-bit")
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    try:
+        out = subprocess.run([sys.executable, "-c", _GEMM_RATE], env=env, capture_output=True,
+                             text=True, timeout=120, check=True).stdout
+        rate = float(out.strip())
+    except (subprocess.SubprocessError, ValueError, OSError):
+        rate = float("nan")
+    return name, width, rate, os.getloadavg()[0]
+
+
+def machine_line():
+    name, width, rate, load = machine_facts()
+    return ("core: %s (%s FMA), single-thread fp32 GEMM %.0f GFLOP/s; load %.2f"
+            % (name, width, rate, load))
+
+
+def summary(times):
+    """name -> (min ms, median ms) of interleaved run times."""
+    return {name: (float(min(t)), float(np.median(t))) for name, t in times.items()}
 
 
 def reference_forms():
@@ -68,12 +118,14 @@ def torch_peer(cell, sizes):
 
 # ---------------------------------------------------------------- timing
 
-def _rnncompiler_step(kern, x, dy):
+def rnncompiler_step(kern, x, dy):
+    """One forward and one backward call over the whole sequence (what the table times)."""
     params = kern.init_params(seed=0)
     return lambda: kern.backward(kern.forward(params, x), dy)
 
 
-def _torch_step(kind, I, H, x, dy):
+def torch_step(kind, I, H, x, dy):
+    """torch.nn.LSTM / GRU as their docs show it: module call, loss, backward."""
     import torch
     torch.manual_seed(0)
     module = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[kind](I, H)
@@ -134,23 +186,27 @@ def run_bench(cell, args, sizes):
     x = rng.standard_normal((T, B, I)).astype(args.dtype)
     dy = rng.standard_normal((T, B, kern.output_size)).astype(args.dtype)
     kind, why = _choose_peer(cell, sizes, args.torch, kern.output_size)
-    fns = {"rnncompiler": _rnncompiler_step(kern, x, dy)}
+    fns = {"rnncompiler": rnncompiler_step(kern, x, dy)}
     rc.set_num_threads(args.threads)
     if kind:
         import torch
         torch.set_num_threads(args.threads)
-        fns["torch.nn." + kind.upper()] = _torch_step(kind, I, H, x, dy)
+        fns["torch.nn." + kind.upper()] = torch_step(kind, I, H, x, dy)
+    print(machine_line())
     times = time_interleaved(fns, args.repeats)
     print("%s: forward+backward, T=%d, B=%d, I=%d, H=%d, %s, %d thread%s (%s in %.2f s)"
           % (cell.name, T, B, I, H, args.dtype, args.threads, "" if args.threads == 1 else "s",
              "loaded from the cache" if kern.loaded_from_cache else "compiled", compile_s))
     print(why)
-    med = {name: float(np.median(t)) for name, t in times.items()}
-    for name, t in times.items():
-        ratio = ("  (%.2fx rnncompiler's time)" % (med[name] / med["rnncompiler"])
+    stats = summary(times)
+    ours = stats["rnncompiler"]
+    for name, (lo, med) in stats.items():
+        # the ratio of benchmarks/bench_speed.py: rnncompiler's time over the peer's
+        ratio = ("  ratio %.2f (median), %.2f (min)" % (ours[1] / med, ours[0] / lo)
                  if name != "rnncompiler" else "")
         print("  %-16s median %9.3f ms  min %9.3f ms  of %d runs%s"
-              % (name, med[name], min(t), len(t), ratio))
+              % (name, med, lo, len(times[name]), ratio))
+    print("(interleaved runs, %d warm-up each; load now %.2f)" % (2, os.getloadavg()[0]))
     return 0
 
 
