@@ -27,6 +27,19 @@ print(2 * 1024 ** 3 / best / 1e9)
 """
 
 
+PIN = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def pinned_env(threads):
+    """The environment that pins every BLAS and OpenMP pool to `threads` (as
+    benchmarks/bench_speed.py sets before loading them), or None when this process
+    already has it."""
+    want = {k: str(threads) for k in PIN}
+    if all(os.environ.get(k) == v for k, v in want.items()):
+        return None
+    return dict(os.environ, **want)
+
+
 def machine_facts():
     """(core name, its FMA width, single-thread fp32 GEMM GFLOP/s, 1-minute load): printed
     with every speed figure, since ratios move with the core and the machine's load."""
