@@ -31,6 +31,7 @@ import time
 import numpy as np
 
 import rnncompiler as rc
+from rnncompiler.cli.bench import machine_line
 
 try:
     import torch
@@ -88,26 +89,6 @@ def peephole_lstm():
 
 
 CELLS = {"lstm": lambda: rc.cells.lstm, "gru": lambda: rc.cells.gru, "peephole": peephole_lstm}
-
-
-def machine():
-    """The core's name and vector features, the load, and its single-thread fp32 GEMM rate."""
-    name, flags = "unknown", set()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name") and name == "unknown":
-                    name = line.split(":", 1)[1].strip()
-                if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    break
-    except OSError:
-        pass
-    width = "512-bit" if "avx512f" in flags else "256-bit" if "avx2" in flags else "128-bit"
-    a = np.random.default_rng(0).standard_normal((1024, 1024)).astype(np.float32)
-    a @ a
-    best = min(_timed(lambda: a @ a) for _ in range(5))
-    return name, width, 2 * 1024 ** 3 / best / 1e9, os.getloadavg()[0]
 
 
 def _timed(fn):
@@ -193,9 +174,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
     if args.quick:
         args.hidden, args.cells, args.repeats = [8, 32], ["lstm"], 3
-    name, width, peak, load = machine()
-    print("core: %s (%s FMA); single-thread fp32 GEMM (1024^3, numpy/OpenBLAS): %.0f GFLOP/s; "
-          "load %.2f" % (name, width, peak, load))
+    print(machine_line())
     print("ns per step, float32, batch 1, one thread: min / median of %d interleaved repeats; "
           "GFLOP/s of the exported C's step\n" % args.repeats)
     print("%-9s %4s  %-17s %-17s %-7s  %-17s %-17s %-17s  %-17s %-17s" % (
