@@ -232,3 +232,15 @@ def test_a_model_of_a_masked_cell_draws_masks_in_training_only():
         first = loss if first is None else first
         opt.step(params, grads)
     assert loss < 0.5 * first
+
+
+def test_rtrl_reads_the_whole_row_of_a_masked_cell():
+    rt = rc.rtrl(zoneout_lstm, I, H)
+    ref = rc.reference(zoneout_lstm, I, H).rows()
+    assert rt.input_size == I + 2 * H == ref.input_size
+    params = rt.init_params(seed=0)
+    x = np.random.default_rng(0).standard_normal((5, 2, rt.input_size))
+    dy = np.random.default_rng(1).standard_normal((5, 2, H))
+    g, gb = rt.gradients(params, x, d_outputs=dy), ref.backward(ref.forward(params, x), dy)
+    for k in gb.params:
+        np.testing.assert_allclose(g.params[k], gb.params[k], rtol=1e-10, atol=1e-13)

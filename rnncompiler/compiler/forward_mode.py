@@ -148,7 +148,8 @@ class RTRL:
 
     def __init__(self, cell, input_size=3, hidden_size=4, sizes=None):
         from .evaluator import Reference
-        ref = Reference(cell, input_size, hidden_size, sizes)
+        # a cell's contexts and masks are columns of its input row: RTRL reads whole rows
+        ref = Reference(cell, input_size, hidden_size, sizes).rows()
         self.graph, self.name = ref.graph, ref.name
         self.input_size, self.hidden_size = ref.input_size, ref.hidden_size
         self.state_sizes, self.output_size = ref.state_sizes, ref.output_size
@@ -271,7 +272,9 @@ def _accumulate(total, g):
 def rtrl(cell, input_size=3, hidden_size=4, sizes=None):
     """Real-time recurrent learning for `cell`: `.gradients(params, x, ...)` for a whole
     sequence, or `.start(params, batch)`, then per step `.step(x_t)` and `.gradient(dL/dy_t)`
-    for the gradient of that step's loss at once (online learning).
+    for the gradient of that step's loss at once (online learning). For a cell with
+    context inputs or masks, x_t is the whole input row (`rt.input_size` wide: inputs,
+    contexts, masks side by side, as the exported C reads it).
 
         >>> rt = rc.rtrl(elman, input_size=3, hidden_size=4)          # doctest: +SKIP
         >>> run = rt.start(params, batch=2)                            # doctest: +SKIP
