@@ -191,6 +191,8 @@ def test_misused_masks_are_refused_by_name(body, text):
 def test_a_mask_outside_a_cell_is_refused():
     with pytest.raises(rc.CellError, match="inside a cell function"):
         rc.dropout(object(), 0.1)
+    with pytest.raises(rc.CellError, match="rc.zoneout is used inside a cell function"):
+        rc.zoneout(np.ones(3), np.zeros(3), 0.5)
 
 
 BAD_MASKS = [

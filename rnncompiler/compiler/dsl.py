@@ -861,6 +861,9 @@ def zoneout(new, old, rate, *, per="step", name=None):
     each unit keeps its old value with that probability (Krueger et al.), a new mask at
     every step by default. Inference uses m = rate, the expectation."""
     where = _user_where()
+    if getattr(_TRACING, "tracer", None) is None:
+        raise CellError("%s: rc.zoneout is used inside a cell function, while @rc.cell "
+                        "traces it" % where)
     if not isinstance(old, Vec) or old.scalar:
         raise CellError("%s: rc.zoneout(new, old, rate) takes the old value as a vector, got "
                         "%r" % (where, old))
