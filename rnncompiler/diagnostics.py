@@ -62,19 +62,21 @@ def last_step_seed(output_size, T, B, lengths=None, dtype=np.float64):
 
 
 def gradient_flow(kern, params, x, state0=None, lengths=None, d_outputs=None, d_states=None,
-                  *, context=None):
+                  *, context=None, masks=None):
     """‖dL/ds_t‖ for every step and state of one forward+backward pass.
 
     Without d_outputs and d_states the loss is the sum of each row's last valid output
     (`last_step_seed`), the usual probe of how far back gradients reach. Returns a
-    GradientFlow (`.norms`, `.per_row`, `.ratio()`, `.plot()`). A cell's masks are at
-    their expectations (the network as it predicts); `context` as for kern.forward.
+    GradientFlow (`.norms`, `.per_row`, `.ratio()`, `.plot()`). A cell's masks are
+    `masks` (those of a training run: its result's `.masks`) or at their expectations
+    (the network as it predicts); `context` as for kern.forward.
 
         >>> flow = rc.gradient_flow(kern, params, x)        # doctest: +SKIP
         >>> flow.norms["h"].shape                           # doctest: +SKIP
         (100,)
     """
-    res = kern.forward(params, x, state0, lengths, context=context, training=False)
+    res = kern.forward(params, x, state0, lengths, context=context, masks=masks,
+                       training=False)
     T, B = res.outputs.shape[:2]
     seed = "given d_outputs/d_states"
     if d_outputs is None and d_states is None:

@@ -246,3 +246,20 @@ def test_rtrl_reads_the_whole_row_of_a_masked_cell():
     g, gb = rt.gradients(params, x, d_outputs=dy), ref.backward(ref.forward(params, x), dy)
     for k in gb.params:
         np.testing.assert_allclose(g.params[k], gb.params[k], rtol=1e-10, atol=1e-13)
+
+
+def test_the_gradient_flow_of_a_training_run_is_that_run_s():
+    """RNN.gradient_flow on a result of forward(train=True) reads the masks that run drew:
+    its norms are those of kern.backward(state_grads=True) on the run itself."""
+    from rnncompiler import models as rm
+    rnn = rm.RNN(zoneout_lstm, I, H, dtype="float64")
+    params = rnn.init(seed=0)
+    x = np.random.default_rng(0).standard_normal((T, B, I))
+    res = rnn.forward(params, x, train=True, rng=3)
+    dy = np.zeros_like(res.outputs)
+    dy[-1] = 1.0
+    g = rnn.backward(res, dy)
+    flow = rnn.gradient_flow(params, res, g)
+    kern, run = rnn.kernels[0], res._layers[0].results["fwd"]
+    own = kern.backward(run, dy, state_grads=True).states["c"]
+    np.testing.assert_allclose(flow.norms["c"], np.sqrt((own ** 2).sum(axis=(1, 2))), rtol=1e-10)

@@ -356,5 +356,8 @@ class RNN:
         kern = self.kernels[layer]
         if dy is None and ds is None:
             dy = np.zeros(tape.results[direction].outputs.shape, kern.dtype)
+        # the masks and contexts of the run itself: the norms are that run's
         return gradient_flow(kern, self._layer(params, layer, direction)["cell"], xin,
-                             tape.state0[direction], result.lengths, d_outputs=dy, d_states=ds)
+                             tape.state0[direction], result.lengths, d_outputs=dy, d_states=ds,
+                             context=self._context_of(kern, result._context),
+                             masks=tape.results[direction].masks)
