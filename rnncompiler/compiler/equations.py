@@ -10,18 +10,13 @@ from ..runtime.meta import Equations
 from .ops import OPS, render_expr  # noqa: F401 (render_expr: re-exported)
 
 
-def row_name(g):
-    """The input leaf's name: x, or x_row when the cell's inputs are blocks of it."""
-    return "x_row" if any(n.startswith(("input.", "mask.")) for n in g.ops()) else "x"
-
-
 def display_names(g):
     """node id -> (text, latex) names: h[t] / h_{t}, c[t-1] / c_{t-1}, W_f / W_{f}, and
     for the values the cell's own names (f[t] / f_{t}); unnamed ones are called a_f (the
     map of W_f), z (a concatenation), m (a reduction) or v1, v2, ..."""
     from .graph import param_name
     # a cell with several inputs, contexts or masks reads them from one row
-    names = {"x": _at(row_name(g), "t")}
+    names = {"x": _at(g.row_name(), "t")}
     for s, _ in g.states:
         names["state." + s] = _at(s, "t-1")
     for p, _ in g.params:

@@ -265,14 +265,7 @@ class Reference:
         if isinstance(x, dict):
             x = self.columns.step_inputs(x, False, np.float64)
         params, x, state0, lengths = self._checked(params, x, state0, lengths)
-        T, B = x.shape[:2]
-        cols, used = self.columns, None
-        if not cols.plain or context is not None or masks is not None:
-            ctx = cols.check_context(context, B, np.float64)
-            used = (cols.check_masks(masks, T, B, np.float64) if masks is not None else
-                    cols.draw_masks(T, B, seed, np.float64) if training else
-                    cols.expected_masks(T, B, np.float64))
-            x = cols.assemble(x, ctx, used, np.float64)
+        x, used = self.columns.rows(x, x.shape[1], context, masks, seed, training, np.float64)
         tr = trace(self.graph, params, x, state0, lengths, self._fns)
         return ReferenceResult(tr.outputs, tr.states, tr, x, used)
 
@@ -282,13 +275,8 @@ class Reference:
 
     def rows(self):
         """This reference over whole input rows, as Kernel.rows()."""
-        import copy
-        from ..runtime.inputs import Columns
-        view = copy.copy(self)
-        view.columns = Columns((("x", self.columns.width),))
-        view.input_size, view.inputs, view.context, view.masks = (
-            self.columns.width, {"x": self.columns.width}, {}, {})
-        return view
+        from ..runtime.inputs import row_view
+        return row_view(self)
 
     def infer(self, params, x, state0=None, lengths=None, *, context=None):
         res = self.forward(params, x, state0, lengths, context=context, training=False)

@@ -153,12 +153,16 @@ class StepIR:
         what = {"ew": "value", "linear": "linear map"}.get(n.op, n.op)
         return "the %s%s at %s" % (what, " %s" % n.name if n.name else "", n.where)
 
+    def row_name(self):
+        """The input leaf's name: x, or x_row when the cell's inputs, contexts or masks
+        are blocks of it (slices named input.* and mask.*)."""
+        return "x_row" if any(n.startswith(("input.", "mask.")) for n in self.ops()) else "x"
+
     def display_name(self, node_id):
         """A reader's name for a node: x[t], h[t-1], W_f, or the cell's own name."""
         n = self[node_id]
         if n.op == "input":
-            return "x_row[t]" if any(m.startswith(("input.", "mask.")) for m in self.ops()) \
-                else "x[t]"
+            return "%s[t]" % self.row_name()
         if n.op == "state":
             return "%s[t-1]" % self.state_of(node_id)
         if n.op == "param":

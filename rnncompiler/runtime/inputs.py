@@ -208,6 +208,21 @@ class Columns:
         return {m.name: np.full((T, B, m.size) if m.per == "step" else (B, m.size),
                                 m.expectation, dtype) for m in self.masks}
 
+    def rows(self, x, B, context, masks, seed, training, dtype):
+        """(the C's rows, the masks used or None) from time-major x (T, B, step_width):
+        the masks given, else drawn from `seed` in training, else their expectations. A
+        plain cell's rows are x itself (a context or masks given to it are refused by
+        name)."""
+        T = x.shape[0]
+        ctx = self.check_context(context, B, dtype)
+        used = None
+        if masks is not None:
+            used = self.check_masks(masks, T, B, dtype)
+        elif self.masks:
+            used = (self.draw_masks(T, B, seed, dtype) if training
+                    else self.expected_masks(T, B, dtype))
+        return (x if self.plain else self.assemble(x, ctx, used, dtype)), used
+
     # ------------------------------------------------------------ gradients
 
     def split_dx(self, dx):
@@ -228,3 +243,14 @@ class Columns:
             out[name] = dx[..., col:col + n]
             col += n
         return out
+
+
+def row_view(obj):
+    """A copy of a kernel-like object (Kernel, Reference) as the C sees it: x is the whole
+    input row, every input, context and mask side by side, and backward's x its gradient."""
+    import copy
+    width = obj.columns.width
+    view = copy.copy(obj)
+    view.columns = Columns((("x", width),))
+    view.input_size, view.inputs, view.context, view.masks = width, {"x": width}, {}, {}
+    return view

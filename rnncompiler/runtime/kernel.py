@@ -4,7 +4,6 @@ has its own workspace, so threads may share a kernel.
 """
 from __future__ import annotations
 
-import copy
 import threading
 import weakref
 from dataclasses import dataclass, field
@@ -12,7 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import checkpoint, finite, parallel
-from .inputs import Columns
+from .inputs import Columns, row_view
 from .meta import Equations, from_meta
 from . import threads as _threads
 
@@ -234,20 +233,14 @@ class Kernel:
     def rows(self):
         """This kernel as the C sees it: x is the whole input row (T, B, columns.width),
         every input, context and mask side by side, and backward's x its gradient."""
-        view = copy.copy(self)
-        view.columns = Columns((("x", self.columns.width),))
-        view.input_size, view.inputs, view.context, view.masks = (
-            self.columns.width, {"x": self.columns.width}, {}, {})
-        return view
+        return row_view(self)
 
     def _forward(self, params, x, state0, lengths, batch_first, check_finite,
                  context=None, masks=None, seed=None, training=True):
         """forward on time-major arrays (x is put in time order first)."""
-        args, n_work = self._prepare(params, x, state0, lengths, keep=True,
-                                     batch_first=batch_first, context=context, masks=masks,
-                                     seed=seed, training=training)
-        used = args[6] if len(args) > 6 else None
-        args = args[:6]
+        args, n_work, used = self._prepare(params, x, state0, lengths, keep=True,
+                                           batch_first=batch_first, context=context,
+                                           masks=masks, seed=seed, training=training)
         T, B = args[0], args[1]
         spans = None if self._segmented(T) else self._spans(B)
         if self._segmented(T):
@@ -297,9 +290,9 @@ class Kernel:
 
     def _infer(self, params, x, state0, lengths, batch_first, context=None):
         """infer on time-major arrays (x is put in time order first)."""
-        args, n_work = self._prepare(params, x, state0, lengths, keep=False,
-                                     batch_first=batch_first, context=context, training=False)
-        args = args[:6]
+        args, n_work, _ = self._prepare(params, x, state0, lengths, keep=False,
+                                        batch_first=batch_first, context=context,
+                                        training=False)
         spans = self._spans(args[1])
         if spans:
             y, rows, parts = parallel.forward(self, args, spans, keep=False)
@@ -475,9 +468,9 @@ class Kernel:
     def _prepare(self, params, x, state0, lengths, keep, batch_first=False, context=None,
                  masks=None, seed=None, training=True):
         """(T, B, flat params, x, lengths, state rows) checked, converted and owned (x is
-        copied when the tape keeps it), and the workspace size. With batch_first, x comes
-        as (B, T, I) and is put in time order. For a cell with context inputs or masks,
-        x is the C's whole input row, and the masks used follow the six."""
+        copied when the tape keeps it), the workspace size, and the masks used (or None).
+        With batch_first, x comes as (B, T, I) and is put in time order. For a cell with
+        context inputs or masks, x becomes the C's whole input row."""
         if isinstance(x, dict):
             x = self.columns.step_inputs(x, batch_first, self.dtype)
         x = self._array("x", x)
@@ -494,21 +487,8 @@ class Kernel:
         x = self._shaped("x", x, x.shape, copy=keep and cols.plain)
         flat = self._flat_params(params)
         rows = self._state_rows("state0", state0, B) if state0 is not None else None
-        args = (T, B, flat, x, self._lengths(lengths, T, B), rows)
-        if cols.plain:
-            if context is not None:
-                cols.check_context(context, B, self.dtype)      # names what is wrong
-            if masks is not None:
-                cols.check_masks(masks, T, B, self.dtype)
-            return args, n_work
-        ctx = cols.check_context(context, B, self.dtype)
-        if masks is not None:
-            used = cols.check_masks(masks, T, B, self.dtype)
-        elif training:
-            used = cols.draw_masks(T, B, seed, self.dtype)
-        else:
-            used = cols.expected_masks(T, B, self.dtype)
-        return args[:3] + (cols.assemble(x, ctx, used, self.dtype),) + args[4:] + (used,), n_work
+        x, used = cols.rows(x, B, context, masks, seed, training, self.dtype)
+        return (T, B, flat, x, self._lengths(lengths, T, B), rows), n_work, used
 
     def _flat_params(self, params):
         if not isinstance(params, dict):

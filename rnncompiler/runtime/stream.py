@@ -16,15 +16,10 @@ class Stream:
         self._kern = kern
         self._flat = kern._flat_params(params)
         cols = kern.columns
-        self._row = np.zeros(cols.width, kern.dtype)
-        if not cols.plain:
-            # contexts and masks are the constant tail of every row: masks at inference
-            ctx = cols.check_context(context, 1, kern.dtype)
-            tail = cols.assemble(np.zeros((1, 1, cols.step_width), kern.dtype), ctx,
-                                 cols.expected_masks(1, 1, kern.dtype), kern.dtype)
-            self._row[:] = tail[0, 0]
-        elif context is not None:
-            cols.check_context(context, 1, kern.dtype)         # names what is wrong
+        # contexts and masks (at inference) are the constant tail of every row
+        blank = np.zeros((1, 1, cols.step_width), kern.dtype)
+        row, _ = cols.rows(blank, 1, context, None, None, False, kern.dtype)
+        self._row = np.array(row[0, 0])
         self._work = np.empty(max(kern._fn["step_workspace_size"](), 1), kern.dtype)
         self._state = np.zeros(kern._S, kern.dtype)
         self._y = np.empty(kern.output_size, kern.dtype)

@@ -36,7 +36,6 @@ class Part:
     pack: int             # offset of the packed weight in the pack region
     panels: tuple = ()    # (forward, backward) offsets of microkernel panels, per-step parts;
                           # (forward,) for a hoisted part when the hoisted GEMMs use them
-    xcol: int = 0         # static part: its first column in the input row
 
 
 @dataclass(frozen=True)
@@ -144,8 +143,7 @@ def plan_bundles(g, params):
         for i, (v, _, w) in enumerate(sig):
             src = tuple(parts[i][2:] for parts in sources)
             static = reads_input_only(g, v)
-            out_parts.append(Part(v, w, static, src, pack,
-                                  xcol=g[v].offset if static and v != "x" else 0))
+            out_parts.append(Part(v, w, static, src, pack))
             pack += width * w
         biases = tuple(g[m].biases for m in members)
         bias_pack = -1
