@@ -109,12 +109,14 @@ USE = """void use(int B, const int *lengths, RNNC_REAL *w, RNNC_REAL *v)
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("blas", [False, "cblas"])
 def test_portable_files_are_strict_c99_as_pasted(dtype, blas):
-    """What an exported kernel pastes, libm or fast math, plain loops or CBLAS, passes
-    -std=c99 -pedantic -Wall -Wextra -Werror with every static helper used."""
+    """What an exported kernel pastes, libm or fast math, plain loops or CBLAS, with the
+    portable microkernel, passes -std=c99 -pedantic -Wall -Wextra -Werror with every static
+    helper used."""
     openblas = pytest.importorskip("scipy_openblas32")
     ctype = "float" if dtype == "float32" else "double"
     text = "\n".join([HEAD, csrc.real(dtype), mathfn.c_helpers(dtype, fast=True, prelude=False),
-                      helpers.gemm_c(ctype, blas, False, False), csrc.source("padding.c"), USE])
+                      helpers.gemm_c(ctype, blas, "portable", False), csrc.source("padding.c"),
+                      USE])
     syntax_check(text, ["-std=c99", "-pedantic", "-Wall", "-Wextra", "-Werror",
                         "-I" + openblas.get_include_dir(), "-Dcblas_sgemm=scipy_cblas_sgemm",
                         "-Dcblas_dgemm=scipy_cblas_dgemm"])
@@ -130,3 +132,50 @@ def test_the_runtime_holds_both_types_in_one_file():
     flags = build.compiler_command("x.c", "x.o", 1, True, compile_only=True)[1:]
     flags = [f for f in flags if f not in ("x.c", "x.o", "-o", "-c")]
     syntax_check(text, flags + ["-Wall", "-Wextra", "-Werror"])
+
+
+MK_HARNESS = """
+RNNC_API void RNNC_T(mk_gemm)(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const RNNC_REAL *A, ptrdiff_t lda,
+                    const RNNC_REAL *P, const RNNC_REAL *bias, int beta, RNNC_REAL *C, ptrdiff_t ldc);
+/* C (M x N) = beta C + A W^T + bias (nt), or A W (nn), through panels packed into P */
+void mk_check(int nn, int M, int N, int K, const RNNC_REAL *A, int lda, const RNNC_REAL *W,
+              const RNNC_REAL *bias, int beta, RNNC_REAL *C, RNNC_REAL *P)
+{
+    if (nn) RNNC_T(mk_pack_nn)(N, K, W, N, P); else RNNC_T(mk_pack_nt)(N, K, W, K, P);
+    RNNC_T(mk_gemm)(M, N, K, A, lda, P, bias, beta, C, N);
+}
+"""
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_the_portable_microkernel_multiplies_as_numpy_does(dtype, tmp_path):
+    """The exported kernels' products on their own: both packings, with and without
+    bias, overwriting or adding, for row counts around a block, widths that end inside a
+    panel and depths that end inside the unrolled k loop, and A read with a stride."""
+    import ctypes
+    import numpy as np
+    ctype = "float" if dtype == "float32" else "double"
+    text = "\n".join([HEAD, csrc.real(dtype), helpers.gemm_c(ctype, False, "portable", False),
+                      MK_HARNESS])
+    src, lib = tmp_path / "mk.c", tmp_path / "mk.so"
+    src.write_text(text)
+    subprocess.run([CC, "-O2", "-std=c99", "-shared", "-fPIC", "-o", str(lib), str(src)],
+                   check=True)
+    fn = ctypes.CDLL(str(lib)).mk_check
+    rng = np.random.default_rng(0)
+    ptr = lambda a: None if a is None else a.ctypes.data_as(ctypes.c_void_p)   # noqa: E731
+    tol = 1e-5 if dtype == "float32" else 1e-12
+    for nn in (0, 1):
+        for M, N, K in ((1, 5, 3), (2, 33, 7), (5, 64, 9), (9, 17, 1)):
+            lda = K + 2                              # A read with a stride
+            A = rng.standard_normal((M, lda)).astype(dtype)
+            W = rng.standard_normal((K, N) if nn else (N, K)).astype(dtype)
+            for bias in (None, rng.standard_normal(N).astype(dtype)):
+                for beta in (0, 1):
+                    C = rng.standard_normal((M, N)).astype(dtype)
+                    want = (C if beta else 0) + A[:, :K] @ (W if nn else W.T) + \
+                        (0 if bias is None else bias)
+                    P = np.zeros(-(-N // 64) * 64 * K, dtype)
+                    fn(nn, M, N, K, ptr(A), lda, ptr(W), ptr(bias), beta, ptr(C), ptr(P))
+                    np.testing.assert_allclose(C, want, rtol=tol, atol=tol,
+                                               err_msg=str((nn, M, N, K, bias is None, beta)))

@@ -224,3 +224,24 @@ def test_rc_models_pass_contexts_to_the_layers_that_read_them():
         rnn.forward(params, x, context={"spk": e, "q": e})
     with pytest.raises(KeyError, match="missing 'spk'"):
         rnn.forward(params, x, context={})
+
+
+def test_the_layout_hoists_every_product_of_an_input_block():
+    """The codegen stage alone: a product of an input or context block is a static part
+    (a GEMM over T*B rows of the row, in place); a block read only by products is never
+    copied per step (elided); with hoisted panels (exported kernels) a static part gets
+    a forward panel only, a per-step part both."""
+    from rnncompiler.compiler.autodiff import differentiate
+    from rnncompiler.compiler.codegen.layout import plan_layout
+    from rnncompiler.compiler.dsl import bind_sizes
+    from rnncompiler.compiler.graph import build_graph, fuse_elementwise
+    g = fuse_elementwise(build_graph(two_inputs.spec, bind_sizes(two_inputs, I, H, {"E": E})))
+    bwd = differentiate(g)
+    L = plan_layout(g, bwd, microkernel="float", hoisted_panels=True)
+    parts = {p.operand: p for b in L.bundles for p in b.parts}
+    assert set(parts) == {"state.h", "input.x", "input.u", "input.e"}
+    for name in ("input.x", "input.u", "input.e"):
+        assert parts[name].static and len(parts[name].panels) == 1, name
+    assert not parts["state.h"].static and len(parts["state.h"].panels) == 2
+    assert {"input.x", "input.e"} <= L.elided and "input.u" not in L.elided   # u * w_u reads u
+    assert L.I == I + H + E

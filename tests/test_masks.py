@@ -263,3 +263,22 @@ def test_the_gradient_flow_of_a_training_run_is_that_run_s():
     kern, run = rnn.kernels[0], res._layers[0].results["fwd"]
     own = kern.backward(run, dy, state_grads=True).states["c"]
     np.testing.assert_allclose(flow.norms["c"], np.sqrt((own ** 2).sum(axis=(1, 2))), rtol=1e-10)
+
+
+def test_tracing_puts_the_masks_after_the_inputs_of_the_row():
+    """The cell-language stage alone: a mask is a slice of the input row after the inputs;
+    a cell that read the row as its one input now reads it through a slice of its first
+    columns, also where it returns x itself."""
+    @rc.cell(states=("h",))
+    def echo(x, h, p):
+        return {"h": rc.dropout(h, 0.5, name="m") + p.linear("W", x, size="H")}, x
+
+    nodes = {n.id: n for n in echo.spec.nodes}
+    assert str(nodes["x"].size) == "H+I"
+    assert nodes["input.x"].op == "slice" and nodes["input.x"].args == ("x",)
+    assert str(nodes["input.x"].size) == "I" and str(nodes["input.x"].offset) == "0"
+    assert str(nodes["mask.m"].offset) == "I" and str(nodes["mask.m"].size) == "H"
+    readers = [n for n in echo.spec.nodes if "x" in n.args]
+    assert {n.id for n in readers} == {"input.x", "mask.m"}
+    assert nodes[echo.spec.output].args == ("input.x",)       # y = x reads the slice
+    assert echo.masks == {"m": ("dropout", 0.5, "sequence")}
