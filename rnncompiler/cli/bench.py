@@ -41,21 +41,28 @@ def pinned_env(threads):
 
 
 def machine_facts():
-    """(core name, its FMA width, single-thread fp32 GEMM GFLOP/s, 1-minute load): printed
-    with every speed figure, since ratios move with the core and the machine's load."""
-    name, flags = "unknown core", set()
+    """(core, its vector ISA, single-thread fp32 GEMM GFLOP/s, 1-minute load): printed with
+    every speed figure, since ratios move with the core and the machine's load. The core
+    is its name with its family and model: the ISA does not tell the FMA datapath (AMD
+    family 25 runs AVX-512 on 256-bit units, family 26 and Intel's server cores on 512-bit
+    ones); the measured GEMM rate does."""
+    info, flags = {}, set()
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith("model name") and name == "unknown core":
-                    name = line.split(":", 1)[1].strip()
-                elif line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if key == "flags":
+                    flags = set(value.split())
                     break
+                info.setdefault(key, value.strip())
     except OSError:
         pass
-    width = ("512-bit" if "avx512f" in flags else "256-bit" if "avx2" in flags else
-             "unknown-width" if not flags else "128-bit")
+    name = info.get("model name", "unknown core")
+    if "cpu family" in info:
+        name += " (family %s model %s)" % (info["cpu family"], info.get("model", "?"))
+    isa = ("AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else
+           "unknown ISA" if not flags else "SSE")
     env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     try:
         out = subprocess.run([sys.executable, "-c", _GEMM_RATE], env=env, capture_output=True,
@@ -63,13 +70,24 @@ def machine_facts():
         rate = float(out.strip())
     except (subprocess.SubprocessError, ValueError, OSError):
         rate = float("nan")
-    return name, width, rate, os.getloadavg()[0]
+    return name, isa, rate, os.getloadavg()[0]
 
 
 def machine_line():
-    name, width, rate, load = machine_facts()
-    return ("core: %s (%s FMA), single-thread fp32 GEMM %.0f GFLOP/s; load %.2f"
-            % (name, width, rate, load))
+    name, isa, rate, load = machine_facts()
+    return ("core: %s, %s, single-thread fp32 GEMM %.0f GFLOP/s; load %.2f"
+            % (name, isa, rate, load))
+
+
+def tuning_line(dtype="float32"):
+    """What this core's kernels of dtype were tuned to (rnncompiler.compiler.tuning)."""
+    from ..compiler import tuning
+    t = tuning.for_dtype(dtype)
+    if t.variant is None:
+        return "%s: the ISA's default microkernel, hoisted products on OpenBLAS (%s)" % (dtype, t.source)
+    mk = sum(1 for _, _, use in t.hoisted if use)
+    return ("%s: microkernel %s, hoisted products on the microkernel at %d of %d measured "
+            "shapes, on OpenBLAS at the others (%s)" % (dtype, t.variant, mk, len(t.hoisted), t.source))
 
 
 def summary(times):
@@ -206,6 +224,7 @@ def run_bench(cell, args, sizes):
         torch.set_num_threads(args.threads)
         fns["torch.nn." + kind.upper()] = torch_step(kind, I, H, x, dy)
     print(machine_line())
+    print("tuning: " + tuning_line())
     times = time_interleaved(fns, args.repeats)
     print("%s: forward+backward, T=%d, B=%d, I=%d, H=%d, %s, %d thread%s (%s in %.2f s)"
           % (cell.name, T, B, I, H, args.dtype, args.threads, "" if args.threads == 1 else "s",
