@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 import rnncompiler as rc
 from rnncompiler.compiler import build
-from rnncompiler.compiler.codegen.helpers import runtime_c
+from rnncompiler.compiler.codegen.helpers import runtime_units
 from rnncompiler.cli import main as rnnc
 from rnncompiler.cli import cache as cache_cli
 from rnncompiler.compiler.activations import BY_NAME
@@ -425,13 +425,13 @@ def never_built(x, h, p):
 
 
 def private_cache(tmp_path, monkeypatch, name="cache"):
-    """A private cache dir for one test, holding a copy of the session's runtime object
-    (built once per cache at -O3: copying it saves seconds per test)."""
-    runtime = Path(build.runtime_object(runtime_c()))
+    """A private cache dir for one test, holding a copy of the session's runtime objects
+    (built once per cache at -O3: copying them saves seconds per test)."""
     d = tmp_path / name
     d.mkdir(mode=0o700)
-    for suffix in (".o", ".json"):
-        shutil.copy2(runtime.with_suffix(suffix), d)
+    for obj in build.runtime_objects(runtime_units(False)):
+        for suffix in (".o", ".json"):
+            shutil.copy2(Path(obj).with_suffix(suffix), d)
     monkeypatch.setenv("RNNC_CACHE_DIR", str(d))
     monkeypatch.delenv("CC", raising=False)
     return d
@@ -526,19 +526,20 @@ def test_cache_info_and_clear(tmp_path, monkeypatch, capsys):
     assert rnnc(["cache", "info"]) == 0
     out = capsys.readouterr().out
     assert "kernels: 2 entries" in out
+    # the helpers and the microkernel in the default shape (a -O1 kernel is not tuned)
     runtime = [p for p in cache.iterdir() if p.name.startswith("runtime-") and p.suffix == ".o"]
-    assert len(runtime) == 1 and str(runtime[0]) in out
+    assert len(runtime) == 2 and all(str(p) in out for p in runtime)
     total = cache_cli.scan().bytes
     assert total > 10000 and ("%.1f MB" % (total / 1e6)) in out
     assert rnnc(["cache", "clear"]) == 0
-    # the helpers and the float64 cffi wrapper
-    assert "removed 2 kernel entries and 2 runtime objects" in capsys.readouterr().out
+    # those two and the float64 cffi wrapper
+    assert "removed 2 kernel entries and 3 runtime objects" in capsys.readouterr().out
     assert sorted(p.name for p in cache.iterdir()) == ["notes.txt"]
     assert outside.read_text() == "keep"
     build._LOADED.clear()
     kern = rc.compile(never_built, I, H, "float64")
     assert kern.forward(*draw(kern)[:3]).outputs.shape == (T, B, H)
-    assert len(list(cache.glob("*.json"))) == 3          # the kernel and the runtime objects
+    assert len(list(cache.glob("*.json"))) == 4          # the kernel and the runtime objects
 
 
 def backdate(path, seconds):

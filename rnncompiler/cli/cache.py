@@ -26,6 +26,9 @@ _KINDS = (
     ("binary", re.compile(r"_rnnc_(?P<key>[0-9a-f]{16})_[0-9a-f]{8}\.[\w.-]*so\Z")),
     ("runtime", re.compile(r"(?P<key>(runtime|wrapper)-[0-9a-f]{40})\.o\Z")),
     ("kept", re.compile(r"(?P<key>(runtime|wrapper)-[0-9a-f]{40})\.(json|lock)\Z")),
+    ("kept", re.compile(r"(?P<key>(runtime|wrapper)-build)\.lock\Z")),
+    ("tuning", re.compile(r"(?P<key>tuning-[0-9a-f]{40})\.json\Z")),
+    ("kept", re.compile(r"(?P<key>tuning-[0-9a-f]{40})\.lock\Z")),
     ("build", re.compile(r"build-[A-Za-z0-9_]+\Z")),
 )
 
@@ -140,6 +143,28 @@ def _megabytes(n):
     return "%.1f MB" % (n / 1e6) if n >= 1e5 else "%d bytes" % n
 
 
+def _tuning_lines(info):
+    """What the autotuning run chose on this machine (tuning.py), or that it has not run."""
+    from ..compiler import tuning
+    path = tuning.table_path(info.root)
+    if os.path.basename(path) not in info.files:
+        return ["tuning: not measured on this machine yet (the first compile measures it)"]
+    data = tuning.load_table(path)
+    if data is None:
+        return ["tuning: %s cannot be read (the next compile measures again)" % path]
+    lines = ["tuning: %s (measured on this machine, %s)" % (path, data.get("core", "?"))]
+    for dtype, chosen in sorted(tuning.decide(data["measured"]).items()):
+        variant, hoisted = chosen.variant, chosen.hoisted
+        mk = ["%dx%d" % (n, k) for n, k, use in hoisted if use]
+        lines.append("  %s: microkernel %s; hoisted products (N x K) on the microkernel: %s, "
+                     "on OpenBLAS: the other %d of %d" % (dtype, variant, ", ".join(mk) or "none",
+                                                          len(hoisted) - len(mk), len(hoisted)))
+    override = os.environ.get("RNNC_TUNING", "").strip()
+    if override:
+        lines.append("  RNNC_TUNING=%s overrides it in this environment" % override)
+    return lines
+
+
 def cmd_cache(args):
     """rnnc cache info / rnnc cache clear."""
     if args.action == "clear":
@@ -163,6 +188,8 @@ def cmd_cache(args):
     print("kernels: %s" % plural(len(info.names("kernel")), "entry", "entries"))
     print("runtime objects: %s" % (", ".join(os.path.join(info.root, n) for n in runtime)
                                    if runtime else "none yet (built with the first kernel)"))
+    for line in _tuning_lines(info):
+        print(line)
     builds = info.names("build")
     if builds:
         print("unfinished builds: %d (running, or left by a killed build; the next compile "

@@ -213,6 +213,22 @@ def _install(root, tmp, name, binary, entry):
     return final
 
 
+def locked(root, name):
+    """An flock on NAME.lock in root, for other stages' cache files (the tuning table)."""
+    return _locked(root, name)
+
+
+def write_entry_file(root, name, text):
+    """Write NAME into the cache root atomically (a reader sees the old file or the new)."""
+    tmp = new_build_dir(root)
+    try:
+        path = os.path.join(tmp, name)
+        _write_private(path, text)
+        os.replace(path, os.path.join(root, name))
+    finally:
+        remove_build_dir(tmp)
+
+
 @contextlib.contextmanager
 def _locked(root, name):
     """An flock on NAME.lock: released by the kernel if the process dies."""
@@ -297,12 +313,17 @@ def load_cached(key):
         return None
 
 
-def runtime_object(source):
-    """The runtime object file every JIT kernel links (the GEMM helpers and microkernel),
-    compiled from its C text `source`, once per machine, compiler and text, and verified
-    like any entry."""
+def runtime_objects(sources):
+    """The runtime object files every JIT kernel links (the GEMM helpers and the
+    microkernel's variants), compiled from their C texts `sources` in parallel, once per
+    machine, compiler and text, and verified like any entry."""
     level = 1 if sanitize_flags() else 3     # instrumented -O3 takes 3x longer to build
-    return _cached_object("runtime", source, level)
+    return _cached_objects("runtime", sources, level)
+
+
+def runtime_object(source):
+    """One runtime object file from its C text (runtime_objects, for a single unit)."""
+    return runtime_objects((source,))[0]
 
 
 SHARED_WRAPPER = "_rnnc_wrapper"
@@ -336,29 +357,41 @@ def entry_c(module):
             "{\n    return rnnc_wrapper_init(\"%s\");\n}\n" % (module, module, module))
 
 
-def _cached_object(kind, text, level):
-    """An object file compiled from C text, cached under a name hashing that text, the
-    compiler command and the machine, verified like any entry."""
+def _cached_objects(kind, texts, level):
+    """Object files compiled from C texts (in parallel), each cached under a name hashing
+    its text, the compiler command and the machine, verified like any entry."""
     root = cache_root()
     flags = compiler_command("object.c", "object.o", level, True, compile_only=True)
-    ident = json.dumps([text, flags, machine_identity()], sort_keys=True)
-    name = kind + "-" + hashlib.sha256(ident.encode()).hexdigest()[:40]
-    hit = _verified_entry(root, name)
-    if hit is not None:
-        return hit[1]
+    names = [kind + "-" + hashlib.sha256(json.dumps([text, flags, machine_identity()],
+                                                    sort_keys=True).encode()).hexdigest()[:40]
+             for text in texts]
+
+    def hits():
+        return [_verified_entry(root, name) for name in names]
+    found = hits()
+    if all(found):
+        return [hit[1] for hit in found]
     require_compiler()
-    with _locked(root, name):
-        hit = _verified_entry(root, name)
-        if hit is not None:
-            return hit[1]
-        tmp = new_build_dir(root)
-        try:
-            c_file, obj = os.path.join(tmp, name + ".c"), os.path.join(tmp, name + ".o")
-            _write_private(c_file, text)
-            _run_gcc([(compiler_command(c_file, obj, level, True, compile_only=True), c_file)])
-            return _install(root, tmp, name, obj, {"what": kind + " object"})
-        finally:
-            remove_build_dir(tmp)
+    # one lock for the kind: two processes never build the same objects at once
+    with _locked(root, kind + "-build"):
+        found = hits()
+        missing = [(name, text) for name, text, hit in zip(names, texts, found, strict=True)
+                   if hit is None]
+        if missing:
+            tmp = new_build_dir(root)
+            try:
+                jobs = []
+                for name, text in missing:
+                    c_file, obj = os.path.join(tmp, name + ".c"), os.path.join(tmp, name + ".o")
+                    _write_private(c_file, text)
+                    jobs.append((name, c_file, obj))
+                _run_gcc([(compiler_command(c, o, level, True, compile_only=True), c)
+                          for _, c, o in jobs])
+                for name, _, obj in jobs:
+                    _install(root, tmp, name, obj, {"what": kind + " object"})
+            finally:
+                remove_build_dir(tmp)
+        return [hit[1] for hit in hits()]
 
 
 def load_or_build(key, generate, *, opt_level=2, blas=True):
@@ -385,7 +418,7 @@ def _build(root, key, csrc, meta, opt_level, blas):
         module = "_rnnc_%s_%s" % (key[:16], os.urandom(4).hex())
         binary = os.path.join(tmp, module + sysconfig.get_config_var("EXT_SUFFIX"))
         # the runtime object is made (once per machine) after the kernel's own code compiled
-        objects = lambda: [runtime_object(csrc.runtime_source)] if csrc.runtime_source else []  # noqa: E731
+        objects = lambda: runtime_objects(csrc.runtime_source) if csrc.runtime_source else []  # noqa: E731
         if csrc.units:
             _build_units(tmp, module, csrc, binary, objects, opt_level, blas)
         else:
@@ -433,7 +466,7 @@ def _build_units(tmp, module, csrc, binary, objects, opt_level, blas):
                 for c, level in jobs]
     _run_gcc(commands)
     # the shared wrapper is compiled (once per real type) after the kernel's own code
-    objs = [c[:-2] + ".o" for c, _ in jobs] + ([_cached_object("wrapper", wrapper, 1)]
+    objs = [c[:-2] + ".o" for c, _ in jobs] + ([_cached_objects("wrapper", (wrapper,), 1)[0]]
                                               if wrapper else [])
     _run_gcc([(link_command(objs + objects(), binary, blas), jobs[0][0])])
 
@@ -465,6 +498,18 @@ def compiler_command(c_file, binary, opt_level, blas, objects=(), compile_only=F
     if compile_only:
         return [cc, "-c"] + cflags + [c_file, "-o", binary]
     return [cc, "-shared"] + cflags + [c_file] + list(objects) + ["-o", binary] + ldflags
+
+
+def executable_command(c_file, binary, objects):
+    """The gcc command line for a small program linked with `objects` and OpenBLAS (the
+    tuning run's timer)."""
+    cmd = compiler_command(c_file, binary, 2, True, objects)
+    return [a for a in cmd if a not in ("-shared", "-fPIC")]
+
+
+def run_compiler(cmd, c_file):
+    """Run one compiler command (CompileError if it fails, as for kernels)."""
+    _run_gcc([(cmd, c_file)])
 
 
 def link_command(objects, binary, blas):

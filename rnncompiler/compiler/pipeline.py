@@ -11,7 +11,8 @@ import sys
 
 import numpy as np
 
-from . import build
+from . import build, tuning
+from .variants import DEFAULT as DEFAULT_TUNING
 from .. import options
 from .dsl import Cell, CellSpec, bind_columns, bind_sizes
 from ..errors import CompileError
@@ -85,6 +86,7 @@ def generator_fingerprint():
 # Term -> sympy) shape the C as much as the stages after them; equations.py and
 # recurrence.py shape the metadata kept with it; csrc holds the C pasted into every kernel
 GENERATOR_SOURCES = ("dsl.py", "expr.py", "ir.py", "ops.py", "notation.py", "graph.py", "autodiff.py",
+                     "variants.py",
                      "activations.py", "mathfn.py", "equations.py", "recurrence.py",
                      "pipeline.py", "build.py", "../runtime/kernel.py", "../runtime/meta.py",
                      "codegen", "csrc")
@@ -97,23 +99,25 @@ def _sympy_version():
     return version("sympy")
 
 
-def cache_key(cell, sizes, dtype, opt_level, blas):
+def cache_key(cell, sizes, dtype, opt_level, blas, tuning=DEFAULT_TUNING):
     ident = {"cell": fingerprint(cell.spec), "sizes": sorted(sizes.items()), "dtype": dtype,
              "opt": opt_level, "blas": blas, "version": VERSION, "generator": generator_fingerprint(),
+             "tuning": tuning.key(),
              "py": sys.implementation.cache_tag,
              "machine": build.machine_identity(), "sympy": _sympy_version()}
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()
 
 
-def lower(cell, sizes, dtype, blas, prefix="rnnc"):
-    """Cell -> (fused step graph, backward step, C source): the whole symbolic part."""
+def lower(cell, sizes, dtype, blas, prefix="rnnc", tuning=DEFAULT_TUNING):
+    """Cell -> (fused step graph, backward step, C source): the whole symbolic part;
+    tuning: what this core's products call (compile passes the measured one)."""
     from .autodiff import differentiate
     from .codegen import render_c
     from .graph import build_graph, format_graph, fuse_elementwise
     g = fuse_elementwise(build_graph(cell.spec, sizes))
     bwd = differentiate(g)
     csrc = render_c(g, bwd, dtype, prefix=prefix, blas=blas, fast_math=True, microkernel=True,
-                    runtime=bool(blas))
+                    runtime=bool(blas), tuning=tuning)
     if options.debug_level() >= 1:
         print(format_graph(g), file=sys.stderr)
         print("backward: %s\ntape (per step): %s" % (", ".join(type(op).__name__ + "(" + op.node + ")"
@@ -131,6 +135,8 @@ def _meta(cell, g, bwd, sizes, dtype, csrc):
     columns = bind_columns(cell.spec, sizes)
     return {"name": cell.name, "dtype": dtype, "prefix": csrc.prefix, "cdef": csrc.cdef,
             "runtime": csrc.runtime,
+            # the products call a tuned variant: the kernel links every variant's object
+            "tuned": csrc.layout.variant is not None,
             "input_size": columns.step_width, "hidden_size": sizes["H"], "sizes": sizes,
             "columns": columns.to_meta(),
             "states": g.states, "output_size": csrc.layout.O,
@@ -207,12 +213,15 @@ def compile(cell, input_size, hidden_size, dtype="float32", *, sizes=None, opt_l
     opt_level = options.opt_level(opt_level)
     blas = options.flag("blas", blas)
     bound = bind_sizes(cell, input_size, hidden_size, sizes)
-    key = cache_key(cell, bound, dtype, opt_level, blas)
+    # tuned to this core where speed is asked for; a -O0/-O1 build (correctness only, as
+    # in tests) takes the default shape and never waits for a measurement
+    tuned = tuning.for_dtype(dtype) if blas and opt_level >= 2 else DEFAULT_TUNING
+    key = cache_key(cell, bound, dtype, opt_level, blas, tuned)
 
     generated = []
 
     def generate():
-        g, bwd, csrc = lower(cell, bound, dtype, blas)
+        g, bwd, csrc = lower(cell, bound, dtype, blas, tuning=tuned)
         generated.append(True)
         return csrc, _meta(cell, g, bwd, bound, dtype, csrc)
 

@@ -89,6 +89,7 @@ class Layout:
                            # the loop writes the state history slot itself, no copy
     saved: dict            # fused node -> {operand index k: sympy F(E)}: the loop stores
                            # F(E) over operand k's values, the backward reads it there
+    variant: str = None    # the microkernel variant the products call (None: default shape)
     consts: object = None  # constants.Constants: the C's name of every offset above
 
 
@@ -193,12 +194,13 @@ def tape_of(g, bwd, bundles):
 def plan_panels(bundles, pack, ctype, hoisted=False):
     """Place microkernel panels for every per-step part after the packed weights: one
     for the forward product (rows = bundle width) and one for the backward (rows = the
-    part's width); with hoisted, a forward panel for every hoisted part too."""
+    part's width); a forward panel for a hoisted part too when `hoisted` says so (True,
+    or a function of the product's (N, K): the tuning's choice)."""
     out = []
     for b in bundles:
         parts = []
         for p in b.parts:
-            if p.static and hoisted:
+            if p.static and (hoisted(b.width, p.width) if callable(hoisted) else hoisted):
                 p = replace(p, panels=(pack,))
                 pack += panel_size(b.width, p.width, ctype)
             elif not p.static:
@@ -210,10 +212,12 @@ def plan_panels(bundles, pack, ctype, hoisted=False):
     return out, pack
 
 
-def plan_layout(g, bwd, microkernel=None, hoisted_panels=False):
+def plan_layout(g, bwd, microkernel=None, hoisted_panels=False, variant=None):
     """Assign buffers for graph g and its backward step bwd; microkernel: the C real type
     when per-step products use the microkernel (its panels need room); hoisted_panels:
-    the hoisted products use it too (exported kernels, which have no BLAS to call)."""
+    the hoisted products use it too (exported kernels, which have no BLAS to call; or a
+    function of (N, K) choosing per product); variant: the microkernel variant's name
+    (None: the ISA's default shape)."""
     states, off = [], 0
     for (s, size), (s2, node) in zip(g.states, g.new_states, strict=True):
         states.append((s, size, off, "state." + s, node))
@@ -273,7 +277,8 @@ def plan_layout(g, bwd, microkernel=None, hoisted_panels=False):
                arrays=tuple(arrays), array_of={a.name: a for a in arrays}, value=value, adjoint=adjoint,
                adj_arrays=tuple(adj_arrays), pack_size=pack, gpack_size=gpack, cvar=cvar,
                prev=prev, next=nxt, names={n: t for n, (t, _) in display_names(g).items()},
-               direct_states=direct, saved=saved_activations(g, bwd, bundle_of))
+               direct_states=direct, saved=saved_activations(g, bwd, bundle_of),
+               variant=variant)
     return replace(L, consts=name_layout(g, L))
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from .. import csrc
 from .elementwise import comment, ref
 from .helpers import typed
+from .microkernel import symbol
 
 
 def pack_weights(g, L, b, ctype):
@@ -25,7 +26,7 @@ def pack_weights(g, L, b, ctype):
     for p in b.parts:
         if p.panels:
             code.append("%s(%d, %d, pack + %s, %d, pack + %s);"
-                        % (typed("mk_pack_nt", ctype), b.width, p.width, C.pack(b, p), p.width,
+                        % (symbol("mk_pack_nt", ctype, L.variant), b.width, p.width, C.pack(b, p), p.width,
                            C.panel(b, p, 0)))
     return code
 
@@ -33,7 +34,7 @@ def pack_weights(g, L, b, ctype):
 def pack_backward_panels(L, b, ctype):
     """In backward: panels of each per-step part's packed weight for d(operand) += d(rows) W."""
     return ["%s(%d, %d, pack + %s, %d, pack + %s);"
-            % (typed("mk_pack_nn", ctype), p.width, b.width, L.consts.pack(b, p), p.width,
+            % (symbol("mk_pack_nn", ctype, L.variant), p.width, b.width, L.consts.pack(b, p), p.width,
                L.consts.panel(b, p, 1)) for p in b.parts if len(p.panels) > 1]
 
 
@@ -62,8 +63,11 @@ def hoisted_forward(L, b, ctype):
     beta = 1 if not in_step else 0
     for p in b.parts:
         if p.static and p.panels:
+            # a runtime kernel's rows summed alike whatever the chunk (rowwise); the
+            # portable microkernel of an exported one always does
             code.append("%s((ptrdiff_t)tc * B, %d, %d, %s, %d, pack + %s, NULL, %d, %s, %d);"
-                        % (typed("mk_gemm", ctype), b.width, p.width, _input_rows(L, p), L.I,
+                        % (symbol("mk_gemm" if L.variant is None else "mk_gemm_rows", ctype,
+                                  L.variant), b.width, p.width, _input_rows(L, p), L.I,
                            L.consts.panel(b, p, 0), beta, dest, b.width))
             beta = 1
         elif p.static:
@@ -104,7 +108,7 @@ def step_forward(L, b, ctype):
             bias = "pack + %s" % L.consts.bias(b) if first and b.bias_pack >= 0 else "NULL"
             beta = 1 if b.hoisted or not first else 0
             code.append("%s(B, %d, %d, %s, %d, pack + %s, %s, %d, %s, %d);"
-                        % (typed("mk_gemm", ctype), b.width, p.width, src, stride,
+                        % (symbol("mk_gemm", ctype, L.variant), b.width, p.width, src, stride,
                            L.consts.panel(b, p, 0), bias, beta, b.name, b.width))
             first = False
         elif not p.static:
@@ -128,7 +132,7 @@ def step_backward(L, b, ctype):
             code.append(comment("d%s += d%s W" % (_operand_label(L, p.operand), b.name)))
             if p.panels:
                 code.append("%s(B, %d, %d, d_%s, %d, pack + %s, NULL, 1, %s, %d);"
-                            % (typed("mk_gemm", ctype), p.width, b.width, b.name, b.width,
+                            % (symbol("mk_gemm", ctype, L.variant), p.width, b.width, b.name, b.width,
                                L.consts.panel(b, p, 1), dst, stride))
             else:
                 code.append("%s(B, %d, %d, d_%s, %d, pack + %s, %d, 1, %s, %d);"

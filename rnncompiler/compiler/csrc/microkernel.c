@@ -6,7 +6,10 @@
    computes C += A P a block of MR rows by one panel at a time: A's rows and the panel
    stay in L1, the accumulators in registers. Needs real.h and gemm.h, and MK_NR_MAX: the
    widest panel the workspace has room for (codegen/microkernel.py's NR_MAX). Panel widths
-   are fixed by the ISA at compile time (-march=native). */
+   are fixed by the ISA at compile time (-march=native), unless chosen before this file:
+   MK_VBYTES (vector bytes) and MK_MR (rows per block) with MK_FN(name), the names of
+   that variant (the runtime object holds every variant the autotuning run times). */
+#ifndef MK_VBYTES
 #if defined(__AVX512F__)
 #define MK_VBYTES 64
 #define MK_MR 8
@@ -17,15 +20,19 @@
 #define MK_VBYTES 16
 #define MK_MR 4
 #endif
+#endif
+#ifndef MK_FN
+#define MK_FN(name) RNNC_T(name)
+#endif
 #define MK_VL (MK_VBYTES / RNNC_REAL_SIZE)
 #define MK_NR (2 * MK_VL)
 #if MK_NR > MK_NR_MAX
 #error "panel wider than the workspace provides"
 #endif
-typedef RNNC_REAL RNNC_T(mk_vec) __attribute__((vector_size(MK_VBYTES), aligned(sizeof(RNNC_REAL))));
+typedef RNNC_REAL MK_FN(mk_vec) __attribute__((vector_size(MK_VBYTES), aligned(sizeof(RNNC_REAL))));
 
 /* panels of (K x NR) from W (N x K, row-major, ldw): for C += A W^T */
-RNNC_API void RNNC_T(mk_pack_nt)(ptrdiff_t N, ptrdiff_t K, const RNNC_REAL *W, ptrdiff_t ldw, RNNC_REAL *P)
+RNNC_API void MK_FN(mk_pack_nt)(ptrdiff_t N, ptrdiff_t K, const RNNC_REAL *W, ptrdiff_t ldw, RNNC_REAL *P)
 {
     for (ptrdiff_t j0 = 0; j0 < N; j0 += MK_NR)
         for (ptrdiff_t k = 0; k < K; ++k)
@@ -34,7 +41,7 @@ RNNC_API void RNNC_T(mk_pack_nt)(ptrdiff_t N, ptrdiff_t K, const RNNC_REAL *W, p
 }
 
 /* panels of (K x NR) from W (K x N, row-major, ldw): for C += A W */
-RNNC_API void RNNC_T(mk_pack_nn)(ptrdiff_t N, ptrdiff_t K, const RNNC_REAL *W, ptrdiff_t ldw, RNNC_REAL *P)
+RNNC_API void MK_FN(mk_pack_nn)(ptrdiff_t N, ptrdiff_t K, const RNNC_REAL *W, ptrdiff_t ldw, RNNC_REAL *P)
 {
     for (ptrdiff_t j0 = 0; j0 < N; j0 += MK_NR)
         for (ptrdiff_t k = 0; k < K; ++k)
@@ -44,17 +51,17 @@ RNNC_API void RNNC_T(mk_pack_nn)(ptrdiff_t N, ptrdiff_t K, const RNNC_REAL *W, p
 
 /* C[mr x nc] = beta C + A[mr x K] P[K x NR] + bias; ku partial sums interleaved over k
    hide the FMA latency when mr is small (one row: a product with a vector) */
-static inline __attribute__((always_inline)) void RNNC_T(mk_block)(int mr, int ku, ptrdiff_t K,
+static inline __attribute__((always_inline)) void MK_FN(mk_block)(int mr, int ku, ptrdiff_t K,
     const RNNC_REAL *A, ptrdiff_t lda, const RNNC_REAL *P, const RNNC_REAL *bias, int beta, RNNC_REAL *C, ptrdiff_t ldc, int nc)
 {
-    RNNC_T(mk_vec) acc[4][MK_MR][2];
+    MK_FN(mk_vec) acc[4][MK_MR][2];
     for (int u = 0; u < ku; ++u) for (int r = 0; r < mr; ++r) for (int v = 0; v < 2; ++v)
-        acc[u][r][v] = (RNNC_T(mk_vec)){0};
+        acc[u][r][v] = (MK_FN(mk_vec)){0};
     ptrdiff_t k = 0;
     for (; k + ku <= K; k += ku)
         for (int u = 0; u < ku; ++u) {
-            const RNNC_T(mk_vec) p0 = *(const RNNC_T(mk_vec) *)(P + (k + u) * MK_NR);
-            const RNNC_T(mk_vec) p1 = *(const RNNC_T(mk_vec) *)(P + (k + u) * MK_NR + MK_VL);
+            const MK_FN(mk_vec) p0 = *(const MK_FN(mk_vec) *)(P + (k + u) * MK_NR);
+            const MK_FN(mk_vec) p1 = *(const MK_FN(mk_vec) *)(P + (k + u) * MK_NR + MK_VL);
             for (int r = 0; r < mr; ++r) {
                 const RNNC_REAL a = A[r * lda + k + u];
                 acc[u][r][0] += a * p0;
@@ -62,8 +69,8 @@ static inline __attribute__((always_inline)) void RNNC_T(mk_block)(int mr, int k
             }
         }
     for (int u = 0; u < (int)(K - k); ++u) {      /* fewer than ku steps left */
-        const RNNC_T(mk_vec) p0 = *(const RNNC_T(mk_vec) *)(P + (k + u) * MK_NR);
-        const RNNC_T(mk_vec) p1 = *(const RNNC_T(mk_vec) *)(P + (k + u) * MK_NR + MK_VL);
+        const MK_FN(mk_vec) p0 = *(const MK_FN(mk_vec) *)(P + (k + u) * MK_NR);
+        const MK_FN(mk_vec) p1 = *(const MK_FN(mk_vec) *)(P + (k + u) * MK_NR + MK_VL);
         for (int r = 0; r < mr; ++r) {
             const RNNC_REAL a = A[r * lda + k + u];
             acc[0][r][0] += a * p0;
@@ -73,12 +80,12 @@ static inline __attribute__((always_inline)) void RNNC_T(mk_block)(int mr, int k
     for (int u = 1; u < ku; ++u) for (int r = 0; r < mr; ++r) for (int v = 0; v < 2; ++v)
         acc[0][r][v] += acc[u][r][v];
     if (nc == MK_NR) {
-        RNNC_T(mk_vec) b0 = {0}, b1 = {0};
-        if (bias) { b0 = *(const RNNC_T(mk_vec) *)bias; b1 = *(const RNNC_T(mk_vec) *)(bias + MK_VL); }
+        MK_FN(mk_vec) b0 = {0}, b1 = {0};
+        if (bias) { b0 = *(const MK_FN(mk_vec) *)bias; b1 = *(const MK_FN(mk_vec) *)(bias + MK_VL); }
         for (int r = 0; r < mr; ++r) {
-            RNNC_T(mk_vec) *c = (RNNC_T(mk_vec) *)(C + r * ldc);
-            c[0] = (beta ? c[0] : (RNNC_T(mk_vec)){0}) + acc[0][r][0] + b0;
-            c[1] = (beta ? c[1] : (RNNC_T(mk_vec)){0}) + acc[0][r][1] + b1;
+            MK_FN(mk_vec) *c = (MK_FN(mk_vec) *)(C + r * ldc);
+            c[0] = (beta ? c[0] : (MK_FN(mk_vec)){0}) + acc[0][r][0] + b0;
+            c[1] = (beta ? c[1] : (MK_FN(mk_vec)){0}) + acc[0][r][1] + b1;
         }
     } else {
         for (int r = 0; r < mr; ++r) {
@@ -91,9 +98,13 @@ static inline __attribute__((always_inline)) void RNNC_T(mk_block)(int mr, int k
 }
 
 /* C (M x N) = beta C + A (M x K) P + bias (a row vector, or NULL), P packed by
-   RNNC_T(mk_pack_nt) / RNNC_T(mk_pack_nn) */
-RNNC_API void RNNC_T(mk_gemm)(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const RNNC_REAL *A, ptrdiff_t lda,
-                    const RNNC_REAL *P, const RNNC_REAL *bias, int beta, RNNC_REAL *C, ptrdiff_t ldc)
+   MK_FN(mk_pack_nt) / MK_FN(mk_pack_nn). rowwise: the rows past the last block of MR sum
+   over k in order too, so that each row's result is the same whatever M (the hoisted
+   products, whose M is the rows of a chunk, or of a checkpoint's segment); else they
+   keep partial sums that hide the FMA latency (a product with one row, at B=1). */
+static inline __attribute__((always_inline)) void MK_FN(mk_gemm_any)(ptrdiff_t M, ptrdiff_t N,
+    ptrdiff_t K, const RNNC_REAL *A, ptrdiff_t lda, const RNNC_REAL *P, const RNNC_REAL *bias,
+    int beta, RNNC_REAL *C, ptrdiff_t ldc, const int rowwise)
 {
     for (ptrdiff_t j0 = 0; j0 < N; j0 += MK_NR) {
         const RNNC_REAL *Pj = P + (j0 / MK_NR) * K * MK_NR;
@@ -101,25 +112,34 @@ RNNC_API void RNNC_T(mk_gemm)(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const RNNC_
         RNNC_REAL *Cj = C + j0;
         const int nc = N - j0 < MK_NR ? (int)(N - j0) : MK_NR;
         ptrdiff_t i = 0;
-        for (; i + MK_MR <= M; i += MK_MR) RNNC_T(mk_block)(MK_MR, 1, K, A + i * lda, lda, Pj, bj, beta, Cj + i * ldc, ldc, nc);
+        for (; i + MK_MR <= M; i += MK_MR) MK_FN(mk_block)(MK_MR, 1, K, A + i * lda, lda, Pj, bj, beta, Cj + i * ldc, ldc, nc);
         const RNNC_REAL *Ai = A + i * lda;
         RNNC_REAL *Ci = Cj + i * ldc;
         switch (M - i) {
-        case 1: RNNC_T(mk_block)(1, 4, K, Ai, lda, Pj, bj, beta, Ci, ldc, nc); break;
-        case 2: RNNC_T(mk_block)(2, 2, K, Ai, lda, Pj, bj, beta, Ci, ldc, nc); break;
-        case 3: RNNC_T(mk_block)(3, 2, K, Ai, lda, Pj, bj, beta, Ci, ldc, nc); break;
+        case 1: MK_FN(mk_block)(1, rowwise ? 1 : 4, K, Ai, lda, Pj, bj, beta, Ci, ldc, nc); break;
+        case 2: MK_FN(mk_block)(2, rowwise ? 1 : 2, K, Ai, lda, Pj, bj, beta, Ci, ldc, nc); break;
+        case 3: MK_FN(mk_block)(3, rowwise ? 1 : 2, K, Ai, lda, Pj, bj, beta, Ci, ldc, nc); break;
 #if MK_MR > 4
-        case 4: RNNC_T(mk_block)(4, 1, K, Ai, lda, Pj, bj, beta, Ci, ldc, nc); break;
-        case 5: RNNC_T(mk_block)(5, 1, K, Ai, lda, Pj, bj, beta, Ci, ldc, nc); break;
-        case 6: RNNC_T(mk_block)(6, 1, K, Ai, lda, Pj, bj, beta, Ci, ldc, nc); break;
-        case 7: RNNC_T(mk_block)(7, 1, K, Ai, lda, Pj, bj, beta, Ci, ldc, nc); break;
+        case 4: MK_FN(mk_block)(4, 1, K, Ai, lda, Pj, bj, beta, Ci, ldc, nc); break;
+        case 5: MK_FN(mk_block)(5, 1, K, Ai, lda, Pj, bj, beta, Ci, ldc, nc); break;
+        case 6: MK_FN(mk_block)(6, 1, K, Ai, lda, Pj, bj, beta, Ci, ldc, nc); break;
+        case 7: MK_FN(mk_block)(7, 1, K, Ai, lda, Pj, bj, beta, Ci, ldc, nc); break;
 #endif
         default: break;
         }
     }
 }
+
+RNNC_API void MK_FN(mk_gemm)(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const RNNC_REAL *A, ptrdiff_t lda,
+                    const RNNC_REAL *P, const RNNC_REAL *bias, int beta, RNNC_REAL *C, ptrdiff_t ldc)
+{ MK_FN(mk_gemm_any)(M, N, K, A, lda, P, bias, beta, C, ldc, 0); }
+
+RNNC_API void MK_FN(mk_gemm_rows)(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const RNNC_REAL *A, ptrdiff_t lda,
+                    const RNNC_REAL *P, const RNNC_REAL *bias, int beta, RNNC_REAL *C, ptrdiff_t ldc)
+{ MK_FN(mk_gemm_any)(M, N, K, A, lda, P, bias, beta, C, ldc, 1); }
 #undef MK_VBYTES
 #undef MK_MR
+#undef MK_FN
 #undef MK_VL
 #undef MK_NR
 #undef MK_NR_MAX

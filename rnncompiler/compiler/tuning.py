@@ -1,0 +1,241 @@
+"""Kernels tuned to the core they run on: a short autotuning run, once per machine, that
+times the microkernel's variants (vector width, rows per block) on per-step product
+shapes and each of them against OpenBLAS on hoisted product shapes, then keeps the
+choice in the kernel cache beside the runtime object, named after the machine's identity.
+
+Why measure: the ISA does not tell the datapath. Cores with AVX-512 run 512-bit vectors
+on 512-bit units (Intel's server cores, AMD family 26) or on 256-bit ones (AMD family 25),
+and OpenBLAS's own kernels are tuned for a core it names, not the one it runs on. The
+choice shapes the generated C (which function each product calls), so it is part of the
+kernel cache key; a kernel is bitwise deterministic for a given tuning. $RNNC_TUNING
+overrides it: "default" (the ISA's shape, every hoisted product on OpenBLAS), or
+VARIANT[:blas|:microkernel] (e.g. "w32r8:blas").
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+
+from . import build, csrc
+from ..errors import CompileError
+from .variants import DEFAULT, Tuning, variants, variant_named, core_name
+
+# per-step products (batch rows, outputs, inputs): a batch of 1 and of 32 at LSTM shapes
+STEP_SHAPES = ((1, 512, 128), (8, 512, 128), (32, 128, 32), (32, 512, 128), (32, 2048, 512))
+# hoisted products over a chunk of rows: the grid the choice per (N, K) is read from
+HOISTED_ROWS = 512
+HOISTED_GRID = tuple((n, k) for n in (128, 512, 2048) for k in (32, 128, 512))
+DTYPES = (("float32", "float"), ("float64", "double"))
+VERSION = 2          # of the measurement: a new one discards the old results
+MARGIN = 0.03        # a choice other than the default wins by this much, or not at all
+
+
+
+DRIVER = r"""
+#define _POSIX_C_SOURCE 199309L
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+%(declarations)s
+static double now(void) { struct timespec s; clock_gettime(CLOCK_MONOTONIC, &s); return s.tv_sec + 1e-9 * s.tv_nsec; }
+%(timers)s
+/* stdin: lines "dtype path M N K"; stdout: the best of a few runs, in seconds, a line each */
+int main(void)
+{
+    char dtype[16], path[16];
+    long M, N, K;
+    while (scanf("%%15s %%15s %%ld %%ld %%ld", dtype, path, &M, &N, &K) == 5) {
+        double t = strcmp(dtype, "float32") == 0 ? time_float(path, M, N, K) : time_double(path, M, N, K);
+        printf("%%.9g\n", t);
+        fflush(stdout);
+    }
+    return 0;
+}
+"""
+
+TIMER = r"""
+static double time_%(r)s(const char *path, long M, long N, long K)
+{
+    %(r)s *A = malloc(sizeof(%(r)s) * M * K), *W = malloc(sizeof(%(r)s) * N * K);
+    %(r)s *P = malloc(sizeof(%(r)s) * ((N + %(nr)d - 1) / %(nr)d) * %(nr)d * K), *C = malloc(sizeof(%(r)s) * M * N);
+    double best = 1e30;
+    if (!A || !W || !P || !C) { free(A); free(W); free(P); free(C); return -1; }
+    for (long i = 0; i < M * K; ++i) A[i] = (%(r)s)((i * 7919 %% 2001) - 1000) / 1000;
+    for (long i = 0; i < N * K; ++i) W[i] = (%(r)s)((i * 104729 %% 2001) - 1000) / 1000;
+    %(pack)s
+    /* repeat until 10 ms or 100 runs have been timed, the first run a warm-up */
+    double spent = 0;
+    for (int rep = 0; rep < 101 && spent < 0.01; ++rep) {
+        const double t0 = now();
+        if (0) {}
+        %(calls)s
+        else { best = -1; break; }
+        const double dt = now() - t0;
+        if (rep) { spent += dt; if (dt < best) best = dt; }
+    }
+    free(A); free(W); free(P); free(C);
+    return best;
+}
+"""
+
+
+def _driver_c():
+    """The timing program: the runtime object's products, one timer per real type."""
+    from .codegen import helpers
+    from .codegen.microkernel import prototypes, symbol
+    decls, timers = [], []
+    for dtype, r in DTYPES:
+        decls.append("void %s(int kind, int threads, int beta, ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, "
+                     "const %s *A, ptrdiff_t lda, const %s *Bm, ptrdiff_t ldb, %s *C, ptrdiff_t ldc);"
+                     % (helpers.typed("gemm_big", r), r, r, r))
+        pack, calls = [], ['else if (strcmp(path, "blas") == 0) %s(0, 1, 0, M, N, K, A, K, W, K, C, N);'
+                           % helpers.typed("gemm_big", r)]
+        for v in variants():
+            decls.append(prototypes(v.name, r).replace('__attribute__((visibility("hidden"))) ', ""))
+            pack.append('if (strcmp(path, "%s") == 0) %s(N, K, W, K, P);'
+                        % (v.name, symbol("mk_pack_nt", r, v.name)))
+            calls.append('else if (strcmp(path, "%s") == 0) %s(M, N, K, A, K, P, NULL, 0, C, N);'
+                         % (v.name, symbol("mk_gemm", r, v.name)))
+        timers.append(TIMER % {"r": r, "nr": 32 if r == "float" else 16,
+                               "pack": "\n    ".join(pack), "calls": "\n        ".join(calls)})
+    return DRIVER % {"declarations": "#include <stddef.h>\n" + "\n".join(decls),
+                     "timers": "\n".join(timers)}
+
+
+def _identity():
+    """What the measurement depends on: the machine, and the C of what it times."""
+    timed = "".join(csrc.source(f) for f in ("gemm.h", "gemm.c", "microkernel.c"))
+    return {"machine": build.machine_identity(), "version": VERSION,
+            "variants": [v.name for v in variants()],
+            "c": hashlib.sha256(timed.encode()).hexdigest()[:16]}
+
+
+def table_path(root=None):
+    """Where this machine's measurement is kept: the cache root, named after its identity."""
+    ident = json.dumps(_identity(), sort_keys=True)
+    return os.path.join(root or build.cache_root(),
+                        "tuning-%s.json" % hashlib.sha256(ident.encode()).hexdigest()[:40])
+
+
+def measure():
+    """Time every path on every shape: {dtype: {"step": {variant: [s...]},
+    "hoisted": {path: [s...]}}}, shapes in the order of STEP_SHAPES and HOISTED_GRID."""
+    names = [v.name for v in variants()]
+    jobs = []
+    for dtype, _ in DTYPES:
+        jobs += [(dtype, "step", v, shape) for v in names for shape in STEP_SHAPES]
+        jobs += [(dtype, "hoisted", path, (HOISTED_ROWS,) + nk)
+                 for path in ["blas"] + names for nk in HOISTED_GRID]
+    times = _run_driver([(dtype, path) + shape for dtype, _, path, shape in jobs])
+    out = {dtype: {"step": {}, "hoisted": {}} for dtype, _ in DTYPES}
+    for (dtype, kind, path, _), t in zip(jobs, times, strict=True):
+        out[dtype][kind].setdefault(path, []).append(t)
+    return out
+
+
+def _run_driver(lines):
+    """Seconds per line ("dtype path M N K") from the timing program, built and run here;
+    CompileError when it cannot be built or run."""
+    from .codegen import helpers
+    root = build.cache_root()
+    objs = build.runtime_objects(helpers.runtime_units())
+    tmp = build.new_build_dir(root)
+    try:
+        c_file, exe = os.path.join(tmp, "tune.c"), os.path.join(tmp, "tune")
+        with open(c_file, "w") as f:
+            f.write(_driver_c())
+        build.run_compiler(build.executable_command(c_file, exe, objs), c_file)
+        env = dict(os.environ, OPENBLAS_NUM_THREADS="1")
+        out = subprocess.run([exe], input="\n".join("%s %s %d %d %d" % ln for ln in lines) + "\n",
+                             capture_output=True, text=True, check=True, timeout=300, env=env).stdout
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise CompileError("the tuning run failed: %s" % exc) from None
+    finally:
+        build.remove_build_dir(tmp)
+    times = [float(t) for t in out.split()]
+    if len(times) != len(lines) or min(times) <= 0:
+        raise CompileError("the tuning run timed %d of %d products" % (len(times), len(lines)))
+    return times
+
+
+def decide(measured, margin=MARGIN):
+    """{dtype: Tuning} from the measurement: the variant with the least total time over the
+    per-step shapes (each shape's times relative to its best, so that no shape weighs more
+    for being bigger), then per hoisted grid point whether that variant beats OpenBLAS.
+    A change from the default (the ISA's shape, OpenBLAS) must win by `margin`: a tie
+    within the noise keeps what was measured best before, run after run."""
+    out = {}
+    default = variants()[0].name
+    for dtype, m in measured.items():
+        step = m["step"]
+        best = [min(ts) for ts in zip(*step.values(), strict=True)]
+        score = {v: sum(t / b for t, b in zip(step[v], best, strict=True)) for v in step}
+        variant = min(step, key=score.get)
+        if score[variant] * (1 + margin) > score[default]:
+            variant = default
+        hoisted = tuple((n, k, bool(mk * (1 + margin) < blas)) for (n, k), mk, blas in zip(
+            HOISTED_GRID, m["hoisted"][variant], m["hoisted"]["blas"], strict=True))
+        out[dtype] = Tuning(variant, hoisted, "measured")
+    return out
+
+
+def load_table(path):
+    """The measurement kept at path, if it was made for this machine and this C."""
+    try:
+        with open(path) as f:
+            data = json.load(f)
+        if data.get("identity") == json.loads(json.dumps(_identity())):
+            return data
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def machine_table():
+    """This machine's measurement and choices, measured now if the cache has none (one
+    process measures, others wait for its table)."""
+    path = table_path()
+    data = load_table(path)
+    if data is not None:
+        return data
+    root, name = os.path.split(path)
+    with build.locked(root, name[:-len(".json")]):
+        data = load_table(path)
+        if data is None:
+            data = {"identity": _identity(), "core": core_name(), "measured": measure()}
+            build.write_entry_file(root, name, json.dumps(data, indent=1, sort_keys=True))
+    return data
+
+
+def for_dtype(dtype):
+    """The Tuning a JIT kernel of dtype follows: $RNNC_TUNING's, else this machine's; the
+    default when the run cannot be made (no working compiler: the kernel's own build then
+    says why)."""
+    forced = os.environ.get("RNNC_TUNING", "").strip()
+    if forced:
+        return parse(forced)
+    try:
+        table = machine_table()
+    except CompileError:
+        return DEFAULT
+    return decide(table["measured"])[dtype]
+
+
+def parse(text):
+    """A Tuning from $RNNC_TUNING: "default", or VARIANT[:blas|:microkernel]."""
+    if text == "default":
+        return DEFAULT
+    name, _, path = text.partition(":")
+    try:
+        variant_named(name)
+    except ValueError as exc:
+        raise ValueError("RNNC_TUNING: expected 'default' or VARIANT[:blas|:microkernel]; %s"
+                         % exc) from None
+    if path not in ("", "blas", "microkernel"):
+        raise ValueError("RNNC_TUNING: expected 'blas' or 'microkernel' after the variant, got %r"
+                         % path)
+    use_mk = path == "microkernel"
+    return Tuning(name, tuple((n, k, use_mk) for n, k in HOISTED_GRID), "RNNC_TUNING")
