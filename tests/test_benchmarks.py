@@ -48,3 +48,12 @@ def test_bench_stream_prints_ns_per_step_of_every_side():
     assert re.search(r"^core: .*GFLOP/s; load", out, re.M), out
     for H in (8, 32):
         assert re.search(r"^lstm\s+%d\s+\d+ / \d+\s+\d+ / \d+\s+[\d.]+\s+\d+ / \d+" % H, out, re.M), out
+
+
+def test_bench_scan_prints_both_state_linear_ratios():
+    out = run_bench("bench_scan.py")
+    assert re.search(r"^core: .*GFLOP/s; load", out, re.M), out
+    assert re.search(r"^tuning: float32: ", out, re.M), out
+    assert re.search(r"^minGRU \(a\) vs GRU \(b\).*\s\d+\.\d\d\s+\(min\s+\d+\.\d\d\)\s+target <= 0\.5$",
+                     out, re.M), out
+    assert re.search(r"^minGRU at B=1: 2 threads are \d+\.\d\dx as fast as 1", out, re.M), out

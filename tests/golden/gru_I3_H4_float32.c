@@ -306,6 +306,15 @@ RNNC_API void RNNC_T(mk_gemm)(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const RNNC_
 
 #define VALID(b) (lengths == NULL || t < lengths[b])
 #define CHUNK 64
+#define CHUNK_ROWS 2048
+
+/* steps per chunk of the hoisted products: CHUNK, or enough steps for CHUNK_ROWS rows
+   when the batch is small (GEMMs big enough to share between threads), at most T */
+static int chunk_steps(int T, int B)
+{
+    const int steps = B < CHUNK_ROWS / CHUNK ? CHUNK_ROWS / B : CHUNK;
+    return T < steps ? T : steps;
+}
 
 /* The layout as named constants, in scalars (not bytes). Offsets:
    RNNC_P_<param>              a parameter in params and dparams
@@ -370,8 +379,7 @@ enum {
     RNNC_ADJ_d_x_t = 0,
     RNNC_ADJ_ds_h = 3,
     RNNC_ADJ_d_v2_u = 7,
-    RNNC_ADJ_d_v5 = 11,
-    RNNC_ADJ_WIDTH = 15
+    RNNC_ADJ_WIDTH = 11
 };
 
 size_t rnnc_param_count(void) { return RNNC_PARAM_COUNT; }
@@ -395,15 +403,15 @@ static size_t fits(size_t n, int T, int B)
 size_t rnnc_workspace_size(int T, int B)
 {
     if (T < 1 || B < 1) return SIZE_MAX;
-    const size_t CH = (size_t)(T < CHUNK ? T : CHUNK);
+    const size_t CH = (size_t)chunk_steps(T, B);
     size_t n = (size_t)RNNC_PACK_SIZE + RNNC_GPACK_SIZE;
     n = add_sz(n, mul_sz(mul_sz((size_t)T + 1, (size_t)B), 4));
     n = add_sz(n, mul_sz(mul_sz((size_t)T, (size_t)B), 8));
     n = add_sz(n, mul_sz(mul_sz((size_t)T, (size_t)B), 4));
     n = add_sz(n, mul_sz(mul_sz((size_t)T, (size_t)B), 4));
     n = add_sz(n, mul_sz(mul_sz((size_t)T, (size_t)B), 4));
-    n = add_sz(n, mul_sz(mul_sz(1, (size_t)B), 15));
-    n = add_sz(n, mul_sz(mul_sz((size_t)CH, (size_t)B), 16));
+    n = add_sz(n, mul_sz(mul_sz(1, (size_t)B), 11));
+    n = add_sz(n, mul_sz(mul_sz((size_t)CH, (size_t)B), 20));
     n = add_sz(n, mul_sz(mul_sz(1, (size_t)B), 4));
     n = add_sz(n, mul_sz(mul_sz((size_t)CH, (size_t)B), 4));
     return fits(n, T, B);
@@ -413,7 +421,7 @@ size_t rnnc_workspace_size(int T, int B)
 size_t rnnc_infer_workspace_size(int T, int B)
 {
     if (T < 1 || B < 1) return SIZE_MAX;
-    const size_t CH = (size_t)(T < CHUNK ? T : CHUNK);
+    const size_t CH = (size_t)chunk_steps(T, B);
     size_t n = RNNC_PACK_SIZE;
     n = add_sz(n, mul_sz(mul_sz(2, (size_t)B), 4));
     n = add_sz(n, mul_sz(mul_sz((size_t)CH, (size_t)B), 8));
@@ -486,6 +494,44 @@ static void fwd_next_h(int t, int B, const int *lengths, const float *restrict s
     }
 }
 
+/* the work of steps t0..t0+tc-1 (of the chunk from c0) that reads no state: the hoisted products, then the elementwise values over their rows */
+static void before_steps(int T, int B, int c0, int t0, int tc, int keep, int threads, const int *lengths, const float *params, const float *x, float *work, float *dparams)
+{
+    const int CH = chunk_steps(T, B), t1 = t0 + tc;
+    (void)CH; (void)t1; (void)c0; (void)keep; (void)threads; (void)lengths; (void)params; (void)x; (void)dparams;
+    float *pack = work;
+    float *hist0 = pack + RNNC_PACK_SIZE;
+    float *A_L0 = hist0 + (ptrdiff_t)(keep ? ((ptrdiff_t)T + 1) : 2) * B * 4;
+    float *A_L1 = A_L0 + (ptrdiff_t)(keep ? T : CH) * B * 8;
+    float *A_L2 = A_L1 + (ptrdiff_t)(keep ? T : CH) * B * 4;
+    float *A_v2_u = A_L2 + (ptrdiff_t)(keep ? T : 1) * B * 4;
+    (void)pack;
+    (void)hist0;
+    (void)A_L0;
+    (void)A_L1;
+    (void)A_L2;
+    (void)A_v2_u;
+    {
+        /* L0 for steps t0..t0+tc-1 at once: x W_x^T (hoisted) */
+        float *L0_chunk = A_L0 + (ptrdiff_t)(keep ? t0 : t0 - c0) * B * 8;
+        rnnc_s_gemm_big(RNNC_NT, threads, 0, (ptrdiff_t)tc * B, 8, 3, x + (ptrdiff_t)t0 * B * 3, 3, pack + RNNC_PACK_L0_x_t, 3, L0_chunk, 8);
+    }
+    {
+        /* L1 for steps t0..t0+tc-1 at once: bias + x W_x^T (hoisted) */
+        float *L1_chunk = A_L1 + (ptrdiff_t)(keep ? t0 : t0 - c0) * B * 4;
+        for (ptrdiff_t i = 0; i < (ptrdiff_t)tc * B; ++i) for (ptrdiff_t r = 0; r < 4; ++r)
+            L1_chunk[i * 4 + r] = pack[RNNC_BIAS_L1 + r];
+        rnnc_s_gemm_big(RNNC_NT, threads, 1, (ptrdiff_t)tc * B, 4, 3, x + (ptrdiff_t)t0 * B * 3, 3, pack + RNNC_PACK_L1_x_t, 3, L1_chunk, 4);
+    }
+}
+
+/* the chunk from c0, tc steps: on this thread, or its later half on a second one */
+static void before_steps_split(int T, int B, int c0, int tc, int keep, int threads, const int *lengths,
+                     const float *params, const float *x, float *work, float *dparams)
+{
+    before_steps(T, B, c0, c0, tc, keep, threads, lengths, params, x, work, dparams);
+}
+
 /* every bundle's weights and biases packed, and the panels of the microkernel */
 static void pack_weights(const float *params, float *pack)
 {
@@ -520,7 +566,7 @@ static int rnnc_forward_steps(int T, int B, const float *params, const float *x,
                              const float *state0, float *y, float *state_T, float *work, int keep,
                              int threads, int packed)
 {
-    const int CH = T < CHUNK ? T : CHUNK;
+    const int CH = chunk_steps(T, B);
     (void)threads;
     float *pack = work;
     float *hist0 = pack + RNNC_PACK_SIZE;
@@ -532,18 +578,7 @@ static int rnnc_forward_steps(int T, int B, const float *params, const float *x,
     rows_to_states(B, state0, hist0);
     for (int t0 = 0; t0 < T; t0 += CH) {
         const int tc = T - t0 < CH ? T - t0 : CH;
-        {
-            /* L0 for steps t0..t0+tc-1 at once: x W_x^T (hoisted) */
-            float *L0_chunk = A_L0 + (ptrdiff_t)(keep ? t0 : 0) * B * 8;
-            rnnc_s_gemm_big(RNNC_NT, threads, 0, (ptrdiff_t)tc * B, 8, 3, x + (ptrdiff_t)t0 * B * 3, 3, pack + RNNC_PACK_L0_x_t, 3, L0_chunk, 8);
-        }
-        {
-            /* L1 for steps t0..t0+tc-1 at once: bias + x W_x^T (hoisted) */
-            float *L1_chunk = A_L1 + (ptrdiff_t)(keep ? t0 : 0) * B * 4;
-            for (ptrdiff_t i = 0; i < (ptrdiff_t)tc * B; ++i) for (ptrdiff_t r = 0; r < 4; ++r)
-                L1_chunk[i * 4 + r] = pack[RNNC_BIAS_L1 + r];
-            rnnc_s_gemm_big(RNNC_NT, threads, 1, (ptrdiff_t)tc * B, 4, 3, x + (ptrdiff_t)t0 * B * 3, 3, pack + RNNC_PACK_L1_x_t, 3, L1_chunk, 4);
-        }
+        before_steps_split(T, B, t0, tc, keep, threads, lengths, params, x, work, NULL);
         for (int t = t0; t < t0 + tc; ++t) {
             float *restrict y_t = y + (ptrdiff_t)t * B * 4;
             const float *restrict x_t = x + (ptrdiff_t)t * B * 3; (void)x_t;
@@ -632,7 +667,7 @@ static const RNNC_REAL *valid_rows(int t0, int tc, int B, const int *lengths, co
 }
 
 /* adjoints of the operands of h[t] */
-static void bwd_next_h(int t, int B, const int *lengths, const float *restrict s_h, const float *restrict L0, const float *restrict L1, const float *restrict L2, const float *restrict v2_u, float *restrict ds_h, float *restrict d_L0, float *restrict d_L1, float *restrict d_L2, float *restrict d_v2_u, float *restrict d_v5)
+static void bwd_next_h(int t, int B, const int *lengths, const float *restrict s_h, const float *restrict L0, const float *restrict L1, const float *restrict L2, const float *restrict v2_u, float *restrict ds_h, float *restrict d_L0, float *restrict d_L2, float *restrict d_v2_u, float *restrict d_v5)
 {
     (void)t; (void)lengths;
     for (ptrdiff_t b = 0; b < B; ++b) {
@@ -644,7 +679,6 @@ static void bwd_next_h(int t, int B, const int *lengths, const float *restrict s
         const float *restrict r3 = L2 + b * 4;
         const float *restrict r4 = s_h + b * 4;
         float *restrict dr0 = d_v2_u + b * 4;
-        float *restrict dr1 = d_L1 + b * 4;
         float *restrict dr2 = d_L0 + b * 8;
         float *restrict dr3 = d_L2 + b * 4;
         float *restrict dr4 = ds_h + b * 4;
@@ -655,13 +689,30 @@ static void bwd_next_h(int t, int B, const int *lengths, const float *restrict s
             const float a2 = r2[j];
             const float a3 = r3[j];
             const float a4 = r4[j];
-            const float t0 = g*(1.0F - a0)*(1.0F - (a1*a1));
-            const float t1 = a2*t0;
+            const float t0 = a2*g*(1.0F - a0)*(1.0F - (a1*a1));
             dr0[j] += g*(-a1 + a4);
-            dr1[j] += t0;
-            dr2[j] += a3*t1*(1.0F - a2);
-            dr3[j] += t1;
+            dr2[j] += a3*t0*(1.0F - a2);
+            dr3[j] += t0;
             dr4[j] += a0*g;
+        }
+    }
+}
+
+/* adjoints of the operands of h[t] */
+static void bwd_later_next_h(int t, int B, const int *lengths, const float *restrict L1, const float *restrict v2_u, float *restrict d_L1, float *restrict d_v5)
+{
+    (void)t; (void)lengths;
+    for (ptrdiff_t b = 0; b < B; ++b) {
+        if (!VALID(b)) continue;
+        const float *restrict gr = d_v5 + b * 4;
+        const float *restrict r0 = v2_u + b * 4;
+        const float *restrict r1 = L1 + b * 4;
+        float *restrict dr1 = d_L1 + b * 4;
+        for (ptrdiff_t j = 0; j < 4; ++j) {
+            const float g = gr[j];
+            const float a0 = r0[j];
+            const float a1 = r1[j];
+            dr1[j] += g*(1.0F - a0)*(1.0F - (a1*a1));
         }
     }
 }
@@ -683,17 +734,11 @@ static void bwd_v2_u(int t, int B, const int *lengths, const float *restrict v2_
     }
 }
 
-/* dstates (T x B x S, or NULL): dL/d(state after step t), every t;
-   threads: for the GEMMs after each chunk */
-int rnnc_run_backward(int T, int B, const float *params, const float *x, const int *lengths,
-                     const float *state0, float *work, const float *dy, const float *dstate_T,
-                     float *dparams, float *dx, float *dstate0, float *dstates, int threads)
+/* after steps t0..t0+tc-1 (of the chunk from c0): the adjoint contributions to values that read no state, over their rows */
+static void after_steps(int T, int B, int c0, int t0, int tc, int keep, int threads, const int *lengths, const float *params, const float *x, float *work, float *dparams)
 {
-    int rc = check_args(T, B, lengths, 1);
-    if (rc) return rc;
-    if (!params || !x || !work || !dparams) return 2;
-    (void)state0;
-    const int CH = T < CHUNK ? T : CHUNK;
+    const int CH = chunk_steps(T, B), t1 = t0 + tc;
+    (void)CH; (void)t1; (void)c0; (void)keep; (void)threads; (void)lengths; (void)params; (void)x; (void)dparams;
     float *pack = work;
     float *hist0 = pack + RNNC_PACK_SIZE;
     float *A_L0 = hist0 + (ptrdiff_t)((ptrdiff_t)T + 1) * B * 4;
@@ -705,11 +750,86 @@ int rnnc_run_backward(int T, int B, const float *params, const float *x, const i
     float *d_x_t = adj + (ptrdiff_t)B * RNNC_ADJ_d_x_t; (void)d_x_t;
     float *ds_h = adj + (ptrdiff_t)B * RNNC_ADJ_ds_h; (void)ds_h;
     float *d_v2_u = adj + (ptrdiff_t)B * RNNC_ADJ_d_v2_u; (void)d_v2_u;
-    float *d_v5 = adj + (ptrdiff_t)B * RNNC_ADJ_d_v5; (void)d_v5;
     float *d_L0_all = adj + (ptrdiff_t)B * RNNC_ADJ_WIDTH;
     float *d_L1_all = d_L0_all + (ptrdiff_t)CH * B * 8;
     float *d_L2_all = d_L1_all + (ptrdiff_t)CH * B * 4;
-    float *dcarry = d_L2_all + (ptrdiff_t)CH * B * 4;
+    float *d_v5_all = d_L2_all + (ptrdiff_t)CH * B * 4;
+    float *dcarry = d_v5_all + (ptrdiff_t)CH * B * 4;
+    float *pad = dcarry + (ptrdiff_t)B * 4; (void)pad;
+    (void)pack;
+    (void)hist0;
+    (void)A_L0;
+    (void)A_L1;
+    (void)A_L2;
+    (void)A_v2_u;
+    (void)gpack;
+    (void)adj;
+    (void)d_x_t;
+    (void)ds_h;
+    (void)d_v2_u;
+    (void)d_L0_all;
+    (void)d_L1_all;
+    (void)d_L2_all;
+    (void)d_v5_all;
+    (void)dcarry;
+    (void)pad;
+    /* their adjoints, every step of the chunk at once */
+    {
+        const int *rows_lengths = lengths;
+        if (!lengths) {
+            const int t = t0, rows = tc * B;
+            const float *restrict L1 = A_L1 + (ptrdiff_t)t * B * 4; (void)L1;
+            const float *restrict v2_u = A_v2_u + (ptrdiff_t)t * B * 4; (void)v2_u;
+            float *restrict d_L1 = d_L1_all + (ptrdiff_t)(t - c0) * B * 4; (void)d_L1;
+            float *restrict d_v5 = d_v5_all + (ptrdiff_t)(t - c0) * B * 4; (void)d_v5;
+            bwd_later_next_h(t, rows, rows_lengths, L1, v2_u, d_L1, d_v5);
+        } else {
+            const int rows = B;
+            for (int t = t1 - 1; t >= t0; --t) {
+                const float *restrict L1 = A_L1 + (ptrdiff_t)t * B * 4; (void)L1;
+                const float *restrict v2_u = A_v2_u + (ptrdiff_t)t * B * 4; (void)v2_u;
+                float *restrict d_L1 = d_L1_all + (ptrdiff_t)(t - c0) * B * 4; (void)d_L1;
+                float *restrict d_v5 = d_v5_all + (ptrdiff_t)(t - c0) * B * 4; (void)d_v5;
+                bwd_later_next_h(t, rows, rows_lengths, L1, v2_u, d_L1, d_v5);
+            }
+        }
+    }
+}
+
+/* the chunk from c0, tc steps: on this thread, or its later half on a second one */
+static void after_steps_split(int T, int B, int c0, int tc, int keep, int threads, const int *lengths,
+                     const float *params, const float *x, float *work, float *dparams)
+{
+    after_steps(T, B, c0, c0, tc, keep, threads, lengths, params, x, work, dparams);
+}
+
+/* dstates (T x B x S, or NULL): dL/d(state after step t), every t;
+   threads: for the GEMMs after each chunk */
+int rnnc_run_backward(int T, int B, const float *params, const float *x, const int *lengths,
+                     const float *state0, float *work, const float *dy, const float *dstate_T,
+                     float *dparams, float *dx, float *dstate0, float *dstates, int threads)
+{
+    int rc = check_args(T, B, lengths, 1);
+    if (rc) return rc;
+    if (!params || !x || !work || !dparams) return 2;
+    (void)state0;
+    const int CH = chunk_steps(T, B);
+    float *pack = work;
+    float *hist0 = pack + RNNC_PACK_SIZE;
+    float *A_L0 = hist0 + (ptrdiff_t)((ptrdiff_t)T + 1) * B * 4;
+    float *A_L1 = A_L0 + (ptrdiff_t)T * B * 8;
+    float *A_L2 = A_L1 + (ptrdiff_t)T * B * 4;
+    float *A_v2_u = A_L2 + (ptrdiff_t)T * B * 4;
+    float *gpack = A_v2_u + (ptrdiff_t)T * B * 4;
+    float *adj = gpack + RNNC_GPACK_SIZE;
+    float *d_x_t = adj + (ptrdiff_t)B * RNNC_ADJ_d_x_t; (void)d_x_t;
+    float *ds_h = adj + (ptrdiff_t)B * RNNC_ADJ_ds_h; (void)ds_h;
+    float *d_v2_u = adj + (ptrdiff_t)B * RNNC_ADJ_d_v2_u; (void)d_v2_u;
+    float *d_L0_all = adj + (ptrdiff_t)B * RNNC_ADJ_WIDTH;
+    float *d_L1_all = d_L0_all + (ptrdiff_t)CH * B * 8;
+    float *d_L2_all = d_L1_all + (ptrdiff_t)CH * B * 4;
+    float *d_v5_all = d_L2_all + (ptrdiff_t)CH * B * 4;
+    float *dcarry = d_v5_all + (ptrdiff_t)CH * B * 4;
     float *pad = dcarry + (ptrdiff_t)B * 4; (void)pad;
     (void)pack;
     rnnc_s_mk_pack_nn(4, 8, pack + RNNC_PACK_L0_s_h, 4, pack + RNNC_PANEL_NN_L0_s_h);
@@ -719,21 +839,23 @@ int rnnc_run_backward(int T, int B, const float *params, const float *x, const i
     rows_to_states(B, dstate_T, dcarry + (ptrdiff_t)B * RNNC_S_h);
     for (int t1 = T; t1 > 0; t1 -= CH) {
         const int t0 = t1 - CH > 0 ? t1 - CH : 0, tc = t1 - t0;
+        memset(d_L0_all, 0, sizeof(float) * (size_t)tc * B * 8);
+        memset(d_L1_all, 0, sizeof(float) * (size_t)tc * B * 4);
+        memset(d_L2_all, 0, sizeof(float) * (size_t)tc * B * 4);
+        memset(d_v5_all, 0, sizeof(float) * (size_t)tc * B * 4);
         for (int t = t1 - 1; t >= t0; --t) {
             const float *restrict x_t = x + (ptrdiff_t)t * B * 3; (void)x_t;
             const float *restrict s_h = hist0 + (ptrdiff_t)t * B * 4; (void)s_h;
-            const float *restrict next_h = s_h + (ptrdiff_t)B * 4; (void)next_h;
+            const float *restrict next_h = hist0 + ((ptrdiff_t)t + 1) * B * 4; (void)next_h;
             const float *restrict L0 = A_L0 + (ptrdiff_t)t * B * 8; (void)L0;
             const float *restrict L1 = A_L1 + (ptrdiff_t)t * B * 4; (void)L1;
             const float *restrict L2 = A_L2 + (ptrdiff_t)t * B * 4; (void)L2;
             const float *restrict v2_u = A_v2_u + (ptrdiff_t)t * B * 4; (void)v2_u;
-            float *restrict d_L0 = d_L0_all + (ptrdiff_t)(t - t0) * B * 8;
-            float *restrict d_L1 = d_L1_all + (ptrdiff_t)(t - t0) * B * 4;
-            float *restrict d_L2 = d_L2_all + (ptrdiff_t)(t - t0) * B * 4;
+            float *restrict d_L0 = d_L0_all + (ptrdiff_t)(t - t0) * B * 8; (void)d_L0;
+            float *restrict d_L1 = d_L1_all + (ptrdiff_t)(t - t0) * B * 4; (void)d_L1;
+            float *restrict d_L2 = d_L2_all + (ptrdiff_t)(t - t0) * B * 4; (void)d_L2;
+            float *restrict d_v5 = d_v5_all + (ptrdiff_t)(t - t0) * B * 4; (void)d_v5;
             memset(adj, 0, sizeof(float) * (size_t)B * RNNC_ADJ_WIDTH);
-            memset(d_L0, 0, sizeof(float) * (size_t)B * 8);
-            memset(d_L1, 0, sizeof(float) * (size_t)B * 4);
-            memset(d_L2, 0, sizeof(float) * (size_t)B * 4);
             /* seeds: dy_t and the carried state adjoints, valid rows only */
             if (dy) for (ptrdiff_t b = 0; b < B; ++b) if (VALID(b))
                 for (ptrdiff_t j = 0; j < 4; ++j) d_v5[b * 4 + j] += dy[((ptrdiff_t)t * B + b) * 4 + j];
@@ -742,7 +864,7 @@ int rnnc_run_backward(int T, int B, const float *params, const float *x, const i
             /* dL/d(state after step t), the other states held fixed: the carry, plus dy_t for the state that is the output */
             if (dstates) for (ptrdiff_t b = 0; b < B; ++b) for (ptrdiff_t j = 0; j < 4; ++j)
                 dstates[((ptrdiff_t)t * B + b) * 4 + RNNC_S_h + j] = (dy && VALID(b) ? dy[((ptrdiff_t)t * B + b) * 4 + j] : 0) + dcarry[(ptrdiff_t)B * RNNC_S_h + b * 4 + j];
-            bwd_next_h(t, B, lengths, s_h, L0, L1, L2, v2_u, ds_h, d_L0, d_L1, d_L2, d_v2_u, d_v5);
+            bwd_next_h(t, B, lengths, s_h, L0, L1, L2, v2_u, ds_h, d_L0, d_L2, d_v2_u, d_v5);
             /* ds_h += dL2 W */
             rnnc_s_mk_gemm(B, 4, 4, d_L2, 4, pack + RNNC_PANEL_NN_L2_s_h, NULL, 1, ds_h, 4);
             bwd_v2_u(t, B, lengths, v2_u, d_L0, d_v2_u);
@@ -752,6 +874,7 @@ int rnnc_run_backward(int T, int B, const float *params, const float *x, const i
             for (ptrdiff_t b = 0; b < B; ++b) if (VALID(b))
                 for (ptrdiff_t j = 0; j < 4; ++j) dcarry[(ptrdiff_t)B * RNNC_S_h + b * 4 + j] = ds_h[b * 4 + j];
         }
+        after_steps_split(T, B, t0, tc, 1, threads, lengths, params, x, work, dparams);
         const int padded = lengths && chunk_has_padding(t1, B, lengths);
         /* L0 over steps t0..t0+tc-1 at once: dW += dL0^T v, db += sums, dx += dL0 W_x */
         {

@@ -281,6 +281,15 @@ MK_API void RNNC_T(mk_gemm)(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const RNNC_RE
 
 #define VALID(b) (lengths == NULL || t < lengths[b])
 #define CHUNK 64
+#define CHUNK_ROWS 2048
+
+/* steps per chunk of the hoisted products: CHUNK, or enough steps for CHUNK_ROWS rows
+   when the batch is small (GEMMs big enough to share between threads), at most T */
+static int chunk_steps(int T, int B)
+{
+    const int steps = B < CHUNK_ROWS / CHUNK ? CHUNK_ROWS / B : CHUNK;
+    return T < steps ? T : steps;
+}
 
 /* The layout as named constants, in scalars (not bytes). Offsets:
    RNNC_P_<param>              a parameter in params and dparams
@@ -355,7 +364,7 @@ static size_t fits(size_t n, int T, int B)
 size_t hand_sigmoid_workspace_size(int T, int B)
 {
     if (T < 1 || B < 1) return SIZE_MAX;
-    const size_t CH = (size_t)(T < CHUNK ? T : CHUNK);
+    const size_t CH = (size_t)chunk_steps(T, B);
     size_t n = (size_t)RNNC_PACK_SIZE + RNNC_GPACK_SIZE;
     n = add_sz(n, mul_sz(mul_sz((size_t)T + 1, (size_t)B), 4));
     n = add_sz(n, mul_sz(mul_sz((size_t)T, (size_t)B), 4));
@@ -371,7 +380,7 @@ size_t hand_sigmoid_workspace_size(int T, int B)
 size_t hand_sigmoid_infer_workspace_size(int T, int B)
 {
     if (T < 1 || B < 1) return SIZE_MAX;
-    const size_t CH = (size_t)(T < CHUNK ? T : CHUNK);
+    const size_t CH = (size_t)chunk_steps(T, B);
     size_t n = RNNC_PACK_SIZE;
     n = add_sz(n, mul_sz(mul_sz(2, (size_t)B), 4));
     n = add_sz(n, mul_sz(mul_sz((size_t)CH, (size_t)B), 4));
@@ -419,6 +428,33 @@ static void fwd_next_h(int t, int B, const int *lengths, const double *restrict 
     }
 }
 
+/* the work of steps t0..t0+tc-1 (of the chunk from c0) that reads no state: the hoisted products, then the elementwise values over their rows */
+static void before_steps(int T, int B, int c0, int t0, int tc, int keep, int threads, const int *lengths, const double *params, const double *x, double *work, double *dparams)
+{
+    const int CH = chunk_steps(T, B), t1 = t0 + tc;
+    (void)CH; (void)t1; (void)c0; (void)keep; (void)threads; (void)lengths; (void)params; (void)x; (void)dparams;
+    double *pack = work;
+    double *hist0 = pack + RNNC_PACK_SIZE;
+    double *A_L0 = hist0 + (ptrdiff_t)(keep ? ((ptrdiff_t)T + 1) : 2) * B * 4;
+    double *A_L1 = A_L0 + (ptrdiff_t)(keep ? T : CH) * B * 4;
+    (void)pack;
+    (void)hist0;
+    (void)A_L0;
+    (void)A_L1;
+    {
+        /* L0 for steps t0..t0+tc-1 at once: x W_x^T (hoisted) */
+        double *L0_chunk = A_L0 + (ptrdiff_t)(keep ? t0 : t0 - c0) * B * 4;
+        rnnc_d_mk_gemm((ptrdiff_t)tc * B, 4, 3, x + (ptrdiff_t)t0 * B * 3, 3, pack + RNNC_PANEL_NT_L0_x_t, NULL, 0, L0_chunk, 4);
+    }
+}
+
+/* the chunk from c0, tc steps: on this thread, or its later half on a second one */
+static void before_steps_split(int T, int B, int c0, int tc, int keep, int threads, const int *lengths,
+                     const double *params, const double *x, double *work, double *dparams)
+{
+    before_steps(T, B, c0, c0, tc, keep, threads, lengths, params, x, work, dparams);
+}
+
 /* every bundle's weights and biases packed, and the panels of the microkernel */
 static void pack_weights(const double *params, double *pack)
 {
@@ -444,7 +480,7 @@ static int hand_sigmoid_forward_steps(int T, int B, const double *params, const 
                              const double *state0, double *y, double *state_T, double *work, int keep,
                              int threads, int packed)
 {
-    const int CH = T < CHUNK ? T : CHUNK;
+    const int CH = chunk_steps(T, B);
     (void)threads;
     double *pack = work;
     double *hist0 = pack + RNNC_PACK_SIZE;
@@ -454,11 +490,7 @@ static int hand_sigmoid_forward_steps(int T, int B, const double *params, const 
     rows_to_states(B, state0, hist0);
     for (int t0 = 0; t0 < T; t0 += CH) {
         const int tc = T - t0 < CH ? T - t0 : CH;
-        {
-            /* L0 for steps t0..t0+tc-1 at once: x W_x^T (hoisted) */
-            double *L0_chunk = A_L0 + (ptrdiff_t)(keep ? t0 : 0) * B * 4;
-            rnnc_d_mk_gemm((ptrdiff_t)tc * B, 4, 3, x + (ptrdiff_t)t0 * B * 3, 3, pack + RNNC_PANEL_NT_L0_x_t, NULL, 0, L0_chunk, 4);
-        }
+        before_steps_split(T, B, t0, tc, keep, threads, lengths, params, x, work, NULL);
         for (int t = t0; t < t0 + tc; ++t) {
             double *restrict y_t = y + (ptrdiff_t)t * B * 4;
             const double *restrict x_t = x + (ptrdiff_t)t * B * 3; (void)x_t;
@@ -569,6 +601,10 @@ static void bwd_next_h(int t, int B, const int *lengths, const double *restrict 
     }
 }
 
+static void after_steps_split(int T, int B, int c0, int tc, int keep, int threads, const int *lengths,
+                     const double *params, const double *x, double *work, double *dparams)
+{ (void)T; (void)B; (void)c0; (void)tc; (void)keep; (void)threads; (void)lengths; (void)params; (void)x; (void)work; (void)dparams; }
+
 /* dstates (T x B x S, or NULL): dL/d(state after step t), every t;
    threads: for the GEMMs after each chunk */
 int hand_sigmoid_run_backward(int T, int B, const double *params, const double *x, const int *lengths,
@@ -579,7 +615,7 @@ int hand_sigmoid_run_backward(int T, int B, const double *params, const double *
     if (rc) return rc;
     if (!params || !x || !work || !dparams) return 2;
     (void)state0;
-    const int CH = T < CHUNK ? T : CHUNK;
+    const int CH = chunk_steps(T, B);
     double *pack = work;
     double *hist0 = pack + RNNC_PACK_SIZE;
     double *A_L0 = hist0 + (ptrdiff_t)((ptrdiff_t)T + 1) * B * 4;
@@ -601,17 +637,17 @@ int hand_sigmoid_run_backward(int T, int B, const double *params, const double *
     rows_to_states(B, dstate_T, dcarry + (ptrdiff_t)B * RNNC_S_h);
     for (int t1 = T; t1 > 0; t1 -= CH) {
         const int t0 = t1 - CH > 0 ? t1 - CH : 0, tc = t1 - t0;
+        memset(d_L0_all, 0, sizeof(double) * (size_t)tc * B * 4);
+        memset(d_L1_all, 0, sizeof(double) * (size_t)tc * B * 4);
         for (int t = t1 - 1; t >= t0; --t) {
             const double *restrict x_t = x + (ptrdiff_t)t * B * 3; (void)x_t;
             const double *restrict s_h = hist0 + (ptrdiff_t)t * B * 4; (void)s_h;
-            const double *restrict next_h = s_h + (ptrdiff_t)B * 4; (void)next_h;
+            const double *restrict next_h = hist0 + ((ptrdiff_t)t + 1) * B * 4; (void)next_h;
             const double *restrict L0 = A_L0 + (ptrdiff_t)t * B * 4; (void)L0;
             const double *restrict L1 = A_L1 + (ptrdiff_t)t * B * 4; (void)L1;
-            double *restrict d_L0 = d_L0_all + (ptrdiff_t)(t - t0) * B * 4;
-            double *restrict d_L1 = d_L1_all + (ptrdiff_t)(t - t0) * B * 4;
+            double *restrict d_L0 = d_L0_all + (ptrdiff_t)(t - t0) * B * 4; (void)d_L0;
+            double *restrict d_L1 = d_L1_all + (ptrdiff_t)(t - t0) * B * 4; (void)d_L1;
             memset(adj, 0, sizeof(double) * (size_t)B * RNNC_ADJ_WIDTH);
-            memset(d_L0, 0, sizeof(double) * (size_t)B * 4);
-            memset(d_L1, 0, sizeof(double) * (size_t)B * 4);
             /* seeds: dy_t and the carried state adjoints, valid rows only */
             if (dy) for (ptrdiff_t b = 0; b < B; ++b) if (VALID(b))
                 for (ptrdiff_t j = 0; j < 4; ++j) d_v3[b * 4 + j] += dy[((ptrdiff_t)t * B + b) * 4 + j];
@@ -629,6 +665,7 @@ int hand_sigmoid_run_backward(int T, int B, const double *params, const double *
             for (ptrdiff_t b = 0; b < B; ++b) if (VALID(b))
                 for (ptrdiff_t j = 0; j < 4; ++j) dcarry[(ptrdiff_t)B * RNNC_S_h + b * 4 + j] = ds_h[b * 4 + j];
         }
+        after_steps_split(T, B, t0, tc, 1, threads, lengths, params, x, work, dparams);
         const int padded = lengths && chunk_has_padding(t1, B, lengths);
         /* L0 over steps t0..t0+tc-1 at once: dW += dL0^T v, db += sums, dx += dL0 W_x */
         {

@@ -306,6 +306,15 @@ RNNC_API void RNNC_T(mk_gemm)(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const RNNC_
 
 #define VALID(b) (lengths == NULL || t < lengths[b])
 #define CHUNK 64
+#define CHUNK_ROWS 2048
+
+/* steps per chunk of the hoisted products: CHUNK, or enough steps for CHUNK_ROWS rows
+   when the batch is small (GEMMs big enough to share between threads), at most T */
+static int chunk_steps(int T, int B)
+{
+    const int steps = B < CHUNK_ROWS / CHUNK ? CHUNK_ROWS / B : CHUNK;
+    return T < steps ? T : steps;
+}
 
 /* The layout as named constants, in scalars (not bytes). Offsets:
    RNNC_P_<param>              a parameter in params and dparams
@@ -385,7 +394,7 @@ static size_t fits(size_t n, int T, int B)
 size_t rnnc_workspace_size(int T, int B)
 {
     if (T < 1 || B < 1) return SIZE_MAX;
-    const size_t CH = (size_t)(T < CHUNK ? T : CHUNK);
+    const size_t CH = (size_t)chunk_steps(T, B);
     size_t n = (size_t)RNNC_PACK_SIZE + RNNC_GPACK_SIZE;
     n = add_sz(n, mul_sz(mul_sz((size_t)T + 1, (size_t)B), 4));
     n = add_sz(n, mul_sz(mul_sz((size_t)T + 1, (size_t)B), 4));
@@ -401,7 +410,7 @@ size_t rnnc_workspace_size(int T, int B)
 size_t rnnc_infer_workspace_size(int T, int B)
 {
     if (T < 1 || B < 1) return SIZE_MAX;
-    const size_t CH = (size_t)(T < CHUNK ? T : CHUNK);
+    const size_t CH = (size_t)chunk_steps(T, B);
     size_t n = RNNC_PACK_SIZE;
     n = add_sz(n, mul_sz(mul_sz(2, (size_t)B), 4));
     n = add_sz(n, mul_sz(mul_sz(2, (size_t)B), 4));
@@ -480,6 +489,33 @@ static void fwd_next_h(int t, int B, const int *lengths, const float *restrict s
     }
 }
 
+/* the work of steps t0..t0+tc-1 (of the chunk from c0) that reads no state: the hoisted products, then the elementwise values over their rows */
+static void before_steps(int T, int B, int c0, int t0, int tc, int keep, int threads, const int *lengths, const float *params, const float *x, float *work, float *dparams)
+{
+    const int CH = chunk_steps(T, B), t1 = t0 + tc;
+    (void)CH; (void)t1; (void)c0; (void)keep; (void)threads; (void)lengths; (void)params; (void)x; (void)dparams;
+    float *pack = work;
+    float *hist0 = pack + RNNC_PACK_SIZE;
+    float *hist1 = hist0 + (ptrdiff_t)(keep ? ((ptrdiff_t)T + 1) : 2) * B * 4;
+    float *A_L0 = hist1 + (ptrdiff_t)(keep ? ((ptrdiff_t)T + 1) : 2) * B * 4;
+    (void)pack;
+    (void)hist0;
+    (void)hist1;
+    (void)A_L0;
+    {
+        /* L0 for steps t0..t0+tc-1 at once: x W_x^T (hoisted) */
+        float *L0_chunk = A_L0 + (ptrdiff_t)(keep ? t0 : t0 - c0) * B * 16;
+        rnnc_s_gemm_big(RNNC_NT, threads, 0, (ptrdiff_t)tc * B, 16, 3, x + (ptrdiff_t)t0 * B * 3, 3, pack + RNNC_PACK_L0_x_t, 3, L0_chunk, 16);
+    }
+}
+
+/* the chunk from c0, tc steps: on this thread, or its later half on a second one */
+static void before_steps_split(int T, int B, int c0, int tc, int keep, int threads, const int *lengths,
+                     const float *params, const float *x, float *work, float *dparams)
+{
+    before_steps(T, B, c0, c0, tc, keep, threads, lengths, params, x, work, dparams);
+}
+
 /* every bundle's weights and biases packed, and the panels of the microkernel */
 static void pack_weights(const float *params, float *pack)
 {
@@ -515,7 +551,7 @@ static int rnnc_forward_steps(int T, int B, const float *params, const float *x,
                              const float *state0, float *y, float *state_T, float *work, int keep,
                              int threads, int packed)
 {
-    const int CH = T < CHUNK ? T : CHUNK;
+    const int CH = chunk_steps(T, B);
     (void)threads;
     float *pack = work;
     float *hist0 = pack + RNNC_PACK_SIZE;
@@ -525,11 +561,7 @@ static int rnnc_forward_steps(int T, int B, const float *params, const float *x,
     rows_to_states(B, state0, hist0, hist1);
     for (int t0 = 0; t0 < T; t0 += CH) {
         const int tc = T - t0 < CH ? T - t0 : CH;
-        {
-            /* L0 for steps t0..t0+tc-1 at once: x W_x^T (hoisted) */
-            float *L0_chunk = A_L0 + (ptrdiff_t)(keep ? t0 : 0) * B * 16;
-            rnnc_s_gemm_big(RNNC_NT, threads, 0, (ptrdiff_t)tc * B, 16, 3, x + (ptrdiff_t)t0 * B * 3, 3, pack + RNNC_PACK_L0_x_t, 3, L0_chunk, 16);
-        }
+        before_steps_split(T, B, t0, tc, keep, threads, lengths, params, x, work, NULL);
         for (int t = t0; t < t0 + tc; ++t) {
             float *restrict y_t = y + (ptrdiff_t)t * B * 4;
             const float *restrict x_t = x + (ptrdiff_t)t * B * 3; (void)x_t;
@@ -667,6 +699,10 @@ static void bwd_next_c(int t, int B, const int *lengths, const float *restrict s
     }
 }
 
+static void after_steps_split(int T, int B, int c0, int tc, int keep, int threads, const int *lengths,
+                     const float *params, const float *x, float *work, float *dparams)
+{ (void)T; (void)B; (void)c0; (void)tc; (void)keep; (void)threads; (void)lengths; (void)params; (void)x; (void)work; (void)dparams; }
+
 /* dstates (T x B x S, or NULL): dL/d(state after step t), every t;
    threads: for the GEMMs after each chunk */
 int rnnc_run_backward(int T, int B, const float *params, const float *x, const int *lengths,
@@ -677,7 +713,7 @@ int rnnc_run_backward(int T, int B, const float *params, const float *x, const i
     if (rc) return rc;
     if (!params || !x || !work || !dparams) return 2;
     (void)state0;
-    const int CH = T < CHUNK ? T : CHUNK;
+    const int CH = chunk_steps(T, B);
     float *pack = work;
     float *hist0 = pack + RNNC_PACK_SIZE;
     float *hist1 = hist0 + (ptrdiff_t)((ptrdiff_t)T + 1) * B * 4;
@@ -699,16 +735,16 @@ int rnnc_run_backward(int T, int B, const float *params, const float *x, const i
     rows_to_states(B, dstate_T, dcarry + (ptrdiff_t)B * RNNC_S_h, dcarry + (ptrdiff_t)B * RNNC_S_c);
     for (int t1 = T; t1 > 0; t1 -= CH) {
         const int t0 = t1 - CH > 0 ? t1 - CH : 0, tc = t1 - t0;
+        memset(d_L0_all, 0, sizeof(float) * (size_t)tc * B * 16);
         for (int t = t1 - 1; t >= t0; --t) {
             const float *restrict x_t = x + (ptrdiff_t)t * B * 3; (void)x_t;
             const float *restrict s_h = hist0 + (ptrdiff_t)t * B * 4; (void)s_h;
-            const float *restrict next_h = s_h + (ptrdiff_t)B * 4; (void)next_h;
+            const float *restrict next_h = hist0 + ((ptrdiff_t)t + 1) * B * 4; (void)next_h;
             const float *restrict s_c = hist1 + (ptrdiff_t)t * B * 4; (void)s_c;
-            const float *restrict next_c = s_c + (ptrdiff_t)B * 4; (void)next_c;
+            const float *restrict next_c = hist1 + ((ptrdiff_t)t + 1) * B * 4; (void)next_c;
             const float *restrict L0 = A_L0 + (ptrdiff_t)t * B * 16; (void)L0;
-            float *restrict d_L0 = d_L0_all + (ptrdiff_t)(t - t0) * B * 16;
+            float *restrict d_L0 = d_L0_all + (ptrdiff_t)(t - t0) * B * 16; (void)d_L0;
             memset(adj, 0, sizeof(float) * (size_t)B * RNNC_ADJ_WIDTH);
-            memset(d_L0, 0, sizeof(float) * (size_t)B * 16);
             /* seeds: dy_t and the carried state adjoints, valid rows only */
             if (dy) for (ptrdiff_t b = 0; b < B; ++b) if (VALID(b))
                 for (ptrdiff_t j = 0; j < 4; ++j) d_v6[b * 4 + j] += dy[((ptrdiff_t)t * B + b) * 4 + j];
@@ -731,6 +767,7 @@ int rnnc_run_backward(int T, int B, const float *params, const float *x, const i
             for (ptrdiff_t b = 0; b < B; ++b) if (VALID(b))
                 for (ptrdiff_t j = 0; j < 4; ++j) dcarry[(ptrdiff_t)B * RNNC_S_c + b * 4 + j] = ds_c[b * 4 + j];
         }
+        after_steps_split(T, B, t0, tc, 1, threads, lengths, params, x, work, dparams);
         const int padded = lengths && chunk_has_padding(t1, B, lengths);
         /* L0 over steps t0..t0+tc-1 at once: dW += dL0^T v, db += sums, dx += dL0 W_x */
         {

@@ -306,6 +306,15 @@ RNNC_API void RNNC_T(mk_gemm)(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const RNNC_
 
 #define VALID(b) (lengths == NULL || t < lengths[b])
 #define CHUNK 64
+#define CHUNK_ROWS 2048
+
+/* steps per chunk of the hoisted products: CHUNK, or enough steps for CHUNK_ROWS rows
+   when the batch is small (GEMMs big enough to share between threads), at most T */
+static int chunk_steps(int T, int B)
+{
+    const int steps = B < CHUNK_ROWS / CHUNK ? CHUNK_ROWS / B : CHUNK;
+    return T < steps ? T : steps;
+}
 
 /* The layout as named constants, in scalars (not bytes). Offsets:
    RNNC_P_<param>              a parameter in params and dparams
@@ -362,9 +371,7 @@ enum {
     RNNC_ADJ_d_x_t = 0,
     RNNC_ADJ_ds_h = 3,
     RNNC_ADJ_ds_c = 7,
-    RNNC_ADJ_d_v4_c_new = 11,
-    RNNC_ADJ_d_v6 = 15,
-    RNNC_ADJ_WIDTH = 19
+    RNNC_ADJ_WIDTH = 11
 };
 
 size_t rnnc_param_count(void) { return RNNC_PARAM_COUNT; }
@@ -388,13 +395,13 @@ static size_t fits(size_t n, int T, int B)
 size_t rnnc_workspace_size(int T, int B)
 {
     if (T < 1 || B < 1) return SIZE_MAX;
-    const size_t CH = (size_t)(T < CHUNK ? T : CHUNK);
+    const size_t CH = (size_t)chunk_steps(T, B);
     size_t n = (size_t)RNNC_PACK_SIZE + RNNC_GPACK_SIZE;
     n = add_sz(n, mul_sz(mul_sz((size_t)T + 1, (size_t)B), 4));
     n = add_sz(n, mul_sz(mul_sz((size_t)T + 1, (size_t)B), 4));
     n = add_sz(n, mul_sz(mul_sz((size_t)T, (size_t)B), 16));
-    n = add_sz(n, mul_sz(mul_sz(1, (size_t)B), 19));
-    n = add_sz(n, mul_sz(mul_sz((size_t)CH, (size_t)B), 16));
+    n = add_sz(n, mul_sz(mul_sz(1, (size_t)B), 11));
+    n = add_sz(n, mul_sz(mul_sz((size_t)CH, (size_t)B), 24));
     n = add_sz(n, mul_sz(mul_sz(1, (size_t)B), 8));
     n = add_sz(n, mul_sz(mul_sz((size_t)CH, (size_t)B), 4));
     return fits(n, T, B);
@@ -404,7 +411,7 @@ size_t rnnc_workspace_size(int T, int B)
 size_t rnnc_infer_workspace_size(int T, int B)
 {
     if (T < 1 || B < 1) return SIZE_MAX;
-    const size_t CH = (size_t)(T < CHUNK ? T : CHUNK);
+    const size_t CH = (size_t)chunk_steps(T, B);
     size_t n = RNNC_PACK_SIZE;
     n = add_sz(n, mul_sz(mul_sz(2, (size_t)B), 4));
     n = add_sz(n, mul_sz(mul_sz(2, (size_t)B), 4));
@@ -486,6 +493,33 @@ static void fwd_next_h(int t, int B, const int *lengths, const float *restrict s
     }
 }
 
+/* the work of steps t0..t0+tc-1 (of the chunk from c0) that reads no state: the hoisted products, then the elementwise values over their rows */
+static void before_steps(int T, int B, int c0, int t0, int tc, int keep, int threads, const int *lengths, const float *params, const float *x, float *work, float *dparams)
+{
+    const int CH = chunk_steps(T, B), t1 = t0 + tc;
+    (void)CH; (void)t1; (void)c0; (void)keep; (void)threads; (void)lengths; (void)params; (void)x; (void)dparams;
+    float *pack = work;
+    float *hist0 = pack + RNNC_PACK_SIZE;
+    float *hist1 = hist0 + (ptrdiff_t)(keep ? ((ptrdiff_t)T + 1) : 2) * B * 4;
+    float *A_L0 = hist1 + (ptrdiff_t)(keep ? ((ptrdiff_t)T + 1) : 2) * B * 4;
+    (void)pack;
+    (void)hist0;
+    (void)hist1;
+    (void)A_L0;
+    {
+        /* L0 for steps t0..t0+tc-1 at once: x W_x^T (hoisted) */
+        float *L0_chunk = A_L0 + (ptrdiff_t)(keep ? t0 : t0 - c0) * B * 16;
+        rnnc_s_gemm_big(RNNC_NT, threads, 0, (ptrdiff_t)tc * B, 16, 3, x + (ptrdiff_t)t0 * B * 3, 3, pack + RNNC_PACK_L0_x_t, 3, L0_chunk, 16);
+    }
+}
+
+/* the chunk from c0, tc steps: on this thread, or its later half on a second one */
+static void before_steps_split(int T, int B, int c0, int tc, int keep, int threads, const int *lengths,
+                     const float *params, const float *x, float *work, float *dparams)
+{
+    before_steps(T, B, c0, c0, tc, keep, threads, lengths, params, x, work, dparams);
+}
+
 /* every bundle's weights and biases packed, and the panels of the microkernel */
 static void pack_weights(const float *params, float *pack)
 {
@@ -521,7 +555,7 @@ static int rnnc_forward_steps(int T, int B, const float *params, const float *x,
                              const float *state0, float *y, float *state_T, float *work, int keep,
                              int threads, int packed)
 {
-    const int CH = T < CHUNK ? T : CHUNK;
+    const int CH = chunk_steps(T, B);
     (void)threads;
     float *pack = work;
     float *hist0 = pack + RNNC_PACK_SIZE;
@@ -531,11 +565,7 @@ static int rnnc_forward_steps(int T, int B, const float *params, const float *x,
     rows_to_states(B, state0, hist0, hist1);
     for (int t0 = 0; t0 < T; t0 += CH) {
         const int tc = T - t0 < CH ? T - t0 : CH;
-        {
-            /* L0 for steps t0..t0+tc-1 at once: x W_x^T (hoisted) */
-            float *L0_chunk = A_L0 + (ptrdiff_t)(keep ? t0 : 0) * B * 16;
-            rnnc_s_gemm_big(RNNC_NT, threads, 0, (ptrdiff_t)tc * B, 16, 3, x + (ptrdiff_t)t0 * B * 3, 3, pack + RNNC_PACK_L0_x_t, 3, L0_chunk, 16);
-        }
+        before_steps_split(T, B, t0, tc, keep, threads, lengths, params, x, work, NULL);
         for (int t = t0; t < t0 + tc; ++t) {
             float *restrict y_t = y + (ptrdiff_t)t * B * 4;
             const float *restrict x_t = x + (ptrdiff_t)t * B * 3; (void)x_t;
@@ -620,7 +650,7 @@ static const RNNC_REAL *valid_rows(int t0, int tc, int B, const int *lengths, co
 }
 
 /* adjoints of the operands of h[t] */
-static void bwd_next_h(int t, int B, const int *lengths, const float *restrict L0, const float *restrict next_c, float *restrict d_L0, float *restrict d_v4_c_new, float *restrict d_v6, const float *restrict params, float *restrict dparams)
+static void bwd_next_h(int t, int B, const int *lengths, const float *restrict L0, const float *restrict next_c, float *restrict d_L0, float *restrict d_v4_c_new, float *restrict d_v6, const float *restrict params)
 {
     (void)t; (void)lengths;
     for (ptrdiff_t b = 0; b < B; ++b) {
@@ -637,16 +667,32 @@ static void bwd_next_h(int t, int B, const int *lengths, const float *restrict L
             const float a2 = r2[j];
             const float t0 = rnnc_tanhf(a2);
             const float t1 = a0*t0*(1.0F - a0);
-            const float t2 = g*t1;
-            dr0[j] += t2;
-            dparams[RNNC_P_p_o + j] += a2*t2;
+            dr0[j] += g*t1;
             dr2[j] += g*(a0*(1.0F - (t0*t0)) + a1*t1);
         }
     }
 }
 
+/* adjoints of the operands of h[t] */
+static void bwd_later_next_h(int t, int B, const int *lengths, const float *restrict L0, const float *restrict next_c, float *restrict d_v6, float *restrict dparams)
+{
+    (void)t; (void)lengths;
+    for (ptrdiff_t b = 0; b < B; ++b) {
+        if (!VALID(b)) continue;
+        const float *restrict gr = d_v6 + b * 4;
+        const float *restrict r0 = (L0 + RNNC_COL_L0_a_o) + b * 16;
+        const float *restrict r2 = next_c + b * 4;
+        for (ptrdiff_t j = 0; j < 4; ++j) {
+            const float g = gr[j];
+            const float a0 = r0[j];
+            const float a2 = r2[j];
+            dparams[RNNC_P_p_o + j] += a0*a2*g*(1.0F - a0)*rnnc_tanhf(a2);
+        }
+    }
+}
+
 /* adjoints of the operands of c[t] */
-static void bwd_next_c(int t, int B, const int *lengths, const float *restrict s_c, const float *restrict L0, float *restrict ds_c, float *restrict d_L0, float *restrict d_v4_c_new, const float *restrict params, float *restrict dparams)
+static void bwd_next_c(int t, int B, const int *lengths, const float *restrict s_c, const float *restrict L0, float *restrict ds_c, float *restrict d_L0, float *restrict d_v4_c_new, const float *restrict params)
 {
     (void)t; (void)lengths;
     for (ptrdiff_t b = 0; b < B; ++b) {
@@ -668,19 +714,105 @@ static void bwd_next_c(int t, int B, const int *lengths, const float *restrict s
             const float a3 = r3[j];
             const float a4 = params[RNNC_P_p_i + j];
             const float a5 = r5[j];
-            const float t0 = 1.0F - a0;
-            const float t1 = a0*g*t0;
-            const float t2 = a5*(1.0F - a3);
-            const float t3 = a3*g;
-            const float t4 = t2*t3;
-            dr0[j] += a2*t1;
-            dparams[RNNC_P_p_f + j] += (a2*a2)*t1;
-            dr2[j] += g*(a0*a1*a2*t0 + a0 + a3*a4*t2);
-            dr3[j] += t4;
-            dparams[RNNC_P_p_i + j] += a2*t4;
-            dr5[j] += t3*(1.0F - (a5*a5));
+            const float t0 = a0*a2*(1.0F - a0);
+            const float t1 = a5*(1.0F - a3);
+            const float t2 = a3*g;
+            dr0[j] += g*t0;
+            dr2[j] += g*(a0 + a1*t0 + a3*a4*t1);
+            dr3[j] += t1*t2;
+            dr5[j] += t2*(1.0F - (a5*a5));
         }
     }
+}
+
+/* adjoints of the operands of c[t] */
+static void bwd_later_next_c(int t, int B, const int *lengths, const float *restrict s_c, const float *restrict L0, float *restrict d_v4_c_new, float *restrict dparams)
+{
+    (void)t; (void)lengths;
+    for (ptrdiff_t b = 0; b < B; ++b) {
+        if (!VALID(b)) continue;
+        const float *restrict gr = d_v4_c_new + b * 4;
+        const float *restrict r0 = L0 + b * 16;
+        const float *restrict r2 = s_c + b * 4;
+        const float *restrict r3 = (L0 + RNNC_COL_L0_a_i) + b * 16;
+        const float *restrict r5 = (L0 + RNNC_COL_L0_a_g) + b * 16;
+        for (ptrdiff_t j = 0; j < 4; ++j) {
+            const float g = gr[j];
+            const float a0 = r0[j];
+            const float a2 = r2[j];
+            const float a3 = r3[j];
+            const float a5 = r5[j];
+            dparams[RNNC_P_p_f + j] += a0*(a2*a2)*g*(1.0F - a0);
+            dparams[RNNC_P_p_i + j] += a2*a3*a5*g*(1.0F - a3);
+        }
+    }
+}
+
+/* after steps t0..t0+tc-1 (of the chunk from c0): the adjoint contributions to values that read no state, over their rows */
+static void after_steps(int T, int B, int c0, int t0, int tc, int keep, int threads, const int *lengths, const float *params, const float *x, float *work, float *dparams)
+{
+    const int CH = chunk_steps(T, B), t1 = t0 + tc;
+    (void)CH; (void)t1; (void)c0; (void)keep; (void)threads; (void)lengths; (void)params; (void)x; (void)dparams;
+    float *pack = work;
+    float *hist0 = pack + RNNC_PACK_SIZE;
+    float *hist1 = hist0 + (ptrdiff_t)((ptrdiff_t)T + 1) * B * 4;
+    float *A_L0 = hist1 + (ptrdiff_t)((ptrdiff_t)T + 1) * B * 4;
+    float *gpack = A_L0 + (ptrdiff_t)T * B * 16;
+    float *adj = gpack + RNNC_GPACK_SIZE;
+    float *d_x_t = adj + (ptrdiff_t)B * RNNC_ADJ_d_x_t; (void)d_x_t;
+    float *ds_h = adj + (ptrdiff_t)B * RNNC_ADJ_ds_h; (void)ds_h;
+    float *ds_c = adj + (ptrdiff_t)B * RNNC_ADJ_ds_c; (void)ds_c;
+    float *d_L0_all = adj + (ptrdiff_t)B * RNNC_ADJ_WIDTH;
+    float *d_v4_c_new_all = d_L0_all + (ptrdiff_t)CH * B * 16;
+    float *d_v6_all = d_v4_c_new_all + (ptrdiff_t)CH * B * 4;
+    float *dcarry = d_v6_all + (ptrdiff_t)CH * B * 4;
+    float *pad = dcarry + (ptrdiff_t)B * 8; (void)pad;
+    (void)pack;
+    (void)hist0;
+    (void)hist1;
+    (void)A_L0;
+    (void)gpack;
+    (void)adj;
+    (void)d_x_t;
+    (void)ds_h;
+    (void)ds_c;
+    (void)d_L0_all;
+    (void)d_v4_c_new_all;
+    (void)d_v6_all;
+    (void)dcarry;
+    (void)pad;
+    /* their adjoints, every step of the chunk at once */
+    {
+        const int *rows_lengths = lengths;
+        if (!lengths) {
+            const int t = t0, rows = tc * B;
+            const float *restrict s_c = hist1 + (ptrdiff_t)t * B * 4; (void)s_c;
+            const float *restrict next_c = hist1 + ((ptrdiff_t)t + 1) * B * 4; (void)next_c;
+            const float *restrict L0 = A_L0 + (ptrdiff_t)t * B * 16; (void)L0;
+            float *restrict d_v4_c_new = d_v4_c_new_all + (ptrdiff_t)(t - c0) * B * 4; (void)d_v4_c_new;
+            float *restrict d_v6 = d_v6_all + (ptrdiff_t)(t - c0) * B * 4; (void)d_v6;
+            bwd_later_next_h(t, rows, rows_lengths, L0, next_c, d_v6, dparams);
+            bwd_later_next_c(t, rows, rows_lengths, s_c, L0, d_v4_c_new, dparams);
+        } else {
+            const int rows = B;
+            for (int t = t1 - 1; t >= t0; --t) {
+                const float *restrict s_c = hist1 + (ptrdiff_t)t * B * 4; (void)s_c;
+                const float *restrict next_c = hist1 + ((ptrdiff_t)t + 1) * B * 4; (void)next_c;
+                const float *restrict L0 = A_L0 + (ptrdiff_t)t * B * 16; (void)L0;
+                float *restrict d_v4_c_new = d_v4_c_new_all + (ptrdiff_t)(t - c0) * B * 4; (void)d_v4_c_new;
+                float *restrict d_v6 = d_v6_all + (ptrdiff_t)(t - c0) * B * 4; (void)d_v6;
+                bwd_later_next_h(t, rows, rows_lengths, L0, next_c, d_v6, dparams);
+                bwd_later_next_c(t, rows, rows_lengths, s_c, L0, d_v4_c_new, dparams);
+            }
+        }
+    }
+}
+
+/* the chunk from c0, tc steps: on this thread, or its later half on a second one */
+static void after_steps_split(int T, int B, int c0, int tc, int keep, int threads, const int *lengths,
+                     const float *params, const float *x, float *work, float *dparams)
+{
+    after_steps(T, B, c0, c0, tc, keep, threads, lengths, params, x, work, dparams);
 }
 
 /* dstates (T x B x S, or NULL): dL/d(state after step t), every t;
@@ -693,7 +825,7 @@ int rnnc_run_backward(int T, int B, const float *params, const float *x, const i
     if (rc) return rc;
     if (!params || !x || !work || !dparams) return 2;
     (void)state0;
-    const int CH = T < CHUNK ? T : CHUNK;
+    const int CH = chunk_steps(T, B);
     float *pack = work;
     float *hist0 = pack + RNNC_PACK_SIZE;
     float *hist1 = hist0 + (ptrdiff_t)((ptrdiff_t)T + 1) * B * 4;
@@ -703,10 +835,10 @@ int rnnc_run_backward(int T, int B, const float *params, const float *x, const i
     float *d_x_t = adj + (ptrdiff_t)B * RNNC_ADJ_d_x_t; (void)d_x_t;
     float *ds_h = adj + (ptrdiff_t)B * RNNC_ADJ_ds_h; (void)ds_h;
     float *ds_c = adj + (ptrdiff_t)B * RNNC_ADJ_ds_c; (void)ds_c;
-    float *d_v4_c_new = adj + (ptrdiff_t)B * RNNC_ADJ_d_v4_c_new; (void)d_v4_c_new;
-    float *d_v6 = adj + (ptrdiff_t)B * RNNC_ADJ_d_v6; (void)d_v6;
     float *d_L0_all = adj + (ptrdiff_t)B * RNNC_ADJ_WIDTH;
-    float *dcarry = d_L0_all + (ptrdiff_t)CH * B * 16;
+    float *d_v4_c_new_all = d_L0_all + (ptrdiff_t)CH * B * 16;
+    float *d_v6_all = d_v4_c_new_all + (ptrdiff_t)CH * B * 4;
+    float *dcarry = d_v6_all + (ptrdiff_t)CH * B * 4;
     float *pad = dcarry + (ptrdiff_t)B * 8; (void)pad;
     (void)pack;
     rnnc_s_mk_pack_nn(4, 16, pack + RNNC_PACK_L0_s_h, 4, pack + RNNC_PANEL_NN_L0_s_h);
@@ -715,16 +847,20 @@ int rnnc_run_backward(int T, int B, const float *params, const float *x, const i
     rows_to_states(B, dstate_T, dcarry + (ptrdiff_t)B * RNNC_S_h, dcarry + (ptrdiff_t)B * RNNC_S_c);
     for (int t1 = T; t1 > 0; t1 -= CH) {
         const int t0 = t1 - CH > 0 ? t1 - CH : 0, tc = t1 - t0;
+        memset(d_L0_all, 0, sizeof(float) * (size_t)tc * B * 16);
+        memset(d_v4_c_new_all, 0, sizeof(float) * (size_t)tc * B * 4);
+        memset(d_v6_all, 0, sizeof(float) * (size_t)tc * B * 4);
         for (int t = t1 - 1; t >= t0; --t) {
             const float *restrict x_t = x + (ptrdiff_t)t * B * 3; (void)x_t;
             const float *restrict s_h = hist0 + (ptrdiff_t)t * B * 4; (void)s_h;
-            const float *restrict next_h = s_h + (ptrdiff_t)B * 4; (void)next_h;
+            const float *restrict next_h = hist0 + ((ptrdiff_t)t + 1) * B * 4; (void)next_h;
             const float *restrict s_c = hist1 + (ptrdiff_t)t * B * 4; (void)s_c;
-            const float *restrict next_c = s_c + (ptrdiff_t)B * 4; (void)next_c;
+            const float *restrict next_c = hist1 + ((ptrdiff_t)t + 1) * B * 4; (void)next_c;
             const float *restrict L0 = A_L0 + (ptrdiff_t)t * B * 16; (void)L0;
-            float *restrict d_L0 = d_L0_all + (ptrdiff_t)(t - t0) * B * 16;
+            float *restrict d_L0 = d_L0_all + (ptrdiff_t)(t - t0) * B * 16; (void)d_L0;
+            float *restrict d_v4_c_new = d_v4_c_new_all + (ptrdiff_t)(t - t0) * B * 4; (void)d_v4_c_new;
+            float *restrict d_v6 = d_v6_all + (ptrdiff_t)(t - t0) * B * 4; (void)d_v6;
             memset(adj, 0, sizeof(float) * (size_t)B * RNNC_ADJ_WIDTH);
-            memset(d_L0, 0, sizeof(float) * (size_t)B * 16);
             /* seeds: dy_t and the carried state adjoints, valid rows only */
             if (dy) for (ptrdiff_t b = 0; b < B; ++b) if (VALID(b))
                 for (ptrdiff_t j = 0; j < 4; ++j) d_v6[b * 4 + j] += dy[((ptrdiff_t)t * B + b) * 4 + j];
@@ -737,8 +873,8 @@ int rnnc_run_backward(int T, int B, const float *params, const float *x, const i
                 dstates[((ptrdiff_t)t * B + b) * 8 + RNNC_S_h + j] = (dy && VALID(b) ? dy[((ptrdiff_t)t * B + b) * 4 + j] : 0) + dcarry[(ptrdiff_t)B * RNNC_S_h + b * 4 + j];
             if (dstates) for (ptrdiff_t b = 0; b < B; ++b) for (ptrdiff_t j = 0; j < 4; ++j)
                 dstates[((ptrdiff_t)t * B + b) * 8 + RNNC_S_c + j] = dcarry[(ptrdiff_t)B * RNNC_S_c + b * 4 + j];
-            bwd_next_h(t, B, lengths, L0, next_c, d_L0, d_v4_c_new, d_v6, params, dparams);
-            bwd_next_c(t, B, lengths, s_c, L0, ds_c, d_L0, d_v4_c_new, params, dparams);
+            bwd_next_h(t, B, lengths, L0, next_c, d_L0, d_v4_c_new, d_v6, params);
+            bwd_next_c(t, B, lengths, s_c, L0, ds_c, d_L0, d_v4_c_new, params);
             /* ds_h += dL0 W */
             rnnc_s_mk_gemm(B, 4, 16, d_L0, 16, pack + RNNC_PANEL_NN_L0_s_h, NULL, 1, ds_h, 4);
             /* adjoints of the states at t-1; rows past their length pass theirs through */
@@ -747,6 +883,7 @@ int rnnc_run_backward(int T, int B, const float *params, const float *x, const i
             for (ptrdiff_t b = 0; b < B; ++b) if (VALID(b))
                 for (ptrdiff_t j = 0; j < 4; ++j) dcarry[(ptrdiff_t)B * RNNC_S_c + b * 4 + j] = ds_c[b * 4 + j];
         }
+        after_steps_split(T, B, t0, tc, 1, threads, lengths, params, x, work, dparams);
         const int padded = lengths && chunk_has_padding(t1, B, lengths);
         /* L0 over steps t0..t0+tc-1 at once: dW += dL0^T v, db += sums, dx += dL0 W_x */
         {

@@ -8,12 +8,14 @@ one step of adjoints, a chunk of bundle adjoints and the carried state adjoints.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, replace
 
 from .. import csrc, mathfn
 from ..autodiff import EwGrad, ConcatGrad, ReduceGrad, SliceGrad
+from ..ops import Y
 from .elementwise import forward_loop, backward_loop, comment, ref, label
-from .layout import plan_layout, Layout, CHUNK
+from .layout import plan_layout, Layout, CHUNK, CHUNK_ROWS
 from . import constants
 from . import linear
 from . import helpers
@@ -96,7 +98,15 @@ def render_c(g, bwd, dtype="float64", *, prefix="rnnc", blas=False, fast_math=Fa
         csrc.real(dtype),
         mathfn.c_helpers(dtype, fast=fast_math, prelude=False),
         helpers.gemm_c(ctype, blas, microkernel, runtime, variant),
-        "#define VALID(b) (lengths == NULL || t < lengths[b])\n#define CHUNK %d" % CHUNK,
+        "#define VALID(b) (lengths == NULL || t < lengths[b])\n#define CHUNK %d\n#define CHUNK_ROWS %d"
+        % (CHUNK, CHUNK_ROWS),
+        "/* steps per chunk of the hoisted products: CHUNK, or enough steps for CHUNK_ROWS rows\n"
+        "   when the batch is small (GEMMs big enough to share between threads), at most T */\n"
+        "static int chunk_steps(int T, int B)\n"
+        "{\n"
+        "    const int steps = B < CHUNK_ROWS / CHUNK ? CHUNK_ROWS / B : CHUNK;\n"
+        "    return T < steps ? T : steps;\n"
+        "}",
         constants.render(L.consts),
     ]
     shared = [_check_function(prefix), _state_io(L, ctype)]
@@ -154,7 +164,7 @@ def _size_functions(L, p):
         C = L.consts
         fixed = ("(size_t)%s + %s" % (C["pack_size"], C["gpack_size"]) if keep
                  else C["pack_size"])
-        lines = ["    const size_t CH = (size_t)(T < CHUNK ? T : CHUNK);",
+        lines = ["    const size_t CH = (size_t)chunk_steps(T, B);",
                  "    size_t n = %s;" % fixed]
         for slots, width in _size_terms(L, keep):
             if width:
@@ -237,10 +247,10 @@ def step_pointers(L):
     return names + [name for name, _, _ in L.adj_arrays] + ["params", "dparams"]
 
 
-def as_function(name, loop, ctype, L, writable):
+def as_function(name, loop, ctype, L, writable, head=("t", "B", "lengths")):
     """A fused loop (elementwise.Loop, or None) as a static function of the step pointers
-    it uses, and the line that calls it: small functions keep gcc -O3 fast, and each
-    equation reads on its own."""
+    it uses, and the line that calls it (with `head` for its first three arguments):
+    small functions keep gcc -O3 fast, and each equation reads on its own."""
     if loop is None:
         return [], []
     comment_line, body = loop.lines[0], loop.lines[1:]
@@ -251,7 +261,7 @@ def as_function(name, loop, ctype, L, writable):
         "%s%s *restrict %s" % ("" if v in writable else "const ", ctype, v) for v in used]
     definition = [comment_line, "static void %s(%s)" % (name, ", ".join(args)), "{",
                   "    (void)t; (void)lengths;"] + ["    " + ln for ln in body] + ["}"]
-    return ["\n".join(definition)], ["%s(%s);" % (name, ", ".join(["t", "B", "lengths"] + used))]
+    return ["\n".join(definition)], ["%s(%s);" % (name, ", ".join(list(head) + used))]
 
 
 def _op_forward(g, L, n, printer, ctype):
@@ -261,11 +271,48 @@ def _op_forward(g, L, n, printer, ctype):
     return LOWERING[g[n].op][0](g, L, n, printer, ctype)
 
 
+# a static node's call over `rows` rows at once (no lengths: every row valid), or one step
+STATIC_HEAD = ("t", "rows", "rows_lengths")
+
+
 def _ew_forward(g, L, n, printer, ctype):
     d = g[n]
     saved = {L.value[d.args[k]][0] for k in L.saved.get(n, {})}
     return as_function("fwd_" + L.value[n][0], forward_loop(g, L, n, printer, ctype),
-                       ctype, L, writable={L.value[n][0]} | saved)
+                       ctype, L, writable={L.value[n][0]} | saved,
+                       head=STATIC_HEAD if n in L.static else ("t", "B", "lengths"))
+
+
+def pointers_used(lines, names):
+    """The step pointer declarations (name -> line) that the calls `lines` pass."""
+    text = "\n".join(lines)
+    return [ln for name, ln in names.items() if re.search(r"\b%s\b" % re.escape(name), text)]
+
+
+def static_block(L, calls, pointer_lines, ind, reverse=False):
+    """Where a chunk's static elementwise nodes are computed (or their adjoints passed
+    on): over all tc*B rows of the chunk in one call each when no row has a length
+    (every row valid; a chunk's slots of a value are consecutive), else one step at a
+    time. Runs before the chunk's steps in forward, after them in backward."""
+    if not calls:
+        return []
+    decl = pointers_used(calls, pointer_lines)
+    steps = ("for (int t = t1 - 1; t >= t0; --t) {" if reverse
+             else "for (int t = t0; t < t0 + tc; ++t) {")
+    return ([comment("the values that read no state, for every step of the chunk at once"
+                     if not reverse else "their adjoints, every step of the chunk at once"),
+             "{",
+             "    const int *rows_lengths = lengths;",
+             "    if (!lengths) {",
+             "        const int t = t0, rows = tc * B;"]
+            + ["        " + ln.strip() for ln in decl] + ["        " + c for c in calls] + [
+             "    } else {",
+             "        const int rows = B;",
+             "        " + steps]
+            + ["            " + ln.strip() for ln in decl] + ["            " + c for c in calls] + [
+             "        }",
+             "    }",
+             "}"])
 
 
 def _linear_forward(g, L, n, printer, ctype):
@@ -313,10 +360,12 @@ def _slice_forward(g, L, n, printer, ctype):
                 % (out, ostride, src, stride, L.consts.slice(n))]
 
 
-def _step_index(a, keep_expr="keep"):
+def _step_index(a, keep_expr="keep", chunk="t0"):
+    """The slot of step t in a value array: t on a tape, t - (the chunk's first step) in
+    a chunk's buffer, else the one slot."""
     if a.taped:
-        return "(%s ? t : %s)" % (keep_expr, "t - t0" if a.hoisted else "0")
-    return "(t - t0)" if a.hoisted else "0"
+        return "(%s ? t : %s)" % (keep_expr, "t - %s" % chunk if a.hoisted else "0")
+    return "(t - %s)" % chunk if a.hoisted else "0"
 
 
 def _forward(g, L, printer, ctype, p):
@@ -328,14 +377,18 @@ def _forward(g, L, printer, ctype, p):
                         % (ind, ctype, L.prev[k], k, size))
         pointers.append("%s%s *restrict %s = hist%d + (ptrdiff_t)(keep ? t + 1 : ((t + 1) & 1)) * B * %d;"
                         % (ind, ctype, L.next[k], k, size))
+    named = {}
     for a in L.arrays:
         pointers.append("%s%s *restrict %s = A_%s + (ptrdiff_t)%s * B * %d; (void)%s;"
                         % (ind, ctype, a.name, a.name, _step_index(a), a.width, a.name))
-    defs, body = [], []
+        named[a.name] = ("%s *restrict %s = A_%s + (ptrdiff_t)%s * B * %d; (void)%s;"
+                         % (ctype, a.name, a.name, _step_index(a, chunk="c0"), a.width, a.name))
+    defs, body, static = [], [], []
     for n in g.ops():
         d, code = _op_forward(g, L, n, printer, ctype)
         defs += d
-        body += code
+        (static if n in L.static else body).extend(code)
+    static = static_block(L, static, named, "")
     out, ostride = ref(L, g.output)
     update = [comment("the new states; rows past their length keep the old ones")]
     for k, (_, size, _, _, node) in enumerate(L.states):
@@ -349,6 +402,10 @@ def _forward(g, L, printer, ctype, p):
                "    y_t[b * %d + j] = VALID(b) ? %s[b * %d + j] : 0;" % (L.O, out, ostride)]
     pack = [ln for b in L.bundles for ln in linear.pack_weights(g, L, b, ctype)]
     hoisted = [ln for b in L.bundles if b.hoisted for ln in linear.hoisted_forward(L, b, ctype)]
+    before = _chunk_function(
+        "before_steps", "the work of steps t0..t0+tc-1 (of the chunk from c0) that reads no "
+        "state: the hoisted products, then the elementwise values over their rows",
+        regions, hoisted + static, ctype, L, split=True)
     hist_args = ", ".join("hist%d" % k for k in range(len(L.states)))
     last = ", ".join("hist%d + (ptrdiff_t)(keep ? T : (T & 1)) * B * %d" % (k, st[1])
                      for k, st in enumerate(L.states))
@@ -367,7 +424,7 @@ def _forward(g, L, printer, ctype, p):
         "                             const {r} *state0, {r} *y, {r} *state_T, {r} *work, int keep,",
         "                             int threads, int packed)",
         "{",
-        "    const int CH = T < CHUNK ? T : CHUNK;",
+        "    const int CH = chunk_steps(T, B);",
         "    (void)threads;",
     ] + regions + [
         "    if (!packed) pack_weights(params, pack);",
@@ -375,7 +432,8 @@ def _forward(g, L, printer, ctype, p):
         "    rows_to_states(B, state0, %s);" % hist_args,
         "    for (int t0 = 0; t0 < T; t0 += CH) {",
         "        const int tc = T - t0 < CH ? T - t0 : CH;",
-    ] + [ind + ln for ln in hoisted] + [
+    ] + [
+        "        before_steps_split(T, B, t0, tc, keep, threads, lengths, params, x, work, NULL);",
         "        for (int t = t0; t < t0 + tc; ++t) {",
         "    " + ind + "%s *restrict y_t = y + (ptrdiff_t)t * B * %d;" % (ctype, L.O),
     ] + ["    " + ln for ln in pointers] + ["    " + ind + ln for blk in (body, update) for ln in blk] + [
@@ -422,7 +480,60 @@ def _forward(g, L, printer, ctype, p):
         "              const {r} *state0, {r} *y, {r} *state_T, {r} *work)",
         "{ return {p}_run_forward(T, B, params, x, lengths, state0, y, state_T, work, 0, 1); }",
     ]
-    return "\n\n".join(defs + ["\n".join(lines).replace("{r}", ctype).replace("{p}", p)])
+    return "\n\n".join(defs + [before, "\n".join(lines).replace("{r}", ctype).replace("{p}", p)])
+
+
+SPLIT_ROWS = 256     # rows of a chunk below which a second thread costs more than it gives
+
+
+def _chunk_function(name, what, regions, code, ctype, L, split, reverse=False):
+    """A chunk's work that reads no state, as a function of the steps t0..t0+tc-1 it does
+    (the chunk starting at c0), and NAME_split, which runs it on the whole chunk, or with
+    `split` and threads > 1 in a JIT kernel, the later half of the steps on a second
+    thread (its own pthread, no pool: a chunk holds at least CHUNK_ROWS rows at B=1).
+    The halves write disjoint rows, so the result is the same whatever the split."""
+    if not code:
+        return "\n".join([
+            "static void %s_split(int T, int B, int c0, int tc, int keep, int threads, const int *lengths," % name,
+            "                     const {r} *params, const {r} *x, {r} *work, {r} *dparams)",
+            "{ (void)T; (void)B; (void)c0; (void)tc; (void)keep; (void)threads; (void)lengths;"
+            " (void)params; (void)x; (void)work; (void)dparams; }"]).replace("{r}", ctype)
+    declared = [ln.split("=")[0].split()[-1].lstrip("*") for ln in regions if "=" in ln]
+    args = ("int T, int B, int c0, int t0, int tc, int keep, int threads, const int *lengths, "
+            "const {r} *params, const {r} *x, {r} *work, {r} *dparams")
+    lines = ["/* %s */" % what,
+             "static void %s(%s)" % (name, args),
+             "{",
+             "    const int CH = chunk_steps(T, B), t1 = t0 + tc;",
+             "    (void)CH; (void)t1; (void)c0; (void)keep; (void)threads; (void)lengths; (void)params; (void)x; (void)dparams;"]
+    lines += regions + ["    (void)%s;" % v for v in declared]
+    lines += ["    " + ln for ln in code] + ["}", ""]
+    threaded = split and L.variant is not None       # a JIT kernel, which links pthreads
+    if threaded:
+        lines += ["typedef struct { int T, B, c0, t0, tc, keep; const int *lengths; const {r} *params, *x; {r} *work, *dparams; } %s_job;" % name,
+                  "static void *%s_thread(void *p)" % name,
+                  "{",
+                  "    const %s_job *j = (const %s_job *)p;" % (name, name),
+                  "    %s(j->T, j->B, j->c0, j->t0, j->tc, j->keep, 1, j->lengths, j->params, j->x, j->work, j->dparams);" % name,
+                  "    return NULL;",
+                  "}"]
+    lines += ["/* the chunk from c0, tc steps: on this thread, or its later half on a second one */",
+              "static void %s_split(int T, int B, int c0, int tc, int keep, int threads, const int *lengths," % name,
+              "                     const {r} *params, const {r} *x, {r} *work, {r} *dparams)",
+              "{"]
+    if threaded:
+        lines += ["    if (threads > 1 && tc > 1 && (ptrdiff_t)tc * B >= %d) {" % SPLIT_ROWS,
+                  "        const int half = tc / 2;",
+                  "        %s_job job = {T, B, c0, c0 + half, tc - half, keep, lengths, params, x, work, dparams};" % name,
+                  "        pthread_t tid;",
+                  "        const int started = pthread_create(&tid, NULL, %s_thread, &job) == 0;" % name,
+                  "        %s(T, B, c0, c0, half, keep, 1, lengths, params, x, work, dparams);" % name,
+                  "        if (started) pthread_join(tid, NULL);",
+                  "        else %s_thread(&job);" % name,
+                  "        return;",
+                  "    }"]
+    lines += ["    %s(T, B, c0, c0, tc, keep, threads, lengths, params, x, work, dparams);" % name, "}"]
+    return "\n".join(lines).replace("{r}", ctype)
 
 
 def history_layout(L):
@@ -460,8 +571,32 @@ def _op_backward(g, L, op, printer, ctype):
 
 
 def _ew_backward(g, L, op, printer, ctype):
-    return as_function("bwd_" + L.value[op.node][0], backward_loop(g, L, op, printer, ctype),
-                       ctype, L, writable={v for v in step_pointers(L) if v.startswith("d")})
+    writable = {v for v in step_pointers(L) if v.startswith("d")}
+    if op.node in L.static:
+        return as_function("bwd_" + L.value[op.node][0], backward_loop(g, L, op, printer, ctype),
+                           ctype, L, writable=writable, head=STATIC_HEAD)
+    now, later = split_contributions(op, L.deferred.get(op.node, ()))
+    return as_function("bwd_" + L.value[op.node][0], backward_loop(g, L, now, printer, ctype),
+                       ctype, L, writable=writable)
+
+
+def split_contributions(op, later):
+    """An elementwise node's backward as (the contributions made in the loop, those made
+    after the chunk's steps), each an EwGrad reading y only if its partials do."""
+    def part(keep):
+        contributions = tuple(c for c in op.contributions if keep(c[0]))
+        return replace(op, contributions=contributions,
+                       uses_y=any(c.has(Y) for _, c in contributions))
+    return part(lambda k: k not in later), part(lambda k: k in later)
+
+
+def _ew_backward_later(g, L, op, printer, ctype):
+    """The contributions of an elementwise node in the loop to operands that read no
+    state, made after the chunk's steps (over all its rows at once)."""
+    _, later = split_contributions(op, L.deferred[op.node])
+    return as_function("bwd_later_" + L.value[op.node][0], backward_loop(g, L, later, printer, ctype),
+                       ctype, L, writable={v for v in step_pointers(L) if v.startswith("d")},
+                       head=STATIC_HEAD)
 
 
 def _linear_backward(g, L, op, printer, ctype):
@@ -553,21 +688,30 @@ def _backward(g, bwd, L, printer, ctype, p):
     regions.append("    %s *dcarry = %s;" % (ctype, chunk_prev or chunk_base))
     regions.append("    %s *pad = dcarry + (ptrdiff_t)B * %d; (void)pad;" % (ctype, L.S))
     pointers = ["%sconst %s *restrict x_t = x + (ptrdiff_t)t * B * %d; (void)x_t;" % (ind, ctype, L.I)]
+    named = {"x_t": pointers[0]}
     for k, (_, size, _, _, _) in enumerate(L.states):
         pointers.append("%sconst %s *restrict %s = hist%d + (ptrdiff_t)t * B * %d; (void)%s;"
                         % (ind, ctype, L.prev[k], k, size, L.prev[k]))
-        pointers.append("%sconst %s *restrict %s = %s + (ptrdiff_t)B * %d; (void)%s;"
-                        % (ind, ctype, L.next[k], L.prev[k], size, L.next[k]))
+        # the state after step t, in the slot after (a chunk's steps at once read it too)
+        pointers.append("%sconst %s *restrict %s = hist%d + ((ptrdiff_t)t + 1) * B * %d; (void)%s;"
+                        % (ind, ctype, L.next[k], k, size, L.next[k]))
+        named[L.prev[k]], named[L.next[k]] = pointers[-2], pointers[-1]
     for a in L.arrays:
         if a.taped:
-            pointers.append("%sconst %s *restrict %s = A_%s + (ptrdiff_t)t * B * %d; (void)%s;"
-                            % (ind, ctype, a.name, a.name, a.width, a.name))
+            named[a.name] = ("%sconst %s *restrict %s = A_%s + (ptrdiff_t)t * B * %d; (void)%s;"
+                             % (ind, ctype, a.name, a.name, a.width, a.name))
+            pointers.append(named[a.name])
     zero = ["memset(adj, 0, sizeof(%s) * (size_t)B * %s);" % (ctype, L.consts["adj_width"])]
+    chunk_zero = []
     for name, width, chunked in L.adj_arrays:
         if chunked:
-            pointers.append("%s%s *restrict %s = %s_all + (ptrdiff_t)(t - t0) * B * %d;"
-                            % (ind, ctype, name, name, width))
-            zero.append("memset(%s, 0, sizeof(%s) * (size_t)B * %d);" % (name, ctype, width))
+            pointers.append("%s%s *restrict %s = %s_all + (ptrdiff_t)(t - t0) * B * %d; (void)%s;"
+                            % (ind, ctype, name, name, width, name))
+            named[name] = ("%s *restrict %s = %s_all + (ptrdiff_t)(t - c0) * B * %d; (void)%s;"
+                           % (ctype, name, name, width, name))
+            # a chunk's slots of it zeroed at once, before its steps
+            chunk_zero.append("memset(%s_all, 0, sizeof(%s) * (size_t)tc * B * %d);"
+                              % (name, ctype, width))
     out = g.output
     dout, dstride = ref(L, out, adjoint=True)
     seeds = [comment("seeds: dy_t and the carried state adjoints, valid rows only"),
@@ -603,11 +747,21 @@ def _backward(g, bwd, L, printer, ctype, p):
         carry += ["if (dx) memcpy(dx + (ptrdiff_t)t * B * %d, d_x_t, sizeof(%s) * (size_t)B * %d);"
                   % (L.I, ctype, L.I)]
     padding = linear.reads_padded_rows(g, L)
-    defs, body = [linear.padding_c()] if padding else [], []
+    defs, body, static = [linear.padding_c()] if padding else [], [], []
     for op in bwd.ops:
         d, code = _op_backward(g, L, op, printer, ctype)
         defs += d
-        body += code
+        (static if isinstance(op, EwGrad) and op.node in L.static else body).extend(code)
+        if isinstance(op, EwGrad) and op.node in L.deferred:
+            d, code = _ew_backward_later(g, L, op, printer, ctype)
+            defs += d
+            static += code
+    # the halves of a chunk write disjoint rows, unless some adjoint goes to a parameter
+    epilogue = _chunk_function(
+        "after_steps", "after steps t0..t0+tc-1 (of the chunk from c0): the adjoint "
+        "contributions to values that read no state, over their rows",
+        regions, static_block(L, static, named, "", reverse=True), ctype, L,
+        split=not any("dparams" in c for c in static))
     # the first hoisted GEMM may overwrite dx when it writes every column of it
     overwrite = not stepwise and hoisted and all(
         p.operand == "x" for b in hoisted for p in b.parts if p.static)
@@ -628,7 +782,7 @@ def _backward(g, bwd, L, printer, ctype, p):
         "    if (rc) return rc;",
         "    if (!params || !x || !work || !dparams) return 2;",
         "    (void)state0;",
-        "    const int CH = T < CHUNK ? T : CHUNK;",
+        "    const int CH = chunk_steps(T, B);",
     ] + regions + [
         "    (void)pack;",
     ] + zero_dx + [
@@ -639,10 +793,12 @@ def _backward(g, bwd, L, printer, ctype, p):
         "    rows_to_states(B, dstate_T, %s);" % dcarry_args,
         "    for (int t1 = T; t1 > 0; t1 -= CH) {",
         "        const int t0 = t1 - CH > 0 ? t1 - CH : 0, tc = t1 - t0;",
+    ] + ["        " + ln for ln in chunk_zero] + [
         "        for (int t = t1 - 1; t >= t0; --t) {",
     ] + pointers + [ind + ln for ln in zero] + [ind + ln for blk in (seeds, body, carry) for ln in blk] + [
         "        }",
-    ] + (["        const int padded = lengths && chunk_has_padding(t1, B, lengths);"]
+    ] + ["        after_steps_split(T, B, t0, tc, 1, threads, lengths, params, x, work, dparams);"] + (
+        ["        const int padded = lengths && chunk_has_padding(t1, B, lengths);"]
          if padding else []) + ["        " + ln for ln in after] + [
         "        (void)tc;",
         "    }",
@@ -656,4 +812,4 @@ def _backward(g, bwd, L, printer, ctype, p):
         "                 {r} *dparams, {r} *dx, {r} *dstate0)",
         "{ return {p}_run_backward(T, B, params, x, lengths, state0, work, dy, dstate_T, dparams, dx, dstate0, NULL, 1); }",
     ]
-    return "\n\n".join(defs + ["\n".join(lines).replace("{r}", ctype).replace("{p}", p)])
+    return "\n\n".join(defs + [epilogue, "\n".join(lines).replace("{r}", ctype).replace("{p}", p)])

@@ -23,6 +23,7 @@ from .constants import name_layout
 from .microkernel import panel_size
 
 CHUNK = 64      # steps per hoisted GEMM: bounds memory without a tape, keeps GEMMs large
+CHUNK_ROWS = 2048   # rows per hoisted GEMM at least, for a small batch (B=1: 2048 steps)
 
 
 @dataclass(frozen=True)
@@ -89,6 +90,10 @@ class Layout:
                            # the loop writes the state history slot itself, no copy
     saved: dict            # fused node -> {operand index k: sympy F(E)}: the loop stores
                            # F(E) over operand k's values, the backward reads it there
+    static: frozenset = frozenset()  # elementwise nodes that read no state: computed over a
+                           # chunk's rows before its steps, their adjoints after them
+    deferred: dict = None  # node in the loop -> operand indices whose adjoint contributions
+                           # wait until after the chunk's steps (operands that read no state)
     variant: str = None    # the microkernel variant the products call (None: default shape)
     consts: object = None  # constants.Constants: the C's name of every offset above
 
@@ -260,6 +265,8 @@ def plan_layout(g, bwd, microkernel=None, hoisted_panels=False, variant=None):
     for k, st in enumerate(states):
         if g[st[4]].op == "ew" and st[4] not in direct:
             direct[st[4]] = k
+    static = static_nodes(g, bundles)
+    deferred = deferred_contributions(g, bwd, bundles, static)
     for k, n in enumerate(g.ops()):
         if n in bundle_of or n in elided:
             continue
@@ -267,10 +274,10 @@ def plan_layout(g, bwd, microkernel=None, hoisted_panels=False, variant=None):
         if n in direct:
             value[n] = (nxt[direct[n]], 0, size)
         else:
-            arrays.append(Array(name, size, n in taped, False))
+            arrays.append(Array(name, size, n in taped, n in static))
             value[n] = (name, 0, size)
         adjoint[n] = ("d_" + name, 0, size)
-        adj_arrays.append(("d_" + name, size, False))
+        adj_arrays.append(("d_" + name, size, n in static or n in deferred))
     L = Layout(I=X, S=off, O=g[g.output].size,
                states=tuple(states), params=tuple(params), param_count=p_off,
                bundles=tuple(bundles), bundle_of=bundle_of, elided=elided,
@@ -278,8 +285,43 @@ def plan_layout(g, bwd, microkernel=None, hoisted_panels=False, variant=None):
                adj_arrays=tuple(adj_arrays), pack_size=pack, gpack_size=gpack, cvar=cvar,
                prev=prev, next=nxt, names={n: t for n, (t, _) in display_names(g).items()},
                direct_states=direct, saved=saved_activations(g, bwd, bundle_of),
-               variant=variant)
+               static=static, deferred=deferred, variant=variant)
     return replace(L, consts=name_layout(g, L))
+
+
+def static_nodes(g, bundles):
+    """The elementwise nodes that read no state, through operands that are parameters,
+    bundles of hoisted products only, or such nodes: each is computed over all the rows
+    of a chunk before its steps (not inside the sequential loop) and its adjoint passed
+    on after them. New states stay in the loop (a row past its length keeps the old
+    state), and so does math on x itself (its adjoint is the step's dx)."""
+    fixed = {m for b in bundles if all(p.static for p in b.parts) for m in b.members}
+    new_states = {node for _, node in g.new_states}
+    out = set()
+    for n in g.ops():
+        d = g[n]
+        if d.op == "ew" and n not in new_states and all(
+                g[a].op == "param" or a in fixed or a in out for a in d.args):
+            out.add(n)
+    return frozenset(out)
+
+
+def deferred_contributions(g, bwd, bundles, static):
+    """For each elementwise node left in the loop, the operands whose adjoint contributions
+    need not be in it: operands that read no state (static nodes, bundles of hoisted
+    products only, parameters). Only the contributions to what the steps before read (the
+    states, through the carry) are sequential; the rest are added after the chunk's
+    steps, over all its rows at once, from the node's adjoint kept for every step."""
+    fixed = {m for b in bundles if all(p.static for p in b.parts) for m in b.members}
+    out = {}
+    for op in bwd.ops:
+        if not isinstance(op, EwGrad) or op.node in static:
+            continue
+        later = tuple(k for k, _ in op.contributions
+                      if g[op.args[k]].op == "param" or op.args[k] in static or op.args[k] in fixed)
+        if later:
+            out[op.node] = later
+    return out
 
 
 # functions whose derivative sympy writes through the function itself: σ' = σ(1-σ),

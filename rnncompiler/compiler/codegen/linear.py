@@ -87,7 +87,9 @@ def _input_rows(L, p, base="x"):
 
 
 def _chunk_slot(L, b):
-    return "(keep ? t0 : 0)" if L.array_of[b.name].taped else "0"
+    """The slot of step t0 in the bundle's array: t0 on a tape, else its place in the
+    buffer of the chunk that starts at c0."""
+    return "(keep ? t0 : t0 - c0)" if L.array_of[b.name].taped else "(t0 - c0)"
 
 
 def step_forward(L, b, ctype):

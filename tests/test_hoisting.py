@@ -1,0 +1,160 @@
+"""The work that reads no state, out of the sequential loop: elementwise nodes computed
+over a chunk's rows before its steps (static nodes), the contributions of the loop's
+nodes to such operands made after the steps (deferred), chunks of at least CHUNK_ROWS
+rows at a small batch, and a chunk's work split over two threads. Each stage on its own
+(layout, C text), then end to end: padded and unpadded rows, one and two threads, against
+the numpy reference evaluator and central differences."""
+import numpy as np
+import pytest
+
+import rnncompiler as rc
+from rnncompiler.compiler.autodiff import differentiate
+from rnncompiler.compiler.codegen import plan_layout, render_c
+from rnncompiler.compiler.codegen.layout import static_nodes
+from rnncompiler.compiler.dsl import bind_sizes
+from rnncompiler.compiler.graph import build_graph, fuse_elementwise
+
+
+def fused(cell, I=3, H=4):
+    g = fuse_elementwise(build_graph(cell.spec, bind_sizes(cell, I, H, None)))
+    return g, differentiate(g)
+
+
+@rc.cell(states=("h",))
+def gated_decay(x, h, p):
+    """Static work of every kind: a chain of static nodes, an elementwise parameter on one
+    (its gradient is added after the steps), a static node read by a per-step product."""
+    a = rc.sigmoid(p.linear("W_a", x, bias="b_a"))
+    u = rc.tanh(p.linear("W_u", x)) * p.vector("s")
+    v = a * u + 0.5
+    r = rc.tanh(p.linear("W_r", rc.concat(h, v)))
+    return {"h": a * h + (1 - a) * r}
+
+
+def test_static_nodes_are_those_that_read_no_state():
+    g, bwd = fused(rc.cells.min_gru)
+    static = static_nodes(g, plan_layout(g, bwd).bundles)
+    assert [g[n].name for n in static] == ["z"]
+    g, bwd = fused(rc.cells.lstm)
+    assert static_nodes(g, plan_layout(g, bwd).bundles) == frozenset()   # every gate reads h
+    g, bwd = fused(gated_decay)
+    static = static_nodes(g, plan_layout(g, bwd).bundles)
+    new_state = dict(g.new_states)["h"]
+    assert static and new_state not in static
+    assert all(not g.describe(n).startswith("h[t]") for n in static)
+
+
+def test_deferred_contributions_are_those_to_operands_that_read_no_state():
+    g, bwd = fused(rc.cells.min_gru)
+    L = plan_layout(g, bwd)
+    new_state = dict(g.new_states)["h"]
+    later = L.deferred[new_state]
+    args = g[new_state].args
+    assert {args[k] for k in later} == {n for n in args if not n.startswith("state.")}
+    assert all(not args[k].startswith("state.") for k in later)
+    # the node's adjoint is kept for every step of the chunk
+    assert (L.adjoint[new_state][0], g[new_state].size, True) in L.adj_arrays
+
+
+def test_the_loop_holds_only_the_state_dependent_work():
+    """minGRU: σ(W_z x) is computed before the steps over the chunk's rows, the update
+    in the loop; backward's loop passes on only dh[t-1], the rest after the steps."""
+    g, bwd = fused(rc.cells.min_gru)
+    text = render_c(g, bwd, "float32", blas="openblas", microkernel=True).text
+    loop = text[text.index("for (int t = t0; t < t0 + tc; ++t) {", text.index("_forward_steps(")):]
+    loop = loop[:loop.index("states_to_rows")]
+    before = text[text.index("static void before_steps("):text.index("static void before_steps_split(")]
+    z = next(n for n in g if g[n].name == "z")
+    zfun = "fwd_" + plan_layout(g, bwd).value[z][0]
+    assert zfun + "(t, rows, rows_lengths," in before and zfun not in loop
+    back = text[text.index("for (int t = t1 - 1; t >= t0; --t) {", text.index("_run_backward(")):]
+    steps = back[:back.index("after_steps_split(")]
+    assert "bwd_later_" not in steps and "after_steps_split(T, B, t0, tc" in back
+    later = text[text.index("static void after_steps("):text.index("static void after_steps_split(")]
+    assert "bwd_later_next_h(t, rows, rows_lengths," in later
+
+
+def _data(kern, T, B, seed=0):
+    rng = np.random.default_rng(seed)
+    p = kern.init_params(seed=seed)
+    x = rng.standard_normal((T, B, kern.input_size))
+    dy = rng.standard_normal((T, B, kern.output_size))
+    return p, x, dy
+
+
+@pytest.mark.parametrize("cell", [rc.cells.min_gru, rc.cells.min_lstm, gated_decay],
+                         ids=lambda c: c.name)
+def test_long_sequences_match_the_reference_with_and_without_padding(cell):
+    """T=2500 at B=2 (chunks of 1024 steps, the last one short), rows with lengths (one
+    step at a time) and without (a chunk's rows at once): outputs and every gradient
+    against the numpy reference evaluator, float64."""
+    kern = rc.compile(cell, 3, 5, "float64")
+    ref = rc.reference(cell, 3, 5)
+    p, x, dy = _data(kern, 2500, 2)
+    for lengths in (None, np.array([2500, 1777])):
+        got, want = kern.forward(p, x, lengths=lengths), ref.forward(p, x, lengths=lengths)
+        np.testing.assert_allclose(got.outputs, want.outputs, rtol=1e-10, atol=1e-12)
+        g, w = kern.backward(got, dy), ref.backward(want, dy)
+        np.testing.assert_allclose(g.x, w.x, rtol=1e-9, atol=1e-11)
+        for name in g.params:
+            np.testing.assert_allclose(g.params[name], w.params[name], rtol=1e-9, atol=1e-10,
+                                       err_msg=name)
+
+
+@pytest.mark.parametrize("tuning", ["blas", "microkernel"])
+def test_two_threads_split_a_chunk_and_agree_with_one(monkeypatch, tuning):
+    """B=1, T=3000: each chunk's static work and hoisted products run in two halves on
+    two threads; the outputs are the same bits (every row computed alike) and the
+    gradients agree (weight gradients are summed in another order)."""
+    from rnncompiler.compiler.variants import variants
+    monkeypatch.setenv("RNNC_TUNING", "%s:%s" % (variants()[0].name, tuning))
+    kern = rc.compile(gated_decay, 6, 8, "float64", opt_level=2)
+    p, x, dy = _data(kern, 3000, 1, seed=4)
+    try:
+        rc.set_num_threads(1)
+        one = kern.forward(p, x)
+        g1 = kern.backward(one, dy)
+        rc.set_num_threads(2)
+        two = kern.forward(p, x)
+        g2 = kern.backward(two, dy)
+    finally:
+        rc.set_num_threads(1)
+    np.testing.assert_array_equal(two.outputs, one.outputs)
+    np.testing.assert_allclose(g2.x, g1.x, rtol=1e-12, atol=1e-14)
+    for name in g1.params:
+        np.testing.assert_allclose(g2.params[name], g1.params[name], rtol=1e-11, atol=1e-12)
+
+
+@pytest.mark.parametrize("cell", [rc.cells.min_gru, gated_decay], ids=lambda c: c.name)
+def test_gradients_against_central_differences(cell):
+    kern = rc.compile(cell, 3, 5, "float64")
+    assert rc.gradcheck(kern, T=5, B=3).ok
+
+
+def test_min_gru_split_over_threads_matches_torch_autograd():
+    """minGRU at B=1 over 3000 steps on two threads (chunks split in halves) against the
+    same cell written in torch and differentiated by torch.autograd, float64, to 1e-9."""
+    torch = pytest.importorskip("torch")
+    kern = rc.compile(rc.cells.min_gru, 4, 6, "float64", opt_level=2)
+    p, x, dy = _data(kern, 3000, 1, seed=9)
+    rc.set_num_threads(2)
+    try:
+        res = kern.forward(p, x)
+        grads = kern.backward(res, dy)
+    finally:
+        rc.set_num_threads(1)
+    tp = {k: torch.tensor(v, requires_grad=True) for k, v in p.items()}
+    tx = torch.tensor(x, requires_grad=True)
+    h, outs = torch.zeros(1, 6, dtype=torch.float64), []
+    for t in range(x.shape[0]):
+        z = torch.sigmoid(tx[t] @ tp["W_z"].T + tp["b_z"])
+        h = (1 - z) * h + z * (tx[t] @ tp["W_h"].T + tp["b_h"])
+        outs.append(h)
+    y = torch.stack(outs)
+    (y * torch.tensor(dy)).sum().backward()
+    scale = lambda a: max(1.0, float(np.max(np.abs(a))))   # noqa: E731
+    assert np.max(np.abs(res.outputs - y.detach().numpy())) / scale(res.outputs) < 1e-9
+    assert np.max(np.abs(grads.x - tx.grad.numpy())) / scale(grads.x) < 1e-9
+    for name in p:
+        want = tp[name].grad.numpy()
+        assert np.max(np.abs(grads.params[name] - want)) / scale(want) < 1e-9, name
