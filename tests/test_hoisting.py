@@ -82,6 +82,7 @@ def _data(kern, T, B, seed=0):
     return p, x, dy
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cell", [rc.cells.min_gru, rc.cells.min_lstm, gated_decay],
                          ids=lambda c: c.name)
 def test_long_sequences_match_the_reference_with_and_without_padding(cell):
@@ -101,6 +102,7 @@ def test_long_sequences_match_the_reference_with_and_without_padding(cell):
                                        err_msg=name)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("tuning", ["blas", "microkernel"])
 def test_two_threads_split_a_chunk_and_agree_with_one(monkeypatch, tuning):
     """B=1, T=3000: each chunk's static work and hoisted products run in two halves on
@@ -131,6 +133,7 @@ def test_gradients_against_central_differences(cell):
     assert rc.gradcheck(kern, T=5, B=3).ok
 
 
+@pytest.mark.slow
 def test_min_gru_split_over_threads_matches_torch_autograd():
     """minGRU at B=1 over 3000 steps on two threads (chunks split in halves) against the
     same cell written in torch and differentiated by torch.autograd, float64, to 1e-9."""

@@ -93,6 +93,7 @@ def test_rnnc_tuning_parses_and_refuses():
         tuning.parse(v + ":gpu")
 
 
+@pytest.mark.slow          # the measurement itself: a few seconds, once per cache
 def test_the_machine_table_is_measured_once_and_shown(monkeypatch):
     """The session's first compile measured it into the cache; later calls read it (a
     second measurement would fail here), and `rnnc cache info` shows the choice."""
@@ -142,6 +143,7 @@ def test_the_tuning_is_in_the_cache_key_and_the_c():
     assert "rnnc_s_mk_gemm(B," in default_c
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", ["blas", "microkernel"])
 @pytest.mark.parametrize("variant", [v.name for v in tuning.variants()])
 def test_every_variant_and_hoisted_path_is_correct(monkeypatch, variant, path):
