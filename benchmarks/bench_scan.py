@@ -20,21 +20,24 @@ import rnncompiler as rc
 from rnncompiler.cli.bench import machine_line, summary, time_interleaved, tuning_line
 
 
-def step(cell, H, B, T, threads=1, seed=0):
-    """One forward and one backward call over the whole sequence on `threads` threads."""
+def steps(cell, H, B, T, threads=(1,), seed=0):
+    """{threads: one forward and one backward call over the whole sequence on that many
+    threads}, one kernel and one data set for all of them."""
     kern = rc.compile(cell, input_size=H, hidden_size=H, dtype="float32")
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((T, B, H)).astype(np.float32)
     dy = rng.standard_normal((T, B, H)).astype(np.float32)
     params = kern.init_params(seed=seed)
 
-    def run():
-        rc.set_num_threads(threads)
-        try:
-            kern.backward(kern.forward(params, x), dy)
-        finally:
-            rc.set_num_threads(1)
-    return run
+    def on(n):
+        def run():
+            rc.set_num_threads(n)
+            try:
+                kern.backward(kern.forward(params, x), dy)
+            finally:
+                rc.set_num_threads(1)
+        return run
+    return {n: on(n) for n in threads}
 
 
 def report(title, times, num, den, target):
@@ -56,11 +59,11 @@ def main(argv=None):
     print("tuning: " + tuning_line())
     print("%-46s %9s %9s   %s" % ("case", "ms (a)", "ms (b)", "a / b (median)"))
     H, B, T = 128, 32, 100
-    t = time_interleaved({"min_gru": step(rc.cells.min_gru, H, B, T),
-                          "gru": step(rc.cells.gru, H, B, T)}, repeats)
+    t = time_interleaved({"min_gru": steps(rc.cells.min_gru, H, B, T)[1],
+                          "gru": steps(rc.cells.gru, H, B, T)[1]}, repeats)
     report("minGRU (a) vs GRU (b), T=%d B=%d H=%d" % (T, B, H), t, "min_gru", "gru", "<= 0.5")
-    t = time_interleaved({"one": step(rc.cells.min_gru, 64, 1, long_T, threads=1),
-                          "two": step(rc.cells.min_gru, 64, 1, long_T, threads=2)}, repeats)
+    runs = steps(rc.cells.min_gru, 64, 1, long_T, threads=(1, 2))
+    t = time_interleaved({"one": runs[1], "two": runs[2]}, repeats)
     speedup = 1 / report("minGRU 2 threads (a) vs 1 (b), T=%d B=1 H=64" % long_T, t, "two", "one",
                          ">= 1.6x faster")
     print("minGRU at B=1: 2 threads are %.2fx as fast as 1 (load average %.2f)"

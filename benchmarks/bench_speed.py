@@ -25,7 +25,7 @@ import tempfile
 import numpy as np
 
 import rnncompiler as rc
-from rnncompiler.cli.bench import machine_facts, rnncompiler_step, summary, torch_step
+from rnncompiler.cli.bench import machine_facts, rnncompiler_step, summary, torch_step, tuning_line
 from rnncompiler.cli.bench import time_interleaved as interleaved_ms
 
 try:
@@ -277,20 +277,83 @@ def compile_rows(args):
 
 # ---------------------------------------------------------------- report
 
+def lstm_flops(case, T, B):
+    """Multiply-adds x 2 of an LSTM row's products, forward (one) and backward (two: the
+    weight gradients and the operands'); None for another case."""
+    if not case.startswith("LSTM H=I="):
+        return None
+    H = int(case.split("=")[-1])
+    return 3 * 2 * 4 * H * (H + H) * T * B
+
+
+def peak_fraction(ms, case, meta):
+    """The fraction of the core's measured single-thread GEMM rate a side reached."""
+    flops = lstm_flops(case, meta["T"], meta["B"])
+    return None if flops is None else flops / (ms * 1e-3) / 1e9 / meta["gemm"]
+
+
 def write_docs(rows, threads, ck, compiles, meta):
-    """docs/performance.md with the table and a plot of LSTM time against H."""
+    """docs/performance.md: this run's core replaces its own earlier run in
+    docs/performance.json (every core measured is kept), and the page is written from all
+    of them: a summary per core, then each core's table; the plot is this run's."""
+    path = os.path.join(DOCS, "performance.json")
+    try:
+        with open(path) as f:
+            runs = json.load(f)["runs"]
+    except (OSError, ValueError, KeyError):
+        runs = {}
+    runs[meta["core"]] = {"meta": meta, "rows": rows, "threads": threads, "ck": ck,
+                          "compiles": compiles}
+    with open(path, "w") as f:
+        json.dump({"runs": runs}, f, indent=1, sort_keys=True)
+        f.write("\n")
+    with open(os.path.join(DOCS, "performance.md"), "w") as f:
+        f.write(render_page(runs, latest=meta["core"]))
+    _plot(rows, os.path.join(DOCS, "performance.png"))
+
+
+def render_page(runs, latest):
+    """The page: how it is measured, the LSTM targets on every core, each core's tables."""
+    order = [latest] + sorted(c for c in runs if c != latest)
     lines = ["# Performance", "",
-             "Core: %s (%s FMA); its measured single-thread fp32 GEMM rate: %.0f GFLOP/s; "
-             "load average %.2f at the start, %.2f at the end." % (
-                 meta["core"], meta["width"], meta["gemm"], meta["load"], meta["load_end"]), "",
-             "Measured by `python benchmarks/bench_speed.py --write-docs` (%s), %s. "
-             "float32, T=%d, B=%d unless said, forward+backward of a whole sequence with a loss "
+             "Measured by `python benchmarks/bench_speed.py --write-docs`, one run per core: "
+             "float32, T=100, B=32 unless said, forward+backward of a whole sequence with a loss "
              "touching every output; every side on one thread (torch, XLA and every BLAS "
              "pinned); ratio = rnncompiler time / peer time, of the medians and of the minima "
-             "of %d interleaved runs in one process (below 1: rnncompiler is faster). "
+             "of interleaved runs in one process (below 1: rnncompiler is faster). "
              "`rnnc bench` times the same callables for LSTM and GRU and prints the same ratios. "
-             "The machine is shared: ratios are what to read, not milliseconds."
-             % (meta["versions"], meta["date"], meta["T"], meta["B"], meta["repeats"]), "",
+             "The machines are shared: ratios are what to read, not milliseconds. Each core's "
+             "single-thread fp32 GEMM rate is measured at the start of its run (numpy's "
+             "OpenBLAS, 1024 x 1024); \"of peak\" is the LSTM's products (forward once, "
+             "backward twice) over the time, against that rate.", "",
+             "## The LSTM on every core measured", "",
+             "| core | ISA | GEMM peak | date | H=512: ratio, of peak (ours / torch) | "
+             "H=128 | H=32 |", "|---|---|---|---|---|---|---|"]
+    for core in order:
+        run = runs[core]
+        meta, cells = run["meta"], []
+        for H in (512, 128, 32):
+            r = next((r for r in run["rows"] if r["case"] == "LSTM H=I=%d" % H), None)
+            cells.append("-" if r is None else "**%.2f** (%s), %.0f%% / %.0f%%" % (
+                r["ratio"], r["target"], 100 * peak_fraction(r["ours_ms"], r["case"], meta),
+                100 * peak_fraction(r["peer_ms"], r["case"], meta)))
+        lines.append("| %s | %s | %.0f GFLOP/s | %s | %s |" % (
+            core, meta["width"], meta["gemm"], meta["date"], " | ".join(cells)))
+    for core in order:
+        lines += [""] + core_section(runs[core])
+    lines += ["", "![LSTM forward+backward time against H, %s](performance.png)" % latest, ""]
+    return "\n".join(lines)
+
+
+def core_section(run):
+    """One core's run: its tables, threads, checkpointing and compile times."""
+    meta, rows, threads, ck = run["meta"], run["rows"], run["threads"], run["ck"]
+    lines = ["## %s" % meta["core"], "",
+             "%s; measured single-thread fp32 GEMM rate %.0f GFLOP/s; load average %.2f at the "
+             "start, %.2f at the end; %s, %s, T=%d, B=%d, %d interleaved runs. Kernels tuned to "
+             "this core: %s." % (meta["width"], meta["gemm"], meta["load"], meta["load_end"],
+                                 meta["versions"], meta["date"], meta["T"], meta["B"],
+                                 meta["repeats"], meta.get("tuning", "not recorded")), "",
              "| case | peer | rnncompiler ms (median) | peer ms (median) | ratio (median) | "
              "ratio (min) | load | target |",
              "|---|---|---|---|---|---|---|---|"]
@@ -298,25 +361,21 @@ def write_docs(rows, threads, ck, compiles, meta):
         lines.append("| %s | %s | %.2f | %.2f | **%.2f** | %.2f | %.1f | %s |" % (
             r["case"], r["peer"], r["ours_ms"], r["peer_ms"], r["ratio"], r["ratio_min"],
             r["load"], r["target"]))
-    lines += ["", "Threads: %s — %.2f ms on one thread, %.2f ms on two (%.2fx; the load "
-              "average was %.1f: on a busy 2-core machine the second thread cannot help)."
-              % (threads["case"], threads["one_ms"], threads["two_ms"], threads["speedup"],
-                 meta["load"]), "",
+    lines += ["", "Threads: %s — %.2f ms on one thread, %.2f ms on two (%.2fx; on a busy "
+              "2-core machine the second thread cannot help)."
+              % (threads["case"], threads["one_ms"], threads["two_ms"], threads["speedup"]), "",
               "Checkpointing: %s — %.2fx the time of the plain kernel; the tape kept between "
               "forward and backward goes from %.2f MB to %.3f MB (%.2f MB at the peak of "
               "backward)." % (ck["case"], ck["time_ratio"], ck["plain_mb"], ck["ck_kept_mb"],
-                              ck["ck_peak_mb"]), "",
-              "| compile of an LSTM, in a fresh process after import | seconds |", "|---|---|"]
-    lines += ["| %s | %.3f |" % (c["case"], c["s"]) for c in compiles]
-    if compiles:
+                              ck["ck_peak_mb"])]
+    if run["compiles"]:
+        lines += ["", "| compile of an LSTM, in a fresh process after import | seconds |", "|---|---|"]
+        lines += ["| %s | %.3f |" % (c["case"], c["s"]) for c in run["compiles"]]
         lines += ["", "A cold compile traces the cell, derives its backward pass, prints the C and "
                   "runs gcc on its two translation units in parallel. The first one in a process "
-                  "also loads sympy and networkx (about 0.45 s here), which `import rnncompiler` "
-                  "leaves to the first compile that needs them; a cache hit never loads them."]
-    lines += ["", "![LSTM forward+backward time against H](performance.png)", ""]
-    with open(os.path.join(DOCS, "performance.md"), "w") as f:
-        f.write("\n".join(lines))
-    _plot(rows, os.path.join(DOCS, "performance.png"))
+                  "also loads sympy and networkx, which `import rnncompiler` leaves to the first "
+                  "compile that needs them; a cache hit never loads them."]
+    return lines
 
 
 def _plot(rows, path):
@@ -356,10 +415,12 @@ def main(argv=None):
         args.hidden, args.steps, args.repeats = [32], 20, 3
     rc.set_num_threads(1)
     core, width, gemm, load = machine_facts()
-    print("core: %s (%s FMA), single-thread fp32 GEMM %.0f GFLOP/s; load %.2f"
+    print("core: %s, %s, single-thread fp32 GEMM %.0f GFLOP/s; load %.2f"
           % (core, width, gemm, load))
+    tuned = tuning_line()
+    print(tuned)
     meta = {"cpu": platform.processor() or platform.machine(), "date": datetime.date.today().isoformat(),
-            "core": core, "width": width, "gemm": gemm, "repeats": args.repeats,
+            "core": core, "width": width, "gemm": gemm, "repeats": args.repeats, "tuning": tuned,
             "T": args.steps, "B": args.batch, "load": load,
             "versions": "rnncompiler %s, torch %s, jax %s" % (
                 rc.__version__, torch.__version__ if torch else "-", jax.__version__ if jax else "-")}

@@ -308,8 +308,9 @@ RNNC_API void RNNC_T(mk_gemm)(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const RNNC_
 #define CHUNK 64
 #define CHUNK_ROWS 2048
 
-/* steps per chunk of the hoisted products: CHUNK, or enough steps for CHUNK_ROWS rows
-   when the batch is small (GEMMs big enough to share between threads), at most T */
+/* steps per chunk of the hoisted products, at most: CHUNK, or enough steps for
+   CHUNK_ROWS rows when the batch is small (work big enough to share between threads;
+   on one thread a chunk is CHUNK steps, whose values stay in cache), at most T */
 static int chunk_steps(int T, int B)
 {
     const int steps = B < CHUNK_ROWS / CHUNK ? CHUNK_ROWS / B : CHUNK;
@@ -566,7 +567,8 @@ static int rnnc_forward_steps(int T, int B, const float *params, const float *x,
                              const float *state0, float *y, float *state_T, float *work, int keep,
                              int threads, int packed)
 {
-    const int CH = chunk_steps(T, B);
+    /* CH: the steps a chunk's buffers hold; CS: the steps of a chunk on this many threads */
+    const int CH = chunk_steps(T, B), CS = threads > 1 ? CH : T < CHUNK ? T : CHUNK;
     (void)threads;
     float *pack = work;
     float *hist0 = pack + RNNC_PACK_SIZE;
@@ -576,8 +578,8 @@ static int rnnc_forward_steps(int T, int B, const float *params, const float *x,
     float *A_v2_u = A_L2 + (ptrdiff_t)(keep ? T : 1) * B * 4;
     if (!packed) pack_weights(params, pack);
     rows_to_states(B, state0, hist0);
-    for (int t0 = 0; t0 < T; t0 += CH) {
-        const int tc = T - t0 < CH ? T - t0 : CH;
+    for (int t0 = 0; t0 < T; t0 += CS) {
+        const int tc = T - t0 < CS ? T - t0 : CS;
         before_steps_split(T, B, t0, tc, keep, threads, lengths, params, x, work, NULL);
         for (int t = t0; t < t0 + tc; ++t) {
             float *restrict y_t = y + (ptrdiff_t)t * B * 4;
@@ -813,7 +815,8 @@ int rnnc_run_backward(int T, int B, const float *params, const float *x, const i
     if (rc) return rc;
     if (!params || !x || !work || !dparams) return 2;
     (void)state0;
-    const int CH = chunk_steps(T, B);
+    /* CH: the steps a chunk's buffers hold; CS: the steps of a chunk on this many threads */
+    const int CH = chunk_steps(T, B), CS = threads > 1 ? CH : T < CHUNK ? T : CHUNK;
     float *pack = work;
     float *hist0 = pack + RNNC_PACK_SIZE;
     float *A_L0 = hist0 + (ptrdiff_t)((ptrdiff_t)T + 1) * B * 4;
@@ -837,8 +840,8 @@ int rnnc_run_backward(int T, int B, const float *params, const float *x, const i
     memset(dparams, 0, sizeof(float) * RNNC_PARAM_COUNT);
     memset(gpack, 0, sizeof(float) * RNNC_GPACK_SIZE);
     rows_to_states(B, dstate_T, dcarry + (ptrdiff_t)B * RNNC_S_h);
-    for (int t1 = T; t1 > 0; t1 -= CH) {
-        const int t0 = t1 - CH > 0 ? t1 - CH : 0, tc = t1 - t0;
+    for (int t1 = T; t1 > 0; t1 -= CS) {
+        const int t0 = t1 - CS > 0 ? t1 - CS : 0, tc = t1 - t0;
         memset(d_L0_all, 0, sizeof(float) * (size_t)tc * B * 8);
         memset(d_L1_all, 0, sizeof(float) * (size_t)tc * B * 4);
         memset(d_L2_all, 0, sizeof(float) * (size_t)tc * B * 4);

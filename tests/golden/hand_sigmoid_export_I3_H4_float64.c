@@ -256,6 +256,12 @@ MK_INLINE void RNNC_T(mk_row)(ptrdiff_t K, const RNNC_REAL *A, const RNNC_REAL *
         for (int c = 0; c < MK_NR; ++c) acc[0][c] += a * p[c];
     }
     for (int u = 1; u < MK_KU; ++u) for (int c = 0; c < MK_NR; ++c) acc[0][c] += acc[u][c];
+    if (nc == MK_NR) {        /* a whole panel: fixed trip counts, vectorised */
+        if (beta) for (int c = 0; c < MK_NR; ++c) acc[0][c] += C[c];
+        if (bias) for (int c = 0; c < MK_NR; ++c) acc[0][c] += bias[c];
+        for (int c = 0; c < MK_NR; ++c) C[c] = acc[0][c];
+        return;
+    }
     for (int c = 0; c < nc; ++c)
         C[c] = (beta ? C[c] : 0) + acc[0][c] + (bias ? bias[c] : 0);
 }
@@ -283,8 +289,9 @@ MK_API void RNNC_T(mk_gemm)(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const RNNC_RE
 #define CHUNK 64
 #define CHUNK_ROWS 2048
 
-/* steps per chunk of the hoisted products: CHUNK, or enough steps for CHUNK_ROWS rows
-   when the batch is small (GEMMs big enough to share between threads), at most T */
+/* steps per chunk of the hoisted products, at most: CHUNK, or enough steps for
+   CHUNK_ROWS rows when the batch is small (work big enough to share between threads;
+   on one thread a chunk is CHUNK steps, whose values stay in cache), at most T */
 static int chunk_steps(int T, int B)
 {
     const int steps = B < CHUNK_ROWS / CHUNK ? CHUNK_ROWS / B : CHUNK;
@@ -480,7 +487,8 @@ static int hand_sigmoid_forward_steps(int T, int B, const double *params, const 
                              const double *state0, double *y, double *state_T, double *work, int keep,
                              int threads, int packed)
 {
-    const int CH = chunk_steps(T, B);
+    /* CH: the steps a chunk's buffers hold; CS: the steps of a chunk on this many threads */
+    const int CH = chunk_steps(T, B), CS = threads > 1 ? CH : T < CHUNK ? T : CHUNK;
     (void)threads;
     double *pack = work;
     double *hist0 = pack + RNNC_PACK_SIZE;
@@ -488,8 +496,8 @@ static int hand_sigmoid_forward_steps(int T, int B, const double *params, const 
     double *A_L1 = A_L0 + (ptrdiff_t)(keep ? T : CH) * B * 4;
     if (!packed) pack_weights(params, pack);
     rows_to_states(B, state0, hist0);
-    for (int t0 = 0; t0 < T; t0 += CH) {
-        const int tc = T - t0 < CH ? T - t0 : CH;
+    for (int t0 = 0; t0 < T; t0 += CS) {
+        const int tc = T - t0 < CS ? T - t0 : CS;
         before_steps_split(T, B, t0, tc, keep, threads, lengths, params, x, work, NULL);
         for (int t = t0; t < t0 + tc; ++t) {
             double *restrict y_t = y + (ptrdiff_t)t * B * 4;
@@ -615,7 +623,8 @@ int hand_sigmoid_run_backward(int T, int B, const double *params, const double *
     if (rc) return rc;
     if (!params || !x || !work || !dparams) return 2;
     (void)state0;
-    const int CH = chunk_steps(T, B);
+    /* CH: the steps a chunk's buffers hold; CS: the steps of a chunk on this many threads */
+    const int CH = chunk_steps(T, B), CS = threads > 1 ? CH : T < CHUNK ? T : CHUNK;
     double *pack = work;
     double *hist0 = pack + RNNC_PACK_SIZE;
     double *A_L0 = hist0 + (ptrdiff_t)((ptrdiff_t)T + 1) * B * 4;
@@ -635,8 +644,8 @@ int hand_sigmoid_run_backward(int T, int B, const double *params, const double *
     memset(dparams, 0, sizeof(double) * RNNC_PARAM_COUNT);
     memset(gpack, 0, sizeof(double) * RNNC_GPACK_SIZE);
     rows_to_states(B, dstate_T, dcarry + (ptrdiff_t)B * RNNC_S_h);
-    for (int t1 = T; t1 > 0; t1 -= CH) {
-        const int t0 = t1 - CH > 0 ? t1 - CH : 0, tc = t1 - t0;
+    for (int t1 = T; t1 > 0; t1 -= CS) {
+        const int t0 = t1 - CS > 0 ? t1 - CS : 0, tc = t1 - t0;
         memset(d_L0_all, 0, sizeof(double) * (size_t)tc * B * 4);
         memset(d_L1_all, 0, sizeof(double) * (size_t)tc * B * 4);
         for (int t = t1 - 1; t >= t0; --t) {

@@ -100,8 +100,9 @@ def render_c(g, bwd, dtype="float64", *, prefix="rnnc", blas=False, fast_math=Fa
         helpers.gemm_c(ctype, blas, microkernel, runtime, variant),
         "#define VALID(b) (lengths == NULL || t < lengths[b])\n#define CHUNK %d\n#define CHUNK_ROWS %d"
         % (CHUNK, CHUNK_ROWS),
-        "/* steps per chunk of the hoisted products: CHUNK, or enough steps for CHUNK_ROWS rows\n"
-        "   when the batch is small (GEMMs big enough to share between threads), at most T */\n"
+        "/* steps per chunk of the hoisted products, at most: CHUNK, or enough steps for\n"
+        "   CHUNK_ROWS rows when the batch is small (work big enough to share between threads;\n"
+        "   on one thread a chunk is CHUNK steps, whose values stay in cache), at most T */\n"
         "static int chunk_steps(int T, int B)\n"
         "{\n"
         "    const int steps = B < CHUNK_ROWS / CHUNK ? CHUNK_ROWS / B : CHUNK;\n"
@@ -424,14 +425,15 @@ def _forward(g, L, printer, ctype, p):
         "                             const {r} *state0, {r} *y, {r} *state_T, {r} *work, int keep,",
         "                             int threads, int packed)",
         "{",
-        "    const int CH = chunk_steps(T, B);",
+        "    /* CH: the steps a chunk's buffers hold; CS: the steps of a chunk on this many threads */",
+        "    const int CH = chunk_steps(T, B), CS = threads > 1 ? CH : T < CHUNK ? T : CHUNK;",
         "    (void)threads;",
     ] + regions + [
         "    if (!packed) pack_weights(params, pack);",
     ] + [
         "    rows_to_states(B, state0, %s);" % hist_args,
-        "    for (int t0 = 0; t0 < T; t0 += CH) {",
-        "        const int tc = T - t0 < CH ? T - t0 : CH;",
+        "    for (int t0 = 0; t0 < T; t0 += CS) {",
+        "        const int tc = T - t0 < CS ? T - t0 : CS;",
     ] + [
         "        before_steps_split(T, B, t0, tc, keep, threads, lengths, params, x, work, NULL);",
         "        for (int t = t0; t < t0 + tc; ++t) {",
@@ -782,7 +784,8 @@ def _backward(g, bwd, L, printer, ctype, p):
         "    if (rc) return rc;",
         "    if (!params || !x || !work || !dparams) return 2;",
         "    (void)state0;",
-        "    const int CH = chunk_steps(T, B);",
+        "    /* CH: the steps a chunk's buffers hold; CS: the steps of a chunk on this many threads */",
+        "    const int CH = chunk_steps(T, B), CS = threads > 1 ? CH : T < CHUNK ? T : CHUNK;",
     ] + regions + [
         "    (void)pack;",
     ] + zero_dx + [
@@ -791,8 +794,8 @@ def _backward(g, bwd, L, printer, ctype, p):
          for buf, key, n in (("dparams", "param_count", L.param_count),
                              ("gpack", "gpack_size", L.gpack_size)) if n] + [
         "    rows_to_states(B, dstate_T, %s);" % dcarry_args,
-        "    for (int t1 = T; t1 > 0; t1 -= CH) {",
-        "        const int t0 = t1 - CH > 0 ? t1 - CH : 0, tc = t1 - t0;",
+        "    for (int t1 = T; t1 > 0; t1 -= CS) {",
+        "        const int t0 = t1 - CS > 0 ? t1 - CS : 0, tc = t1 - t0;",
     ] + ["        " + ln for ln in chunk_zero] + [
         "        for (int t = t1 - 1; t >= t0; --t) {",
     ] + pointers + [ind + ln for ln in zero] + [ind + ln for blk in (seeds, body, carry) for ln in blk] + [

@@ -51,6 +51,12 @@ MK_INLINE void RNNC_T(mk_row)(ptrdiff_t K, const RNNC_REAL *A, const RNNC_REAL *
         for (int c = 0; c < MK_NR; ++c) acc[0][c] += a * p[c];
     }
     for (int u = 1; u < MK_KU; ++u) for (int c = 0; c < MK_NR; ++c) acc[0][c] += acc[u][c];
+    if (nc == MK_NR) {        /* a whole panel: fixed trip counts, vectorised */
+        if (beta) for (int c = 0; c < MK_NR; ++c) acc[0][c] += C[c];
+        if (bias) for (int c = 0; c < MK_NR; ++c) acc[0][c] += bias[c];
+        for (int c = 0; c < MK_NR; ++c) C[c] = acc[0][c];
+        return;
+    }
     for (int c = 0; c < nc; ++c)
         C[c] = (beta ? C[c] : 0) + acc[0][c] + (bias ? bias[c] : 0);
 }
