@@ -86,8 +86,11 @@ def tuning_line(dtype="float32"):
     if t.variant is None:
         return "%s: the ISA's default microkernel, hoisted products on OpenBLAS (%s)" % (dtype, t.source)
     mk = sum(1 for _, _, use in t.hoisted if use)
-    return ("%s: microkernel %s, hoisted products on the microkernel at %d of %d measured "
-            "shapes, on OpenBLAS at the others (%s)" % (dtype, t.variant, mk, len(t.hoisted), t.source))
+    where = ("on the microkernel at all %d measured shapes" % mk if mk == len(t.hoisted) else
+             "on OpenBLAS at all %d measured shapes" % len(t.hoisted) if not mk else
+             "on the microkernel at %d of %d measured shapes, on OpenBLAS at the others"
+             % (mk, len(t.hoisted)))
+    return "%s: microkernel %s, hoisted products %s (%s)" % (dtype, t.variant, where, t.source)
 
 
 def summary(times):

@@ -561,9 +561,10 @@ static void pack_weights(const float *params, float *pack)
 }
 
 /* keep = 1: a tape for backward; keep = 0: two state slots and a chunk of values;
+   inlined into each entry point, so that rnnc_step's T = B = 1 are constants there;
    threads: for the hoisted GEMMs; packed: work starts with the packed weights
    (rnnc_pack), else they are packed first. Arguments checked by the caller. */
-static int rnnc_forward_steps(int T, int B, const float *params, const float *x, const int *lengths,
+RNNC_INLINE int rnnc_forward_steps(int T, int B, const float *params, const float *x, const int *lengths,
                              const float *state0, float *y, float *state_T, float *work, int keep,
                              int threads, int packed)
 {

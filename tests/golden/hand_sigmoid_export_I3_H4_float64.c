@@ -481,9 +481,10 @@ static void pack_weights(const double *params, double *pack)
 }
 
 /* keep = 1: a tape for backward; keep = 0: two state slots and a chunk of values;
+   inlined into each entry point, so that hand_sigmoid_step's T = B = 1 are constants there;
    threads: for the hoisted GEMMs; packed: work starts with the packed weights
    (hand_sigmoid_pack), else they are packed first. Arguments checked by the caller. */
-static int hand_sigmoid_forward_steps(int T, int B, const double *params, const double *x, const int *lengths,
+RNNC_INLINE int hand_sigmoid_forward_steps(int T, int B, const double *params, const double *x, const int *lengths,
                              const double *state0, double *y, double *state_T, double *work, int keep,
                              int threads, int packed)
 {
