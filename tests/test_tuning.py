@@ -74,8 +74,10 @@ def test_decide_takes_the_faster_variant_by_a_margin(avx512):
 def test_decide_chooses_each_hoisted_shape(avx512):
     G = len(tuning.HOISTED_GRID)
     mk = [1.0] * G
-    blas = [2.0, 0.5, 1.02] + [1.0] * (G - 3)       # faster, slower, within the margin, ties
+    # faster by more than the hoisted margin, slower, faster within it, ties
+    blas = [1.2, 0.5, 1.1] + [1.0] * (G - 3)
     t = tuning.decide(_measured([1.0, 1.0], mk, blas))["float32"]
+    assert tuning.HOISTED_MARGIN > 0.1
     assert [use for _, _, use in t.hoisted] == [True, False, False] + [False] * (G - 3)
     assert [(n, k) for n, k, _ in t.hoisted] == list(tuning.HOISTED_GRID)
     assert t.source == "measured"
@@ -109,7 +111,9 @@ def test_the_machine_table_is_measured_once_and_shown(monkeypatch):
         m = first["measured"][dtype]
         assert set(m["step"]) == {v.name for v in tuning.variants()}
         assert all(len(ts) == len(tuning.STEP_SHAPES) and min(ts) > 0 for ts in m["step"].values())
-        assert set(m["hoisted"]) == {"blas"} | set(m["step"])
+        # OpenBLAS and the variant chosen for the steps, each followed by a chunk's steps
+        assert set(m["hoisted"]) == {"blas", tuning.for_dtype(dtype).variant}
+        assert all(len(ts) == len(tuning.HOISTED_GRID) and min(ts) > 0 for ts in m["hoisted"].values())
         assert tuning.for_dtype(dtype).variant in m["step"]
     out = subprocess.run([sys.executable, "-m", "rnncompiler.cli", "cache", "info"],
                          capture_output=True, text=True, check=True).stdout
@@ -168,8 +172,9 @@ def test_every_variant_and_hoisted_path_is_correct(monkeypatch, variant, path):
 
 def test_the_timing_program_builds_and_times():
     """The driver the tuning run builds: every path of every real type times a product."""
-    lines = [(d, p, 3, 40, 9) for d, _ in tuning.DTYPES
-             for p in ["blas"] + [v.name for v in tuning.variants()]]
+    first = tuning.variants()[0].name
+    lines = [(d, p, 6, 40, 9, s, first) for d, _ in tuning.DTYPES
+             for p in ["blas"] + [v.name for v in tuning.variants()] for s in (0, 3)]
     times = tuning._run_driver(lines)
     assert len(times) == len(lines) and all(0 < t < 1 for t in times)
     assert "rnnc_s_mk_gemm" in helpers.runtime_c()

@@ -1,7 +1,8 @@
 """Kernels tuned to the core they run on: a short autotuning run, once per machine, that
 times the microkernel's variants (vector width, rows per block) on per-step product
-shapes and each of them against OpenBLAS on hoisted product shapes, then keeps the
-choice in the kernel cache beside the runtime object, named after the machine's identity.
+shapes, then the chosen one against OpenBLAS on hoisted product shapes (each followed by
+a chunk's per-step products, as in a kernel), and keeps the measurement in the kernel
+cache beside the runtime object, named after the machine's identity.
 
 Why measure: the ISA does not tell the datapath. Cores with AVX-512 run 512-bit vectors
 on 512-bit units (Intel's server cores, AMD family 26) or on 256-bit ones (AMD family 25),
@@ -25,11 +26,17 @@ from .variants import DEFAULT, Tuning, variants, variant_named, core_name
 # per-step products (batch rows, outputs, inputs): a batch of 1 and of 32 at LSTM shapes
 STEP_SHAPES = ((1, 512, 128), (8, 512, 128), (32, 128, 32), (32, 512, 128), (32, 2048, 512))
 # hoisted products over a chunk of rows: the grid the choice per (N, K) is read from
-HOISTED_ROWS = 512
+HOISTED_ROWS = 2048     # a chunk: 64 steps of 32 rows, or 2048 steps of one
+STEP_ROWS = 32          # the batch of the steps that follow it when measured
 HOISTED_GRID = tuple((n, k) for n in (128, 512, 2048) for k in (32, 128, 512))
 DTYPES = (("float32", "float"), ("float64", "double"))
-VERSION = 2          # of the measurement: a new one discards the old results
+VERSION = 4          # of the measurement: a new one discards the old results
 MARGIN = 0.03        # a choice other than the default wins by this much, or not at all
+# a hoisted product moves to the microkernel only if it wins by this much: on an AMD
+# family 25 core it won by 11% at (2048 x 128 x 32) here, steps included, yet the LSTM at
+# H=32 whose product that is ran 3-6% slower with it (and 2-4% at H=128, 512): what the
+# loop loses to it in the caches is more than a measurement apart shows
+HOISTED_MARGIN = 0.15
 
 
 
@@ -42,13 +49,17 @@ DRIVER = r"""
 %(declarations)s
 static double now(void) { struct timespec s; clock_gettime(CLOCK_MONOTONIC, &s); return s.tv_sec + 1e-9 * s.tv_nsec; }
 %(timers)s
-/* stdin: lines "dtype path M N K"; stdout: the best of a few runs, in seconds, a line each */
+/* stdin: lines "dtype path M N K S step"; stdout: the best of a few runs, in seconds, a
+   line each. S > 0: after the product, M / S steps of an (S x N x K) product by another
+   weight on the microkernel variant `step`, as a kernel's loop follows its hoisted product
+   (what one evicts from the caches the other pays for) */
 int main(void)
 {
-    char dtype[16], path[16];
-    long M, N, K;
-    while (scanf("%%15s %%15s %%ld %%ld %%ld", dtype, path, &M, &N, &K) == 5) {
-        double t = strcmp(dtype, "float32") == 0 ? time_float(path, M, N, K) : time_double(path, M, N, K);
+    char dtype[16], path[16], step[16];
+    long M, N, K, S;
+    while (scanf("%%15s %%15s %%ld %%ld %%ld %%ld %%15s", dtype, path, &M, &N, &K, &S, step) == 7) {
+        double t = strcmp(dtype, "float32") == 0 ? time_float(path, M, N, K, S, step)
+                                                 : time_double(path, M, N, K, S, step);
         printf("%%.9g\n", t);
         fflush(stdout);
     }
@@ -57,26 +68,37 @@ int main(void)
 """
 
 TIMER = r"""
-static double time_%(r)s(const char *path, long M, long N, long K)
+static double time_%(r)s(const char *path, long M, long N, long K, long S, const char *step)
 {
     %(r)s *A = malloc(sizeof(%(r)s) * M * K), *W = malloc(sizeof(%(r)s) * N * K);
     %(r)s *P = malloc(sizeof(%(r)s) * ((N + %(nr)d - 1) / %(nr)d) * %(nr)d * K), *C = malloc(sizeof(%(r)s) * M * N);
+    %(r)s *P2 = malloc(sizeof(%(r)s) * ((N + %(nr)d - 1) / %(nr)d) * %(nr)d * K);
+    %(r)s *A2 = malloc(sizeof(%(r)s) * (S + 1) * K), *C2 = malloc(sizeof(%(r)s) * (S + 1) * N);
     double best = 1e30;
-    if (!A || !W || !P || !C) { free(A); free(W); free(P); free(C); return -1; }
-    for (long i = 0; i < M * K; ++i) A[i] = (%(r)s)((i * 7919 %% 2001) - 1000) / 1000;
-    for (long i = 0; i < N * K; ++i) W[i] = (%(r)s)((i * 104729 %% 2001) - 1000) / 1000;
-    %(pack)s
+    if (!A || !W || !P || !C || !P2 || !A2 || !C2) best = -1;
+    for (long i = 0; best > 0 && i < M * K; ++i) A[i] = (%(r)s)((i * 7919 %% 2001) - 1000) / 1000;
+    for (long i = 0; best > 0 && i < N * K; ++i) W[i] = (%(r)s)((i * 104729 %% 2001) - 1000) / 1000;
+    for (long i = 0; best > 0 && i < S * K; ++i) A2[i] = (%(r)s)((i * 31 %% 2001) - 1000) / 1000;
+    if (best > 0) {
+        %(pack)s
+        %(pack2)s
+    }
     /* repeat until 10 ms or 100 runs have been timed, the first run a warm-up */
     double spent = 0;
-    for (int rep = 0; rep < 101 && spent < 0.01; ++rep) {
+    for (int rep = 0; best > 0 && rep < 101 && spent < 0.01; ++rep) {
         const double t0 = now();
         if (0) {}
         %(calls)s
         else { best = -1; break; }
+        for (long s = 0; S > 0 && s < M / S; ++s) {
+            if (0) {}
+            %(steps)s
+            else { best = -1; break; }
+        }
         const double dt = now() - t0;
         if (rep) { spent += dt; if (dt < best) best = dt; }
     }
-    free(A); free(W); free(P); free(C);
+    free(A); free(W); free(P); free(C); free(P2); free(A2); free(C2);
     return best;
 }
 """
@@ -93,14 +115,21 @@ def _driver_c():
                      % (helpers.typed("gemm_big", r), r, r, r))
         pack, calls = [], ['else if (strcmp(path, "blas") == 0) %s(0, 1, 0, M, N, K, A, K, W, K, C, N);'
                            % helpers.typed("gemm_big", r)]
+        pack2, steps = [], []
         for v in variants():
             decls.append(prototypes(v.name, r).replace('__attribute__((visibility("hidden"))) ', ""))
             pack.append('if (strcmp(path, "%s") == 0) %s(N, K, W, K, P);'
                         % (v.name, symbol("mk_pack_nt", r, v.name)))
             calls.append('else if (strcmp(path, "%s") == 0) %s(M, N, K, A, K, P, NULL, 0, C, N);'
+                         % (v.name, symbol("mk_gemm_rows", r, v.name)))
+            pack2.append('if (strcmp(step, "%s") == 0) %s(N, K, W, K, P2);'
+                         % (v.name, symbol("mk_pack_nt", r, v.name)))
+            steps.append('else if (strcmp(step, "%s") == 0) %s(S, N, K, A2, K, P2, NULL, 1, C2, N);'
                          % (v.name, symbol("mk_gemm", r, v.name)))
         timers.append(TIMER % {"r": r, "nr": 32 if r == "float" else 16,
-                               "pack": "\n    ".join(pack), "calls": "\n        ".join(calls)})
+                               "pack": "\n        ".join(pack), "calls": "\n        ".join(calls),
+                               "pack2": "\n        ".join(pack2),
+                               "steps": "\n            ".join(steps)})
     return DRIVER % {"declarations": "#include <stddef.h>\n" + "\n".join(decls),
                      "timers": "\n".join(timers)}
 
@@ -122,22 +151,29 @@ def table_path(root=None):
 
 def measure():
     """Time every path on every shape: {dtype: {"step": {variant: [s...]},
-    "hoisted": {path: [s...]}}}, shapes in the order of STEP_SHAPES and HOISTED_GRID."""
+    "hoisted": {path: [s...]}}}, shapes in the order of STEP_SHAPES and HOISTED_GRID.
+    The per-step shapes first; then each hoisted shape on OpenBLAS and on the variant
+    chosen for the steps, each followed by a chunk's steps on that variant (in a kernel
+    the hoisted product and the loop share the caches: a product faster alone can make
+    the loop after it slower)."""
     names = [v.name for v in variants()]
-    jobs = []
-    for dtype, _ in DTYPES:
-        jobs += [(dtype, "step", v, shape) for v in names for shape in STEP_SHAPES]
-        jobs += [(dtype, "hoisted", path, (HOISTED_ROWS,) + nk)
-                 for path in ["blas"] + names for nk in HOISTED_GRID]
-    times = _run_driver([(dtype, path) + shape for dtype, _, path, shape in jobs])
+    jobs = [(dtype, v, shape) for dtype, _ in DTYPES for v in names for shape in STEP_SHAPES]
+    times = _run_driver([(dtype, v) + shape + (0, v) for dtype, v, shape in jobs])
     out = {dtype: {"step": {}, "hoisted": {}} for dtype, _ in DTYPES}
-    for (dtype, kind, path, _), t in zip(jobs, times, strict=True):
-        out[dtype][kind].setdefault(path, []).append(t)
+    for (dtype, v, _), t in zip(jobs, times, strict=True):
+        out[dtype]["step"].setdefault(v, []).append(t)
+    chosen = {dtype: _step_variant(m["step"]) for dtype, m in out.items()}
+    jobs = [(dtype, path, (HOISTED_ROWS,) + nk) for dtype, _ in DTYPES
+            for path in ("blas", chosen[dtype]) for nk in HOISTED_GRID]
+    times = _run_driver([(dtype, path) + shape + (STEP_ROWS, chosen[dtype])
+                         for dtype, path, shape in jobs])
+    for (dtype, path, _), t in zip(jobs, times, strict=True):
+        out[dtype]["hoisted"].setdefault(path, []).append(t)
     return out
 
 
 def _run_driver(lines):
-    """Seconds per line ("dtype path M N K") from the timing program, built and run here;
+    """Seconds per line ("dtype path M N K S step") from the timing program, built and run here;
     CompileError when it cannot be built or run."""
     from .codegen import helpers
     root = build.cache_root()
@@ -149,7 +185,7 @@ def _run_driver(lines):
             f.write(_driver_c())
         build.run_compiler(build.executable_command(c_file, exe, objs), c_file)
         env = dict(os.environ, OPENBLAS_NUM_THREADS="1")
-        out = subprocess.run([exe], input="\n".join("%s %s %d %d %d" % ln for ln in lines) + "\n",
+        out = subprocess.run([exe], input="\n".join("%s %s %d %d %d %d %s" % ln for ln in lines) + "\n",
                              capture_output=True, text=True, check=True, timeout=300, env=env).stdout
     except (OSError, subprocess.SubprocessError) as exc:
         raise CompileError("the tuning run failed: %s" % exc) from None
@@ -161,23 +197,28 @@ def _run_driver(lines):
     return times
 
 
-def decide(measured, margin=MARGIN):
-    """{dtype: Tuning} from the measurement: the variant with the least total time over the
-    per-step shapes (each shape's times relative to its best, so that no shape weighs more
-    for being bigger), then per hoisted grid point whether that variant beats OpenBLAS.
-    A change from the default (the ISA's shape, OpenBLAS) must win by `margin`: a tie
-    within the noise keeps what was measured best before, run after run."""
-    out = {}
+def _step_variant(step, margin=MARGIN):
+    """The variant with the least total time over the per-step shapes (each shape's times
+    relative to its best, so that no shape weighs more for being bigger); another than
+    the default must win by `margin`: a tie within the noise keeps the default."""
     default = variants()[0].name
+    best = [min(ts) for ts in zip(*step.values(), strict=True)]
+    score = {v: sum(t / b for t, b in zip(step[v], best, strict=True)) for v in step}
+    variant = min(step, key=score.get)
+    return default if score[variant] * (1 + margin) > score[default] else variant
+
+
+def decide(measured, margin=MARGIN, hoisted_margin=HOISTED_MARGIN):
+    """{dtype: Tuning} from the measurement: the per-step variant (_step_variant), then per
+    hoisted grid point whether that variant, followed by a chunk's steps, beats OpenBLAS
+    followed by the same steps, by `hoisted_margin`."""
+    out = {}
     for dtype, m in measured.items():
-        step = m["step"]
-        best = [min(ts) for ts in zip(*step.values(), strict=True)]
-        score = {v: sum(t / b for t, b in zip(step[v], best, strict=True)) for v in step}
-        variant = min(step, key=score.get)
-        if score[variant] * (1 + margin) > score[default]:
-            variant = default
-        hoisted = tuple((n, k, bool(mk * (1 + margin) < blas)) for (n, k), mk, blas in zip(
-            HOISTED_GRID, m["hoisted"][variant], m["hoisted"]["blas"], strict=True))
+        variant = _step_variant(m["step"], margin)
+        mine = m["hoisted"].get(variant)
+        hoisted = tuple((n, k, bool(mine is not None and mk * (1 + hoisted_margin) < blas))
+                        for (n, k), mk, blas in zip(HOISTED_GRID, mine or m["hoisted"]["blas"],
+                                                    m["hoisted"]["blas"], strict=True))
         out[dtype] = Tuning(variant, hoisted, "measured")
     return out
 

@@ -134,9 +134,18 @@ RNNC_API void MK_FN(mk_gemm)(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const RNNC_R
                     const RNNC_REAL *P, const RNNC_REAL *bias, int beta, RNNC_REAL *C, ptrdiff_t ldc)
 { MK_FN(mk_gemm_any)(M, N, K, A, lda, P, bias, beta, C, ldc, 0); }
 
+/* the hoisted products: many rows, so a block of MK_ROWS of them at a time goes through
+   every panel while it is in L1 (panels first would stream all of A once a panel) */
+#ifndef MK_ROWS
+#define MK_ROWS 64
+#endif
 RNNC_API void MK_FN(mk_gemm_rows)(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const RNNC_REAL *A, ptrdiff_t lda,
                     const RNNC_REAL *P, const RNNC_REAL *bias, int beta, RNNC_REAL *C, ptrdiff_t ldc)
-{ MK_FN(mk_gemm_any)(M, N, K, A, lda, P, bias, beta, C, ldc, 1); }
+{
+    for (ptrdiff_t i0 = 0; i0 < M; i0 += MK_ROWS)
+        MK_FN(mk_gemm_any)(M - i0 < MK_ROWS ? M - i0 : MK_ROWS, N, K, A + i0 * lda, lda, P, bias,
+                           beta, C + i0 * ldc, ldc, 1);
+}
 #undef MK_VBYTES
 #undef MK_MR
 #undef MK_FN
