@@ -161,3 +161,22 @@ def test_min_gru_split_over_threads_matches_torch_autograd():
     for name in p:
         want = tp[name].grad.numpy()
         assert np.max(np.abs(grads.params[name] - want)) / scale(want) < 1e-9, name
+
+
+def test_an_adjoint_with_one_contribution_is_written_not_added_to():
+    """The LSTM's gates each get their adjoint from one node (c[t] or h[t]): written, with
+    zeros in rows past their length, and the chunk's buffer of them is never zeroed. A
+    value read by two nodes (gated_decay's a) is added to, after zeroing."""
+    g, bwd = fused(rc.cells.lstm)
+    L = plan_layout(g, bwd)
+    gates = [m for b in L.bundles for m in b.members]
+    assert gates and set(gates) <= L.assigned
+    text = render_c(g, bwd, "float32", blas="openblas", microkernel=True).text
+    assert "memset(d_L0_all" not in text
+    assert "dr0[j] = " in text and "if (!VALID(b)) { for (ptrdiff_t j = 0;" in text
+    g, bwd = fused(gated_decay)
+    L = plan_layout(g, bwd)
+    shared = [n for n in g.ops() if len(g.users(n)) > 1]
+    assert shared and not set(shared) & L.assigned
+    text = render_c(g, bwd, "float32", blas="openblas", microkernel=True).text
+    assert "+= " in text

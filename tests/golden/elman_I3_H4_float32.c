@@ -583,14 +583,14 @@ static void bwd_next_h(int t, int B, const int *lengths, const float *restrict n
 {
     (void)t; (void)lengths;
     for (ptrdiff_t b = 0; b < B; ++b) {
-        if (!VALID(b)) continue;
+        if (!VALID(b)) { for (ptrdiff_t j = 0; j < 4; ++j) d_L0[b * 4 + j] = 0; continue; }
         const float *restrict gr = d_v2 + b * 4;
         const float *restrict yr = next_h + b * 4;
         float *restrict dr0 = d_L0 + b * 4;
         for (ptrdiff_t j = 0; j < 4; ++j) {
             const float g = gr[j];
             const float y = yr[j];
-            dr0[j] += g*(1.0F - (y*y));
+            dr0[j] = g*(1.0F - (y*y));
         }
     }
 }
@@ -629,7 +629,6 @@ int rnnc_run_backward(int T, int B, const float *params, const float *x, const i
     rows_to_states(B, dstate_T, dcarry + (ptrdiff_t)B * RNNC_S_h);
     for (int t1 = T; t1 > 0; t1 -= CS) {
         const int t0 = t1 - CS > 0 ? t1 - CS : 0, tc = t1 - t0;
-        memset(d_L0_all, 0, sizeof(float) * (size_t)tc * B * 4);
         for (int t = t1 - 1; t >= t0; --t) {
             const float *restrict x_t = x + (ptrdiff_t)t * B * 3; (void)x_t;
             const float *restrict s_h = hist0 + (ptrdiff_t)t * B * 4; (void)s_h;

@@ -674,7 +674,7 @@ static void bwd_next_h(int t, int B, const int *lengths, const float *restrict s
 {
     (void)t; (void)lengths;
     for (ptrdiff_t b = 0; b < B; ++b) {
-        if (!VALID(b)) continue;
+        if (!VALID(b)) { for (ptrdiff_t j = 0; j < 4; ++j) d_v2_u[b * 4 + j] = 0; for (ptrdiff_t j = 0; j < 4; ++j) d_L0[b * 8 + j] = 0; for (ptrdiff_t j = 0; j < 4; ++j) d_L2[b * 4 + j] = 0; continue; }
         const float *restrict gr = d_v5 + b * 4;
         const float *restrict r0 = v2_u + b * 4;
         const float *restrict r1 = L1 + b * 4;
@@ -693,9 +693,9 @@ static void bwd_next_h(int t, int B, const int *lengths, const float *restrict s
             const float a3 = r3[j];
             const float a4 = r4[j];
             const float t0 = a2*g*(1.0F - a0)*(1.0F - (a1*a1));
-            dr0[j] += g*(-a1 + a4);
-            dr2[j] += a3*t0*(1.0F - a2);
-            dr3[j] += t0;
+            dr0[j] = g*(-a1 + a4);
+            dr2[j] = a3*t0*(1.0F - a2);
+            dr3[j] = t0;
             dr4[j] += a0*g;
         }
     }
@@ -706,7 +706,7 @@ static void bwd_later_next_h(int t, int B, const int *lengths, const float *rest
 {
     (void)t; (void)lengths;
     for (ptrdiff_t b = 0; b < B; ++b) {
-        if (!VALID(b)) continue;
+        if (!VALID(b)) { for (ptrdiff_t j = 0; j < 4; ++j) d_L1[b * 4 + j] = 0; continue; }
         const float *restrict gr = d_v5 + b * 4;
         const float *restrict r0 = v2_u + b * 4;
         const float *restrict r1 = L1 + b * 4;
@@ -715,7 +715,7 @@ static void bwd_later_next_h(int t, int B, const int *lengths, const float *rest
             const float g = gr[j];
             const float a0 = r0[j];
             const float a1 = r1[j];
-            dr1[j] += g*(1.0F - a0)*(1.0F - (a1*a1));
+            dr1[j] = g*(1.0F - a0)*(1.0F - (a1*a1));
         }
     }
 }
@@ -725,14 +725,14 @@ static void bwd_v2_u(int t, int B, const int *lengths, const float *restrict v2_
 {
     (void)t; (void)lengths;
     for (ptrdiff_t b = 0; b < B; ++b) {
-        if (!VALID(b)) continue;
+        if (!VALID(b)) { for (ptrdiff_t j = 0; j < 4; ++j) (d_L0 + RNNC_COL_L0_a_iz)[b * 8 + j] = 0; continue; }
         const float *restrict gr = d_v2_u + b * 4;
         const float *restrict yr = v2_u + b * 4;
         float *restrict dr0 = (d_L0 + RNNC_COL_L0_a_iz) + b * 8;
         for (ptrdiff_t j = 0; j < 4; ++j) {
             const float g = gr[j];
             const float y = yr[j];
-            dr0[j] += g*y*(1.0F - y);
+            dr0[j] = g*y*(1.0F - y);
         }
     }
 }
@@ -843,9 +843,6 @@ int rnnc_run_backward(int T, int B, const float *params, const float *x, const i
     rows_to_states(B, dstate_T, dcarry + (ptrdiff_t)B * RNNC_S_h);
     for (int t1 = T; t1 > 0; t1 -= CS) {
         const int t0 = t1 - CS > 0 ? t1 - CS : 0, tc = t1 - t0;
-        memset(d_L0_all, 0, sizeof(float) * (size_t)tc * B * 8);
-        memset(d_L1_all, 0, sizeof(float) * (size_t)tc * B * 4);
-        memset(d_L2_all, 0, sizeof(float) * (size_t)tc * B * 4);
         memset(d_v5_all, 0, sizeof(float) * (size_t)tc * B * 4);
         for (int t = t1 - 1; t >= t0; --t) {
             const float *restrict x_t = x + (ptrdiff_t)t * B * 3; (void)x_t;

@@ -605,7 +605,7 @@ static void bwd_next_h(int t, int B, const int *lengths, const float *restrict L
 {
     (void)t; (void)lengths;
     for (ptrdiff_t b = 0; b < B; ++b) {
-        if (!VALID(b)) continue;
+        if (!VALID(b)) { for (ptrdiff_t j = 0; j < 4; ++j) d_L0[b * 4 + j] = 0; for (ptrdiff_t j = 0; j < 4; ++j) d_L1[b * 4 + j] = 0; continue; }
         const float *restrict gr = d_v3 + b * 4;
         const float *restrict r0 = L0 + b * 4;
         const float *restrict r1 = L1 + b * 4;
@@ -620,8 +620,8 @@ static void bwd_next_h(int t, int B, const int *lengths, const float *restrict L
             const float t1 = t0 + 1.0F;
             const float t2 = 0.5F*g;
             const float t3 = t0*t2*(1.0F - ((rnnc_tanhf((1.0F/t1)))*(rnnc_tanhf((1.0F/t1)))))/(t1*t1);
-            dr0[j] += a1*t3;
-            dr1[j] += a0*t3;
+            dr0[j] = a1*t3;
+            dr1[j] = a0*t3;
             dr2[j] += t2;
         }
     }
@@ -664,8 +664,6 @@ int rnnc_run_backward(int T, int B, const float *params, const float *x, const i
     rows_to_states(B, dstate_T, dcarry + (ptrdiff_t)B * RNNC_S_h);
     for (int t1 = T; t1 > 0; t1 -= CS) {
         const int t0 = t1 - CS > 0 ? t1 - CS : 0, tc = t1 - t0;
-        memset(d_L0_all, 0, sizeof(float) * (size_t)tc * B * 4);
-        memset(d_L1_all, 0, sizeof(float) * (size_t)tc * B * 4);
         for (int t = t1 - 1; t >= t0; --t) {
             const float *restrict x_t = x + (ptrdiff_t)t * B * 3; (void)x_t;
             const float *restrict s_h = hist0 + (ptrdiff_t)t * B * 4; (void)s_h;

@@ -588,7 +588,7 @@ static void bwd_next_h(int t, int B, const int *lengths, const double *restrict 
 {
     (void)t; (void)lengths;
     for (ptrdiff_t b = 0; b < B; ++b) {
-        if (!VALID(b)) continue;
+        if (!VALID(b)) { for (ptrdiff_t j = 0; j < 4; ++j) d_L0[b * 4 + j] = 0; for (ptrdiff_t j = 0; j < 4; ++j) d_L1[b * 4 + j] = 0; continue; }
         const double *restrict gr = d_v3 + b * 4;
         const double *restrict r0 = L0 + b * 4;
         const double *restrict r1 = L1 + b * 4;
@@ -603,8 +603,8 @@ static void bwd_next_h(int t, int B, const int *lengths, const double *restrict 
             const double t1 = t0 + 1.0;
             const double t2 = 0.5*g;
             const double t3 = t0*t2*(1.0 - ((tanh((1.0/t1)))*(tanh((1.0/t1)))))/(t1*t1);
-            dr0[j] += a1*t3;
-            dr1[j] += a0*t3;
+            dr0[j] = a1*t3;
+            dr1[j] = a0*t3;
             dr2[j] += t2;
         }
     }
@@ -647,8 +647,6 @@ int hand_sigmoid_run_backward(int T, int B, const double *params, const double *
     rows_to_states(B, dstate_T, dcarry + (ptrdiff_t)B * RNNC_S_h);
     for (int t1 = T; t1 > 0; t1 -= CS) {
         const int t0 = t1 - CS > 0 ? t1 - CS : 0, tc = t1 - t0;
-        memset(d_L0_all, 0, sizeof(double) * (size_t)tc * B * 4);
-        memset(d_L1_all, 0, sizeof(double) * (size_t)tc * B * 4);
         for (int t = t1 - 1; t >= t0; --t) {
             const double *restrict x_t = x + (ptrdiff_t)t * B * 3; (void)x_t;
             const double *restrict s_h = hist0 + (ptrdiff_t)t * B * 4; (void)s_h;

@@ -653,7 +653,7 @@ static void bwd_next_h(int t, int B, const int *lengths, const float *restrict L
 {
     (void)t; (void)lengths;
     for (ptrdiff_t b = 0; b < B; ++b) {
-        if (!VALID(b)) continue;
+        if (!VALID(b)) { for (ptrdiff_t j = 0; j < 4; ++j) (d_L0 + RNNC_COL_L0_a_o)[b * 16 + j] = 0; continue; }
         const float *restrict gr = d_v6 + b * 4;
         const float *restrict r0 = (L0 + RNNC_COL_L0_a_o) + b * 16;
         const float *restrict r1 = next_c + b * 4;
@@ -665,7 +665,7 @@ static void bwd_next_h(int t, int B, const int *lengths, const float *restrict L
             const float a1 = r1[j];
             const float t0 = rnnc_tanhf(a1);
             const float t1 = a0*g;
-            dr0[j] += t0*t1*(1.0F - a0);
+            dr0[j] = t0*t1*(1.0F - a0);
             dr1[j] += t1*(1.0F - (t0*t0));
         }
     }
@@ -676,7 +676,7 @@ static void bwd_next_c(int t, int B, const int *lengths, const float *restrict s
 {
     (void)t; (void)lengths;
     for (ptrdiff_t b = 0; b < B; ++b) {
-        if (!VALID(b)) continue;
+        if (!VALID(b)) { for (ptrdiff_t j = 0; j < 4; ++j) d_L0[b * 16 + j] = 0; for (ptrdiff_t j = 0; j < 4; ++j) (d_L0 + RNNC_COL_L0_a_i)[b * 16 + j] = 0; for (ptrdiff_t j = 0; j < 4; ++j) (d_L0 + RNNC_COL_L0_a_g)[b * 16 + j] = 0; continue; }
         const float *restrict gr = d_v5_c_new + b * 4;
         const float *restrict r0 = L0 + b * 16;
         const float *restrict r1 = s_c + b * 4;
@@ -694,10 +694,10 @@ static void bwd_next_c(int t, int B, const int *lengths, const float *restrict s
             const float a3 = r3[j];
             const float t0 = a0*g;
             const float t1 = a2*g;
-            dr0[j] += a1*t0*(1.0F - a0);
+            dr0[j] = a1*t0*(1.0F - a0);
             dr1[j] += t0;
-            dr2[j] += a3*t1*(1.0F - a2);
-            dr3[j] += t1*(1.0F - (a3*a3));
+            dr2[j] = a3*t1*(1.0F - a2);
+            dr3[j] = t1*(1.0F - (a3*a3));
         }
     }
 }
@@ -739,7 +739,6 @@ int rnnc_run_backward(int T, int B, const float *params, const float *x, const i
     rows_to_states(B, dstate_T, dcarry + (ptrdiff_t)B * RNNC_S_h, dcarry + (ptrdiff_t)B * RNNC_S_c);
     for (int t1 = T; t1 > 0; t1 -= CS) {
         const int t0 = t1 - CS > 0 ? t1 - CS : 0, tc = t1 - t0;
-        memset(d_L0_all, 0, sizeof(float) * (size_t)tc * B * 16);
         for (int t = t1 - 1; t >= t0; --t) {
             const float *restrict x_t = x + (ptrdiff_t)t * B * 3; (void)x_t;
             const float *restrict s_h = hist0 + (ptrdiff_t)t * B * 4; (void)s_h;

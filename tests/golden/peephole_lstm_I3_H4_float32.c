@@ -657,7 +657,7 @@ static void bwd_next_h(int t, int B, const int *lengths, const float *restrict L
 {
     (void)t; (void)lengths;
     for (ptrdiff_t b = 0; b < B; ++b) {
-        if (!VALID(b)) continue;
+        if (!VALID(b)) { for (ptrdiff_t j = 0; j < 4; ++j) (d_L0 + RNNC_COL_L0_a_o)[b * 16 + j] = 0; continue; }
         const float *restrict gr = d_v6 + b * 4;
         const float *restrict r0 = (L0 + RNNC_COL_L0_a_o) + b * 16;
         const float *restrict r2 = next_c + b * 4;
@@ -670,7 +670,7 @@ static void bwd_next_h(int t, int B, const int *lengths, const float *restrict L
             const float a2 = r2[j];
             const float t0 = rnnc_tanhf(a2);
             const float t1 = a0*t0*(1.0F - a0);
-            dr0[j] += g*t1;
+            dr0[j] = g*t1;
             dr2[j] += g*(a0*(1.0F - (t0*t0)) + a1*t1);
         }
     }
@@ -699,7 +699,7 @@ static void bwd_next_c(int t, int B, const int *lengths, const float *restrict s
 {
     (void)t; (void)lengths;
     for (ptrdiff_t b = 0; b < B; ++b) {
-        if (!VALID(b)) continue;
+        if (!VALID(b)) { for (ptrdiff_t j = 0; j < 4; ++j) d_L0[b * 16 + j] = 0; for (ptrdiff_t j = 0; j < 4; ++j) (d_L0 + RNNC_COL_L0_a_i)[b * 16 + j] = 0; for (ptrdiff_t j = 0; j < 4; ++j) (d_L0 + RNNC_COL_L0_a_g)[b * 16 + j] = 0; continue; }
         const float *restrict gr = d_v4_c_new + b * 4;
         const float *restrict r0 = L0 + b * 16;
         const float *restrict r2 = s_c + b * 4;
@@ -720,10 +720,10 @@ static void bwd_next_c(int t, int B, const int *lengths, const float *restrict s
             const float t0 = a0*a2*(1.0F - a0);
             const float t1 = a5*(1.0F - a3);
             const float t2 = a3*g;
-            dr0[j] += g*t0;
+            dr0[j] = g*t0;
             dr2[j] += g*(a0 + a1*t0 + a3*a4*t1);
-            dr3[j] += t1*t2;
-            dr5[j] += t2*(1.0F - (a5*a5));
+            dr3[j] = t1*t2;
+            dr5[j] = t2*(1.0F - (a5*a5));
         }
     }
 }
@@ -851,7 +851,6 @@ int rnnc_run_backward(int T, int B, const float *params, const float *x, const i
     rows_to_states(B, dstate_T, dcarry + (ptrdiff_t)B * RNNC_S_h, dcarry + (ptrdiff_t)B * RNNC_S_c);
     for (int t1 = T; t1 > 0; t1 -= CS) {
         const int t0 = t1 - CS > 0 ? t1 - CS : 0, tc = t1 - t0;
-        memset(d_L0_all, 0, sizeof(float) * (size_t)tc * B * 16);
         memset(d_v4_c_new_all, 0, sizeof(float) * (size_t)tc * B * 4);
         memset(d_v6_all, 0, sizeof(float) * (size_t)tc * B * 4);
         for (int t = t1 - 1; t >= t0; --t) {

@@ -712,9 +712,11 @@ def _backward(g, bwd, L, printer, ctype, p):
                             % (ind, ctype, name, name, width, name))
             named[name] = ("%s *restrict %s = %s_all + (ptrdiff_t)(t - c0) * B * %d; (void)%s;"
                            % (ctype, name, name, width, name))
-            # a chunk's slots of it zeroed at once, before its steps
-            chunk_zero.append("memset(%s_all, 0, sizeof(%s) * (size_t)tc * B * %d);"
-                              % (name, ctype, width))
+            # a chunk's slots of it zeroed at once, before its steps (unless every value
+            # in it is written by its one contribution)
+            if not all(n in L.assigned for n, (arr, _, _) in L.adjoint.items() if arr == name):
+                chunk_zero.append("memset(%s_all, 0, sizeof(%s) * (size_t)tc * B * %d);"
+                                  % (name, ctype, width))
     out = g.output
     dout, dstride = ref(L, out, adjoint=True)
     seeds = [comment("seeds: dy_t and the carried state adjoints, valid rows only"),

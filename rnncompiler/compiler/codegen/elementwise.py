@@ -140,9 +140,18 @@ def backward_loop(g, L, op, printer, ctype):
         used |= {int(s.name[1:]) for s in e.free_symbols if s.name.startswith("a")}
     uses = set()
     gptr, gstride = ref(L, op.node, adjoint=True, uses=uses)
+    # an operand whose adjoint this is the one contribution to is written, not added to
+    # (and zeroed in a row past its length)
+    written = [k for k, _ in op.contributions
+               if args[k] in L.assigned and operand_kind(g, args[k]) == "row"]
+    skip = "    if (!VALID(b)) continue;"
+    if written:
+        zeros = " ".join("for (ptrdiff_t j = 0; j < %d; ++j) %s[b * %d + j] = 0;"
+                         % (N, *ref(L, args[k], adjoint=True, uses=uses)) for k in written)
+        skip = "    if (!VALID(b)) { %s continue; }" % zeros
     code = [comment("adjoints of the operands of %s" % label(L, op.node)),
             "for (ptrdiff_t b = 0; b < B; ++b) {",
-            "    if (!VALID(b)) continue;",
+            skip,
             "    const %s *restrict gr = %s + b * %d;" % (ctype, gptr, gstride)]
     if op.uses_y:
         yptr, ystride = ref(L, op.node, uses=uses)
@@ -154,7 +163,7 @@ def backward_loop(g, L, op, printer, ctype):
         if kind == "row":
             dptr, dstride = ref(L, a, adjoint=True, uses=uses)
             code.append("    %s *restrict dr%d = %s + b * %d;" % (ctype, k, dptr, dstride))
-            accum.append("        dr%d[j] += %s;" % (k, value))
+            accum.append("        dr%d[j] %s= %s;" % (k, "" if k in written else "+", value))
         elif kind == "pvec":
             uses.add("dparams")
             accum.append("        dparams[%s + j] += %s;" % (L.consts.param(a), value))

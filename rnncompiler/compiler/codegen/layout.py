@@ -94,6 +94,8 @@ class Layout:
                            # chunk's rows before its steps, their adjoints after them
     deferred: dict = None  # node in the loop -> operand indices whose adjoint contributions
                            # wait until after the chunk's steps (operands that read no state)
+    assigned: frozenset = frozenset()  # nodes whose adjoint has one contribution, from an
+                           # elementwise node: written (=), never zeroed nor added to
     variant: str = None    # the microkernel variant the products call (None: default shape)
     consts: object = None  # constants.Constants: the C's name of every offset above
 
@@ -285,7 +287,8 @@ def plan_layout(g, bwd, microkernel=None, hoisted_panels=False, variant=None):
                adj_arrays=tuple(adj_arrays), pack_size=pack, gpack_size=gpack, cvar=cvar,
                prev=prev, next=nxt, names={n: t for n, (t, _) in display_names(g).items()},
                direct_states=direct, saved=saved_activations(g, bwd, bundle_of),
-               static=static, deferred=deferred, variant=variant)
+               static=static, deferred=deferred, assigned=assigned_adjoints(g, bwd),
+               variant=variant)
     return replace(L, consts=name_layout(g, L))
 
 
@@ -304,6 +307,30 @@ def static_nodes(g, bundles):
                 g[a].op == "param" or a in fixed or a in out for a in d.args):
             out.add(n)
     return frozenset(out)
+
+
+def assigned_adjoints(g, bwd):
+    """The op nodes whose adjoint receives exactly one contribution at a step, from an
+    elementwise node's backward, and no seed (dy, a carried state): that contribution
+    writes the adjoint instead of adding to it, and nothing zeroes it first. An LSTM's
+    gates each get theirs from one of c[t], h[t]; minGRU's from z[t] and h[t]."""
+    count, from_ew = {}, set()
+    for op in bwd.ops:
+        if isinstance(op, EwGrad):
+            targets = [op.args[k] for k, _ in op.contributions]
+            from_ew.update(targets)
+        elif hasattr(op, "terms"):                       # LinearGrad: d(operand) += d W
+            targets = [v for v, _ in op.terms]
+        elif hasattr(op, "parts"):                       # ConcatGrad
+            targets = list(op.parts)
+        else:                                            # ReduceGrad, SliceGrad
+            targets = [op.v]
+        for a in targets:
+            count[a] = count.get(a, 0) + 1
+    seeded = {g.output} | {node for _, node in g.new_states}
+    return frozenset(n for n, c in count.items()
+                     if c == 1 and n in from_ew and n not in seeded and g[n].op not in LEAVES
+                     and not g[n].scalar)           # a per-row scalar's is summed over units
 
 
 def deferred_contributions(g, bwd, bundles, static):
