@@ -289,6 +289,10 @@ MK_API void RNNC_T(mk_gemm)(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const RNNC_RE
 #define CHUNK 64
 #define CHUNK_ROWS 2048
 
+/* whole chunks of CHUNK_ROWS rows on one thread too: OpenBLAS's GEMMs want many rows;
+   the plain C products of an exported kernel keep a chunk of CHUNK steps in cache */
+#define BIG_CHUNKS 0
+
 /* steps per chunk of the hoisted products, at most: CHUNK, or enough steps for
    CHUNK_ROWS rows when the batch is small (work big enough to share between threads;
    on one thread a chunk is CHUNK steps, whose values stay in cache), at most T */
@@ -488,8 +492,8 @@ RNNC_INLINE int hand_sigmoid_forward_steps(int T, int B, const double *params, c
                              const double *state0, double *y, double *state_T, double *work, int keep,
                              int threads, int packed)
 {
-    /* CH: the steps a chunk's buffers hold; CS: the steps of a chunk on this many threads */
-    const int CH = chunk_steps(T, B), CS = threads > 1 ? CH : T < CHUNK ? T : CHUNK;
+    /* CH: the steps a chunk's buffers hold; CS: the steps of a chunk here */
+    const int CH = chunk_steps(T, B), CS = BIG_CHUNKS || threads > 1 ? CH : T < CHUNK ? T : CHUNK;
     (void)threads;
     double *pack = work;
     double *hist0 = pack + RNNC_PACK_SIZE;
@@ -624,8 +628,8 @@ int hand_sigmoid_run_backward(int T, int B, const double *params, const double *
     if (rc) return rc;
     if (!params || !x || !work || !dparams) return 2;
     (void)state0;
-    /* CH: the steps a chunk's buffers hold; CS: the steps of a chunk on this many threads */
-    const int CH = chunk_steps(T, B), CS = threads > 1 ? CH : T < CHUNK ? T : CHUNK;
+    /* CH: the steps a chunk's buffers hold; CS: the steps of a chunk here */
+    const int CH = chunk_steps(T, B), CS = BIG_CHUNKS || threads > 1 ? CH : T < CHUNK ? T : CHUNK;
     double *pack = work;
     double *hist0 = pack + RNNC_PACK_SIZE;
     double *A_L0 = hist0 + (ptrdiff_t)((ptrdiff_t)T + 1) * B * 4;

@@ -100,6 +100,9 @@ def render_c(g, bwd, dtype="float64", *, prefix="rnnc", blas=False, fast_math=Fa
         helpers.gemm_c(ctype, blas, microkernel, runtime, variant),
         "#define VALID(b) (lengths == NULL || t < lengths[b])\n#define CHUNK %d\n#define CHUNK_ROWS %d"
         % (CHUNK, CHUNK_ROWS),
+        "/* whole chunks of CHUNK_ROWS rows on one thread too: OpenBLAS's GEMMs want many rows;\n"
+        "   the plain C products of an exported kernel keep a chunk of CHUNK steps in cache */\n"
+        "#define BIG_CHUNKS %d" % (blas == "openblas"),
         "/* steps per chunk of the hoisted products, at most: CHUNK, or enough steps for\n"
         "   CHUNK_ROWS rows when the batch is small (work big enough to share between threads;\n"
         "   on one thread a chunk is CHUNK steps, whose values stay in cache), at most T */\n"
@@ -426,8 +429,8 @@ def _forward(g, L, printer, ctype, p):
         "                             const {r} *state0, {r} *y, {r} *state_T, {r} *work, int keep,",
         "                             int threads, int packed)",
         "{",
-        "    /* CH: the steps a chunk's buffers hold; CS: the steps of a chunk on this many threads */",
-        "    const int CH = chunk_steps(T, B), CS = threads > 1 ? CH : T < CHUNK ? T : CHUNK;",
+        "    /* CH: the steps a chunk's buffers hold; CS: the steps of a chunk here */",
+        "    const int CH = chunk_steps(T, B), CS = BIG_CHUNKS || threads > 1 ? CH : T < CHUNK ? T : CHUNK;",
         "    (void)threads;",
     ] + regions + [
         "    if (!packed) pack_weights(params, pack);",
@@ -787,8 +790,8 @@ def _backward(g, bwd, L, printer, ctype, p):
         "    if (rc) return rc;",
         "    if (!params || !x || !work || !dparams) return 2;",
         "    (void)state0;",
-        "    /* CH: the steps a chunk's buffers hold; CS: the steps of a chunk on this many threads */",
-        "    const int CH = chunk_steps(T, B), CS = threads > 1 ? CH : T < CHUNK ? T : CHUNK;",
+        "    /* CH: the steps a chunk's buffers hold; CS: the steps of a chunk here */",
+        "    const int CH = chunk_steps(T, B), CS = BIG_CHUNKS || threads > 1 ? CH : T < CHUNK ? T : CHUNK;",
     ] + regions + [
         "    (void)pack;",
     ] + zero_dx + [
