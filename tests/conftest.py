@@ -1,6 +1,7 @@
 """One kernel cache per test session (shared by the xdist workers, which inherit the
-environment of the controller, and removed at its end), and -O1 builds: only correctness
-is tested here."""
+environment of the controller, and removed at its end), -O1 builds and kernels in the
+default shape, not tuned to the core: only correctness is tested here (tests/test_tuning.py
+runs the measurement and every variant itself)."""
 import os
 import shutil
 import tempfile
@@ -10,6 +11,7 @@ if _OWNED:
     os.environ["RNNC_TEST_CACHE"] = tempfile.mkdtemp(prefix="rnnc-test-cache-")
 os.environ["RNNC_CACHE_DIR"] = os.environ["RNNC_TEST_CACHE"]
 os.environ.setdefault("RNNC_OPT_LEVEL", "1")
+os.environ.setdefault("RNNC_TUNING", "default")
 os.environ.setdefault("MPLBACKEND", "Agg")      # plots render off screen
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import rnncompiler as rc
-from rnncompiler.compiler import tuning, variants as variants_mod
+from rnncompiler.compiler import build, tuning, variants as variants_mod
 from rnncompiler.compiler.variants import variants as variants_of
 from rnncompiler.compiler.codegen import helpers
 from rnncompiler.compiler.codegen.microkernel import default_names_c, prototypes, symbol
@@ -81,6 +81,16 @@ def test_decide_chooses_each_hoisted_shape(avx512):
     assert [use for _, _, use in t.hoisted] == [True, False, False] + [False] * (G - 3)
     assert [(n, k) for n, k, _ in t.hoisted] == list(tuning.HOISTED_GRID)
     assert t.source == "measured"
+
+
+def test_which_kernels_are_tuned(monkeypatch):
+    """RNNC_TUNING at any level; else the measurement at -O2/-O3, the default below."""
+    monkeypatch.setenv("RNNC_TUNING", "%s:microkernel" % tuning.variants()[-1].name)
+    assert tuning.for_kernel("float32", 1).source == "RNNC_TUNING"
+    monkeypatch.delenv("RNNC_TUNING")
+    assert tuning.for_kernel("float32", 1) is tuning.DEFAULT
+    monkeypatch.setattr(tuning, "for_dtype", lambda dtype: "measured")
+    assert tuning.for_kernel("float32", 2) == "measured"
 
 
 def test_rnnc_tuning_parses_and_refuses():
@@ -155,7 +165,10 @@ def test_every_variant_and_hoisted_path_is_correct(monkeypatch, variant, path):
     against central differences and the forward against the reference evaluator; float32
     against the float64 kernel of the default tuning."""
     monkeypatch.setenv("RNNC_TUNING", "%s:%s" % (variant, path))
-    kern = rc.compile(rc.cells.lstm, 5, 7, "float64")
+    kern = rc.compile(rc.cells.lstm, 5, 7, "float64")       # -O1: RNNC_TUNING still applies
+    text, _ = build.read_entry(kern._key)
+    assert "rnnc_d_mk_gemm_%s(B," % variant in text                # the variant is what runs
+    assert ("rnnc_d_mk_gemm_rows_%s((ptrdiff_t)tc * B" % variant in text) == (path == "microkernel")
     assert rc.gradcheck(kern, T=4, B=11).ok
     k32 = rc.compile(rc.cells.lstm, 5, 7, "float32")
     monkeypatch.setenv("RNNC_TUNING", "default")

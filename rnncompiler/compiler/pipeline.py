@@ -213,9 +213,7 @@ def compile(cell, input_size, hidden_size, dtype="float32", *, sizes=None, opt_l
     opt_level = options.opt_level(opt_level)
     blas = options.flag("blas", blas)
     bound = bind_sizes(cell, input_size, hidden_size, sizes)
-    # tuned to this core where speed is asked for; a -O0/-O1 build (correctness only, as
-    # in tests) takes the default shape and never waits for a measurement
-    tuned = tuning.for_dtype(dtype) if blas and opt_level >= 2 else DEFAULT_TUNING
+    tuned = tuning.for_kernel(dtype, opt_level) if blas else DEFAULT_TUNING
     key = cache_key(cell, bound, dtype, opt_level, blas, tuned)
 
     generated = []

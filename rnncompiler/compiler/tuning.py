@@ -251,6 +251,15 @@ def machine_table():
     return data
 
 
+def for_kernel(dtype, opt_level):
+    """The Tuning a JIT kernel of dtype built at -O`opt_level` follows: $RNNC_TUNING's at
+    any level; else this machine's where speed is asked for (-O2, -O3), the default shape
+    for a -O0/-O1 build (correctness only: it never waits for a measurement)."""
+    if os.environ.get("RNNC_TUNING", "").strip() or opt_level >= 2:
+        return for_dtype(dtype)
+    return DEFAULT
+
+
 def for_dtype(dtype):
     """The Tuning a JIT kernel of dtype follows: $RNNC_TUNING's, else this machine's; the
     default when the run cannot be made (no working compiler: the kernel's own build then
