@@ -226,7 +226,8 @@ def test_concurrent_processes_build_one_entry(cache_dir, child, tmp_path):
     assert [n for n in kernels if n.endswith(".json")] == [key + ".json"]
     assert [n for n in names if n.startswith("build-")] == []
     assert len([n for n in names if n.endswith(".so")]) == 1, names    # built exactly once
-    # built once: the helpers and the microkernel's default shape (a -O1 kernel is not tuned)
+    # built once: the helpers and the microkernel's default shape, of the kernel's real type
+    # (a -O1 kernel is not tuned)
     assert len([n for n in names if n.startswith("runtime-") and n.endswith(".o")]) == 2, names
     assert_entry_valid(cache_dir, key)
 

@@ -526,14 +526,15 @@ def test_cache_info_and_clear(tmp_path, monkeypatch, capsys):
     assert rnnc(["cache", "info"]) == 0
     out = capsys.readouterr().out
     assert "kernels: 2 entries" in out
-    # the helpers and the microkernel in the default shape (a -O1 kernel is not tuned)
+    # the helpers and the microkernel in the default shape, of both real types (copied by
+    # private_cache; a -O1 kernel is not tuned)
     runtime = [p for p in cache.iterdir() if p.name.startswith("runtime-") and p.suffix == ".o"]
-    assert len(runtime) == 2 and all(str(p) in out for p in runtime)
+    assert len(runtime) == 4 and all(str(p) in out for p in runtime)
     total = cache_cli.scan().bytes
     assert total > 10000 and ("%.1f MB" % (total / 1e6)) in out
     assert rnnc(["cache", "clear"]) == 0
-    # those two and the float64 cffi wrapper
-    assert "removed 2 kernel entries and 3 runtime objects" in capsys.readouterr().out
+    # those four and the float64 cffi wrapper
+    assert "removed 2 kernel entries and 5 runtime objects" in capsys.readouterr().out
     assert sorted(p.name for p in cache.iterdir()) == ["notes.txt"]
     assert outside.read_text() == "keep"
     build._LOADED.clear()

@@ -129,7 +129,7 @@ def render_c(g, bwd, dtype="float64", *, prefix="rnnc", blas=False, fast_math=Fa
     units = (_join(common + [sizes] + shared + [forward] + extra),
              _join(common + ["/* defined with the forward pass */\n" + cdef] + shared + [backward]))
     return CSource(text, cdef, L, prefix, dtype, blas, runtime, units,
-                   helpers.runtime_units(tuning.variant is not None) if runtime else ())
+                   helpers.runtime_units(tuning.variant is not None, dtype) if runtime else ())
 
 
 def kept_source(text, cdef, meta, blas):
@@ -137,7 +137,8 @@ def kept_source(text, cdef, meta, blas):
     when the entry is gone): no layout, and the runtime's C if the kernel links it."""
     runtime = bool(meta.get("runtime", False))
     return CSource(text, cdef, None, meta.get("prefix", "rnnc"), meta["dtype"], blas, runtime,
-                   runtime_source=helpers.runtime_units(bool(meta.get("tuned"))) if runtime else ())
+                   runtime_source=helpers.runtime_units(bool(meta.get("tuned")), meta["dtype"])
+                   if runtime else ())
 
 
 def _join(parts):
