@@ -46,21 +46,8 @@ def machine_facts():
     is its name with its family and model: the ISA does not tell the FMA datapath (AMD
     family 25 runs AVX-512 on 256-bit units, family 26 and Intel's server cores on 512-bit
     ones); the measured GEMM rate does."""
-    info, flags = {}, set()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                key = key.strip()
-                if key == "flags":
-                    flags = set(value.split())
-                    break
-                info.setdefault(key, value.strip())
-    except OSError:
-        pass
-    name = info.get("model name", "unknown core")
-    if "cpu family" in info:
-        name += " (family %s model %s)" % (info["cpu family"], info.get("model", "?"))
+    from ..compiler.variants import core_name, cpu_flags
+    name, flags = core_name(), cpu_flags()
     isa = ("AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else
            "unknown ISA" if not flags else "SSE")
     env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")

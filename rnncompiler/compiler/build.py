@@ -321,11 +321,6 @@ def runtime_objects(sources):
     return _cached_objects("runtime", sources, level)
 
 
-def runtime_object(source):
-    """One runtime object file from its C text (runtime_objects, for a single unit)."""
-    return runtime_objects((source,))[0]
-
-
 SHARED_WRAPPER = "_rnnc_wrapper"
 
 

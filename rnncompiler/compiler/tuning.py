@@ -14,6 +14,7 @@ VARIANT[:blas|:microkernel] (e.g. "w32r8:blas").
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -155,26 +156,34 @@ def measure():
     The per-step shapes first; then each hoisted shape on OpenBLAS and on the variant
     chosen for the steps, each followed by a chunk's steps on that variant (in a kernel
     the hoisted product and the loop share the caches: a product faster alone can make
-    the loop after it slower)."""
+    the loop after it slower). One timing program, run twice."""
     names = [v.name for v in variants()]
-    jobs = [(dtype, v, shape) for dtype, _ in DTYPES for v in names for shape in STEP_SHAPES]
-    times = _run_driver([(dtype, v) + shape + (0, v) for dtype, v, shape in jobs])
     out = {dtype: {"step": {}, "hoisted": {}} for dtype, _ in DTYPES}
-    for (dtype, v, _), t in zip(jobs, times, strict=True):
-        out[dtype]["step"].setdefault(v, []).append(t)
-    chosen = {dtype: _step_variant(m["step"]) for dtype, m in out.items()}
-    jobs = [(dtype, path, (HOISTED_ROWS,) + nk) for dtype, _ in DTYPES
-            for path in ("blas", chosen[dtype]) for nk in HOISTED_GRID]
-    times = _run_driver([(dtype, path) + shape + (STEP_ROWS, chosen[dtype])
-                         for dtype, path, shape in jobs])
-    for (dtype, path, _), t in zip(jobs, times, strict=True):
-        out[dtype]["hoisted"].setdefault(path, []).append(t)
+    with _driver() as run:
+        jobs = [(dtype, v, shape) for dtype, _ in DTYPES for v in names for shape in STEP_SHAPES]
+        times = run([(dtype, v) + shape + (0, v) for dtype, v, shape in jobs])
+        for (dtype, v, _), t in zip(jobs, times, strict=True):
+            out[dtype]["step"].setdefault(v, []).append(t)
+        chosen = {dtype: _step_variant(m["step"]) for dtype, m in out.items()}
+        jobs = [(dtype, path, (HOISTED_ROWS,) + nk) for dtype, _ in DTYPES
+                for path in ("blas", chosen[dtype]) for nk in HOISTED_GRID]
+        times = run([(dtype, path) + shape + (STEP_ROWS, chosen[dtype])
+                     for dtype, path, shape in jobs])
+        for (dtype, path, _), t in zip(jobs, times, strict=True):
+            out[dtype]["hoisted"].setdefault(path, []).append(t)
     return out
 
 
 def _run_driver(lines):
-    """Seconds per line ("dtype path M N K S step") from the timing program, built and run here;
-    CompileError when it cannot be built or run."""
+    """Seconds per line ("dtype path M N K S step") from the timing program, built here."""
+    with _driver() as run:
+        return run(lines)
+
+
+@contextlib.contextmanager
+def _driver():
+    """The timing program, built in a build directory of the cache: yields run(lines) ->
+    seconds per line; CompileError when it cannot be built or run."""
     from .codegen import helpers
     root = build.cache_root()
     objs = build.runtime_objects(helpers.runtime_units())
@@ -185,16 +194,22 @@ def _run_driver(lines):
             f.write(_driver_c())
         build.run_compiler(build.executable_command(c_file, exe, objs), c_file)
         env = dict(os.environ, OPENBLAS_NUM_THREADS="1")
-        out = subprocess.run([exe], input="\n".join("%s %s %d %d %d %d %s" % ln for ln in lines) + "\n",
-                             capture_output=True, text=True, check=True, timeout=300, env=env).stdout
-    except (OSError, subprocess.SubprocessError) as exc:
-        raise CompileError("the tuning run failed: %s" % exc) from None
+
+        def run(lines):
+            try:
+                out = subprocess.run([exe], input="\n".join("%s %s %d %d %d %d %s" % ln
+                                                             for ln in lines) + "\n",
+                                     capture_output=True, text=True, check=True, timeout=300,
+                                     env=env).stdout
+            except (OSError, subprocess.SubprocessError) as exc:
+                raise CompileError("the tuning run failed: %s" % exc) from None
+            times = [float(t) for t in out.split()]
+            if len(times) != len(lines) or min(times) <= 0:
+                raise CompileError("the tuning run timed %d of %d products" % (len(times), len(lines)))
+            return times
+        yield run
     finally:
         build.remove_build_dir(tmp)
-    times = [float(t) for t in out.split()]
-    if len(times) != len(lines) or min(times) <= 0:
-        raise CompileError("the tuning run timed %d of %d products" % (len(times), len(lines)))
-    return times
 
 
 def _step_variant(step, margin=MARGIN):

@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 import sympy
 
 from ..activations import TABLE
-from ..autodiff import EwGrad, ew_reads
+from ..autodiff import ConcatGrad, EwGrad, LinearGrad, ew_reads
 from ..equations import display_names
 from ..graph import LEAVES
 from .constants import name_layout
@@ -292,13 +292,18 @@ def plan_layout(g, bwd, microkernel=None, hoisted_panels=False, variant=None):
     return replace(L, consts=name_layout(g, L))
 
 
+def read_input_only_members(bundles):
+    """The linear nodes whose every product is hoisted (they read the input row only)."""
+    return {m for b in bundles if all(p.static for p in b.parts) for m in b.members}
+
+
 def static_nodes(g, bundles):
     """The elementwise nodes that read no state, through operands that are parameters,
     bundles of hoisted products only, or such nodes: each is computed over all the rows
     of a chunk before its steps (not inside the sequential loop) and its adjoint passed
     on after them. New states stay in the loop (a row past its length keeps the old
     state), and so does math on x itself (its adjoint is the step's dx)."""
-    fixed = {m for b in bundles if all(p.static for p in b.parts) for m in b.members}
+    fixed = read_input_only_members(bundles)
     new_states = {node for _, node in g.new_states}
     out = set()
     for n in g.ops():
@@ -319,9 +324,9 @@ def assigned_adjoints(g, bwd):
         if isinstance(op, EwGrad):
             targets = [op.args[k] for k, _ in op.contributions]
             from_ew.update(targets)
-        elif hasattr(op, "terms"):                       # LinearGrad: d(operand) += d W
+        elif isinstance(op, LinearGrad):                 # d(operand) += d W
             targets = [v for v, _ in op.terms]
-        elif hasattr(op, "parts"):                       # ConcatGrad
+        elif isinstance(op, ConcatGrad):
             targets = list(op.parts)
         else:                                            # ReduceGrad, SliceGrad
             targets = [op.v]
@@ -339,7 +344,7 @@ def deferred_contributions(g, bwd, bundles, static):
     products only, parameters). Only the contributions to what the steps before read (the
     states, through the carry) are sequential; the rest are added after the chunk's
     steps, over all its rows at once, from the node's adjoint kept for every step."""
-    fixed = {m for b in bundles if all(p.static for p in b.parts) for m in b.members}
+    fixed = read_input_only_members(bundles)
     out = {}
     for op in bwd.ops:
         if not isinstance(op, EwGrad) or op.node in static:
