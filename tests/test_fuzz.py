@@ -565,3 +565,38 @@ def log(outcome, prog):
         with open(path, "a") as f:
             f.write("%s %s states=%s ops=%d\n" % (outcome, prog.name, len(prog.state_sizes),
                                                  len(prog.ops)))
+
+
+LONG_T = 2200          # past one chunk of 2048 steps at B=1
+
+
+@pytest.mark.slow
+@settings(FUZZ, max_examples=min(EXAMPLES, 12))
+@given(prog=programs(), seed=st.integers(0, 3))
+def test_random_cell_over_chunks_agrees_on_one_thread_two_threads_and_step_by_step(prog, seed):
+    """The paths of a chunk's stateless work agree on a random cell at B=1 over more than
+    one chunk: every row at once on one thread, in two halves on two threads (the same
+    outputs, bit for bit), and one step at a time (rows with lengths, here all of T)."""
+    note(prog.describe())
+    kern = rc.compile(prog.cell(), prog.input_size, prog.state_sizes[0], "float64")
+    params, x, state0, d_y, d_s, _ = gradcheck_data(kern, LONG_T, 1, seed, None)
+    rng = np.random.default_rng(seed)
+    context = {c: rng.standard_normal((1, n)) for c, n in kern.context.items()} or None
+
+    def run(threads, lengths):
+        rc.set_num_threads(threads)
+        try:
+            res = kern.forward(params, x, state0, lengths, context=context, seed=seed)
+            return res, kern.backward(res, d_y, d_s)
+        finally:
+            rc.set_num_threads(1)
+    one, g1 = run(1, None)
+    assume(finite_and_sane(one.outputs, g1.x, *g1.params.values()))
+    two, g2 = run(2, None)
+    steps, g3 = run(1, np.array([LONG_T]))
+    np.testing.assert_array_equal(two.outputs, one.outputs)
+    assert_close(steps.outputs, one.outputs, "outputs, one step at a time")
+    for other, how in ((g2, "two threads"), (g3, "one step at a time")):
+        assert_close(other.x, g1.x, "d x, " + how)
+        for name in kern.param_shapes:
+            assert_close(other.params[name], g1.params[name], "d params[%r], %s" % (name, how))

@@ -477,10 +477,27 @@ static void before_steps(int T, int B, int c0, int t0, int tc, int keep, int thr
     }
 }
 
+typedef struct { int T, B, c0, t0, tc, keep; const int *lengths; const float *params, *x; float *work, *dparams; } before_steps_job;
+static void *before_steps_thread(void *p)
+{
+    const before_steps_job *j = (const before_steps_job *)p;
+    before_steps(j->T, j->B, j->c0, j->t0, j->tc, j->keep, 1, j->lengths, j->params, j->x, j->work, j->dparams);
+    return NULL;
+}
 /* the chunk from c0, tc steps: on this thread, or its later half on a second one */
 static void before_steps_split(int T, int B, int c0, int tc, int keep, int threads, const int *lengths,
                      const float *params, const float *x, float *work, float *dparams)
 {
+    if (threads > 1 && tc > 1 && (ptrdiff_t)tc * B >= 256) {
+        const int half = tc / 2;
+        before_steps_job job = {T, B, c0, c0 + half, tc - half, keep, lengths, params, x, work, dparams};
+        pthread_t tid;
+        const int started = pthread_create(&tid, NULL, before_steps_thread, &job) == 0;
+        before_steps(T, B, c0, c0, half, keep, 1, lengths, params, x, work, dparams);
+        if (started) pthread_join(tid, NULL);
+        else before_steps_thread(&job);
+        return;
+    }
     before_steps(T, B, c0, c0, tc, keep, threads, lengths, params, x, work, dparams);
 }
 

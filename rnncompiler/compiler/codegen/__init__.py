@@ -115,8 +115,10 @@ def render_c(g, bwd, dtype="float64", *, prefix="rnnc", blas=False, fast_math=Fa
     ]
     shared = [_check_function(prefix), _state_io(L, ctype)]
     sizes = _size_functions(L, prefix)
-    forward = _forward(g, L, printer, ctype, prefix)
-    backward = _backward(g, bwd, L, printer, ctype, prefix)
+    # a JIT kernel with OpenBLAS links pthreads: its chunks may run on two threads
+    threads = blas == "openblas"
+    forward = _forward(g, L, printer, ctype, prefix, threads)
+    backward = _backward(g, bwd, L, printer, ctype, prefix, threads)
     cdef = SIGNATURES.format(p=prefix, r=ctype)
     extra = []
     if blas == "openblas":
@@ -294,7 +296,7 @@ def pointers_used(lines, names):
     return [ln for name, ln in names.items() if re.search(r"\b%s\b" % re.escape(name), text)]
 
 
-def static_block(L, calls, pointer_lines, ind, reverse=False):
+def static_block(L, calls, pointer_lines, reverse=False):
     """Where a chunk's static elementwise nodes are computed (or their adjoints passed
     on): over all tc*B rows of the chunk in one call each when no row has a length
     (every row valid; a chunk's slots of a value are consecutive), else one step at a
@@ -373,7 +375,7 @@ def _step_index(a, keep_expr="keep", chunk="t0"):
     return "(t - %s)" % chunk if a.hoisted else "0"
 
 
-def _forward(g, L, printer, ctype, p):
+def _forward(g, L, printer, ctype, p, threads=False):
     ind = " " * 8
     regions, _ = _forward_regions(L, ctype, keep=None)
     pointers = ["%sconst %s *restrict x_t = x + (ptrdiff_t)t * B * %d; (void)x_t;" % (ind, ctype, L.I)]
@@ -393,7 +395,7 @@ def _forward(g, L, printer, ctype, p):
         d, code = _op_forward(g, L, n, printer, ctype)
         defs += d
         (static if n in L.static else body).extend(code)
-    static = static_block(L, static, named, "")
+    static = static_block(L, static, named)
     out, ostride = ref(L, g.output)
     update = [comment("the new states; rows past their length keep the old ones")]
     for k, (_, size, _, _, node) in enumerate(L.states):
@@ -410,7 +412,7 @@ def _forward(g, L, printer, ctype, p):
     before = _chunk_function(
         "before_steps", "the work of steps t0..t0+tc-1 (of the chunk from c0) that reads no "
         "state: the hoisted products, then the elementwise values over their rows",
-        regions, hoisted + static, ctype, L, split=True)
+        regions, hoisted + static, ctype, L, split=threads)
     hist_args = ", ".join("hist%d" % k for k in range(len(L.states)))
     last = ", ".join("hist%d + (ptrdiff_t)(keep ? T : (T & 1)) * B * %d" % (k, st[1])
                      for k, st in enumerate(L.states))
@@ -493,11 +495,11 @@ def _forward(g, L, printer, ctype, p):
 SPLIT_ROWS = 256     # rows of a chunk below which a second thread costs more than it gives
 
 
-def _chunk_function(name, what, regions, code, ctype, L, split, reverse=False):
+def _chunk_function(name, what, regions, code, ctype, L, split):
     """A chunk's work that reads no state, as a function of the steps t0..t0+tc-1 it does
     (the chunk starting at c0), and NAME_split, which runs it on the whole chunk, or with
-    `split` and threads > 1 in a JIT kernel, the later half of the steps on a second
-    thread (its own pthread, no pool: a chunk holds at least CHUNK_ROWS rows at B=1).
+    `split` (a kernel that links pthreads) and threads > 1, the later half of the steps on
+    a second thread (its own pthread, no pool: a chunk holds at least CHUNK_ROWS rows at B=1).
     The halves write disjoint rows, so the result is the same whatever the split."""
     if not code:
         return "\n".join([
@@ -515,7 +517,7 @@ def _chunk_function(name, what, regions, code, ctype, L, split, reverse=False):
              "    (void)CH; (void)t1; (void)c0; (void)keep; (void)threads; (void)lengths; (void)params; (void)x; (void)dparams;"]
     lines += regions + ["    (void)%s;" % v for v in declared]
     lines += ["    " + ln for ln in code] + ["}", ""]
-    threaded = split and L.variant is not None       # a JIT kernel, which links pthreads
+    threaded = split
     if threaded:
         lines += ["typedef struct { int T, B, c0, t0, tc, keep; const int *lengths; const {r} *params, *x; {r} *work, *dparams; } %s_job;" % name,
                   "static void *%s_thread(void *p)" % name,
@@ -676,7 +678,7 @@ def _dx_in_step(L, bwd):
     return False
 
 
-def _backward(g, bwd, L, printer, ctype, p):
+def _backward(g, bwd, L, printer, ctype, p, threads=False):
     ind = " " * 12
     regions, last = _forward_regions(L, ctype, keep=True)
     regions += ["    %s *gpack = %s;" % (ctype, last),
@@ -769,8 +771,8 @@ def _backward(g, bwd, L, printer, ctype, p):
     epilogue = _chunk_function(
         "after_steps", "after steps t0..t0+tc-1 (of the chunk from c0): the adjoint "
         "contributions to values that read no state, over their rows",
-        regions, static_block(L, static, named, "", reverse=True), ctype, L,
-        split=not any("dparams" in c for c in static))
+        regions, static_block(L, static, named, reverse=True), ctype, L,
+        split=threads and not any("dparams" in c for c in static))
     # the first hoisted GEMM may overwrite dx when it writes every column of it
     overwrite = not stepwise and hoisted and all(
         p.operand == "x" for b in hoisted for p in b.parts if p.static)
