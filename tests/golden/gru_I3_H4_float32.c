@@ -541,7 +541,7 @@ static void *before_steps_thread(void *p)
 static void before_steps_split(int T, int B, int c0, int tc, int keep, int threads, const int *lengths,
                      const float *params, const float *x, float *work, float *dparams)
 {
-    if (threads > 1 && tc > 1 && (ptrdiff_t)tc * B >= 256) {
+    if (threads > 1 && tc > 1 && (ptrdiff_t)tc * B * 36 >= 2097152) {
         const int half = tc / 2;
         before_steps_job job = {T, B, c0, c0 + half, tc - half, keep, lengths, params, x, work, dparams};
         pthread_t tid;
@@ -831,7 +831,7 @@ static void *after_steps_thread(void *p)
 static void after_steps_split(int T, int B, int c0, int tc, int keep, int threads, const int *lengths,
                      const float *params, const float *x, float *work, float *dparams)
 {
-    if (threads > 1 && tc > 1 && (ptrdiff_t)tc * B >= 256) {
+    if (threads > 1 && tc > 1 && (ptrdiff_t)tc * B * 32 >= 2097152) {
         const int half = tc / 2;
         after_steps_job job = {T, B, c0, c0 + half, tc - half, keep, lengths, params, x, work, dparams};
         pthread_t tid;

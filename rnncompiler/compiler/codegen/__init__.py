@@ -412,7 +412,9 @@ def _forward(g, L, printer, ctype, p, threads=False):
     before = _chunk_function(
         "before_steps", "the work of steps t0..t0+tc-1 (of the chunk from c0) that reads no "
         "state: the hoisted products, then the elementwise values over their rows",
-        regions, hoisted + static, ctype, L, split=threads)
+        regions, hoisted + static, ctype, L, split=threads,
+        work=sum(b.width * p.width for b in L.bundles for p in b.parts if p.static)
+        + EW_COST * sum(g[n].size for n in L.static))
     hist_args = ", ".join("hist%d" % k for k in range(len(L.states)))
     last = ", ".join("hist%d + (ptrdiff_t)(keep ? T : (T & 1)) * B * %d" % (k, st[1])
                      for k, st in enumerate(L.states))
@@ -492,14 +494,17 @@ def _forward(g, L, printer, ctype, p, threads=False):
     return "\n\n".join(defs + [before, "\n".join(lines).replace("{r}", ctype).replace("{p}", p)])
 
 
-SPLIT_ROWS = 256     # rows of a chunk below which a second thread costs more than it gives
+# a chunk's work (rows x multiply-adds or elementwise operations per row) below which a
+# second thread costs more than it gives: as the GEMM helpers' own threshold (gemm.c)
+SPLIT_WORK = 1 << 21
+EW_COST = 8          # operations a unit of an elementwise value costs, roughly
 
 
-def _chunk_function(name, what, regions, code, ctype, L, split):
+def _chunk_function(name, what, regions, code, ctype, L, split, work=0):
     """A chunk's work that reads no state, as a function of the steps t0..t0+tc-1 it does
     (the chunk starting at c0), and NAME_split, which runs it on the whole chunk, or with
-    `split` (a kernel that links pthreads) and threads > 1, the later half of the steps on
-    a second thread (its own pthread, no pool: a chunk holds at least CHUNK_ROWS rows at B=1).
+    `split` (a kernel that links pthreads), threads > 1 and enough `work` (per row) in the
+    chunk, the later half of the steps on a second thread (its own pthread, no pool: a chunk holds at least CHUNK_ROWS rows at B=1).
     The halves write disjoint rows, so the result is the same whatever the split."""
     if not code:
         return "\n".join([
@@ -531,7 +536,7 @@ def _chunk_function(name, what, regions, code, ctype, L, split):
               "                     const {r} *params, const {r} *x, {r} *work, {r} *dparams)",
               "{"]
     if threaded:
-        lines += ["    if (threads > 1 && tc > 1 && (ptrdiff_t)tc * B >= %d) {" % SPLIT_ROWS,
+        lines += ["    if (threads > 1 && tc > 1 && (ptrdiff_t)tc * B * %d >= %d) {" % (max(work, 1), SPLIT_WORK),
                   "        const int half = tc / 2;",
                   "        %s_job job = {T, B, c0, c0 + half, tc - half, keep, lengths, params, x, work, dparams};" % name,
                   "        pthread_t tid;",
@@ -772,7 +777,8 @@ def _backward(g, bwd, L, printer, ctype, p, threads=False):
         "after_steps", "after steps t0..t0+tc-1 (of the chunk from c0): the adjoint "
         "contributions to values that read no state, over their rows",
         regions, static_block(L, static, named, reverse=True), ctype, L,
-        split=threads and not any("dparams" in c for c in static))
+        split=threads and not any("dparams" in c for c in static),
+        work=EW_COST * sum(g[n].size for n in set(L.static) | set(L.deferred)))
     # the first hoisted GEMM may overwrite dx when it writes every column of it
     overwrite = not stepwise and hoisted and all(
         p.operand == "x" for b in hoisted for p in b.parts if p.static)
