@@ -188,6 +188,68 @@ def test_the_timing_program_builds_and_times():
     first = tuning.variants()[0].name
     lines = [(d, p, 6, 40, 9, s, first) for d, _ in tuning.DTYPES
              for p in ["blas"] + [v.name for v in tuning.variants()] for s in (0, 3)]
-    times = tuning._run_driver(lines)
+    runs, times = tuning._run_driver(lines)
     assert len(times) == len(lines) and all(0 < t < 1 for t in times)
+    assert runs and runs == tuning._run_driver(lines[:1])[0]     # OpenBLAS's own pick
     assert "rnnc_s_mk_gemm" in helpers.runtime_c()
+
+
+def test_openblas_kernel_sets_follow_the_flags():
+    """Candidates are only the sets the core can run (a set beyond the ISA would stop the
+    process on an illegal instruction)."""
+    avx512 = {"avx2", "fma", "avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512vl"}
+    assert variants_mod.openblas_cores(frozenset(avx512)) == ("SkylakeX", "Haswell")
+    assert variants_mod.openblas_cores(frozenset(avx512 | {"avx512_bf16"})) == (
+        "SkylakeX", "Cooperlake", "Haswell")
+    assert variants_mod.openblas_cores(frozenset({"avx", "avx2", "fma"})) == ("Haswell",)
+    assert variants_mod.openblas_cores(frozenset({"avx", "avx2"})) == ()
+    assert variants_mod.openblas_cores(frozenset()) == ()
+
+
+def test_the_openblas_kernel_set_is_chosen_by_a_margin(avx512):
+    G = len(tuning.HOISTED_GRID)
+    own = {"float32": [1.0] * G, "float64": [1.0] * G, "runs": "Haswell"}
+    faster = {"float32": [0.5] * G, "float64": [0.6] * G, "runs": "SkylakeX"}
+    assert tuning._blas_core({"": own, "SkylakeX": faster}) == "SkylakeX"
+    close = {"float32": [0.99] * G, "float64": [0.99] * G, "runs": "SkylakeX"}
+    assert tuning._blas_core({"": own, "SkylakeX": close}) == ""       # within the noise
+    assert tuning._blas_core({"": own}) == ""
+    measured = _measured([1.0, 1.0], [1.0] * G, [2.0] * G)
+    measured["openblas"] = {"chosen": "SkylakeX", "cores": {}}
+    assert tuning.decide(measured)["float32"].blas_core == "SkylakeX"
+    assert tuning.Tuning(blas_core="SkylakeX").key() != tuning.DEFAULT.key()
+
+
+LOAD_OPENBLAS = r"""
+import os, sys
+from rnncompiler.compiler import build
+first = build.load_openblas(sys.argv[1])
+assert os.environ.get("OPENBLAS_CORETYPE") == "Sandybridge", os.environ.get("OPENBLAS_CORETYPE")
+print(first, build.load_openblas(""), "scipy_openblas32" in sys.modules)
+"""
+
+
+@pytest.mark.skipif(not {"avx2", "fma"} <= variants_mod.cpu_flags(), reason="needs AVX2 and FMA")
+def test_openblas_loads_with_the_kernel_set_asked_for():
+    """In a fresh process: the set asked for, whatever $OPENBLAS_CORETYPE says (which is
+    left as it was); once loaded the library keeps its set; the package itself, whose
+    import loads the library, is not imported."""
+    env = dict(os.environ, OPENBLAS_CORETYPE="Sandybridge")
+    out = subprocess.run([sys.executable, "-c", LOAD_OPENBLAS, "Haswell"], env=env,
+                         capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["Haswell", "Haswell", "False"]
+
+
+def test_a_kernel_tuned_for_another_openblas_set_warns_once(monkeypatch):
+    from rnncompiler.compiler import pipeline
+    monkeypatch.setattr(pipeline, "_OPENBLAS_WARNED", set())
+    monkeypatch.setattr(build, "load_openblas", lambda core: "Haswell")
+    with pytest.warns(RuntimeWarning, match="with its Haswell kernels before a kernel tuned "
+                                            "for its SkylakeX kernels"):
+        assert pipeline.load_openblas(tuning.Tuning(blas_core="SkylakeX")) == "Haswell"
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        pipeline.load_openblas(tuning.Tuning(blas_core="SkylakeX"))     # once
+        pipeline.load_openblas(tuning.Tuning(blas_core=""))             # OpenBLAS's own: no warning
+        pipeline.load_openblas(tuning.Tuning(blas_core="haswell"))      # the same set

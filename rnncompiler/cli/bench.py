@@ -68,8 +68,9 @@ def machine_line():
 
 def tuning_line(dtype="float32"):
     """What this core's kernels of dtype were tuned to (rnncompiler.compiler.tuning)."""
-    from ..compiler import tuning
+    from ..compiler import build, tuning
     t = tuning.for_dtype(dtype)
+    blas = "OpenBLAS's %s kernels" % build.load_openblas(t.blas_core)
     if t.variant is None:
         return "%s: the ISA's default microkernel, hoisted products on OpenBLAS (%s)" % (dtype, t.source)
     mk = sum(1 for _, _, use in t.hoisted if use)
@@ -77,7 +78,7 @@ def tuning_line(dtype="float32"):
              "on OpenBLAS at all %d measured shapes" % len(t.hoisted) if not mk else
              "on the microkernel at %d of %d measured shapes, on OpenBLAS at the others"
              % (mk, len(t.hoisted)))
-    return "%s: microkernel %s, hoisted products %s (%s)" % (dtype, t.variant, where, t.source)
+    return "%s: microkernel %s, hoisted products %s; %s (%s)" % (dtype, t.variant, where, blas, t.source)
 
 
 def summary(times):

@@ -159,10 +159,27 @@ def _tuning_lines(info):
         lines.append("  %s: microkernel %s; hoisted products (N x K) on the microkernel: %s, "
                      "on OpenBLAS: the other %d of %d" % (dtype, variant, ", ".join(mk) or "none",
                                                           len(hoisted) - len(mk), len(hoisted)))
+    lines += _openblas_lines(data["measured"].get("openblas"))
     override = os.environ.get("RNNC_TUNING", "").strip()
     if override:
         lines.append("  RNNC_TUNING=%s overrides it in this environment" % override)
     return lines
+
+
+def _openblas_lines(openblas):
+    """OpenBLAS's kernel set chosen, and each set's time over the hoisted shapes."""
+    if not openblas:
+        return []
+    from ..compiler import tuning
+    cores = openblas["cores"]
+    total = {core: sum(sum(c[dtype]) for dtype, _ in tuning.DTYPES) for core, c in cores.items()}
+    best = min(total.values())
+    timed = ", ".join("%s%s %.2fx" % (c["runs"], " (its own pick)" if not core else "", total[core] / best)
+                      for core, c in sorted(cores.items(), key=lambda kv: total[kv[0]]))
+    chosen = openblas["chosen"]
+    return ["  OpenBLAS: %s; hoisted shapes timed under each (time / best): %s"
+            % ("its own pick, %s kernels" % cores[chosen]["runs"] if not chosen
+               else "%s kernels" % chosen, timed)]
 
 
 def cmd_cache(args):

@@ -114,20 +114,68 @@ def _fixed_machine_identity():
             "abi": sysconfig.get_config_var("EXT_SUFFIX") or "", "blas": blas_identity()}
 
 
-def blas_identity():
+@functools.lru_cache(maxsize=None)
+def openblas_files():
+    """(library file, include directory, version) of scipy-openblas32, or None when it is
+    not installed: found without importing the package, whose import loads the library
+    (and with it OpenBLAS's choice of kernels, which load_openblas makes)."""
+    import importlib.metadata
+    spec = importlib.util.find_spec("scipy_openblas32")
+    if spec is None or not spec.origin:
+        return None
+    base = os.path.dirname(spec.origin)
+    lib_dir = os.path.join(base, "lib")
     try:
-        import scipy_openblas32 as ob
-        return "scipy_openblas32-%s" % ob.__version__
-    except ImportError:
-        return ""
+        lib = sorted(f for f in os.listdir(lib_dir) if f.startswith("libscipy_openblas"))[0]
+        version = importlib.metadata.version("scipy-openblas32")
+    except (OSError, IndexError, importlib.metadata.PackageNotFoundError):
+        return None
+    return os.path.join(lib_dir, lib), os.path.join(base, "include"), version
+
+
+def blas_identity():
+    files = openblas_files()
+    return "scipy_openblas32-%s" % files[2] if files else ""
+
+
+_OPENBLAS_LOCK = threading.Lock()
+
+
+def load_openblas(core=""):
+    """Load scipy-openblas32 into this process with OpenBLAS's kernels for `core` (an
+    OPENBLAS_CORETYPE name; "" lets OpenBLAS pick) and return the name of the kernels it
+    runs. OpenBLAS reads the core type once, when the library is loaded: so this comes
+    before the first kernel that links it, and once loaded the library keeps its kernels.
+    The library is rnncompiler's own copy (numpy and scipy load theirs), so the tuning
+    run's choice applies whatever $OPENBLAS_CORETYPE says: it was measured with and
+    without it."""
+    import ctypes
+    path = openblas_files()[0]
+    with _OPENBLAS_LOCK:
+        try:
+            lib = ctypes.CDLL(path, mode=os.RTLD_NOLOAD | os.RTLD_GLOBAL)
+        except OSError:                 # not loaded yet
+            saved = os.environ.pop("OPENBLAS_CORETYPE", None)
+            if core:
+                os.environ["OPENBLAS_CORETYPE"] = core
+            try:
+                lib = ctypes.CDLL(path, mode=os.RTLD_GLOBAL)
+            finally:
+                os.environ.pop("OPENBLAS_CORETYPE", None)
+                if saved is not None:
+                    os.environ["OPENBLAS_CORETYPE"] = saved
+        lib.scipy_openblas_get_corename.restype = ctypes.c_char_p
+        return lib.scipy_openblas_get_corename().decode()
 
 
 def blas_flags():
     """Compile and link flags for scipy-openblas32 (OpenBLAS with a C header)."""
-    import scipy_openblas32 as ob
-    lib = ob.get_lib_dir()
-    return (["-I" + ob.get_include_dir(), "-pthread"],
-            ["-L" + lib, "-l" + ob.get_library(), "-Wl,-rpath," + lib, "-pthread"])
+    files = openblas_files()
+    if files is None:
+        raise ImportError("scipy-openblas32 is not installed")
+    lib_dir, name = os.path.split(files[0])
+    return (["-I" + files[1], "-pthread"],
+            ["-L" + lib_dir, "-l" + name[3:].split(".so")[0], "-Wl,-rpath," + lib_dir, "-pthread"])
 
 
 # ---------------------------------------------------------------- the compiler

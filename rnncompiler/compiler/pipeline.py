@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 import sys
+import warnings
 
 import numpy as np
 
@@ -214,6 +215,8 @@ def compile(cell, input_size, hidden_size, dtype="float32", *, sizes=None, opt_l
     blas = options.flag("blas", blas)
     bound = bind_sizes(cell, input_size, hidden_size, sizes)
     tuned = tuning.for_kernel(dtype, opt_level) if blas else DEFAULT_TUNING
+    if blas:
+        load_openblas(tuned)
     key = cache_key(cell, bound, dtype, opt_level, blas, tuned)
 
     generated = []
@@ -236,6 +239,25 @@ def compile(cell, input_size, hidden_size, dtype="float32", *, sizes=None, opt_l
     if verify and not verified:
         verify_kernel(kern, cell, bound, key)
     return kern
+
+
+_OPENBLAS_WARNED = set()
+
+
+def load_openblas(tuned):
+    """OpenBLAS with the kernel set the tuning chose, loaded before the kernel that links
+    it; a warning (once) when the process already runs another set: the kernel computes
+    the same values, its last bits and its speed may differ from the tuned ones."""
+    runs = build.load_openblas(tuned.blas_core)
+    want = tuned.blas_core
+    if want and runs.lower() != want.lower() and want not in _OPENBLAS_WARNED:
+        _OPENBLAS_WARNED.add(want)
+        warnings.warn("OpenBLAS was loaded into this process with its %s kernels before a "
+                      "kernel tuned for its %s kernels (a kernel built at -O0/-O1 or with "
+                      "RNNC_TUNING=default loads OpenBLAS's own pick); it keeps them: compile the "
+                      "tuned kernels first" % (runs, want),
+                      RuntimeWarning, stacklevel=3)
+    return runs
 
 
 def verify_kernel(kern, cell, sizes, key):

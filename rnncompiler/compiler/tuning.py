@@ -1,16 +1,18 @@
 """Kernels tuned to the core they run on: a short autotuning run, once per machine, that
 times the microkernel's variants (vector width, rows per block) on per-step product
-shapes, then the chosen one against OpenBLAS on hoisted product shapes (each followed by
+shapes, OpenBLAS under each kernel set the core can run (OPENBLAS_CORETYPE), and the
+chosen variant against the fastest OpenBLAS on hoisted product shapes (each followed by
 a chunk's per-step products, as in a kernel), and keeps the measurement in the kernel
 cache beside the runtime object, named after the machine's identity.
 
 Why measure: the ISA does not tell the datapath. Cores with AVX-512 run 512-bit vectors
 on 512-bit units (Intel's server cores, AMD family 26) or on 256-bit ones (AMD family 25),
-and OpenBLAS's own kernels are tuned for a core it names, not the one it runs on. The
-choice shapes the generated C (which function each product calls), so it is part of the
-kernel cache key; a kernel is bitwise deterministic for a given tuning. $RNNC_TUNING
-overrides it: "default" (the ISA's shape, every hoisted product on OpenBLAS), or
-VARIANT[:blas|:microkernel] (e.g. "w32r8:blas").
+and OpenBLAS picks its kernels from a table of the cores it knows: on a core newer than
+its table it may run its AVX2 kernels at half the core's rate. The choice shapes the
+generated C (which function each product calls) and the library's kernels, so it is part
+of the kernel cache key; a kernel is bitwise deterministic for a given tuning. $RNNC_TUNING
+overrides it: "default" (the ISA's shape, every hoisted product on OpenBLAS, OpenBLAS's own
+kernels), or VARIANT[:blas|:microkernel] (e.g. "w32r8:blas").
 """
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ import subprocess
 
 from . import build, csrc
 from ..errors import CompileError
-from .variants import DEFAULT, Tuning, variants, variant_named, core_name
+from .variants import DEFAULT, Tuning, core_name, openblas_cores, variant_named, variants
 
 # per-step products (batch rows, outputs, inputs): a batch of 1 and of 32 at LSTM shapes
 STEP_SHAPES = ((1, 512, 128), (8, 512, 128), (32, 128, 32), (32, 512, 128), (32, 2048, 512))
@@ -31,7 +33,7 @@ HOISTED_ROWS = 2048     # a chunk: 64 steps of 32 rows, or 2048 steps of one
 STEP_ROWS = 32          # the batch of the steps that follow it when measured
 HOISTED_GRID = tuple((n, k) for n in (128, 512, 2048) for k in (32, 128, 512))
 DTYPES = (("float32", "float"), ("float64", "double"))
-VERSION = 4          # of the measurement: a new one discards the old results
+VERSION = 5          # of the measurement: a new one discards the old results
 MARGIN = 0.03        # a choice other than the default wins by this much, or not at all
 # a hoisted product moves to the microkernel only if it wins by this much: on an AMD
 # family 25 core it won by 11% at (2048 x 128 x 32) here, steps included, yet the LSTM at
@@ -50,14 +52,16 @@ DRIVER = r"""
 %(declarations)s
 static double now(void) { struct timespec s; clock_gettime(CLOCK_MONOTONIC, &s); return s.tv_sec + 1e-9 * s.tv_nsec; }
 %(timers)s
-/* stdin: lines "dtype path M N K S step"; stdout: the best of a few runs, in seconds, a
-   line each. S > 0: after the product, M / S steps of an (S x N x K) product by another
-   weight on the microkernel variant `step`, as a kernel's loop follows its hoisted product
+char *scipy_openblas_get_corename(void);
+/* stdout: OpenBLAS's kernel set; then for the lines "dtype path M N K S step" of stdin,
+   the best of a few runs, in seconds, a line each. S > 0: after the product, M / S steps
+   of an (S x N x K) product by another weight on the microkernel variant `step`, as a kernel's loop follows its hoisted product
    (what one evicts from the caches the other pays for) */
 int main(void)
 {
     char dtype[16], path[16], step[16];
     long M, N, K, S;
+    printf("%%s\n", scipy_openblas_get_corename());
     while (scanf("%%15s %%15s %%ld %%ld %%ld %%ld %%15s", dtype, path, &M, &N, &K, &S, step) == 7) {
         double t = strcmp(dtype, "float32") == 0 ? time_float(path, M, N, K, S, step)
                                                  : time_double(path, M, N, K, S, step);
@@ -151,39 +155,61 @@ def table_path(root=None):
 
 
 def measure():
-    """Time every path on every shape: {dtype: {"step": {variant: [s...]},
-    "hoisted": {path: [s...]}}}, shapes in the order of STEP_SHAPES and HOISTED_GRID.
-    The per-step shapes first; then each hoisted shape on OpenBLAS and on the variant
-    chosen for the steps, each followed by a chunk's steps on that variant (in a kernel
-    the hoisted product and the loop share the caches: a product faster alone can make
-    the loop after it slower). One timing program, run twice."""
+    """Time every path on every shape: {dtype: {"step": {variant: [s...]}, "hoisted":
+    {path: [s...]}}, "openblas": {"chosen": name, "cores": {name: {"runs": kernels,
+    dtype: [s...]}}}}, shapes in the order of STEP_SHAPES and HOISTED_GRID. The per-step
+    shapes first; then the hoisted shapes on OpenBLAS under each kernel set it can run
+    here (its own pick first), and on the variant chosen for the steps; each hoisted
+    product followed by a chunk's steps on that variant (in a kernel the hoisted product
+    and the loop share the caches: a product faster alone can make the loop after it
+    slower). "blas" is OpenBLAS under the kernel set chosen."""
     names = [v.name for v in variants()]
     out = {dtype: {"step": {}, "hoisted": {}} for dtype, _ in DTYPES}
     with _driver() as run:
         jobs = [(dtype, v, shape) for dtype, _ in DTYPES for v in names for shape in STEP_SHAPES]
-        times = run([(dtype, v) + shape + (0, v) for dtype, v, shape in jobs])
+        _, times = run([(dtype, v) + shape + (0, v) for dtype, v, shape in jobs])
         for (dtype, v, _), t in zip(jobs, times, strict=True):
             out[dtype]["step"].setdefault(v, []).append(t)
-        chosen = {dtype: _step_variant(m["step"]) for dtype, m in out.items()}
-        jobs = [(dtype, path, (HOISTED_ROWS,) + nk) for dtype, _ in DTYPES
-                for path in ("blas", chosen[dtype]) for nk in HOISTED_GRID]
-        times = run([(dtype, path) + shape + (STEP_ROWS, chosen[dtype])
-                     for dtype, path, shape in jobs])
-        for (dtype, path, _), t in zip(jobs, times, strict=True):
-            out[dtype]["hoisted"].setdefault(path, []).append(t)
+        chosen = {dtype: _step_variant(out[dtype]["step"]) for dtype, _ in DTYPES}
+
+        def hoisted(path, core=""):
+            lines = [(dtype, path, HOISTED_ROWS) + nk + (STEP_ROWS, chosen[dtype])
+                     for dtype, _ in DTYPES for nk in HOISTED_GRID]
+            runs, times = run(lines, core)
+            n = len(HOISTED_GRID)
+            return runs, {dtype: times[i * n:(i + 1) * n] for i, (dtype, _) in enumerate(DTYPES)}
+
+        cores = {}
+        for core in ("",) + openblas_cores():
+            runs, times = hoisted("blas", core)
+            if all(c["runs"] != runs for c in cores.values()):     # a set already timed
+                cores[core] = dict(times, runs=runs)
+        blas_core = _blas_core(cores)
+        for dtype, _ in DTYPES:
+            out[dtype]["hoisted"]["blas"] = cores[blas_core][dtype]
+        by_variant = {}
+        for dtype, _ in DTYPES:
+            by_variant.setdefault(chosen[dtype], []).append(dtype)
+        for variant, dtypes in by_variant.items():
+            _, times = hoisted(variant, blas_core)
+            for dtype in dtypes:
+                out[dtype]["hoisted"][variant] = times[dtype]
+    out["openblas"] = {"chosen": blas_core, "cores": cores}
     return out
 
 
-def _run_driver(lines):
-    """Seconds per line ("dtype path M N K S step") from the timing program, built here."""
+def _run_driver(lines, core=""):
+    """(OpenBLAS's kernel set, seconds per line "dtype path M N K S step") from the timing
+    program, built here."""
     with _driver() as run:
-        return run(lines)
+        return run(lines, core)
 
 
 @contextlib.contextmanager
 def _driver():
-    """The timing program, built in a build directory of the cache: yields run(lines) ->
-    seconds per line; CompileError when it cannot be built or run."""
+    """The timing program, built in a build directory of the cache: yields run(lines,
+    core="") -> (the OpenBLAS kernel set it ran, seconds per line), under OpenBLAS's own
+    pick of kernels or the set named `core`; CompileError when it cannot be built or run."""
     from .codegen import helpers
     root = build.cache_root()
     objs = build.runtime_objects(helpers.runtime_units())
@@ -193,9 +219,12 @@ def _driver():
         with open(c_file, "w") as f:
             f.write(_driver_c())
         build.run_compiler(build.executable_command(c_file, exe, objs), c_file)
-        env = dict(os.environ, OPENBLAS_NUM_THREADS="1")
 
-        def run(lines):
+        def run(lines, core=""):
+            env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_CORETYPE"}
+            env["OPENBLAS_NUM_THREADS"] = "1"
+            if core:
+                env["OPENBLAS_CORETYPE"] = core
             try:
                 out = subprocess.run([exe], input="\n".join("%s %s %d %d %d %d %s" % ln
                                                              for ln in lines) + "\n",
@@ -203,13 +232,33 @@ def _driver():
                                      env=env).stdout
             except (OSError, subprocess.SubprocessError) as exc:
                 raise CompileError("the tuning run failed: %s" % exc) from None
-            times = [float(t) for t in out.split()]
-            if len(times) != len(lines) or min(times) <= 0:
+            runs, _, rest = out.partition("\n")
+            try:
+                times = [float(t) for t in rest.split()]
+            except ValueError:
+                times = []
+            if len(times) != len(lines) or (times and min(times) <= 0):
                 raise CompileError("the tuning run timed %d of %d products" % (len(times), len(lines)))
-            return times
+            return runs.strip(), times
         yield run
     finally:
         build.remove_build_dir(tmp)
+
+
+def _relative_scores(times):
+    """{name: sum over shapes of its time / the best time of that shape}: no shape weighs
+    more for being bigger."""
+    best = [min(ts) for ts in zip(*times.values(), strict=True)]
+    return {name: sum(t / b for t, b in zip(ts, best, strict=True)) for name, ts in times.items()}
+
+
+def _blas_core(cores, margin=MARGIN):
+    """The OpenBLAS kernel set with the least time over the hoisted shapes of both real
+    types; one other than OpenBLAS's own pick ("") must win by `margin`."""
+    score = _relative_scores({core: sum((c[dtype] for dtype, _ in DTYPES), [])
+                              for core, c in cores.items()})
+    core = min(score, key=score.get)
+    return "" if score[core] * (1 + margin) > score[""] else core
 
 
 def _step_variant(step, margin=MARGIN):
@@ -217,8 +266,7 @@ def _step_variant(step, margin=MARGIN):
     relative to its best, so that no shape weighs more for being bigger); another than
     the default must win by `margin`: a tie within the noise keeps the default."""
     default = variants()[0].name
-    best = [min(ts) for ts in zip(*step.values(), strict=True)]
-    score = {v: sum(t / b for t, b in zip(step[v], best, strict=True)) for v in step}
+    score = _relative_scores(step)
     variant = min(step, key=score.get)
     return default if score[variant] * (1 + margin) > score[default] else variant
 
@@ -226,15 +274,19 @@ def _step_variant(step, margin=MARGIN):
 def decide(measured, margin=MARGIN, hoisted_margin=HOISTED_MARGIN):
     """{dtype: Tuning} from the measurement: the per-step variant (_step_variant), then per
     hoisted grid point whether that variant, followed by a chunk's steps, beats OpenBLAS
-    followed by the same steps, by `hoisted_margin`."""
+    (under the kernel set chosen) followed by the same steps, by `hoisted_margin`."""
     out = {}
-    for dtype, m in measured.items():
+    blas_core = measured.get("openblas", {}).get("chosen", "")
+    for dtype, _ in DTYPES:
+        m = measured.get(dtype)
+        if m is None:
+            continue
         variant = _step_variant(m["step"], margin)
         mine = m["hoisted"].get(variant)
         hoisted = tuple((n, k, bool(mine is not None and mk * (1 + hoisted_margin) < blas))
                         for (n, k), mk, blas in zip(HOISTED_GRID, mine or m["hoisted"]["blas"],
                                                     m["hoisted"]["blas"], strict=True))
-        out[dtype] = Tuning(variant, hoisted, "measured")
+        out[dtype] = Tuning(variant, hoisted, "measured", blas_core)
     return out
 
 

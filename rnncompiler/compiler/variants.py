@@ -74,16 +74,33 @@ def variant_named(name, flags=None):
                      % (", ".join(v.name for v in variants(flags)), name))
 
 
+# OpenBLAS's kernel sets (OPENBLAS_CORETYPE names) and the flags each needs to run
+OPENBLAS_CORES = (
+    ("SkylakeX", {"avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512vl"}),
+    ("Cooperlake", {"avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512vl", "avx512_bf16"}),
+    ("Haswell", {"avx2", "fma"}),
+)
+
+
+def openblas_cores(flags=None):
+    """The OpenBLAS kernel sets this core can run, as OPENBLAS_CORETYPE names: candidates
+    for the tuning run beside OpenBLAS's own pick, which comes from a table of known cores
+    and can miss a newer one (a core with 512-bit datapaths run on its AVX2 kernels)."""
+    flags = cpu_flags() if flags is None else flags
+    return tuple(name for name, needs in OPENBLAS_CORES if needs <= flags)
 
 
 @dataclass(frozen=True)
 class Tuning:
     """What a JIT kernel's products use on this core: the microkernel variant (None: the
     ISA's default shape) and, per hoisted product shape measured, whether the microkernel
-    beats OpenBLAS: ((N, K, True/False), ...) over a grid, the nearest point deciding."""
+    beats OpenBLAS: ((N, K, True/False), ...) over a grid, the nearest point deciding;
+    and OpenBLAS's kernel set for the process (an OPENBLAS_CORETYPE name; "" lets OpenBLAS
+    pick), which build.load_openblas applies when it loads the library."""
     variant: str | None = None
     hoisted: tuple = ()
     source: str = "default"          # "measured", "RNNC_TUNING" or "default"
+    blas_core: str = ""
 
     def hoisted_microkernel(self, N, K):
         """Whether the hoisted product with N output columns and K inputs uses the
@@ -95,8 +112,9 @@ class Tuning:
         return bool(min(self.hoisted, key=distance)[2])
 
     def key(self):
-        """What of the tuning shapes the generated C, for the kernel cache key."""
-        return [self.variant, [list(p) for p in self.hoisted]]
+        """What of the tuning shapes the generated C or the bits it computes, for the
+        kernel cache key."""
+        return [self.variant, [list(p) for p in self.hoisted], self.blas_core]
 
 
 DEFAULT = Tuning()
