@@ -324,7 +324,8 @@ def render_page(runs, latest):
              "`rnnc bench` times the same callables for LSTM and GRU and prints the same ratios. "
              "The machines are shared: ratios are what to read, not milliseconds. Each core's "
              "single-thread fp32 GEMM rate is measured at the start of its run (numpy's "
-             "OpenBLAS, 1024 x 1024); \"of peak\" is the LSTM's products (forward once, "
+             "OpenBLAS, 1024 x 1024, the best of its own pick of kernels and each kernel set "
+             "the core can run); \"of peak\" is the LSTM's products (forward once, "
              "backward twice) over the time, against that rate.", "",
              "## The LSTM on every core measured", "",
              "| core | ISA | GEMM peak | date | H=512: ratio, of peak (ours / torch) | "

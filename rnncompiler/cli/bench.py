@@ -46,18 +46,30 @@ def machine_facts():
     is its name with its family and model: the ISA does not tell the FMA datapath (AMD
     family 25 runs AVX-512 on 256-bit units, family 26 and Intel's server cores on 512-bit
     ones); the measured GEMM rate does."""
-    from ..compiler.variants import core_name, cpu_flags
+    from ..compiler.variants import core_name, cpu_flags, openblas_cores
     name, flags = core_name(), cpu_flags()
     isa = ("AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else
            "unknown ISA" if not flags else "SSE")
-    env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    try:
-        out = subprocess.run([sys.executable, "-c", _GEMM_RATE], env=env, capture_output=True,
-                             text=True, timeout=120, check=True).stdout
-        rate = float(out.strip())
-    except (subprocess.SubprocessError, ValueError, OSError):
-        rate = float("nan")
-    return name, isa, rate, os.getloadavg()[0]
+    return name, isa, gemm_peak(openblas_cores(flags)), os.getloadavg()[0]
+
+
+def gemm_peak(kernel_sets=()):
+    """The best single-thread fp32 GEMM rate of numpy's OpenBLAS, GFLOP/s, over its own
+    pick of kernels and each of `kernel_sets` (OPENBLAS_CORETYPE names): OpenBLAS can pick
+    kernels below the core's rate, or be told to by the environment. NaN if unmeasured."""
+    rates = []
+    for core in ("",) + tuple(kernel_sets):
+        env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_CORETYPE"}
+        env.update(OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+        if core:
+            env["OPENBLAS_CORETYPE"] = core
+        try:
+            out = subprocess.run([sys.executable, "-c", _GEMM_RATE], env=env, capture_output=True,
+                                 text=True, timeout=120, check=True).stdout
+            rates.append(float(out.strip()))
+        except (subprocess.SubprocessError, ValueError, OSError):
+            pass
+    return max(rates, default=float("nan"))
 
 
 def machine_line():
