@@ -148,9 +148,12 @@ def load_openblas(core=""):
     before the first kernel that links it, and once loaded the library keeps its kernels.
     The library is rnncompiler's own copy (numpy and scipy load theirs), so the tuning
     run's choice applies whatever $OPENBLAS_CORETYPE says: it was measured with and
-    without it."""
+    without it. "" when scipy-openblas32 is not installed."""
     import ctypes
-    path = openblas_files()[0]
+    files = openblas_files()
+    if files is None:               # not installed: the build says so (blas_flags)
+        return ""
+    path = files[0]
     with _OPENBLAS_LOCK:
         try:
             lib = ctypes.CDLL(path, mode=os.RTLD_NOLOAD | os.RTLD_GLOBAL)
