@@ -128,6 +128,80 @@ def test_two_threads_split_a_chunk_and_agree_with_one(monkeypatch, tuning):
         np.testing.assert_allclose(g2.params[name], g1.params[name], rtol=1e-11, atol=1e-12)
 
 
+def _run_on(kern, p, x, dy, threads):
+    rc.set_num_threads(threads)
+    try:
+        res = kern.forward(p, x)
+        return res.outputs, kern.backward(res, dy)
+    finally:
+        rc.set_num_threads(1)
+
+
+@pytest.mark.slow
+def test_the_helper_thread_serves_one_caller_at_a_time():
+    """Two threads calling a two-thread kernel at once: one gets the runtime's helper
+    thread, the other runs the halves itself; both give the bits of a run alone."""
+    import threading
+    kern = rc.compile(gated_decay, 32, 32, "float64")
+    p, x, dy = _data(kern, 2500, 1, seed=5)
+    alone_y, alone_g = _run_on(kern, p, x, dy, 2)
+    rc.set_num_threads(2)
+    results, errors = [], []
+
+    def run():
+        try:
+            for _ in range(3):
+                res = kern.forward(p, x)
+                results.append((res.outputs, kern.backward(res, dy)))
+        except Exception as exc:        # noqa: BLE001 (reported below)
+            errors.append(exc)
+    try:
+        workers = [threading.Thread(target=run) for _ in range(2)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join(120)
+    finally:
+        rc.set_num_threads(1)
+    assert not errors and len(results) == 6
+    for y, g in results:
+        np.testing.assert_array_equal(y, alone_y)
+        np.testing.assert_array_equal(g.x, alone_g.x)
+        for name in g.params:
+            np.testing.assert_array_equal(g.params[name], alone_g.params[name])
+
+
+FORKED = r"""
+import os, sys
+import numpy as np
+import rnncompiler as rc
+sys.path.insert(0, sys.argv[1])
+from test_hoisting import gated_decay, _data, _run_on
+kern = rc.compile(gated_decay, 32, 32, "float64")
+p, x, dy = _data(kern, 2500, 1, seed=6)
+y, g = _run_on(kern, p, x, dy, 2)           # the helper thread runs, then the fork
+pid = os.fork()
+if pid == 0:
+    y2, g2 = _run_on(kern, p, x, dy, 2)     # a child: no helper thread until it starts one
+    os._exit(0 if np.array_equal(y2, y) and np.array_equal(g2.x, g.x) else 3)
+_, status = os.waitpid(pid, 0)
+print(os.waitstatus_to_exitcode(status))
+"""
+
+
+@pytest.mark.slow
+def test_a_forked_child_runs_two_thread_kernels():
+    """The helper thread does not survive fork(): the child starts its own (no deadlock
+    on the parent's locks) and computes the parent's bits."""
+    import os
+    import subprocess
+    import sys
+    out = subprocess.run([sys.executable, "-c", FORKED, os.path.dirname(__file__)],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split()[-1] == "0"
+
+
 @pytest.mark.parametrize("cell", [rc.cells.min_gru, gated_decay], ids=lambda c: c.name)
 def test_gradients_against_central_differences(cell):
     kern = rc.compile(cell, 3, 5, "float64")

@@ -286,6 +286,7 @@ RNNC_INLINE RNNC_REAL RNNC_F(rnnc_heaviside)(RNNC_REAL u, RNNC_REAL h) { return 
 #endif
 #if RNNC_BLAS == 2
 #include <pthread.h>
+#include <time.h>
 #endif
 enum { RNNC_NT, RNNC_NN, RNNC_TN };
 #if RNNC_RUNTIME
@@ -299,6 +300,10 @@ RNNC_API void RNNC_T(gemm_nt)(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const RNNC_
 RNNC_API void RNNC_T(gemm_nn)(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const RNNC_REAL *A, ptrdiff_t lda, const RNNC_REAL *Bm, ptrdiff_t ldb, int beta, RNNC_REAL *C, ptrdiff_t ldc);
 RNNC_API void RNNC_T(gemm_tn)(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const RNNC_REAL *A, ptrdiff_t lda, const RNNC_REAL *Bm, ptrdiff_t ldb, int beta, RNNC_REAL *C, ptrdiff_t ldc);
 RNNC_API void RNNC_T(gemm_big)(int kind, int threads, int beta, ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const RNNC_REAL *A, ptrdiff_t lda, const RNNC_REAL *Bm, ptrdiff_t ldb, RNNC_REAL *C, ptrdiff_t ldc);
+#if RNNC_BLAS == 2
+RNNC_API int RNNC_T(helper_start)(void *(*fn)(void *), void *arg);
+RNNC_API void RNNC_T(helper_wait)(void);
+#endif
 RNNC_API void RNNC_T(mk_pack_nt)(ptrdiff_t N, ptrdiff_t K, const RNNC_REAL *W, ptrdiff_t ldw, RNNC_REAL *P);
 RNNC_API void RNNC_T(mk_pack_nn)(ptrdiff_t N, ptrdiff_t K, const RNNC_REAL *W, ptrdiff_t ldw, RNNC_REAL *P);
 RNNC_API void RNNC_T(mk_gemm)(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const RNNC_REAL *A, ptrdiff_t lda, const RNNC_REAL *P, const RNNC_REAL *bias, int beta, RNNC_REAL *C, ptrdiff_t ldc);
@@ -477,10 +482,9 @@ static void before_steps_split(int T, int B, int c0, int tc, int keep, int threa
     if (threads > 1 && tc > 1 && (ptrdiff_t)tc * B * 12 >= 2097152) {
         const int half = tc / 2;
         before_steps_job job = {T, B, c0, c0 + half, tc - half, keep, lengths, params, x, work, dparams};
-        pthread_t tid;
-        const int started = pthread_create(&tid, NULL, before_steps_thread, &job) == 0;
+        const int started = rnnc_s_helper_start(before_steps_thread, &job);
         before_steps(T, B, c0, c0, half, keep, 1, lengths, params, x, work, dparams);
-        if (started) pthread_join(tid, NULL);
+        if (started) rnnc_s_helper_wait();
         else before_steps_thread(&job);
         return;
     }

@@ -504,7 +504,8 @@ def _chunk_function(name, what, regions, code, ctype, L, split, work=0):
     """A chunk's work that reads no state, as a function of the steps t0..t0+tc-1 it does
     (the chunk starting at c0), and NAME_split, which runs it on the whole chunk, or with
     `split` (a kernel that links pthreads), threads > 1 and enough `work` (per row) in the
-    chunk, the later half of the steps on a second thread (its own pthread, no pool: a chunk holds at least CHUNK_ROWS rows at B=1).
+    chunk, the later half of the steps on the runtime's helper thread (gemm.c: one that
+    waits for jobs, since a thread created per chunk costs as much as a small chunk's half).
     The halves write disjoint rows, so the result is the same whatever the split."""
     if not code:
         return "\n".join([
@@ -539,10 +540,9 @@ def _chunk_function(name, what, regions, code, ctype, L, split, work=0):
         lines += ["    if (threads > 1 && tc > 1 && (ptrdiff_t)tc * B * %d >= %d) {" % (max(work, 1), SPLIT_WORK),
                   "        const int half = tc / 2;",
                   "        %s_job job = {T, B, c0, c0 + half, tc - half, keep, lengths, params, x, work, dparams};" % name,
-                  "        pthread_t tid;",
-                  "        const int started = pthread_create(&tid, NULL, %s_thread, &job) == 0;" % name,
+                  "        const int started = %s(%s_thread, &job);" % (helpers.typed("helper_start", ctype), name),
                   "        %s(T, B, c0, c0, half, keep, 1, lengths, params, x, work, dparams);" % name,
-                  "        if (started) pthread_join(tid, NULL);",
+                  "        if (started) %s();" % helpers.typed("helper_wait", ctype),
                   "        else %s_thread(&job);" % name,
                   "        return;",
                   "    }"]

@@ -13,6 +13,7 @@
 #endif
 #if RNNC_BLAS == 2
 #include <pthread.h>
+#include <time.h>
 #endif
 enum { RNNC_NT, RNNC_NN, RNNC_TN };
 #if RNNC_RUNTIME
@@ -26,6 +27,10 @@ RNNC_API void RNNC_T(gemm_nt)(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const RNNC_
 RNNC_API void RNNC_T(gemm_nn)(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const RNNC_REAL *A, ptrdiff_t lda, const RNNC_REAL *Bm, ptrdiff_t ldb, int beta, RNNC_REAL *C, ptrdiff_t ldc);
 RNNC_API void RNNC_T(gemm_tn)(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const RNNC_REAL *A, ptrdiff_t lda, const RNNC_REAL *Bm, ptrdiff_t ldb, int beta, RNNC_REAL *C, ptrdiff_t ldc);
 RNNC_API void RNNC_T(gemm_big)(int kind, int threads, int beta, ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const RNNC_REAL *A, ptrdiff_t lda, const RNNC_REAL *Bm, ptrdiff_t ldb, RNNC_REAL *C, ptrdiff_t ldc);
+#if RNNC_BLAS == 2
+RNNC_API int RNNC_T(helper_start)(void *(*fn)(void *), void *arg);
+RNNC_API void RNNC_T(helper_wait)(void);
+#endif
 RNNC_API void RNNC_T(mk_pack_nt)(ptrdiff_t N, ptrdiff_t K, const RNNC_REAL *W, ptrdiff_t ldw, RNNC_REAL *P);
 RNNC_API void RNNC_T(mk_pack_nn)(ptrdiff_t N, ptrdiff_t K, const RNNC_REAL *W, ptrdiff_t ldw, RNNC_REAL *P);
 RNNC_API void RNNC_T(mk_gemm)(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const RNNC_REAL *A, ptrdiff_t lda, const RNNC_REAL *P, const RNNC_REAL *bias, int beta, RNNC_REAL *C, ptrdiff_t ldc);
