@@ -179,3 +179,43 @@ def test_the_portable_microkernel_multiplies_as_numpy_does(dtype, tmp_path):
                     fn(nn, M, N, K, ptr(A), lda, ptr(W), ptr(bias), beta, ptr(C), ptr(P))
                     np.testing.assert_allclose(C, want, rtol=tol, atol=tol,
                                                err_msg=str((nn, M, N, K, bias is None, beta)))
+
+
+TN_HARNESS = """
+void tn_check(int M, int N, int K, const RNNC_REAL *A, int lda, const RNNC_REAL *B, int ldb,
+              RNNC_REAL *C, int ldc)
+{ %s(M, N, K, A, lda, B, ldb, C, ldc); }
+"""
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_the_weight_gradient_microkernel_multiplies_as_numpy_does(dtype, tmp_path):
+    """mk_gemm_tn of every variant this core runs, C += A^T B: widths of C that end inside
+    a panel and inside a block of rows, one row of sums or many, every operand read with
+    a stride, and nothing of C outside its (M x N) corner touched."""
+    import ctypes
+    import numpy as np
+    from rnncompiler.compiler.codegen import microkernel
+    ctype = "float" if dtype == "float32" else "double"
+    rng = np.random.default_rng(1)
+    ptr = lambda a: a.ctypes.data_as(ctypes.c_void_p)   # noqa: E731
+    tol = 1e-5 if dtype == "float32" else 1e-12
+    for v in microkernel.variants():
+        fn_name = microkernel.symbol("mk_gemm_tn", ctype, v.name)
+        text = "\n".join([HEAD, csrc.real(dtype), helpers._flavour(False, False),
+                          csrc.source("gemm.h"), microkernel.variant_c(v, ctype),
+                          TN_HARNESS % fn_name])
+        src, lib = tmp_path / ("tn_%s.c" % v.name), tmp_path / ("tn_%s.so" % v.name)
+        src.write_text(text)
+        subprocess.run([CC, "-O2", "-march=native", "-shared", "-fPIC", "-o", str(lib), str(src)],
+                       check=True)
+        fn = ctypes.CDLL(str(lib)).tn_check
+        for M, N, K in ((1, 1, 1), (5, 3, 7), (33, 9, 300), (64, 8, 2), (70, 17, 65)):
+            A = rng.standard_normal((K, M + 3)).astype(dtype)     # lda = M + 3
+            B = rng.standard_normal((K, N + 2)).astype(dtype)     # ldb = N + 2
+            C = rng.standard_normal((M, N + 5)).astype(dtype)     # ldc = N + 5
+            want = C.copy()
+            want[:, :N] += A[:, :M].T @ B[:, :N]
+            fn(M, N, K, ptr(A), M + 3, ptr(B), N + 2, ptr(C), N + 5)
+            np.testing.assert_allclose(C, want, rtol=tol, atol=tol, err_msg=str((v.name, M, N, K)))
+            np.testing.assert_array_equal(C[:, N:], want[:, N:])

@@ -124,6 +124,10 @@ def test_the_machine_table_is_measured_once_and_shown(monkeypatch):
         # OpenBLAS and the variant chosen for the steps, each followed by a chunk's steps
         assert set(m["hoisted"]) == {"blas", tuning.for_dtype(dtype).variant}
         assert all(len(ts) == len(tuning.HOISTED_GRID) and min(ts) > 0 for ts in m["hoisted"].values())
+        # the weight gradients on OpenBLAS and on the variant, the choice per grid point
+        assert set(m["tn"]) == {"blas", tuning.for_dtype(dtype).variant}
+        assert all(len(ts) == len(tuning.HOISTED_GRID) and min(ts) > 0 for ts in m["tn"].values())
+        assert [(n, k) for n, k, _ in tuning.for_dtype(dtype).tn] == list(tuning.HOISTED_GRID)
         assert tuning.for_dtype(dtype).variant in m["step"]
     out = subprocess.run([sys.executable, "-m", "rnncompiler.cli", "cache", "info"],
                          capture_output=True, text=True, check=True).stdout
@@ -153,6 +157,8 @@ def test_the_tuning_is_in_the_cache_key_and_the_c():
     assert "rnnc_s_mk_gemm_%s(B," % v in blas_c and "rnnc_s_mk_gemm(" not in blas_c
     assert "rnnc_s_gemm_big(RNNC_NT" in blas_c and "rnnc_s_gemm_big(RNNC_NT" not in mk_c
     assert "rnnc_s_mk_gemm_rows_%s((ptrdiff_t)tc * B" % v in mk_c
+    assert "rnnc_s_mk_gemm_tn_big_%s(threads" % v in mk_c and "rnnc_s_gemm_big(RNNC_TN" not in mk_c
+    assert "rnnc_s_gemm_big(RNNC_TN" in blas_c
     default_c = lower(cell, sizes, "float32", True)[2].text
     assert "rnnc_s_mk_gemm(B," in default_c
 
@@ -169,6 +175,9 @@ def test_every_variant_and_hoisted_path_is_correct(monkeypatch, variant, path):
     text, _ = build.read_entry(kern._key)
     assert "rnnc_d_mk_gemm_%s(B," % variant in text                # the variant is what runs
     assert ("rnnc_d_mk_gemm_rows_%s((ptrdiff_t)tc * B" % variant in text) == (path == "microkernel")
+    # and the weight gradients after each chunk: the variant's own TN product, or OpenBLAS's
+    assert ("rnnc_d_mk_gemm_tn_big_%s(threads" % variant in text) == (path == "microkernel")
+    assert ("rnnc_d_gemm_big(RNNC_TN" in text) == (path == "blas")
     assert rc.gradcheck(kern, T=4, B=11).ok
     k32 = rc.compile(rc.cells.lstm, 5, 7, "float32")
     monkeypatch.setenv("RNNC_TUNING", "default")
@@ -253,3 +262,18 @@ def test_a_kernel_tuned_for_another_openblas_set_warns_once(monkeypatch):
         pipeline.load_openblas(tuning.Tuning(blas_core="SkylakeX"))     # once
         pipeline.load_openblas(tuning.Tuning(blas_core=""))             # OpenBLAS's own: no warning
         pipeline.load_openblas(tuning.Tuning(blas_core="haswell"))      # the same set
+
+
+def test_the_weight_gradients_are_chosen_per_shape(avx512):
+    """The TN choice reads its own measurement, by the same margin as the hoisted one;
+    a table measured before it (no "tn") keeps OpenBLAS."""
+    G = len(tuning.HOISTED_GRID)
+    measured = _measured([1.0, 1.0], [1.0] * G, [1.0] * G)
+    measured["float32"]["tn"] = {"blas": [1.0] * G, "w64r8": [0.5] + [0.9] * (G - 1)}
+    t = tuning.decide(measured)["float32"]
+    assert [use for _, _, use in t.tn] == [True] + [False] * (G - 1)
+    assert t.tn_microkernel(128, 32) and not t.tn_microkernel(2048, 512)
+    del measured["float32"]["tn"]
+    assert not tuning.decide(measured)["float32"].tn_microkernel(128, 32)
+    assert tuning.parse("w64r8:microkernel").tn_microkernel(2048, 512)
+    assert not tuning.parse("w64r8:blas").tn_microkernel(128, 32)

@@ -90,7 +90,9 @@ def tuning_line(dtype="float32"):
              "on OpenBLAS at all %d measured shapes" % len(t.hoisted) if not mk else
              "on the microkernel at %d of %d measured shapes, on OpenBLAS at the others"
              % (mk, len(t.hoisted)))
-    return "%s: microkernel %s, hoisted products %s; %s (%s)" % (dtype, t.variant, where, blas, t.source)
+    tn = sum(1 for _, _, use in t.tn if use)
+    return ("%s: microkernel %s, hoisted products %s, weight gradients on it at %d of %d shapes; "
+            "%s (%s)" % (dtype, t.variant, where, tn, len(t.tn), blas, t.source))
 
 
 def summary(times):

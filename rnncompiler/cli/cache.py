@@ -159,6 +159,9 @@ def _tuning_lines(info):
         lines.append("  %s: microkernel %s; hoisted products (N x K) on the microkernel: %s, "
                      "on OpenBLAS: the other %d of %d" % (dtype, variant, ", ".join(mk) or "none",
                                                           len(hoisted) - len(mk), len(hoisted)))
+        tn = ["%dx%d" % (n, k) for n, k, use in chosen.tn if use]
+        lines.append("    weight gradients (N x K) on the microkernel: %s, on OpenBLAS: the "
+                     "other %d of %d" % (", ".join(tn) or "none", len(chosen.tn) - len(tn), len(chosen.tn)))
     lines += _openblas_lines(data["measured"].get("openblas"))
     override = os.environ.get("RNNC_TUNING", "").strip()
     if override:

@@ -33,7 +33,7 @@ HOISTED_ROWS = 2048     # a chunk: 64 steps of 32 rows, or 2048 steps of one
 STEP_ROWS = 32          # the batch of the steps that follow it when measured
 HOISTED_GRID = tuple((n, k) for n in (128, 512, 2048) for k in (32, 128, 512))
 DTYPES = (("float32", "float"), ("float64", "double"))
-VERSION = 5          # of the measurement: a new one discards the old results
+VERSION = 6          # of the measurement: a new one discards the old results
 MARGIN = 0.03        # a choice other than the default wins by this much, or not at all
 # a hoisted product moves to the microkernel only if it wins by this much: on an AMD
 # family 25 core it won by 11% at (2048 x 128 x 32) here, steps included, yet the LSTM at
@@ -54,8 +54,10 @@ static double now(void) { struct timespec s; clock_gettime(CLOCK_MONOTONIC, &s);
 %(timers)s
 char *scipy_openblas_get_corename(void);
 /* stdout: OpenBLAS's kernel set; then for the lines "dtype path M N K S step" of stdin,
-   the best of a few runs, in seconds, a line each. S > 0: after the product, M / S steps
-   of an (S x N x K) product by another weight on the microkernel variant `step`, as a kernel's loop follows its hoisted product
+   the best of a few runs, in seconds, a line each: path blas or a variant, the product
+   (M x N) = (M x K) W^T; tn_blas or tn_VARIANT, the weight gradient (N x K) += G^T A over
+   M rows. S > 0: after the product, M / S steps of an (S x N x K) product by another
+   weight on the microkernel variant `step`, as a kernel's loop follows its hoisted product
    (what one evicts from the caches the other pays for) */
 int main(void)
 {
@@ -79,11 +81,13 @@ static double time_%(r)s(const char *path, long M, long N, long K, long S, const
     %(r)s *P = malloc(sizeof(%(r)s) * ((N + %(nr)d - 1) / %(nr)d) * %(nr)d * K), *C = malloc(sizeof(%(r)s) * M * N);
     %(r)s *P2 = malloc(sizeof(%(r)s) * ((N + %(nr)d - 1) / %(nr)d) * %(nr)d * K);
     %(r)s *A2 = malloc(sizeof(%(r)s) * (S + 1) * K), *C2 = malloc(sizeof(%(r)s) * (S + 1) * N);
+    %(r)s *G = malloc(sizeof(%(r)s) * M * N), *C3 = calloc((size_t)N * K, sizeof(%(r)s));
     double best = 1e30;
-    if (!A || !W || !P || !C || !P2 || !A2 || !C2) best = -1;
+    if (!A || !W || !P || !C || !P2 || !A2 || !C2 || !G || !C3) best = -1;
     for (long i = 0; best > 0 && i < M * K; ++i) A[i] = (%(r)s)((i * 7919 %% 2001) - 1000) / 1000;
     for (long i = 0; best > 0 && i < N * K; ++i) W[i] = (%(r)s)((i * 104729 %% 2001) - 1000) / 1000;
     for (long i = 0; best > 0 && i < S * K; ++i) A2[i] = (%(r)s)((i * 31 %% 2001) - 1000) / 1000;
+    for (long i = 0; best > 0 && i < M * N; ++i) G[i] = (%(r)s)((i * 17 %% 2001) - 1000) / 1000;
     if (best > 0) {
         %(pack)s
         %(pack2)s
@@ -103,7 +107,7 @@ static double time_%(r)s(const char *path, long M, long N, long K, long S, const
         const double dt = now() - t0;
         if (rep) { spent += dt; if (dt < best) best = dt; }
     }
-    free(A); free(W); free(P); free(C); free(P2); free(A2); free(C2);
+    free(A); free(W); free(P); free(C); free(P2); free(A2); free(C2); free(G); free(C3);
     return best;
 }
 """
@@ -119,6 +123,8 @@ def _driver_c():
                      "const %s *A, ptrdiff_t lda, const %s *Bm, ptrdiff_t ldb, %s *C, ptrdiff_t ldc);"
                      % (helpers.typed("gemm_big", r), r, r, r))
         pack, calls = [], ['else if (strcmp(path, "blas") == 0) %s(0, 1, 0, M, N, K, A, K, W, K, C, N);'
+                           % helpers.typed("gemm_big", r),
+                           'else if (strcmp(path, "tn_blas") == 0) %s(2, 1, 1, N, K, M, G, N, A, K, C3, K);'
                            % helpers.typed("gemm_big", r)]
         pack2, steps = [], []
         for v in variants():
@@ -127,6 +133,8 @@ def _driver_c():
                         % (v.name, symbol("mk_pack_nt", r, v.name)))
             calls.append('else if (strcmp(path, "%s") == 0) %s(M, N, K, A, K, P, NULL, 0, C, N);'
                          % (v.name, symbol("mk_gemm_rows", r, v.name)))
+            calls.append('else if (strcmp(path, "tn_%s") == 0) %s(N, K, M, G, N, A, K, C3, K);'
+                         % (v.name, symbol("mk_gemm_tn", r, v.name)))
             pack2.append('if (strcmp(step, "%s") == 0) %s(N, K, W, K, P2);'
                          % (v.name, symbol("mk_pack_nt", r, v.name)))
             steps.append('else if (strcmp(step, "%s") == 0) %s(S, N, K, A2, K, P2, NULL, 1, C2, N);'
@@ -194,6 +202,14 @@ def measure():
             _, times = hoisted(variant, blas_core)
             for dtype in dtypes:
                 out[dtype]["hoisted"][variant] = times[dtype]
+        # the weight gradients over a chunk's rows: (N x K) += dG^T v, no steps after
+        for dtype, _ in DTYPES:
+            paths = ("tn_blas", "tn_" + chosen[dtype])
+            lines = [(dtype, path, HOISTED_ROWS) + nk + (0, chosen[dtype])
+                     for path in paths for nk in HOISTED_GRID]
+            _, times = run(lines, blas_core)
+            n = len(HOISTED_GRID)
+            out[dtype]["tn"] = {"blas": times[:n], chosen[dtype]: times[n:]}
     out["openblas"] = {"chosen": blas_core, "cores": cores}
     return out
 
@@ -274,7 +290,8 @@ def _step_variant(step, margin=MARGIN):
 def decide(measured, margin=MARGIN, hoisted_margin=HOISTED_MARGIN):
     """{dtype: Tuning} from the measurement: the per-step variant (_step_variant), then per
     hoisted grid point whether that variant, followed by a chunk's steps, beats OpenBLAS
-    (under the kernel set chosen) followed by the same steps, by `hoisted_margin`."""
+    (under the kernel set chosen) followed by the same steps, by `hoisted_margin`; and
+    likewise for the weight gradients (mk_gemm_tn against OpenBLAS's TN product)."""
     out = {}
     blas_core = measured.get("openblas", {}).get("chosen", "")
     for dtype, _ in DTYPES:
@@ -282,12 +299,19 @@ def decide(measured, margin=MARGIN, hoisted_margin=HOISTED_MARGIN):
         if m is None:
             continue
         variant = _step_variant(m["step"], margin)
-        mine = m["hoisted"].get(variant)
-        hoisted = tuple((n, k, bool(mine is not None and mk * (1 + hoisted_margin) < blas))
-                        for (n, k), mk, blas in zip(HOISTED_GRID, mine or m["hoisted"]["blas"],
-                                                    m["hoisted"]["blas"], strict=True))
-        out[dtype] = Tuning(variant, hoisted, "measured", blas_core)
+        out[dtype] = Tuning(variant, _grid_choice(m["hoisted"], variant, hoisted_margin),
+                            "measured", blas_core, _grid_choice(m.get("tn", {}), variant, hoisted_margin))
     return out
+
+
+def _grid_choice(times, variant, margin):
+    """((N, K, the microkernel is faster than OpenBLAS by `margin`), ...) over
+    HOISTED_GRID, from {path: [s...]}; () when either was not measured."""
+    mine, blas = times.get(variant), times.get("blas")
+    if mine is None or blas is None:
+        return tuple((n, k, False) for n, k in HOISTED_GRID) if blas is not None else ()
+    return tuple((n, k, bool(mk * (1 + margin) < b))
+                 for (n, k), mk, b in zip(HOISTED_GRID, mine, blas, strict=True))
 
 
 def load_table(path):
@@ -354,5 +378,5 @@ def parse(text):
     if path not in ("", "blas", "microkernel"):
         raise ValueError("RNNC_TUNING: expected 'blas' or 'microkernel' after the variant, got %r"
                          % path)
-    use_mk = path == "microkernel"
-    return Tuning(name, tuple((n, k, use_mk) for n, k in HOISTED_GRID), "RNNC_TUNING")
+    grid = tuple((n, k, path == "microkernel") for n, k in HOISTED_GRID)
+    return Tuning(name, grid, "RNNC_TUNING", "", grid)

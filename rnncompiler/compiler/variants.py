@@ -90,31 +90,42 @@ def openblas_cores(flags=None):
     return tuple(name for name, needs in OPENBLAS_CORES if needs <= flags)
 
 
+def _nearest_choice(grid, N, K):
+    """The choice at the grid point ((N, K, choice), ...) nearest to (N, K) in log2."""
+    def distance(point):
+        return math.log2(point[0] / N) ** 2 + math.log2(point[1] / K) ** 2
+    return bool(min(grid, key=distance)[2])
+
+
 @dataclass(frozen=True)
 class Tuning:
     """What a JIT kernel's products use on this core: the microkernel variant (None: the
-    ISA's default shape) and, per hoisted product shape measured, whether the microkernel
-    beats OpenBLAS: ((N, K, True/False), ...) over a grid, the nearest point deciding;
-    and OpenBLAS's kernel set for the process (an OPENBLAS_CORETYPE name; "" lets OpenBLAS
+    ISA's default shape); per hoisted product shape measured, whether the microkernel
+    beats OpenBLAS: ((N, K, True/False), ...) over a grid, the nearest point deciding; the
+    same for the weight gradients after a chunk (`tn`: dW (N x K) += dG^T v); and
+    OpenBLAS's kernel set for the process (an OPENBLAS_CORETYPE name; "" lets OpenBLAS
     pick), which build.load_openblas applies when it loads the library."""
     variant: str | None = None
     hoisted: tuple = ()
     source: str = "default"          # "measured", "RNNC_TUNING" or "default"
     blas_core: str = ""
+    tn: tuple = ()
 
     def hoisted_microkernel(self, N, K):
         """Whether the hoisted product with N output columns and K inputs uses the
         microkernel: the choice at the grid point nearest in log2(N), log2(K)."""
-        if not self.hoisted:
-            return False
-        def distance(point):
-            return math.log2(point[0] / N) ** 2 + math.log2(point[1] / K) ** 2
-        return bool(min(self.hoisted, key=distance)[2])
+        return bool(self.hoisted) and _nearest_choice(self.hoisted, N, K)
+
+    def tn_microkernel(self, N, K):
+        """Whether the weight gradient of an (N x K) weight uses the microkernel's
+        mk_gemm_tn (the nearest grid point's choice) rather than OpenBLAS."""
+        return bool(self.tn) and _nearest_choice(self.tn, N, K)
 
     def key(self):
         """What of the tuning shapes the generated C or the bits it computes, for the
         kernel cache key."""
-        return [self.variant, [list(p) for p in self.hoisted], self.blas_core]
+        return [self.variant, [list(p) for p in self.hoisted], self.blas_core,
+                [list(p) for p in self.tn]]
 
 
 DEFAULT = Tuning()

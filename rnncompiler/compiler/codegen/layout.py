@@ -97,6 +97,8 @@ class Layout:
     assigned: frozenset = frozenset()  # nodes whose adjoint has one contribution, from an
                            # elementwise node: written (=), never zeroed nor added to
     variant: str = None    # the microkernel variant the products call (None: default shape)
+    tn_microkernel: object = None  # (N, K) -> whether the weight gradient of an (N x K)
+                           # weight uses the variant's mk_gemm_tn (None: OpenBLAS's always)
     consts: object = None  # constants.Constants: the C's name of every offset above
 
 

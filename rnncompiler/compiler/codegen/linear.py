@@ -186,9 +186,14 @@ def chunk_backward(g, L, b, ctype, dx_beta=1):
             code.append("    const %s *v%d = padded ? valid_rows(t0, tc, B, lengths, %s, %d, %d, pad) : %s;"
                         % (ctype, k, src, stride, p.width, src))
             ld = str(stride) if stride == p.width else "padded ? %d : %d" % (p.width, stride)
-            code.append("    %s(RNNC_TN, threads, 1, %d, %d, (ptrdiff_t)tc * B, %s, %d, v%d, %s, "
-                        "gpack + %s, %d);" % (typed("gemm_big", ctype), b.width, p.width, d, b.width,
-                                              k, ld, L.consts.pack(b, p), p.width))
+            if L.tn_microkernel is not None and L.tn_microkernel(b.width, p.width):
+                code.append("    %s(threads, %d, %d, (ptrdiff_t)tc * B, %s, %d, v%d, %s, gpack + %s, %d);"
+                            % (symbol("mk_gemm_tn_big", ctype, L.variant), b.width, p.width, d,
+                               b.width, k, ld, L.consts.pack(b, p), p.width))
+            else:
+                code.append("    %s(RNNC_TN, threads, 1, %d, %d, (ptrdiff_t)tc * B, %s, %d, v%d, %s, "
+                            "gpack + %s, %d);" % (typed("gemm_big", ctype), b.width, p.width, d,
+                                                  b.width, k, ld, L.consts.pack(b, p), p.width))
         if p.static:
             code.append("    if (dx) %s(RNNC_NN, threads, %d, (ptrdiff_t)tc * B, %d, %d, %s, %d, pack + %s, %d, "
                         "%s, %d);"

@@ -54,7 +54,13 @@ def prototypes(variant, ctype):
         "ptrdiff_t ldw, %s *P);" % (symbol(n, ctype, variant), r, r) for n in ("mk_pack_nt", "mk_pack_nn")] + [
         "__attribute__((visibility(\"hidden\"))) void %s(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, "
         "const %s *A, ptrdiff_t lda, const %s *P, const %s *bias, int beta, %s *C, ptrdiff_t ldc);"
-        % (symbol(n, ctype, variant), r, r, r, r) for n in ("mk_gemm", "mk_gemm_rows")])
+        % (symbol(n, ctype, variant), r, r, r, r) for n in ("mk_gemm", "mk_gemm_rows")] + [
+        "__attribute__((visibility(\"hidden\"))) void %s(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, "
+        "const %s *A, ptrdiff_t lda, const %s *B, ptrdiff_t ldb, %s *C, ptrdiff_t ldc);"
+        % (symbol("mk_gemm_tn", ctype, variant), r, r, r),
+        "__attribute__((visibility(\"hidden\"))) void %s(int threads, ptrdiff_t M, ptrdiff_t N, "
+        "ptrdiff_t K, const %s *A, ptrdiff_t lda, const %s *B, ptrdiff_t ldb, %s *C, ptrdiff_t ldc);"
+        % (symbol("mk_gemm_tn_big", ctype, variant), r, r, r)])
 
 
 def default_names_c(ctype):

@@ -146,6 +146,98 @@ RNNC_API void MK_FN(mk_gemm_rows)(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const R
         MK_FN(mk_gemm_any)(M - i0 < MK_ROWS ? M - i0 : MK_ROWS, N, K, A + i0 * lda, lda, P, bias,
                            beta, C + i0 * ldc, ldc, 1);
 }
+/* The weight gradients over a chunk's rows: C (M x N) += A^T B, A (K x M), B (K x N),
+   all row-major (dW += dG^T v: M the bundle's width, N an operand's, K the rows). C's
+   rows go in vectors (NR of them, along A's rows), B's values are broadcast, MR at a
+   time; both operands are read row after row as they lie, unpacked, and each element
+   sums over k in order. For small products OpenBLAS spends much of its time packing. */
+static inline __attribute__((always_inline)) void MK_FN(mk_tn_block)(const int nr, ptrdiff_t K,
+    const RNNC_REAL *A, ptrdiff_t lda, const RNNC_REAL *B, ptrdiff_t ldb, RNNC_REAL *C, ptrdiff_t ldc, int mc)
+{
+    MK_FN(mk_vec) acc[MK_MR][2];
+    for (int r = 0; r < nr; ++r) acc[r][0] = acc[r][1] = (MK_FN(mk_vec)){0};
+    if (mc == MK_NR) {
+        for (ptrdiff_t k = 0; k < K; ++k) {
+            const MK_FN(mk_vec) a0 = *(const MK_FN(mk_vec) *)(A + k * lda);
+            const MK_FN(mk_vec) a1 = *(const MK_FN(mk_vec) *)(A + k * lda + MK_VL);
+            for (int r = 0; r < nr; ++r) {
+                const RNNC_REAL b = B[k * ldb + r];
+                acc[r][0] += b * a0;
+                acc[r][1] += b * a1;
+            }
+        }
+    } else {                    /* the last columns of A: copied, so nothing past them is read */
+        for (ptrdiff_t k = 0; k < K; ++k) {
+            RNNC_REAL row[MK_NR] = {0};
+            memcpy(row, A + k * lda, sizeof(RNNC_REAL) * (size_t)mc);
+            MK_FN(mk_vec) a0, a1;
+            memcpy(&a0, row, sizeof a0);
+            memcpy(&a1, row + MK_VL, sizeof a1);
+            for (int r = 0; r < nr; ++r) {
+                const RNNC_REAL b = B[k * ldb + r];
+                acc[r][0] += b * a0;
+                acc[r][1] += b * a1;
+            }
+        }
+    }
+    for (int r = 0; r < nr; ++r) {
+        RNNC_REAL col[MK_NR];
+        memcpy(col, acc[r], sizeof col);
+        for (int c = 0; c < mc; ++c) C[c * ldc + r] += col[c];
+    }
+}
+
+RNNC_API void MK_FN(mk_gemm_tn)(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const RNNC_REAL *A, ptrdiff_t lda,
+                                const RNNC_REAL *B, ptrdiff_t ldb, RNNC_REAL *C, ptrdiff_t ldc)
+{
+    for (ptrdiff_t m0 = 0; m0 < M; m0 += MK_NR) {
+        const int mc = M - m0 < MK_NR ? (int)(M - m0) : MK_NR;
+        for (ptrdiff_t n0 = 0; n0 < N; n0 += MK_MR) {
+            const RNNC_REAL *Am = A + m0, *Bn = B + n0;
+            RNNC_REAL *Cb = C + m0 * ldc + n0;
+            switch (N - n0 < MK_MR ? (int)(N - n0) : MK_MR) {
+            case 1: MK_FN(mk_tn_block)(1, K, Am, lda, Bn, ldb, Cb, ldc, mc); break;
+            case 2: MK_FN(mk_tn_block)(2, K, Am, lda, Bn, ldb, Cb, ldc, mc); break;
+            case 3: MK_FN(mk_tn_block)(3, K, Am, lda, Bn, ldb, Cb, ldc, mc); break;
+            case 4: MK_FN(mk_tn_block)(4, K, Am, lda, Bn, ldb, Cb, ldc, mc); break;
+#if MK_MR > 4
+            case 5: MK_FN(mk_tn_block)(5, K, Am, lda, Bn, ldb, Cb, ldc, mc); break;
+            case 6: MK_FN(mk_tn_block)(6, K, Am, lda, Bn, ldb, Cb, ldc, mc); break;
+            case 7: MK_FN(mk_tn_block)(7, K, Am, lda, Bn, ldb, Cb, ldc, mc); break;
+            case 8: MK_FN(mk_tn_block)(8, K, Am, lda, Bn, ldb, Cb, ldc, mc); break;
+#endif
+            default: break;
+            }
+        }
+    }
+}
+
+#if RNNC_BLAS == 2
+typedef struct { ptrdiff_t M, N, K; const RNNC_REAL *A; ptrdiff_t lda; const RNNC_REAL *B; ptrdiff_t ldb;
+                 RNNC_REAL *C; ptrdiff_t ldc; } MK_FN(mk_tn_job);
+static void *MK_FN(mk_tn_run)(void *p)
+{
+    const MK_FN(mk_tn_job) *j = (const MK_FN(mk_tn_job) *)p;
+    MK_FN(mk_gemm_tn)(j->M, j->N, j->K, j->A, j->lda, j->B, j->ldb, j->C, j->ldc);
+    return NULL;
+}
+/* mk_gemm_tn with C's rows in two shares, the second on the helper thread, when
+   `threads` > 1 and the product is big enough (as gemm_big); every element is summed alike */
+RNNC_API void MK_FN(mk_gemm_tn_big)(int threads, ptrdiff_t M, ptrdiff_t N, ptrdiff_t K,
+    const RNNC_REAL *A, ptrdiff_t lda, const RNNC_REAL *B, ptrdiff_t ldb, RNNC_REAL *C, ptrdiff_t ldc)
+{
+    const ptrdiff_t half = (M + 2 * MK_NR - 1) / (2 * MK_NR) * MK_NR;     /* whole panels */
+    if (threads < 2 || M * N * K < (ptrdiff_t)1 << 21 || half >= M) {
+        MK_FN(mk_gemm_tn)(M, N, K, A, lda, B, ldb, C, ldc);
+        return;
+    }
+    MK_FN(mk_tn_job) job = {M - half, N, K, A + half, lda, B, ldb, C + half * ldc, ldc};
+    const int started = RNNC_T(helper_start)(MK_FN(mk_tn_run), &job);
+    MK_FN(mk_gemm_tn)(half, N, K, A, lda, B, ldb, C, ldc);
+    if (started) RNNC_T(helper_wait)();
+    else MK_FN(mk_tn_run)(&job);
+}
+#endif
 #undef MK_VBYTES
 #undef MK_MR
 #undef MK_FN
