@@ -60,7 +60,7 @@ def gemm_peak(kernel_sets=()):
     rates = []
     for core in ("",) + tuple(kernel_sets):
         env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_CORETYPE"}
-        env.update(OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+        env.update({k: "1" for k in PIN})
         if core:
             env["OPENBLAS_CORETYPE"] = core
         try:

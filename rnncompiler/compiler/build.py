@@ -139,6 +139,7 @@ def blas_identity():
 
 
 _OPENBLAS_LOCK = threading.Lock()
+_OPENBLAS_RUNS = None           # the kernel set of the OpenBLAS this process loaded
 
 
 def load_openblas(core=""):
@@ -154,7 +155,10 @@ def load_openblas(core=""):
     if files is None:               # not installed: the build says so (blas_flags)
         return ""
     path = files[0]
+    global _OPENBLAS_RUNS
     with _OPENBLAS_LOCK:
+        if _OPENBLAS_RUNS is not None:      # loaded by this function: its kernels stay
+            return _OPENBLAS_RUNS
         try:
             lib = ctypes.CDLL(path, mode=os.RTLD_NOLOAD | os.RTLD_GLOBAL)
         except OSError:                 # not loaded yet
@@ -168,7 +172,8 @@ def load_openblas(core=""):
                 if saved is not None:
                     os.environ["OPENBLAS_CORETYPE"] = saved
         lib.scipy_openblas_get_corename.restype = ctypes.c_char_p
-        return lib.scipy_openblas_get_corename().decode()
+        _OPENBLAS_RUNS = lib.scipy_openblas_get_corename().decode()
+        return _OPENBLAS_RUNS
 
 
 def blas_flags():

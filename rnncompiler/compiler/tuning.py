@@ -164,15 +164,16 @@ def table_path(root=None):
 
 def measure():
     """Time every path on every shape: {dtype: {"step": {variant: [s...]}, "hoisted":
-    {path: [s...]}}, "openblas": {"chosen": name, "cores": {name: {"runs": kernels,
-    dtype: [s...]}}}}, shapes in the order of STEP_SHAPES and HOISTED_GRID. The per-step
-    shapes first; then the hoisted shapes on OpenBLAS under each kernel set it can run
-    here (its own pick first), and on the variant chosen for the steps; each hoisted
-    product followed by a chunk's steps on that variant (in a kernel the hoisted product
-    and the loop share the caches: a product faster alone can make the loop after it
-    slower). "blas" is OpenBLAS under the kernel set chosen."""
+    {path: [s...]}, "tn": {path: [s...]}}, "openblas": {"chosen": name, "cores": {name:
+    {"runs": kernels, dtype: [s...]}}}}, shapes in the order of STEP_SHAPES and
+    HOISTED_GRID. The per-step shapes first; then the hoisted shapes on OpenBLAS under
+    each kernel set it can run here (its own pick first), and on the variant chosen for
+    the steps, each followed by a chunk's steps on that variant (in a kernel the hoisted
+    product and the loop share the caches: a product faster alone can make the loop after
+    it slower); then the weight gradients over a chunk's rows ("tn") on OpenBLAS and on
+    that variant. "blas" is OpenBLAS under the kernel set chosen."""
     names = [v.name for v in variants()]
-    out = {dtype: {"step": {}, "hoisted": {}} for dtype, _ in DTYPES}
+    out = {dtype: {"step": {}, "hoisted": {}, "tn": {}} for dtype, _ in DTYPES}
     with _driver() as run:
         jobs = [(dtype, v, shape) for dtype, _ in DTYPES for v in names for shape in STEP_SHAPES]
         _, times = run([(dtype, v) + shape + (0, v) for dtype, v, shape in jobs])
@@ -180,8 +181,9 @@ def measure():
             out[dtype]["step"].setdefault(v, []).append(t)
         chosen = {dtype: _step_variant(out[dtype]["step"]) for dtype, _ in DTYPES}
 
-        def hoisted(path, core=""):
-            lines = [(dtype, path, HOISTED_ROWS) + nk + (STEP_ROWS, chosen[dtype])
+        def grid(path_of, core, rows_after):
+            """(kernel set run, {dtype: [s...]}) of path_of(dtype) over HOISTED_GRID."""
+            lines = [(dtype, path_of(dtype), HOISTED_ROWS) + nk + (rows_after, chosen[dtype])
                      for dtype, _ in DTYPES for nk in HOISTED_GRID]
             runs, times = run(lines, core)
             n = len(HOISTED_GRID)
@@ -189,27 +191,16 @@ def measure():
 
         cores = {}
         for core in ("",) + openblas_cores():
-            runs, times = hoisted("blas", core)
+            runs, times = grid(lambda dtype: "blas", core, STEP_ROWS)
             if all(c["runs"] != runs for c in cores.values()):     # a set already timed
                 cores[core] = dict(times, runs=runs)
         blas_core = _blas_core(cores)
+        mine = grid(chosen.get, blas_core, STEP_ROWS)[1]
+        tn_blas = grid(lambda dtype: "tn_blas", blas_core, 0)[1]
+        tn_mine = grid(lambda dtype: "tn_" + chosen[dtype], blas_core, 0)[1]
         for dtype, _ in DTYPES:
-            out[dtype]["hoisted"]["blas"] = cores[blas_core][dtype]
-        by_variant = {}
-        for dtype, _ in DTYPES:
-            by_variant.setdefault(chosen[dtype], []).append(dtype)
-        for variant, dtypes in by_variant.items():
-            _, times = hoisted(variant, blas_core)
-            for dtype in dtypes:
-                out[dtype]["hoisted"][variant] = times[dtype]
-        # the weight gradients over a chunk's rows: (N x K) += dG^T v, no steps after
-        for dtype, _ in DTYPES:
-            paths = ("tn_blas", "tn_" + chosen[dtype])
-            lines = [(dtype, path, HOISTED_ROWS) + nk + (0, chosen[dtype])
-                     for path in paths for nk in HOISTED_GRID]
-            _, times = run(lines, blas_core)
-            n = len(HOISTED_GRID)
-            out[dtype]["tn"] = {"blas": times[:n], chosen[dtype]: times[n:]}
+            out[dtype]["hoisted"] = {"blas": cores[blas_core][dtype], chosen[dtype]: mine[dtype]}
+            out[dtype]["tn"] = {"blas": tn_blas[dtype], chosen[dtype]: tn_mine[dtype]}
     out["openblas"] = {"chosen": blas_core, "cores": cores}
     return out
 
@@ -268,23 +259,25 @@ def _relative_scores(times):
     return {name: sum(t / b for t, b in zip(ts, best, strict=True)) for name, ts in times.items()}
 
 
+def _fastest(times, default, margin):
+    """The name with the least relative time (_relative_scores); another than `default`
+    must win by `margin`: a tie within the noise keeps the default."""
+    score = _relative_scores(times)
+    best = min(score, key=score.get)
+    return default if score[best] * (1 + margin) > score[default] else best
+
+
 def _blas_core(cores, margin=MARGIN):
     """The OpenBLAS kernel set with the least time over the hoisted shapes of both real
     types; one other than OpenBLAS's own pick ("") must win by `margin`."""
-    score = _relative_scores({core: sum((c[dtype] for dtype, _ in DTYPES), [])
-                              for core, c in cores.items()})
-    core = min(score, key=score.get)
-    return "" if score[core] * (1 + margin) > score[""] else core
+    return _fastest({core: sum((c[dtype] for dtype, _ in DTYPES), []) for core, c in cores.items()},
+                    "", margin)
 
 
 def _step_variant(step, margin=MARGIN):
-    """The variant with the least total time over the per-step shapes (each shape's times
-    relative to its best, so that no shape weighs more for being bigger); another than
-    the default must win by `margin`: a tie within the noise keeps the default."""
-    default = variants()[0].name
-    score = _relative_scores(step)
-    variant = min(step, key=score.get)
-    return default if score[variant] * (1 + margin) > score[default] else variant
+    """The variant with the least total time over the per-step shapes; another than the
+    ISA's default must win by `margin`."""
+    return _fastest(step, variants()[0].name, margin)
 
 
 def decide(measured, margin=MARGIN, hoisted_margin=HOISTED_MARGIN):
@@ -306,7 +299,8 @@ def decide(measured, margin=MARGIN, hoisted_margin=HOISTED_MARGIN):
 
 def _grid_choice(times, variant, margin):
     """((N, K, the microkernel is faster than OpenBLAS by `margin`), ...) over
-    HOISTED_GRID, from {path: [s...]}; () when either was not measured."""
+    HOISTED_GRID, from {path: [s...]}: all OpenBLAS when the variant was not measured,
+    () when OpenBLAS was not."""
     mine, blas = times.get(variant), times.get("blas")
     if mine is None or blas is None:
         return tuple((n, k, False) for n, k in HOISTED_GRID) if blas is not None else ()

@@ -151,6 +151,16 @@ RNNC_API void MK_FN(mk_gemm_rows)(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const R
    rows go in vectors (NR of them, along A's rows), B's values are broadcast, MR at a
    time; both operands are read row after row as they lie, unpacked, and each element
    sums over k in order. For small products OpenBLAS spends much of its time packing. */
+/* one row k: acc[r] += b[r] (a0, a1), for the nr values of B's row */
+static inline __attribute__((always_inline)) void MK_FN(mk_tn_fma)(const int nr, MK_FN(mk_vec) a0,
+    MK_FN(mk_vec) a1, const RNNC_REAL *b, MK_FN(mk_vec) acc[][2])
+{
+    for (int r = 0; r < nr; ++r) {
+        acc[r][0] += b[r] * a0;
+        acc[r][1] += b[r] * a1;
+    }
+}
+
 static inline __attribute__((always_inline)) void MK_FN(mk_tn_block)(const int nr, ptrdiff_t K,
     const RNNC_REAL *A, ptrdiff_t lda, const RNNC_REAL *B, ptrdiff_t ldb, RNNC_REAL *C, ptrdiff_t ldc, int mc)
 {
@@ -158,13 +168,8 @@ static inline __attribute__((always_inline)) void MK_FN(mk_tn_block)(const int n
     for (int r = 0; r < nr; ++r) acc[r][0] = acc[r][1] = (MK_FN(mk_vec)){0};
     if (mc == MK_NR) {
         for (ptrdiff_t k = 0; k < K; ++k) {
-            const MK_FN(mk_vec) a0 = *(const MK_FN(mk_vec) *)(A + k * lda);
-            const MK_FN(mk_vec) a1 = *(const MK_FN(mk_vec) *)(A + k * lda + MK_VL);
-            for (int r = 0; r < nr; ++r) {
-                const RNNC_REAL b = B[k * ldb + r];
-                acc[r][0] += b * a0;
-                acc[r][1] += b * a1;
-            }
+            MK_FN(mk_tn_fma)(nr, *(const MK_FN(mk_vec) *)(A + k * lda),
+                             *(const MK_FN(mk_vec) *)(A + k * lda + MK_VL), B + k * ldb, acc);
         }
     } else {                    /* the last columns of A: copied, so nothing past them is read */
         for (ptrdiff_t k = 0; k < K; ++k) {
@@ -173,11 +178,7 @@ static inline __attribute__((always_inline)) void MK_FN(mk_tn_block)(const int n
             MK_FN(mk_vec) a0, a1;
             memcpy(&a0, row, sizeof a0);
             memcpy(&a1, row + MK_VL, sizeof a1);
-            for (int r = 0; r < nr; ++r) {
-                const RNNC_REAL b = B[k * ldb + r];
-                acc[r][0] += b * a0;
-                acc[r][1] += b * a1;
-            }
+            MK_FN(mk_tn_fma)(nr, a0, a1, B + k * ldb, acc);
         }
     }
     for (int r = 0; r < nr; ++r) {
