@@ -166,7 +166,10 @@ def test_the_portable_microkernel_multiplies_as_numpy_does(dtype, tmp_path):
     ptr = lambda a: None if a is None else a.ctypes.data_as(ctypes.c_void_p)   # noqa: E731
     tol = 1e-5 if dtype == "float32" else 1e-12
     for nn in (0, 1):
-        for M, N, K in ((1, 5, 3), (2, 33, 7), (5, 64, 9), (9, 17, 1)):
+        # a group of 4 panels and one of 1-3 after it, depths on either side of the
+        # partial sums' switch (K = 32) and ending inside their unrolled loop
+        for M, N, K in ((1, 5, 3), (2, 33, 7), (5, 64, 9), (9, 17, 1), (1, 200, 33),
+                        (3, 130, 32), (2, 96, 31), (1, 128, 8), (4, 257, 65)):
             lda = K + 2                              # A read with a stride
             A = rng.standard_normal((M, lda)).astype(dtype)
             W = rng.standard_normal((K, N) if nn else (N, K)).astype(dtype)
@@ -175,10 +178,40 @@ def test_the_portable_microkernel_multiplies_as_numpy_does(dtype, tmp_path):
                     C = rng.standard_normal((M, N)).astype(dtype)
                     want = (C if beta else 0) + A[:, :K] @ (W if nn else W.T) + \
                         (0 if bias is None else bias)
-                    P = np.zeros(-(-N // 64) * 64 * K, dtype)
+                    P = np.zeros(-(-N // 32) * 32 * K, dtype)     # panel_size's rows
                     fn(nn, M, N, K, ptr(A), lda, ptr(W), ptr(bias), beta, ptr(C), ptr(P))
                     np.testing.assert_allclose(C, want, rtol=tol, atol=tol,
                                                err_msg=str((nn, M, N, K, bias is None, beta)))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_a_row_of_the_portable_microkernel_is_the_same_bits_whatever_the_rows(dtype, tmp_path):
+    """A step (one row) and a sequence's hoisted product (many rows) must agree to the
+    bit, so the order of each sum may depend on N and K but never on M: every row of a
+    product over M rows equals that row computed alone, at shapes of each grouping."""
+    import ctypes
+    import numpy as np
+    ctype = "float" if dtype == "float32" else "double"
+    text = "\n".join([HEAD, csrc.real(dtype), helpers.gemm_c(ctype, False, "portable", False),
+                      MK_HARNESS])
+    src, lib = tmp_path / "mk.c", tmp_path / "mk.so"
+    src.write_text(text)
+    subprocess.run([CC, "-O2", "-march=native", "-std=c99", "-shared", "-fPIC", "-o", str(lib),
+                    str(src)], check=True)
+    fn = ctypes.CDLL(str(lib)).mk_check
+    rng = np.random.default_rng(2)
+    ptr = lambda a: None if a is None else a.ctypes.data_as(ctypes.c_void_p)   # noqa: E731
+    for N, K in ((32, 8), (64, 16), (96, 32), (128, 32), (160, 33), (512, 128)):
+        A = rng.standard_normal((7, K)).astype(dtype)
+        W = rng.standard_normal((N, K)).astype(dtype)
+        bias, C0 = rng.standard_normal(N).astype(dtype), rng.standard_normal((7, N)).astype(dtype)
+        P = np.zeros(-(-N // 32) * 32 * K, dtype)
+        C = C0.copy()
+        fn(0, 7, N, K, ptr(A), K, ptr(W), ptr(bias), 1, ptr(C), ptr(P))
+        for i in range(7):
+            row = C0[i:i + 1].copy()
+            fn(0, 1, N, K, ptr(A[i:i + 1]), K, ptr(W), ptr(bias), 1, ptr(row), ptr(P))
+            assert row.tobytes() == C[i:i + 1].tobytes(), (N, K, i)
 
 
 TN_HARNESS = """

@@ -341,6 +341,9 @@ work: {p}_workspace_size(T, B) reals of scratch that the caller allocates (nothi
   the rest as scratch: the tape is left as forward wrote it, so backward may run again.
   Give backward the T, B, params, x, lengths and state0 that forward got, and its work
   untouched. {p}_infer needs {p}_infer_workspace_size(T, B) reals and keeps no tape.
+  Any alignment of a real works; a work that starts on 64 bytes (aligned_alloc(64, n),
+  n rounded up to 64) keeps the packed weights on cache lines, which the per-step
+  products read fastest (at batch 1, up to half again the time otherwise).
 
 RETURN CODES. Every int function returns 0 on success, else (writing nothing at all):
   1  T < 1 or B < 1

@@ -4,7 +4,6 @@ has its own workspace, so threads may share a kernel.
 """
 from __future__ import annotations
 
-import threading
 import weakref
 from dataclasses import dataclass, field
 
@@ -13,32 +12,11 @@ import numpy as np
 from . import checkpoint, finite, parallel
 from .inputs import Columns, row_view
 from .meta import Equations, from_meta
+from .workspace import WorkspacePool
 from . import threads as _threads
 
 _INT_MAX = 2**31 - 1
 _SIZE_MAX = 2**64 - 1
-_POOL_BYTES = 1 << 30     # workspaces kept for reuse: fresh pages cost ~10 % of a forward
-
-
-class _WorkspacePool:
-    """Reuses workspaces of freed results: the kernel's tapes are large and the kernel
-    zeroes nothing it reads, so recycled memory is as good as new and skips page faults."""
-
-    def __init__(self):
-        self._free, self._lock = {}, threading.Lock()
-
-    def take(self, n, dtype):
-        with self._lock:
-            free = self._free.get(n)
-            if free:
-                return free.pop()
-        return np.empty(max(n, 1), dtype)
-
-    def give(self, arr):
-        with self._lock:
-            held = sum(a.nbytes for lst in self._free.values() for a in lst)
-            if held + arr.nbytes <= _POOL_BYTES and not self._free.get(arr.size):
-                self._free.setdefault(arr.size, []).append(arr)
 
 
 class _Tape:
@@ -151,7 +129,7 @@ class Kernel:
         self._param_count = off
         self._ctype = "float" if self.dtype == np.float32 else "double"
         self._S = sum(self.state_sizes.values())
-        self._pool = _WorkspacePool()
+        self._pool = WorkspacePool()
 
     def __repr__(self):
         return "<rnncompiler.Kernel %s I=%d H=%d %s>" % (self.name, self.input_size,

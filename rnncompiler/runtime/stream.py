@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .workspace import aligned_empty
+
 
 class Stream:
     """A kernel's streaming state: `step(x_t)` -> y_t (O,), `states` (name -> (size,)),
@@ -20,7 +22,7 @@ class Stream:
         blank = np.zeros((1, 1, cols.step_width), kern.dtype)
         row, _ = cols.rows(blank, 1, context, None, None, False, kern.dtype)
         self._row = np.array(row[0, 0])
-        self._work = np.empty(max(kern._fn["step_workspace_size"](), 1), kern.dtype)
+        self._work = aligned_empty(kern._fn["step_workspace_size"](), kern.dtype)
         self._state = np.zeros(kern._S, kern.dtype)
         self._y = np.empty(kern.output_size, kern.dtype)
         ptr = kern._ptr

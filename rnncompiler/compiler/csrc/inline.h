@@ -6,3 +6,10 @@
 #else
 #define RNNC_INLINE static inline
 #endif
+/* A function kept out of line: a step's body inlined into a loop over steps ran slower
+   than the same body called (its code laid out for the loop, not for the step) */
+#if defined(__GNUC__)
+#define RNNC_NOINLINE static __attribute__((noinline))
+#else
+#define RNNC_NOINLINE static
+#endif
