@@ -14,7 +14,7 @@ run, interleaved, min and median of the repeats:
 GFLOP/s counts the multiply-adds of the cell's products (2 per weight per step). The core,
 the load and the core's measured single-thread fp32 GEMM rate are printed first.
 
-    python benchmarks/bench_stream.py                  # LSTM, GRU, peephole LSTM; H = 8..128
+    python benchmarks/bench_stream.py                  # every cell below; H = 8..128
     python benchmarks/bench_stream.py --hidden 32 128 --cells lstm
 """
 import os
@@ -90,7 +90,12 @@ def peephole_lstm():
     return peephole_lstm
 
 
-CELLS = {"lstm": lambda: rc.cells.lstm, "gru": lambda: rc.cells.gru, "peephole": peephole_lstm}
+# lstm_torch and gru_torch: the equations and weights of torch.nn.LSTM / GRU, as
+# real-time libraries that load PyTorch weights implement them (the GRU's reset gate
+# applied after its product, off the step's chain)
+CELLS = {"lstm": lambda: rc.cells.lstm, "gru": lambda: rc.cells.gru, "peephole": peephole_lstm,
+         "lstm_torch": lambda: rc.cells.lstm_torch, "gru_torch": lambda: rc.cells.gru_torch}
+TORCH_PEER = {"lstm": "lstm", "gru": "gru", "lstm_torch": "lstm", "gru_torch": "gru"}
 
 
 def _timed(fn):
@@ -147,8 +152,9 @@ def jit_ns(kern, H, reps):
 
 
 def torch_ns(name, H, reps):
-    if torch is None or name == "peephole":
+    if torch is None or name not in TORCH_PEER:
         return None, None
+    name = TORCH_PEER[name]
     mod = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[name](H, H)
     cellmod = {"lstm": torch.nn.LSTMCell, "gru": torch.nn.GRUCell}[name](H, H)
     x = torch.randn(T, 1, H)
@@ -179,7 +185,7 @@ def main(argv=None):
     print(machine_line())
     print("ns per step, float32, batch 1, one thread: min / median of %d interleaved repeats; "
           "GFLOP/s of the exported C's step\n" % args.repeats)
-    print("%-9s %4s  %-17s %-17s %-7s  %-17s %-17s %-17s  %-17s %-17s" % (
+    print("%-10s %4s  %-17s %-17s %-7s  %-17s %-17s %-17s  %-17s %-17s" % (
         "cell", "H", "export T=1000", "export step", "GFLOP/s", "JIT T=1000", "JIT kern.step",
         "JIT stream.step", "torch T=1000", "torch cell/step"))
     with tempfile.TemporaryDirectory() as tmp:
@@ -196,7 +202,7 @@ def main(argv=None):
                 def mm(v):
                     return "-" if v is None else "%7.0f / %-7.0f" % (min(v), np.median(v))
                 gf = flops_per_step(kern) / min(e_step)
-                print("%-9s %4d  %-17s %-17s %-7.1f  %-17s %-17s %-17s  %-17s %-17s" % (
+                print("%-10s %4d  %-17s %-17s %-7.1f  %-17s %-17s %-17s  %-17s %-17s" % (
                     cname, H, mm(e_inf), mm(e_step), gf, mm(j_inf), mm(j_step), mm(j_stream),
                     mm(t_inf), mm(t_step)))
                 sys.stdout.flush()

@@ -263,7 +263,7 @@ RNNC_INLINE RNNC_REAL RNNC_F(rnnc_log1p)(RNNC_REAL x)
     const RNNC_REAL y = u == 1 ? x : RNNC_F(rnnc_log)(u) + c;
     return x != x ? x : y;
 }
-RNNC_INLINE float rnnc_sigmoidf(float u) { const float e = rnnc_expf(-fabsf(u)), s = 1 / (1 + e); return u >= 0 ? s : e * s; }
+RNNC_INLINE float rnnc_sigmoidf(float u) { const float e = rnnc_expf(-fabsf(u)); return (u >= 0 ? 1 : e) / (1 + e); }
 RNNC_INLINE float rnnc_softplusf(float u) { return (u > 0 ? u : 0) + rnnc_log1pf(rnnc_expf(-fabsf(u))); }
 RNNC_INLINE float rnnc_softsignf(float u) { return u / (1 + fabsf(u)); }
 RNNC_INLINE float rnnc_hardsigmoidf(float u) { const float v = u / 6 + (float)0.5; return v < 0 ? 0 : (v > 1 ? 1 : v); }

@@ -52,7 +52,7 @@
 #else
 #define RNNC_NOINLINE static
 #endif
-RNNC_INLINE double rnnc_sigmoid(double u) { const double e = exp(-fabs(u)), s = 1 / (1 + e); return u >= 0 ? s : e * s; }
+RNNC_INLINE double rnnc_sigmoid(double u) { const double e = exp(-fabs(u)); return (u >= 0 ? 1 : e) / (1 + e); }
 RNNC_INLINE double rnnc_softplus(double u) { return (u > 0 ? u : 0) + log1p(exp(-fabs(u))); }
 RNNC_INLINE double rnnc_softsign(double u) { return u / (1 + fabs(u)); }
 RNNC_INLINE double rnnc_hardsigmoid(double u) { const double v = u / 6 + (double)0.5; return v < 0 ? 0 : (v > 1 ? 1 : v); }
