@@ -167,6 +167,10 @@ def main(argv=None):
         synced = in_sync(model)
         say("parameters identical in all %d processes: %s" % (world, synced))
         ok = ok and synced
+        # every rank past its last collective before any tears its connections down: a
+        # rank destroying its group while a peer still reads from it can abort the peer
+        # in gloo's transport thread ("terminate called without an active exception")
+        dist.barrier()
         dist.destroy_process_group()
     for temperature in (0.5, 1.0):
         say("\n--- temperature %.1f ---\n%s"
