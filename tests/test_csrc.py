@@ -3,6 +3,7 @@ the numbers their comments say, the files compile as they are for every real typ
 flavour, the package ships them and the cache key reads them, and the build stage gets
 their text passed in rather than reaching up into codegen."""
 import ast
+import ctypes
 import math
 import os
 import re
@@ -147,21 +148,25 @@ void mk_check(int nn, int M, int N, int K, const RNNC_REAL *A, int lda, const RN
 """
 
 
-@pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_the_portable_microkernel_multiplies_as_numpy_does(dtype, tmp_path):
-    """The exported kernels' products on their own: both packings, with and without
-    bias, overwriting or adding, for row counts around a block, widths that end inside a
-    panel and depths that end inside the unrolled k loop, and A read with a stride."""
-    import ctypes
-    import numpy as np
+def portable_mk_check(dtype, tmp_path, *flags):
+    """mk_check of MK_HARNESS over the exported kernels' microkernel, built with flags."""
     ctype = "float" if dtype == "float32" else "double"
     text = "\n".join([HEAD, csrc.real(dtype), helpers.gemm_c(ctype, False, "portable", False),
                       MK_HARNESS])
     src, lib = tmp_path / "mk.c", tmp_path / "mk.so"
     src.write_text(text)
-    subprocess.run([CC, "-O2", "-std=c99", "-shared", "-fPIC", "-o", str(lib), str(src)],
+    subprocess.run([CC, "-O2", *flags, "-std=c99", "-shared", "-fPIC", "-o", str(lib), str(src)],
                    check=True)
-    fn = ctypes.CDLL(str(lib)).mk_check
+    return ctypes.CDLL(str(lib)).mk_check
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_the_portable_microkernel_multiplies_as_numpy_does(dtype, tmp_path):
+    """The exported kernels' products on their own: both packings, with and without
+    bias, overwriting or adding, for row counts around a block, widths that end inside a
+    panel and depths that end inside the unrolled k loop, and A read with a stride."""
+    import numpy as np
+    fn = portable_mk_check(dtype, tmp_path)
     rng = np.random.default_rng(0)
     ptr = lambda a: None if a is None else a.ctypes.data_as(ctypes.c_void_p)   # noqa: E731
     tol = 1e-5 if dtype == "float32" else 1e-12
@@ -189,16 +194,8 @@ def test_a_row_of_the_portable_microkernel_is_the_same_bits_whatever_the_rows(dt
     """A step (one row) and a sequence's hoisted product (many rows) must agree to the
     bit, so the order of each sum may depend on N and K but never on M: every row of a
     product over M rows equals that row computed alone, at shapes of each grouping."""
-    import ctypes
     import numpy as np
-    ctype = "float" if dtype == "float32" else "double"
-    text = "\n".join([HEAD, csrc.real(dtype), helpers.gemm_c(ctype, False, "portable", False),
-                      MK_HARNESS])
-    src, lib = tmp_path / "mk.c", tmp_path / "mk.so"
-    src.write_text(text)
-    subprocess.run([CC, "-O2", "-march=native", "-std=c99", "-shared", "-fPIC", "-o", str(lib),
-                    str(src)], check=True)
-    fn = ctypes.CDLL(str(lib)).mk_check
+    fn = portable_mk_check(dtype, tmp_path, "-march=native")
     rng = np.random.default_rng(2)
     ptr = lambda a: None if a is None else a.ctypes.data_as(ctypes.c_void_p)   # noqa: E731
     for N, K in ((32, 8), (64, 16), (96, 32), (128, 32), (160, 33), (512, 128)):
@@ -226,7 +223,6 @@ def test_the_weight_gradient_microkernel_multiplies_as_numpy_does(dtype, tmp_pat
     """mk_gemm_tn of every variant this core runs, C += A^T B: widths of C that end inside
     a panel and inside a block of rows, one row of sums or many, every operand read with
     a stride, and nothing of C outside its (M x N) corner touched."""
-    import ctypes
     import numpy as np
     from rnncompiler.compiler.codegen import microkernel
     ctype = "float" if dtype == "float32" else "double"

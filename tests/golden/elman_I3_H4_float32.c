@@ -120,14 +120,11 @@
 #endif
 
 RNNC_INLINE RNNC_REAL RNNC_F(rnnc_pow2i)(RNNC_INT n) { RNNC_REAL v; RNNC_INT bits = (n + RNNC_FM_BIAS) << RNNC_FM_SH; memcpy(&v, &bits, sizeof v); return v; }
-/* e^x for all x: inf above the range, subnormals and 0 below, NaN kept */
-RNNC_INLINE RNNC_REAL RNNC_F(rnnc_exp)(RNNC_REAL x)
+/* e^r for r reduced to |r| <= ln2/2 (a little past it for tanh's one-fma reduction) */
+RNNC_INLINE RNNC_REAL RNNC_F(rnnc_exp_reduced)(RNNC_REAL r)
 {
-    const RNNC_REAL xc = x < RNNC_FM_LO ? RNNC_FM_LO : (x > RNNC_FM_HI ? RNNC_FM_HI : x);    /* ternaries vectorise, fmin does not */
-    const RNNC_REAL n = (xc * RNNC_FM_LOG2E + RNNC_FM_MAGIC) - RNNC_FM_MAGIC;
-    const RNNC_REAL r = (xc - n * RNNC_FM_LN2HI) - n * RNNC_FM_LN2LO;
 #if RNNC_DOUBLE    /* to r^13/13! */
-    const RNNC_REAL p = RNNC_FM_C(0) + r * (RNNC_FM_C(1) + r * (RNNC_FM_C(2) + r * (RNNC_FM_C(3)
+    return RNNC_FM_C(0) + r * (RNNC_FM_C(1) + r * (RNNC_FM_C(2) + r * (RNNC_FM_C(3)
         + r * (RNNC_FM_C(4) + r * (RNNC_FM_C(5) + r * (RNNC_FM_C(6) + r * (RNNC_FM_C(7)
         + r * (RNNC_FM_C(8) + r * (RNNC_FM_C(9) + r * (RNNC_FM_C(10) + r * (RNNC_FM_C(11)
         + r * (RNNC_FM_C(12) + r * (RNNC_FM_C(13))))))))))))));
@@ -137,8 +134,16 @@ RNNC_INLINE RNNC_REAL RNNC_F(rnnc_exp)(RNNC_REAL x)
     const RNNC_REAL r2 = r * r;
     const RNNC_REAL q = (RNNC_FM_C(2) + r * RNNC_FM_C(3)) + r2 * ((RNNC_FM_C(4) + r * RNNC_FM_C(5))
         + r2 * (RNNC_FM_C(6) + r * RNNC_FM_C(7)));
-    const RNNC_REAL p = RNNC_FM_C(0) + r * (RNNC_FM_C(1) + r * q);
+    return RNNC_FM_C(0) + r * (RNNC_FM_C(1) + r * q);
 #endif
+}
+/* e^x for all x: inf above the range, subnormals and 0 below, NaN kept */
+RNNC_INLINE RNNC_REAL RNNC_F(rnnc_exp)(RNNC_REAL x)
+{
+    const RNNC_REAL xc = x < RNNC_FM_LO ? RNNC_FM_LO : (x > RNNC_FM_HI ? RNNC_FM_HI : x);    /* ternaries vectorise, fmin does not */
+    const RNNC_REAL n = (xc * RNNC_FM_LOG2E + RNNC_FM_MAGIC) - RNNC_FM_MAGIC;
+    const RNNC_REAL r = (xc - n * RNNC_FM_LN2HI) - n * RNNC_FM_LN2LO;
+    const RNNC_REAL p = RNNC_F(rnnc_exp_reduced)(r);
     const RNNC_INT ni = (RNNC_INT)n, n1 = ni / 2, n2 = ni - n1;
     const RNNC_REAL y = p * RNNC_F(rnnc_pow2i)(n1) * RNNC_F(rnnc_pow2i)(n2);
     return x != x ? x : y;
@@ -211,10 +216,7 @@ RNNC_INLINE RNNC_REAL RNNC_F(rnnc_tanh)(RNNC_REAL x)
     const RNNC_REAL y = 2 * (a < 10 ? a : 10);
     const RNNC_REAL n = (y * RNNC_FM_LOG2E + RNNC_FM_MAGIC) - RNNC_FM_MAGIC;
     const RNNC_REAL r = RNNC_F(fma)(-n, RNNC_FM_LN2, y);
-    const RNNC_REAL r2 = r * r;      /* e^r to r^7/7!, ordered as exp's */
-    const RNNC_REAL q = (RNNC_FM_C(2) + r * RNNC_FM_C(3)) + r2 * ((RNNC_FM_C(4) + r * RNNC_FM_C(5))
-        + r2 * (RNNC_FM_C(6) + r * RNNC_FM_C(7)));
-    const RNNC_REAL E = (RNNC_FM_C(0) + r * (RNNC_FM_C(1) + r * q)) * RNNC_F(rnnc_pow2i)((RNNC_INT)n);
+    const RNNC_REAL E = RNNC_F(rnnc_exp_reduced)(r) * RNNC_F(rnnc_pow2i)((RNNC_INT)n);
     const RNNC_REAL big = 1 - 2 / (E + 1);
     const RNNC_REAL t = a < (RNNC_REAL)0.625 ? small : big;
     return x != x ? x : RNNC_F(copysign)(t, x);

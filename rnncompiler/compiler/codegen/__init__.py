@@ -15,7 +15,7 @@ from .. import csrc, mathfn
 from ..autodiff import EwGrad, ConcatGrad, ReduceGrad, SliceGrad
 from ..ops import Y
 from .elementwise import forward_loop, backward_loop, comment, ref, label
-from .layout import plan_layout, Layout, CHUNK, CHUNK_ROWS
+from .layout import plan_layout, Layout, CHUNK, CHUNK_ROWS, SCALAR_BYTES
 from . import constants
 from . import linear
 from . import helpers
@@ -121,7 +121,7 @@ def render_c(g, bwd, dtype="float64", *, prefix="rnnc", blas=False, fast_math=Fa
     threads = blas == "openblas"
     # exported kernels whose per-step weights stay in L1 infer at batch 1 a step at a time
     step_loop = microkernel == "portable" and STEP_LOOP_BYTES >= sum(
-        b.width * p.width for b in L.bundles for p in b.parts) * (4 if ctype == "float" else 8)
+        b.width * p.width for b in L.bundles for p in b.parts) * SCALAR_BYTES[ctype]
     forward = _forward(g, L, printer, ctype, prefix, threads, step_loop)
     backward = _backward(g, bwd, L, printer, ctype, prefix, threads)
     cdef = SIGNATURES.format(p=prefix, r=ctype)

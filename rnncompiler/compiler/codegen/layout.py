@@ -204,11 +204,12 @@ def tape_of(g, bwd, bundles):
 # exported kernels' documented ones do): a panel read across lines costs the per-step
 # product of a step at batch 1 up to half again its time.
 ALIGN_BYTES = 64
+SCALAR_BYTES = {"float": 4, "double": 8}
 
 
 def aligned(offset, ctype):
     """offset (in scalars of ctype) rounded up to a multiple of ALIGN_BYTES."""
-    n = ALIGN_BYTES // (4 if ctype == "float" else 8)
+    n = ALIGN_BYTES // SCALAR_BYTES[ctype]
     return -(-offset // n) * n
 
 
