@@ -152,3 +152,24 @@ def test_a_result_without_its_tape_is_refused(kern):
     res = kern.forward(params, x)
     with pytest.raises(ValueError, match="result: it holds no tape"):
         kern.backward(dataclasses.replace(res, _work=None), dy)
+
+
+@pytest.mark.parametrize("run", ["whole", "batch split", "checkpointed"])
+def test_backward_reads_x_as_forward_saw_it(run, threads):
+    """The tape keeps its own x (after the workspace in a whole run, sliced with a batch
+    split, with the segments when checkpointed): writing over the caller's x between
+    forward and backward changes no gradient."""
+    if run == "batch split":
+        rc.set_num_threads(3)
+        kern, shape = rc.compile(lstm, 5, 128, "float64"), dict(T=4, B=35)
+    else:
+        kern = rc.compile(lstm, I, H, "float64", checkpoint=2 if run == "checkpointed" else None)
+        shape = dict(T=T, B=B)
+    params, x, dy = data(kern, 6, **shape)
+    want = fresh_grads(kern, params, x.copy(), dy)
+    res = kern.forward(params, x)
+    x[...] = 7.0
+    overwrite_pool(kern, 6, **shape)
+    if run == "batch split":
+        assert res._parts is not None
+    assert_same_grads(kern.backward(res, dy), want)

@@ -56,6 +56,20 @@ class ForwardResult:
     _batch_first: bool = field(repr=False, default=False)   # outputs (B, T, O); backward alike
     masks: dict = None       # the masks this run used (rc.dropout, rc.zoneout), by name
 
+    def __copy__(self):
+        new = object.__new__(type(self))
+        new.__dict__.update(self.__dict__)
+        return new
+
+    def __getstate__(self):
+        # the copy of x kept after the tape's workspace is pickled (and deep-copied) as an
+        # array of its own, so that even out-of-band pickle buffers never alias pooled memory
+        state = dict(self.__dict__)
+        x = self._args[3] if len(self._args) > 3 else None
+        if self._work is not None and isinstance(x, np.ndarray) and np.shares_memory(x, self._work.array):
+            state["_args"] = self._args[:3] + (x.copy(),) + self._args[4:]
+        return state
+
 
 @dataclass
 class Gradients:
@@ -218,9 +232,15 @@ class Kernel:
         """forward on time-major arrays (x is put in time order first)."""
         args, n_work, used = self._prepare(params, x, state0, lengths, keep=True,
                                            batch_first=batch_first, context=context,
-                                           masks=masks, seed=seed, training=training)
+                                           masks=masks, seed=seed, training=training,
+                                           copy_x=False)
         T, B = args[0], args[1]
         spans = None if self._segmented(T) else self._spans(B)
+        # the tape keeps its own x: the columns built one, else it is copied (after the
+        # workspace in one run, so that recycled memory takes it without page faults)
+        copy_x = self.columns.plain
+        if copy_x and (spans or self._segmented(T)):
+            args, copy_x = args[:3] + (args[3].copy(),) + args[4:], False
         if self._segmented(T):
             work = self._pool.take(self._workspace_size(False, self.checkpoint, B), self.dtype)
             try:
@@ -235,7 +255,11 @@ class Kernel:
             res = ForwardResult(y, self._split_states(rows), self._key, args, None, None, tapes)
             history = self._split_history(parts) if check_finite else None
         else:
-            work = self._pool.take(n_work, self.dtype)
+            work = self._pool.take(n_work + args[3].size if copy_x else n_work, self.dtype)
+            if copy_x:
+                kept = work[n_work:].reshape(args[3].shape)
+                np.copyto(kept, args[3])
+                args = args[:3] + (kept,) + args[4:]
             y, rows = self._run_rows(1, args, work)
             res = ForwardResult(y, self._split_states(rows), self._key, args,
                                 _Tape(work, self._pool))
@@ -444,9 +468,10 @@ class Kernel:
         return np.ascontiguousarray(arr.swapaxes(0, 1), dtype=self.dtype)
 
     def _prepare(self, params, x, state0, lengths, keep, batch_first=False, context=None,
-                 masks=None, seed=None, training=True):
+                 masks=None, seed=None, training=True, copy_x=None):
         """(T, B, flat params, x, lengths, state rows) checked, converted and owned (x is
-        copied when the tape keeps it), the workspace size, and the masks used (or None).
+        copied when the tape keeps it, unless copy_x=False: the caller copies it), the
+        workspace size, and the masks used (or None).
         With batch_first, x comes as (B, T, I) and is put in time order. For a cell with
         context inputs or masks, x becomes the C's whole input row."""
         if isinstance(x, dict):
@@ -462,7 +487,7 @@ class Kernel:
             raise ValueError("x: T and B must be below 2**31, got %s" % (x.shape,))
         n_work = self._workspace_size(keep, T, B)
         cols = self.columns
-        x = self._shaped("x", x, x.shape, copy=keep and cols.plain)
+        x = self._shaped("x", x, x.shape, copy=(keep if copy_x is None else copy_x) and cols.plain)
         flat = self._flat_params(params)
         rows = self._state_rows("state0", state0, B) if state0 is not None else None
         x, used = cols.rows(x, B, context, masks, seed, training, self.dtype)
