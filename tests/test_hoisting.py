@@ -69,7 +69,7 @@ def test_the_loop_holds_only_the_state_dependent_work():
     assert zfun + "(t, rows, rows_lengths," in before and zfun not in loop
     back = text[text.index("for (int t = t1 - 1; t >= t0; --t) {", text.index("_run_backward(")):]
     steps = back[:back.index("after_steps_split(")]
-    assert "bwd_later_" not in steps and "after_steps_split(T, B, t0, tc" in back
+    assert "bwd_later_" not in steps and "after_steps_split(T, B, cb, t0, tc" in back
     later = text[text.index("static void after_steps("):text.index("static void after_steps_split(")]
     assert "bwd_later_next_h(t, rows, rows_lengths," in later
 

@@ -298,9 +298,21 @@ RNNC_INLINE RNNC_REAL RNNC_F(rnnc_heaviside)(RNNC_REAL u, RNNC_REAL h) { return 
 #endif
 #if RNNC_BLAS == 2
 #include <pthread.h>
+#include <sched.h>
 #include <time.h>
 #endif
 enum { RNNC_NT, RNNC_NN, RNNC_TN };
+#if RNNC_BLAS == 2
+/* Blocks of work two threads share (the rows of a chunk, the panels of a gradient): each
+   takes the next block until none is left, and a block from `later` on starts once every
+   block before it is done. Each block's result is the same whichever thread runs it. */
+typedef struct {
+    void (*fn)(const void *ctx, int block);
+    const void *ctx;
+    int n, later;
+    int next, done;
+} rnnc_blocks;
+#endif
 #if RNNC_RUNTIME
 #define RNNC_API __attribute__((visibility("hidden")))
 #else
@@ -315,6 +327,8 @@ RNNC_API void RNNC_T(gemm_big)(int kind, int threads, int beta, ptrdiff_t M, ptr
 #if RNNC_BLAS == 2
 RNNC_API int RNNC_T(helper_start)(void *(*fn)(void *), void *arg);
 RNNC_API void RNNC_T(helper_wait)(void);
+RNNC_API int RNNC_T(blocks_start)(rnnc_blocks *b);
+RNNC_API void RNNC_T(blocks_finish)(rnnc_blocks *b, int started);
 #endif
 RNNC_API void RNNC_T(mk_pack_nt)(ptrdiff_t N, ptrdiff_t K, const RNNC_REAL *W, ptrdiff_t ldw, RNNC_REAL *P);
 RNNC_API void RNNC_T(mk_pack_nn)(ptrdiff_t N, ptrdiff_t K, const RNNC_REAL *W, ptrdiff_t ldw, RNNC_REAL *P);
@@ -382,6 +396,20 @@ enum {
     RNNC_ADJ_d_v2 = 7,
     RNNC_ADJ_WIDTH = 11
 };
+
+#define BLOCKS 12
+#define BLOCK_ROWS 32
+/* a chunk's work, as another thread takes it */
+typedef struct { int T, B, c0, t0, tc, keep; const int *lengths; const float *params, *x; float *work, *dparams, *dx; } chunk_job;
+/* block i of n things (n < 2^24) spans [block_edge(n, i, a), block_edge(n, i + 1, a)):
+   every edge but n a multiple of a (some blocks may be empty) */
+static ptrdiff_t block_edge(ptrdiff_t n, int i, ptrdiff_t a)
+{
+    static const unsigned char edges[BLOCKS + 1] = {0, 16, 32, 40, 48, 52, 56, 58, 60, 61, 62, 63, 64};
+    return i == BLOCKS ? n : n * edges[i] / 64 / a * a;
+}
+/* the steps of a block edge: BLOCK_ROWS rows, or a multiple of them, in whole steps */
+static ptrdiff_t block_steps(int B) { return BLOCK_ROWS / (B & -B < BLOCK_ROWS ? B & -B : BLOCK_ROWS); }
 
 size_t rnnc_param_count(void) { return RNNC_PARAM_COUNT; }
 size_t rnnc_input_size(void) { return 3; }
@@ -480,27 +508,37 @@ static void before_steps(int T, int B, int c0, int t0, int tc, int keep, int thr
     }
 }
 
-typedef struct { int T, B, c0, t0, tc, keep; const int *lengths; const float *params, *x; float *work, *dparams; } before_steps_job;
 static void *before_steps_thread(void *p)
 {
-    const before_steps_job *j = (const before_steps_job *)p;
+    const chunk_job *j = (const chunk_job *)p;
     before_steps(j->T, j->B, j->c0, j->t0, j->tc, j->keep, 1, j->lengths, j->params, j->x, j->work, j->dparams);
     return NULL;
 }
-/* the chunk from c0, tc steps: on this thread, or its later half on a second one */
-static void before_steps_split(int T, int B, int c0, int tc, int keep, int threads, const int *lengths,
+/* block i of BLOCKS of the job's steps (it may hold none) */
+static void before_steps_block(const void *p, int i)
+{
+    const chunk_job *j = (const chunk_job *)p;
+    const ptrdiff_t a = block_steps(j->B);
+    const int t0 = j->t0 + (int)block_edge(j->tc, i, a), t1 = j->t0 + (int)block_edge(j->tc, i + 1, a);
+    if (t0 < t1)
+        before_steps(j->T, j->B, j->c0, t0, t1 - t0, j->keep, 1, j->lengths,
+           j->params, j->x, j->work, j->dparams);
+}
+/* steps t0..t0+tc-1 of the chunk whose slot 0 is c0: on this thread, or the later
+   half of them on a second one */
+static void before_steps_split(int T, int B, int c0, int t0, int tc, int keep, int threads, const int *lengths,
                      const float *params, const float *x, float *work, float *dparams)
 {
     if (threads > 1 && tc > 1 && (ptrdiff_t)tc * B * 12 >= 2097152) {
         const int half = tc / 2;
-        before_steps_job job = {T, B, c0, c0 + half, tc - half, keep, lengths, params, x, work, dparams};
+        chunk_job job = {T, B, c0, t0 + half, tc - half, keep, lengths, params, x, work, dparams, NULL};
         const int started = rnnc_s_helper_start(before_steps_thread, &job);
-        before_steps(T, B, c0, c0, half, keep, 1, lengths, params, x, work, dparams);
+        before_steps(T, B, c0, t0, half, keep, 1, lengths, params, x, work, dparams);
         if (started) rnnc_s_helper_wait();
         else before_steps_thread(&job);
         return;
     }
-    before_steps(T, B, c0, c0, tc, keep, threads, lengths, params, x, work, dparams);
+    before_steps(T, B, c0, t0, tc, keep, threads, lengths, params, x, work, dparams);
 }
 
 /* every bundle's weights and biases packed, and the panels of the microkernel */
@@ -533,14 +571,14 @@ RNNC_INLINE int rnnc_forward_steps(int T, int B, const float *params, const floa
     if (!packed) pack_weights(params, pack);
     rows_to_states(B, state0, hist0);
     for (int t0 = 0; t0 < T; t0 += CS) {
-        const int tc = T - t0 < CS ? T - t0 : CS;
-        before_steps_split(T, B, t0, tc, keep, threads, lengths, params, x, work, NULL);
+        const int tc = T - t0 < CS ? T - t0 : CS, cb = t0;   /* cb: the step in slot 0 of the chunk's buffers */
+        before_steps_split(T, B, cb, t0, tc, keep, threads, lengths, params, x, work, NULL);
         for (int t = t0; t < t0 + tc; ++t) {
             float *restrict y_t = y + (ptrdiff_t)t * B * 4;
             const float *restrict x_t = x + (ptrdiff_t)t * B * 3; (void)x_t;
             const float *restrict s_h = hist0 + (ptrdiff_t)(keep ? t : (t & 1)) * B * 4;
             float *restrict next_h = hist0 + (ptrdiff_t)(keep ? t + 1 : ((t + 1) & 1)) * B * 4;
-            float *restrict L0 = A_L0 + (ptrdiff_t)(t - t0) * B * 4; (void)L0;
+            float *restrict L0 = A_L0 + (ptrdiff_t)(t - cb) * B * 4; (void)L0;
             /* L0 = bias + s_h W_0^T + x_t W_x^T */
             rnnc_s_mk_gemm(B, 4, 4, s_h, 4, pack + RNNC_PANEL_NT_L0_s_h, pack + RNNC_BIAS_L0, 1, L0, 4);
             fwd_next_h(t, B, lengths, s_h, L0, next_h);
@@ -632,9 +670,9 @@ static void bwd_next_h(int t, int B, const int *lengths, const float *restrict n
     }
 }
 
-static void after_steps_split(int T, int B, int c0, int tc, int keep, int threads, const int *lengths,
+static void after_steps_split(int T, int B, int c0, int t0, int tc, int keep, int threads, const int *lengths,
                      const float *params, const float *x, float *work, float *dparams)
-{ (void)T; (void)B; (void)c0; (void)tc; (void)keep; (void)threads; (void)lengths; (void)params; (void)x; (void)work; (void)dparams; }
+{ (void)T; (void)B; (void)c0; (void)t0; (void)tc; (void)keep; (void)threads; (void)lengths; (void)params; (void)x; (void)work; (void)dparams; }
 
 /* dstates (T x B x S, or NULL): dL/d(state after step t), every t;
    threads: for the GEMMs after each chunk */
@@ -665,12 +703,12 @@ int rnnc_run_backward(int T, int B, const float *params, const float *x, const i
     memset(gpack, 0, sizeof(float) * RNNC_GPACK_SIZE);
     rows_to_states(B, dstate_T, dcarry + (ptrdiff_t)B * RNNC_S_h);
     for (int t1 = T; t1 > 0; t1 -= CS) {
-        const int t0 = t1 - CS > 0 ? t1 - CS : 0, tc = t1 - t0;
+        const int t0 = t1 - CS > 0 ? t1 - CS : 0, tc = t1 - t0, cb = t0;
         for (int t = t1 - 1; t >= t0; --t) {
             const float *restrict x_t = x + (ptrdiff_t)t * B * 3; (void)x_t;
             const float *restrict s_h = hist0 + (ptrdiff_t)t * B * 4; (void)s_h;
             const float *restrict next_h = hist0 + ((ptrdiff_t)t + 1) * B * 4; (void)next_h;
-            float *restrict d_L0 = d_L0_all + (ptrdiff_t)(t - t0) * B * 4; (void)d_L0;
+            float *restrict d_L0 = d_L0_all + (ptrdiff_t)(t - cb) * B * 4; (void)d_L0;
             memset(adj, 0, sizeof(float) * (size_t)B * RNNC_ADJ_WIDTH);
             /* seeds: dy_t and the carried state adjoints, valid rows only */
             if (dy) for (ptrdiff_t b = 0; b < B; ++b) if (VALID(b))
@@ -687,11 +725,11 @@ int rnnc_run_backward(int T, int B, const float *params, const float *x, const i
             for (ptrdiff_t b = 0; b < B; ++b) if (VALID(b))
                 for (ptrdiff_t j = 0; j < 4; ++j) dcarry[(ptrdiff_t)B * RNNC_S_h + b * 4 + j] = ds_h[b * 4 + j];
         }
-        after_steps_split(T, B, t0, tc, 1, threads, lengths, params, x, work, dparams);
+        after_steps_split(T, B, cb, t0, tc, 1, threads, lengths, params, x, work, dparams);
         const int padded = lengths && chunk_has_padding(t1, B, lengths);
         /* L0 over steps t0..t0+tc-1 at once: dW += dL0^T v, db += sums, dx += dL0 W_x */
         {
-            const float *dch_L0 = d_L0_all;
+            const float *dch_L0 = d_L0_all + (ptrdiff_t)(t0 - cb) * B * 4;
             const float *v0 = padded ? valid_rows(t0, tc, B, lengths, hist0 + (ptrdiff_t)t0 * B * 4, 4, 4, pad) : hist0 + (ptrdiff_t)t0 * B * 4;
             rnnc_s_gemm_big(RNNC_TN, threads, 1, 4, 4, (ptrdiff_t)tc * B, dch_L0, 4, v0, 4, gpack + RNNC_PACK_L0_s_h, 4);
             const float *v1 = padded ? valid_rows(t0, tc, B, lengths, x + (ptrdiff_t)t0 * B * 3, 3, 3, pad) : x + (ptrdiff_t)t0 * B * 3;

@@ -298,9 +298,21 @@ RNNC_INLINE RNNC_REAL RNNC_F(rnnc_heaviside)(RNNC_REAL u, RNNC_REAL h) { return 
 #endif
 #if RNNC_BLAS == 2
 #include <pthread.h>
+#include <sched.h>
 #include <time.h>
 #endif
 enum { RNNC_NT, RNNC_NN, RNNC_TN };
+#if RNNC_BLAS == 2
+/* Blocks of work two threads share (the rows of a chunk, the panels of a gradient): each
+   takes the next block until none is left, and a block from `later` on starts once every
+   block before it is done. Each block's result is the same whichever thread runs it. */
+typedef struct {
+    void (*fn)(const void *ctx, int block);
+    const void *ctx;
+    int n, later;
+    int next, done;
+} rnnc_blocks;
+#endif
 #if RNNC_RUNTIME
 #define RNNC_API __attribute__((visibility("hidden")))
 #else
@@ -315,6 +327,8 @@ RNNC_API void RNNC_T(gemm_big)(int kind, int threads, int beta, ptrdiff_t M, ptr
 #if RNNC_BLAS == 2
 RNNC_API int RNNC_T(helper_start)(void *(*fn)(void *), void *arg);
 RNNC_API void RNNC_T(helper_wait)(void);
+RNNC_API int RNNC_T(blocks_start)(rnnc_blocks *b);
+RNNC_API void RNNC_T(blocks_finish)(rnnc_blocks *b, int started);
 #endif
 RNNC_API void RNNC_T(mk_pack_nt)(ptrdiff_t N, ptrdiff_t K, const RNNC_REAL *W, ptrdiff_t ldw, RNNC_REAL *P);
 RNNC_API void RNNC_T(mk_pack_nn)(ptrdiff_t N, ptrdiff_t K, const RNNC_REAL *W, ptrdiff_t ldw, RNNC_REAL *P);
@@ -403,6 +417,20 @@ enum {
     RNNC_ADJ_d_v2_u = 7,
     RNNC_ADJ_WIDTH = 11
 };
+
+#define BLOCKS 12
+#define BLOCK_ROWS 32
+/* a chunk's work, as another thread takes it */
+typedef struct { int T, B, c0, t0, tc, keep; const int *lengths; const float *params, *x; float *work, *dparams, *dx; } chunk_job;
+/* block i of n things (n < 2^24) spans [block_edge(n, i, a), block_edge(n, i + 1, a)):
+   every edge but n a multiple of a (some blocks may be empty) */
+static ptrdiff_t block_edge(ptrdiff_t n, int i, ptrdiff_t a)
+{
+    static const unsigned char edges[BLOCKS + 1] = {0, 16, 32, 40, 48, 52, 56, 58, 60, 61, 62, 63, 64};
+    return i == BLOCKS ? n : n * edges[i] / 64 / a * a;
+}
+/* the steps of a block edge: BLOCK_ROWS rows, or a multiple of them, in whole steps */
+static ptrdiff_t block_steps(int B) { return BLOCK_ROWS / (B & -B < BLOCK_ROWS ? B & -B : BLOCK_ROWS); }
 
 size_t rnnc_param_count(void) { return RNNC_PARAM_COUNT; }
 size_t rnnc_input_size(void) { return 3; }
@@ -547,27 +575,37 @@ static void before_steps(int T, int B, int c0, int t0, int tc, int keep, int thr
     }
 }
 
-typedef struct { int T, B, c0, t0, tc, keep; const int *lengths; const float *params, *x; float *work, *dparams; } before_steps_job;
 static void *before_steps_thread(void *p)
 {
-    const before_steps_job *j = (const before_steps_job *)p;
+    const chunk_job *j = (const chunk_job *)p;
     before_steps(j->T, j->B, j->c0, j->t0, j->tc, j->keep, 1, j->lengths, j->params, j->x, j->work, j->dparams);
     return NULL;
 }
-/* the chunk from c0, tc steps: on this thread, or its later half on a second one */
-static void before_steps_split(int T, int B, int c0, int tc, int keep, int threads, const int *lengths,
+/* block i of BLOCKS of the job's steps (it may hold none) */
+static void before_steps_block(const void *p, int i)
+{
+    const chunk_job *j = (const chunk_job *)p;
+    const ptrdiff_t a = block_steps(j->B);
+    const int t0 = j->t0 + (int)block_edge(j->tc, i, a), t1 = j->t0 + (int)block_edge(j->tc, i + 1, a);
+    if (t0 < t1)
+        before_steps(j->T, j->B, j->c0, t0, t1 - t0, j->keep, 1, j->lengths,
+           j->params, j->x, j->work, j->dparams);
+}
+/* steps t0..t0+tc-1 of the chunk whose slot 0 is c0: on this thread, or the later
+   half of them on a second one */
+static void before_steps_split(int T, int B, int c0, int t0, int tc, int keep, int threads, const int *lengths,
                      const float *params, const float *x, float *work, float *dparams)
 {
     if (threads > 1 && tc > 1 && (ptrdiff_t)tc * B * 36 >= 2097152) {
         const int half = tc / 2;
-        before_steps_job job = {T, B, c0, c0 + half, tc - half, keep, lengths, params, x, work, dparams};
+        chunk_job job = {T, B, c0, t0 + half, tc - half, keep, lengths, params, x, work, dparams, NULL};
         const int started = rnnc_s_helper_start(before_steps_thread, &job);
-        before_steps(T, B, c0, c0, half, keep, 1, lengths, params, x, work, dparams);
+        before_steps(T, B, c0, t0, half, keep, 1, lengths, params, x, work, dparams);
         if (started) rnnc_s_helper_wait();
         else before_steps_thread(&job);
         return;
     }
-    before_steps(T, B, c0, c0, tc, keep, threads, lengths, params, x, work, dparams);
+    before_steps(T, B, c0, t0, tc, keep, threads, lengths, params, x, work, dparams);
 }
 
 /* every bundle's weights and biases packed, and the panels of the microkernel */
@@ -617,15 +655,15 @@ RNNC_INLINE int rnnc_forward_steps(int T, int B, const float *params, const floa
     if (!packed) pack_weights(params, pack);
     rows_to_states(B, state0, hist0);
     for (int t0 = 0; t0 < T; t0 += CS) {
-        const int tc = T - t0 < CS ? T - t0 : CS;
-        before_steps_split(T, B, t0, tc, keep, threads, lengths, params, x, work, NULL);
+        const int tc = T - t0 < CS ? T - t0 : CS, cb = t0;   /* cb: the step in slot 0 of the chunk's buffers */
+        before_steps_split(T, B, cb, t0, tc, keep, threads, lengths, params, x, work, NULL);
         for (int t = t0; t < t0 + tc; ++t) {
             float *restrict y_t = y + (ptrdiff_t)t * B * 4;
             const float *restrict x_t = x + (ptrdiff_t)t * B * 3; (void)x_t;
             const float *restrict s_h = hist0 + (ptrdiff_t)(keep ? t : (t & 1)) * B * 4;
             float *restrict next_h = hist0 + (ptrdiff_t)(keep ? t + 1 : ((t + 1) & 1)) * B * 4;
-            float *restrict L0 = A_L0 + (ptrdiff_t)(keep ? t : t - t0) * B * 8; (void)L0;
-            float *restrict L1 = A_L1 + (ptrdiff_t)(keep ? t : t - t0) * B * 4; (void)L1;
+            float *restrict L0 = A_L0 + (ptrdiff_t)(keep ? t : t - cb) * B * 8; (void)L0;
+            float *restrict L1 = A_L1 + (ptrdiff_t)(keep ? t : t - cb) * B * 4; (void)L1;
             float *restrict L2 = A_L2 + (ptrdiff_t)(keep ? t : 0) * B * 4; (void)L2;
             float *restrict v2_u = A_v2_u + (ptrdiff_t)(keep ? t : 0) * B * 4; (void)v2_u;
             /* L0 = bias + x_t W_x^T + s_h W_1^T */
@@ -836,27 +874,37 @@ static void after_steps(int T, int B, int c0, int t0, int tc, int keep, int thre
     }
 }
 
-typedef struct { int T, B, c0, t0, tc, keep; const int *lengths; const float *params, *x; float *work, *dparams; } after_steps_job;
 static void *after_steps_thread(void *p)
 {
-    const after_steps_job *j = (const after_steps_job *)p;
+    const chunk_job *j = (const chunk_job *)p;
     after_steps(j->T, j->B, j->c0, j->t0, j->tc, j->keep, 1, j->lengths, j->params, j->x, j->work, j->dparams);
     return NULL;
 }
-/* the chunk from c0, tc steps: on this thread, or its later half on a second one */
-static void after_steps_split(int T, int B, int c0, int tc, int keep, int threads, const int *lengths,
+/* block i of BLOCKS of the job's steps (it may hold none) */
+static void after_steps_block(const void *p, int i)
+{
+    const chunk_job *j = (const chunk_job *)p;
+    const ptrdiff_t a = block_steps(j->B);
+    const int t0 = j->t0 + (int)block_edge(j->tc, i, a), t1 = j->t0 + (int)block_edge(j->tc, i + 1, a);
+    if (t0 < t1)
+        after_steps(j->T, j->B, j->c0, t0, t1 - t0, j->keep, 1, j->lengths,
+           j->params, j->x, j->work, j->dparams);
+}
+/* steps t0..t0+tc-1 of the chunk whose slot 0 is c0: on this thread, or the later
+   half of them on a second one */
+static void after_steps_split(int T, int B, int c0, int t0, int tc, int keep, int threads, const int *lengths,
                      const float *params, const float *x, float *work, float *dparams)
 {
     if (threads > 1 && tc > 1 && (ptrdiff_t)tc * B * 32 >= 2097152) {
         const int half = tc / 2;
-        after_steps_job job = {T, B, c0, c0 + half, tc - half, keep, lengths, params, x, work, dparams};
+        chunk_job job = {T, B, c0, t0 + half, tc - half, keep, lengths, params, x, work, dparams, NULL};
         const int started = rnnc_s_helper_start(after_steps_thread, &job);
-        after_steps(T, B, c0, c0, half, keep, 1, lengths, params, x, work, dparams);
+        after_steps(T, B, c0, t0, half, keep, 1, lengths, params, x, work, dparams);
         if (started) rnnc_s_helper_wait();
         else after_steps_thread(&job);
         return;
     }
-    after_steps(T, B, c0, c0, tc, keep, threads, lengths, params, x, work, dparams);
+    after_steps(T, B, c0, t0, tc, keep, threads, lengths, params, x, work, dparams);
 }
 
 /* dstates (T x B x S, or NULL): dL/d(state after step t), every t;
@@ -895,8 +943,8 @@ int rnnc_run_backward(int T, int B, const float *params, const float *x, const i
     memset(gpack, 0, sizeof(float) * RNNC_GPACK_SIZE);
     rows_to_states(B, dstate_T, dcarry + (ptrdiff_t)B * RNNC_S_h);
     for (int t1 = T; t1 > 0; t1 -= CS) {
-        const int t0 = t1 - CS > 0 ? t1 - CS : 0, tc = t1 - t0;
-        memset(d_v5_all, 0, sizeof(float) * (size_t)tc * B * 4);
+        const int t0 = t1 - CS > 0 ? t1 - CS : 0, tc = t1 - t0, cb = t0;
+        memset(d_v5_all + (ptrdiff_t)(t0 - cb) * B * 4, 0, sizeof(float) * (size_t)tc * B * 4);
         for (int t = t1 - 1; t >= t0; --t) {
             const float *restrict x_t = x + (ptrdiff_t)t * B * 3; (void)x_t;
             const float *restrict s_h = hist0 + (ptrdiff_t)t * B * 4; (void)s_h;
@@ -905,10 +953,10 @@ int rnnc_run_backward(int T, int B, const float *params, const float *x, const i
             const float *restrict L1 = A_L1 + (ptrdiff_t)t * B * 4; (void)L1;
             const float *restrict L2 = A_L2 + (ptrdiff_t)t * B * 4; (void)L2;
             const float *restrict v2_u = A_v2_u + (ptrdiff_t)t * B * 4; (void)v2_u;
-            float *restrict d_L0 = d_L0_all + (ptrdiff_t)(t - t0) * B * 8; (void)d_L0;
-            float *restrict d_L1 = d_L1_all + (ptrdiff_t)(t - t0) * B * 4; (void)d_L1;
-            float *restrict d_L2 = d_L2_all + (ptrdiff_t)(t - t0) * B * 4; (void)d_L2;
-            float *restrict d_v5 = d_v5_all + (ptrdiff_t)(t - t0) * B * 4; (void)d_v5;
+            float *restrict d_L0 = d_L0_all + (ptrdiff_t)(t - cb) * B * 8; (void)d_L0;
+            float *restrict d_L1 = d_L1_all + (ptrdiff_t)(t - cb) * B * 4; (void)d_L1;
+            float *restrict d_L2 = d_L2_all + (ptrdiff_t)(t - cb) * B * 4; (void)d_L2;
+            float *restrict d_v5 = d_v5_all + (ptrdiff_t)(t - cb) * B * 4; (void)d_v5;
             memset(adj, 0, sizeof(float) * (size_t)B * RNNC_ADJ_WIDTH);
             /* seeds: dy_t and the carried state adjoints, valid rows only */
             if (dy) for (ptrdiff_t b = 0; b < B; ++b) if (VALID(b))
@@ -928,11 +976,11 @@ int rnnc_run_backward(int T, int B, const float *params, const float *x, const i
             for (ptrdiff_t b = 0; b < B; ++b) if (VALID(b))
                 for (ptrdiff_t j = 0; j < 4; ++j) dcarry[(ptrdiff_t)B * RNNC_S_h + b * 4 + j] = ds_h[b * 4 + j];
         }
-        after_steps_split(T, B, t0, tc, 1, threads, lengths, params, x, work, dparams);
+        after_steps_split(T, B, cb, t0, tc, 1, threads, lengths, params, x, work, dparams);
         const int padded = lengths && chunk_has_padding(t1, B, lengths);
         /* L0 over steps t0..t0+tc-1 at once: dW += dL0^T v, db += sums, dx += dL0 W_x */
         {
-            const float *dch_L0 = d_L0_all;
+            const float *dch_L0 = d_L0_all + (ptrdiff_t)(t0 - cb) * B * 8;
             const float *v0 = padded ? valid_rows(t0, tc, B, lengths, x + (ptrdiff_t)t0 * B * 3, 3, 3, pad) : x + (ptrdiff_t)t0 * B * 3;
             rnnc_s_gemm_big(RNNC_TN, threads, 1, 8, 3, (ptrdiff_t)tc * B, dch_L0, 8, v0, 3, gpack + RNNC_PACK_L0_x_t, 3);
             if (dx) rnnc_s_gemm_big(RNNC_NN, threads, 0, (ptrdiff_t)tc * B, 3, 8, dch_L0, 8, pack + RNNC_PACK_L0_x_t, 3, dx + (ptrdiff_t)t0 * B * 3, 3);
@@ -943,7 +991,7 @@ int rnnc_run_backward(int T, int B, const float *params, const float *x, const i
         }
         /* L1 over steps t0..t0+tc-1 at once: dW += dL1^T v, db += sums, dx += dL1 W_x */
         {
-            const float *dch_L1 = d_L1_all;
+            const float *dch_L1 = d_L1_all + (ptrdiff_t)(t0 - cb) * B * 4;
             const float *v0 = padded ? valid_rows(t0, tc, B, lengths, x + (ptrdiff_t)t0 * B * 3, 3, 3, pad) : x + (ptrdiff_t)t0 * B * 3;
             rnnc_s_gemm_big(RNNC_TN, threads, 1, 4, 3, (ptrdiff_t)tc * B, dch_L1, 4, v0, 3, gpack + RNNC_PACK_L1_x_t, 3);
             if (dx) rnnc_s_gemm_big(RNNC_NN, threads, 1, (ptrdiff_t)tc * B, 3, 4, dch_L1, 4, pack + RNNC_PACK_L1_x_t, 3, dx + (ptrdiff_t)t0 * B * 3, 3);
@@ -952,7 +1000,7 @@ int rnnc_run_backward(int T, int B, const float *params, const float *x, const i
         }
         /* L2 over steps t0..t0+tc-1 at once: dW += dL2^T v, db += sums, dx += dL2 W_x */
         {
-            const float *dch_L2 = d_L2_all;
+            const float *dch_L2 = d_L2_all + (ptrdiff_t)(t0 - cb) * B * 4;
             const float *v0 = padded ? valid_rows(t0, tc, B, lengths, hist0 + (ptrdiff_t)t0 * B * 4, 4, 4, pad) : hist0 + (ptrdiff_t)t0 * B * 4;
             rnnc_s_gemm_big(RNNC_TN, threads, 1, 4, 4, (ptrdiff_t)tc * B, dch_L2, 4, v0, 4, gpack + RNNC_PACK_L2_s_h, 4);
             for (ptrdiff_t i = 0; i < (ptrdiff_t)tc * B; ++i) for (ptrdiff_t r = 0; r < 4; ++r)

@@ -88,9 +88,21 @@ RNNC_INLINE RNNC_REAL RNNC_F(rnnc_heaviside)(RNNC_REAL u, RNNC_REAL h) { return 
 #endif
 #if RNNC_BLAS == 2
 #include <pthread.h>
+#include <sched.h>
 #include <time.h>
 #endif
 enum { RNNC_NT, RNNC_NN, RNNC_TN };
+#if RNNC_BLAS == 2
+/* Blocks of work two threads share (the rows of a chunk, the panels of a gradient): each
+   takes the next block until none is left, and a block from `later` on starts once every
+   block before it is done. Each block's result is the same whichever thread runs it. */
+typedef struct {
+    void (*fn)(const void *ctx, int block);
+    const void *ctx;
+    int n, later;
+    int next, done;
+} rnnc_blocks;
+#endif
 #if RNNC_RUNTIME
 #define RNNC_API __attribute__((visibility("hidden")))
 #else
@@ -105,6 +117,8 @@ RNNC_API void RNNC_T(gemm_big)(int kind, int threads, int beta, ptrdiff_t M, ptr
 #if RNNC_BLAS == 2
 RNNC_API int RNNC_T(helper_start)(void *(*fn)(void *), void *arg);
 RNNC_API void RNNC_T(helper_wait)(void);
+RNNC_API int RNNC_T(blocks_start)(rnnc_blocks *b);
+RNNC_API void RNNC_T(blocks_finish)(rnnc_blocks *b, int started);
 #endif
 RNNC_API void RNNC_T(mk_pack_nt)(ptrdiff_t N, ptrdiff_t K, const RNNC_REAL *W, ptrdiff_t ldw, RNNC_REAL *P);
 RNNC_API void RNNC_T(mk_pack_nn)(ptrdiff_t N, ptrdiff_t K, const RNNC_REAL *W, ptrdiff_t ldw, RNNC_REAL *P);
@@ -276,6 +290,37 @@ RNNC_API void RNNC_T(helper_wait)(void)
     RNNC_T(h_await)(3);
     __atomic_store_n(&RNNC_T(h_state), 1, __ATOMIC_RELAXED);
     pthread_mutex_unlock(&RNNC_T(h_owner));
+}
+
+/* the blocks of b this thread takes, until none is left */
+static void RNNC_T(blocks_work)(rnnc_blocks *b)
+{
+    for (;;) {
+        const int i = __atomic_fetch_add(&b->next, 1, __ATOMIC_RELAXED);
+        if (i >= b->n) return;
+        for (long spins = 1; i >= b->later && __atomic_load_n(&b->done, __ATOMIC_ACQUIRE) < b->later; ++spins) {
+#if defined(__x86_64__) || defined(__i386__)
+            __builtin_ia32_pause();
+#endif
+            if (spins % 4096 == 0) sched_yield();     /* the other thread lost its core */
+        }
+        b->fn(b->ctx, i);
+        __atomic_fetch_add(&b->done, 1, __ATOMIC_RELEASE);
+    }
+}
+static void *RNNC_T(blocks_thread)(void *b) { RNNC_T(blocks_work)((rnnc_blocks *)b); return NULL; }
+/* the helper takes blocks of b from now on: 1 if it does (then RNNC_T(blocks_finish) with
+   it), 0 if it is taken (this thread then runs them all in RNNC_T(blocks_finish)) */
+RNNC_API int RNNC_T(blocks_start)(rnnc_blocks *b)
+{
+    b->next = b->done = 0;
+    return RNNC_T(helper_start)(RNNC_T(blocks_thread), b);
+}
+/* this thread takes the blocks left, then waits for the helper's */
+RNNC_API void RNNC_T(blocks_finish)(rnnc_blocks *b, int started)
+{
+    RNNC_T(blocks_work)(b);
+    if (started) RNNC_T(helper_wait)();
 }
 
 static void *RNNC_T(gemm_thread)(void *job) { RNNC_T(gemm_run)((const RNNC_T(gemm_job) *)job); return NULL; }
@@ -632,11 +677,12 @@ static void before_steps(int T, int B, int c0, int t0, int tc, int keep, int thr
     }
 }
 
-/* the chunk from c0, tc steps: on this thread, or its later half on a second one */
-static void before_steps_split(int T, int B, int c0, int tc, int keep, int threads, const int *lengths,
+/* steps t0..t0+tc-1 of the chunk whose slot 0 is c0: on this thread, or the later
+   half of them on a second one */
+static void before_steps_split(int T, int B, int c0, int t0, int tc, int keep, int threads, const int *lengths,
                      const double *params, const double *x, double *work, double *dparams)
 {
-    before_steps(T, B, c0, c0, tc, keep, threads, lengths, params, x, work, dparams);
+    before_steps(T, B, c0, t0, tc, keep, threads, lengths, params, x, work, dparams);
 }
 
 /* every bundle's weights and biases packed, and the panels of the microkernel */
@@ -675,14 +721,14 @@ RNNC_INLINE int hand_sigmoid_forward_steps(int T, int B, const double *params, c
     if (!packed) pack_weights(params, pack);
     rows_to_states(B, state0, hist0);
     for (int t0 = 0; t0 < T; t0 += CS) {
-        const int tc = T - t0 < CS ? T - t0 : CS;
-        before_steps_split(T, B, t0, tc, keep, threads, lengths, params, x, work, NULL);
+        const int tc = T - t0 < CS ? T - t0 : CS, cb = t0;   /* cb: the step in slot 0 of the chunk's buffers */
+        before_steps_split(T, B, cb, t0, tc, keep, threads, lengths, params, x, work, NULL);
         for (int t = t0; t < t0 + tc; ++t) {
             double *restrict y_t = y + (ptrdiff_t)t * B * 4;
             const double *restrict x_t = x + (ptrdiff_t)t * B * 3; (void)x_t;
             const double *restrict s_h = hist0 + (ptrdiff_t)(keep ? t : (t & 1)) * B * 4;
             double *restrict next_h = hist0 + (ptrdiff_t)(keep ? t + 1 : ((t + 1) & 1)) * B * 4;
-            double *restrict L0 = A_L0 + (ptrdiff_t)(keep ? t : t - t0) * B * 4; (void)L0;
+            double *restrict L0 = A_L0 + (ptrdiff_t)(keep ? t : t - cb) * B * 4; (void)L0;
             double *restrict L1 = A_L1 + (ptrdiff_t)(keep ? t : 0) * B * 4; (void)L1;
             /* L0 = bias + x_t W_x^T + s_h W_1^T */
             rnnc_d_mk_gemm(B, 4, 4, s_h, 4, pack + RNNC_PANEL_NT_L0_s_h, pack + RNNC_BIAS_L0, 1, L0, 4);
@@ -804,9 +850,9 @@ static void bwd_next_h(int t, int B, const int *lengths, const double *restrict 
     }
 }
 
-static void after_steps_split(int T, int B, int c0, int tc, int keep, int threads, const int *lengths,
+static void after_steps_split(int T, int B, int c0, int t0, int tc, int keep, int threads, const int *lengths,
                      const double *params, const double *x, double *work, double *dparams)
-{ (void)T; (void)B; (void)c0; (void)tc; (void)keep; (void)threads; (void)lengths; (void)params; (void)x; (void)work; (void)dparams; }
+{ (void)T; (void)B; (void)c0; (void)t0; (void)tc; (void)keep; (void)threads; (void)lengths; (void)params; (void)x; (void)work; (void)dparams; }
 
 /* dstates (T x B x S, or NULL): dL/d(state after step t), every t;
    threads: for the GEMMs after each chunk */
@@ -840,15 +886,15 @@ int hand_sigmoid_run_backward(int T, int B, const double *params, const double *
     memset(gpack, 0, sizeof(double) * RNNC_GPACK_SIZE);
     rows_to_states(B, dstate_T, dcarry + (ptrdiff_t)B * RNNC_S_h);
     for (int t1 = T; t1 > 0; t1 -= CS) {
-        const int t0 = t1 - CS > 0 ? t1 - CS : 0, tc = t1 - t0;
+        const int t0 = t1 - CS > 0 ? t1 - CS : 0, tc = t1 - t0, cb = t0;
         for (int t = t1 - 1; t >= t0; --t) {
             const double *restrict x_t = x + (ptrdiff_t)t * B * 3; (void)x_t;
             const double *restrict s_h = hist0 + (ptrdiff_t)t * B * 4; (void)s_h;
             const double *restrict next_h = hist0 + ((ptrdiff_t)t + 1) * B * 4; (void)next_h;
             const double *restrict L0 = A_L0 + (ptrdiff_t)t * B * 4; (void)L0;
             const double *restrict L1 = A_L1 + (ptrdiff_t)t * B * 4; (void)L1;
-            double *restrict d_L0 = d_L0_all + (ptrdiff_t)(t - t0) * B * 4; (void)d_L0;
-            double *restrict d_L1 = d_L1_all + (ptrdiff_t)(t - t0) * B * 4; (void)d_L1;
+            double *restrict d_L0 = d_L0_all + (ptrdiff_t)(t - cb) * B * 4; (void)d_L0;
+            double *restrict d_L1 = d_L1_all + (ptrdiff_t)(t - cb) * B * 4; (void)d_L1;
             memset(adj, 0, sizeof(double) * (size_t)B * RNNC_ADJ_WIDTH);
             /* seeds: dy_t and the carried state adjoints, valid rows only */
             if (dy) for (ptrdiff_t b = 0; b < B; ++b) if (VALID(b))
@@ -867,11 +913,11 @@ int hand_sigmoid_run_backward(int T, int B, const double *params, const double *
             for (ptrdiff_t b = 0; b < B; ++b) if (VALID(b))
                 for (ptrdiff_t j = 0; j < 4; ++j) dcarry[(ptrdiff_t)B * RNNC_S_h + b * 4 + j] = ds_h[b * 4 + j];
         }
-        after_steps_split(T, B, t0, tc, 1, threads, lengths, params, x, work, dparams);
+        after_steps_split(T, B, cb, t0, tc, 1, threads, lengths, params, x, work, dparams);
         const int padded = lengths && chunk_has_padding(t1, B, lengths);
         /* L0 over steps t0..t0+tc-1 at once: dW += dL0^T v, db += sums, dx += dL0 W_x */
         {
-            const double *dch_L0 = d_L0_all;
+            const double *dch_L0 = d_L0_all + (ptrdiff_t)(t0 - cb) * B * 4;
             const double *v0 = padded ? valid_rows(t0, tc, B, lengths, x + (ptrdiff_t)t0 * B * 3, 3, 3, pad) : x + (ptrdiff_t)t0 * B * 3;
             rnnc_d_gemm_big(RNNC_TN, threads, 1, 4, 3, (ptrdiff_t)tc * B, dch_L0, 4, v0, 3, gpack + RNNC_PACK_L0_x_t, 3);
             if (dx) rnnc_d_gemm_big(RNNC_NN, threads, 0, (ptrdiff_t)tc * B, 3, 4, dch_L0, 4, pack + RNNC_PACK_L0_x_t, 3, dx + (ptrdiff_t)t0 * B * 3, 3);
@@ -882,7 +928,7 @@ int hand_sigmoid_run_backward(int T, int B, const double *params, const double *
         }
         /* L1 over steps t0..t0+tc-1 at once: dW += dL1^T v, db += sums, dx += dL1 W_x */
         {
-            const double *dch_L1 = d_L1_all;
+            const double *dch_L1 = d_L1_all + (ptrdiff_t)(t0 - cb) * B * 4;
             const double *v0 = padded ? valid_rows(t0, tc, B, lengths, hist0 + (ptrdiff_t)t0 * B * 4, 4, 4, pad) : hist0 + (ptrdiff_t)t0 * B * 4;
             rnnc_d_gemm_big(RNNC_TN, threads, 1, 4, 4, (ptrdiff_t)tc * B, dch_L1, 4, v0, 4, gpack + RNNC_PACK_L1_s_h, 4);
         }

@@ -99,6 +99,12 @@ class Layout:
     variant: str = None    # the microkernel variant the products call (None: default shape)
     tn_microkernel: object = None  # (N, K) -> whether the weight gradient of an (N x K)
                            # weight uses the variant's mk_gemm_tn (None: OpenBLAS's always)
+    portable: bool = False # the products are the portable microkernel's (exported C99),
+                           # whose mk_gemm sums a row alike whatever the rows with it
+    pipelined: bool = False  # no product reads a state, the kernel links pthreads: a
+                           # chunk's work that reads no state may run alongside the steps
+                           # of the chunk before it (forward) or after it (backward), so
+                           # the chunks' buffers hold two chunks (2 CH slots)
     consts: object = None  # constants.Constants: the C's name of every offset above
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from .. import csrc
 from .elementwise import comment, ref
 from .helpers import typed
-from .microkernel import symbol
+from .microkernel import NR_MAX, symbol
 
 
 def pack_weights(g, L, b, ctype):
@@ -63,10 +63,11 @@ def hoisted_forward(L, b, ctype):
     beta = 1 if not in_step else 0
     for p in b.parts:
         if p.static and p.panels:
-            # a runtime kernel's rows summed alike whatever the chunk (rowwise); the
+            # a JIT kernel's rows summed alike whatever the rows with them (rowwise: a
+            # chunk's halves or blocks on two threads give one thread's bits); the
             # portable microkernel of an exported one always does
             code.append("%s((ptrdiff_t)tc * B, %d, %d, %s, %d, pack + %s, NULL, %d, %s, %d);"
-                        % (symbol("mk_gemm" if L.variant is None else "mk_gemm_rows", ctype,
+                        % (symbol("mk_gemm" if L.portable else "mk_gemm_rows", ctype,
                                   L.variant), b.width, p.width, _input_rows(L, p), L.I,
                            L.consts.panel(b, p, 0), beta, dest, b.width))
             beta = 1
@@ -171,6 +172,13 @@ def padding_c():
     return csrc.source("padding.c")
 
 
+def _chunk_adjoint(L, b, ctype):
+    """The declaration of dch_NAME, the bundle's adjoint rows from step t0 on, in the
+    chunk's buffer whose slot 0 holds step cb."""
+    return "const %s *dch_%s = d_%s_all + (ptrdiff_t)(t0 - cb) * B * %d;" % (ctype, b.name, b.name,
+                                                                         b.width)
+
+
 def chunk_backward(g, L, b, ctype, dx_beta=1):
     """After a chunk's steps: weight and bias gradients over its tc*B rows, and dx (added
     to what the steps wrote there, or overwriting it with dx_beta=0). In a chunk with
@@ -179,7 +187,7 @@ def chunk_backward(g, L, b, ctype, dx_beta=1):
     code = [comment("%s over steps t0..t0+tc-1 at once: dW += d%s^T v, db += sums, dx += d%s W_x"
                     % (b.name, b.name, b.name)),
             "{",
-            "    const %s *%s = d_%s_all;" % (ctype, d, b.name)]
+            "    " + _chunk_adjoint(L, b, ctype)]
     for k, p in enumerate(b.parts):
         if not _part_frozen(g, p):      # constants: no dW, so no operand rows to read
             src, stride = operand_rows(L, p.operand, g)
@@ -205,6 +213,61 @@ def chunk_backward(g, L, b, ctype, dx_beta=1):
                     "for (ptrdiff_t r = 0; r < %d; ++r)" % b.width)
         code.append("        gpack[%s + r] += %s[i * %d + r];" % (L.consts.bias(b), d, b.width))
     return code + ["}"]
+
+
+def chunk_backward_blocks(g, L, ctype, dx_beta=1):
+    """chunk_backward's work for every bundle (none with a per-step product, no padded
+    rows) as groups of blocks two threads share, the longest first: [(blocks, C of
+    block i)]. Weight gradients by panels of their rows (each element summed over the
+    chunk's rows as one call sums it), each bias on its own, dx by blocks of rows (every
+    part's product in order, on one thread): no two blocks write the same memory."""
+    nr = 2 * NR_MAX[ctype]
+    groups, dx_parts = [], []
+    for b in L.bundles:
+        d = "dch_" + b.name
+        for k, p in enumerate(b.parts):
+            if not _part_frozen(g, p):
+                src, stride = operand_rows(L, p.operand, g)
+                dw = "gpack + %s + (ptrdiff_t)r0 * %d" % (L.consts.pack(b, p), p.width)
+                if L.tn_microkernel is not None and L.tn_microkernel(b.width, p.width):
+                    call = ("%s(m, %d, (ptrdiff_t)tc * B, %s + r0, %d, %s, %d, %s, %d);"
+                            % (symbol("mk_gemm_tn", ctype, L.variant), p.width, d, b.width, src,
+                               stride, dw, p.width))
+                else:
+                    call = ("%s(m, %d, (ptrdiff_t)tc * B, %s + r0, %d, %s, %d, 1, %s, %d);"
+                            % (typed("gemm_tn", ctype), p.width, d, b.width, src, stride, dw,
+                               p.width))
+                groups.append((-(-b.width // nr), [
+                    comment("d%s: rows %d i.. of dW += d%s^T v" % (b.name, nr, b.name)),
+                    _chunk_adjoint(L, b, ctype),
+                    "const int r0 = i * %d, m = %d - r0 < %d ? %d - r0 : %d;"
+                    % (nr, b.width, nr, b.width, nr),
+                    call]))
+            if p.static:
+                dx_parts.append((b, p))
+    for b in L.bundles:
+        if b.bias_pack >= 0 and not _biases_frozen(g, b):
+            groups.append((1, [comment("db%s += the sums of d%s's rows" % (b.name, b.name)),
+                               _chunk_adjoint(L, b, ctype),
+                               "for (ptrdiff_t q = 0; q < (ptrdiff_t)tc * B; ++q) "
+                               "for (ptrdiff_t r = 0; r < %d; ++r)" % b.width,
+                               "    gpack[%s + r] += dch_%s[q * %d + r];"
+                               % (L.consts.bias(b), b.name, b.width)]))
+    if dx_parts:
+        code = [comment("rows of dx += d(rows) W_x, every part in turn"),
+                "const ptrdiff_t rows = (ptrdiff_t)tc * B, r0 = block_edge(rows, i, BLOCK_ROWS);",
+                "const ptrdiff_t m = block_edge(rows, i + 1, BLOCK_ROWS) - r0;",
+                "if (!dx || m <= 0) return;"]
+        for b, p in dx_parts:
+            code += ["{",
+                     "    " + _chunk_adjoint(L, b, ctype),
+                     "    %s(m, %d, %d, dch_%s + r0 * %d, %d, pack + %s, %d, %d, %s + r0 * %d, %d);"
+                     % (typed("gemm_nn", ctype), p.width, b.width, b.name, b.width, b.width,
+                        L.consts.pack(b, p), p.width, dx_beta, _input_rows(L, p, "dx"), L.I, L.I),
+                     "}"]
+            dx_beta = 1
+        groups.append(("BLOCKS", code))
+    return groups
 
 
 def _frozen(g, param):

@@ -166,6 +166,37 @@ RNNC_API void RNNC_T(helper_wait)(void)
     pthread_mutex_unlock(&RNNC_T(h_owner));
 }
 
+/* the blocks of b this thread takes, until none is left */
+static void RNNC_T(blocks_work)(rnnc_blocks *b)
+{
+    for (;;) {
+        const int i = __atomic_fetch_add(&b->next, 1, __ATOMIC_RELAXED);
+        if (i >= b->n) return;
+        for (long spins = 1; i >= b->later && __atomic_load_n(&b->done, __ATOMIC_ACQUIRE) < b->later; ++spins) {
+#if defined(__x86_64__) || defined(__i386__)
+            __builtin_ia32_pause();
+#endif
+            if (spins % 4096 == 0) sched_yield();     /* the other thread lost its core */
+        }
+        b->fn(b->ctx, i);
+        __atomic_fetch_add(&b->done, 1, __ATOMIC_RELEASE);
+    }
+}
+static void *RNNC_T(blocks_thread)(void *b) { RNNC_T(blocks_work)((rnnc_blocks *)b); return NULL; }
+/* the helper takes blocks of b from now on: 1 if it does (then RNNC_T(blocks_finish) with
+   it), 0 if it is taken (this thread then runs them all in RNNC_T(blocks_finish)) */
+RNNC_API int RNNC_T(blocks_start)(rnnc_blocks *b)
+{
+    b->next = b->done = 0;
+    return RNNC_T(helper_start)(RNNC_T(blocks_thread), b);
+}
+/* this thread takes the blocks left, then waits for the helper's */
+RNNC_API void RNNC_T(blocks_finish)(rnnc_blocks *b, int started)
+{
+    RNNC_T(blocks_work)(b);
+    if (started) RNNC_T(helper_wait)();
+}
+
 static void *RNNC_T(gemm_thread)(void *job) { RNNC_T(gemm_run)((const RNNC_T(gemm_job) *)job); return NULL; }
 /* the GEMMs over chunks of T*B rows, split by rows of C over `threads` threads (the
    helper, then threads of their own), each a single-threaded BLAS call (OpenBLAS's own

@@ -13,9 +13,21 @@
 #endif
 #if RNNC_BLAS == 2
 #include <pthread.h>
+#include <sched.h>
 #include <time.h>
 #endif
 enum { RNNC_NT, RNNC_NN, RNNC_TN };
+#if RNNC_BLAS == 2
+/* Blocks of work two threads share (the rows of a chunk, the panels of a gradient): each
+   takes the next block until none is left, and a block from `later` on starts once every
+   block before it is done. Each block's result is the same whichever thread runs it. */
+typedef struct {
+    void (*fn)(const void *ctx, int block);
+    const void *ctx;
+    int n, later;
+    int next, done;
+} rnnc_blocks;
+#endif
 #if RNNC_RUNTIME
 #define RNNC_API __attribute__((visibility("hidden")))
 #else
@@ -30,6 +42,8 @@ RNNC_API void RNNC_T(gemm_big)(int kind, int threads, int beta, ptrdiff_t M, ptr
 #if RNNC_BLAS == 2
 RNNC_API int RNNC_T(helper_start)(void *(*fn)(void *), void *arg);
 RNNC_API void RNNC_T(helper_wait)(void);
+RNNC_API int RNNC_T(blocks_start)(rnnc_blocks *b);
+RNNC_API void RNNC_T(blocks_finish)(rnnc_blocks *b, int started);
 #endif
 RNNC_API void RNNC_T(mk_pack_nt)(ptrdiff_t N, ptrdiff_t K, const RNNC_REAL *W, ptrdiff_t ldw, RNNC_REAL *P);
 RNNC_API void RNNC_T(mk_pack_nn)(ptrdiff_t N, ptrdiff_t K, const RNNC_REAL *W, ptrdiff_t ldw, RNNC_REAL *P);
