@@ -595,8 +595,8 @@ def _chunk_function(name, what, regions, code, ctype, L, split, work=0):
     t0..t0+tc-1 of a chunk, or with `split` (a kernel that links pthreads), threads > 1
     and enough `work` (per row) in the chunk, the later half of them on the runtime's
     helper thread (gemm.c: one that waits for jobs, since a thread created per chunk
-    costs as much as a small chunk's half). The halves write disjoint rows, so the
-    result is the same whatever the split. With `split`, also NAME_block: block i of
+    costs as much as a small chunk's half). The halves write disjoint rows, each
+    computed as the whole chunk computes it. With `split`, also NAME_block: block i of
     BLOCKS of a chunk_job's steps, for a pipelined kernel's threads to share."""
     if not code:
         return "\n".join([
