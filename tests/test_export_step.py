@@ -78,7 +78,8 @@ def streams(request, tmp_path_factory):
 @pytest.mark.parametrize("name", sorted(CELLS))
 @pytest.mark.parametrize("in_place", [False, True])
 @pytest.mark.parametrize("from_zeros", [False, True])
-def test_step_by_step_is_the_sequence_run_at_once(streams, name, in_place, from_zeros):
+@pytest.mark.parametrize("T", [T, T + 1])      # NAME_infer's last state in either slot
+def test_step_by_step_is_the_sequence_run_at_once(streams, name, in_place, from_zeros, T):
     table, dtype = streams
     s, exp = table[name]
     cell, sizes = CELLS[name]

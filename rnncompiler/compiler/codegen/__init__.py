@@ -124,11 +124,16 @@ def render_c(g, bwd, dtype="float64", *, prefix="rnnc", blas=False, fast_math=Fa
         constants.render(L.consts),
     ] + (["#define BLOCKS %d\n#define BLOCK_ROWS %d\n%s" % (
         len(BLOCK_EDGES) - 1, BLOCK_ROWS, JOB_STRUCT.replace("{r}", ctype))] if threads else [])
-    shared = [_check_function(prefix), _state_io(L, ctype)]
-    sizes = _size_functions(L, prefix)
     # exported kernels whose per-step weights stay in L1 infer at batch 1 a step at a time
     step_loop = microkernel == "portable" and STEP_LOOP_BYTES >= sum(
         b.width * p.width for b in L.bundles for p in b.parts) * SCALAR_BYTES[ctype]
+    common.append(
+        "/* the forward's elementwise loops: inlined where an exported kernel runs a step at\n"
+        "   a time (LSTM at H = 8: 60 -> 55 ns a step; a gate's activation then overlaps the\n"
+        "   chain of the one before, with no call between), else functions of their own */\n"
+        "#define RNNC_EW %s" % ("RNNC_INLINE" if step_loop else "static"))
+    shared = [_check_function(prefix), _state_io(L, ctype)]
+    sizes = _size_functions(L, prefix)
     forward = _forward(g, L, printer, ctype, prefix, threads, step_loop)
     backward = _backward(g, bwd, L, printer, ctype, prefix, threads)
     cdef = SIGNATURES.format(p=prefix, r=ctype)
@@ -273,10 +278,11 @@ def step_pointers(L):
     return names + [name for name, _, _ in L.adj_arrays] + ["params", "dparams"]
 
 
-def as_function(name, loop, ctype, L, writable, head=("t", "B", "lengths")):
-    """A fused loop (elementwise.Loop, or None) as a static function of the step pointers
-    it uses, and the line that calls it (with `head` for its first three arguments):
-    small functions keep gcc -O3 fast, and each equation reads on its own."""
+def as_function(name, loop, ctype, L, writable, head=("t", "B", "lengths"), kind="static"):
+    """A fused loop (elementwise.Loop, or None) as a function of the step pointers it
+    uses, and the line that calls it (with `head` for its first three arguments): small
+    functions keep gcc -O3 fast, and each equation reads on its own. `kind` declares it
+    (static, or the forward's RNNC_EW)."""
     if loop is None:
         return [], []
     comment_line, body = loop.lines[0], loop.lines[1:]
@@ -285,7 +291,7 @@ def as_function(name, loop, ctype, L, writable, head=("t", "B", "lengths")):
     # never overlap, and restrict spares gcc the aliasing checks around each loop
     args = ["int t", "int B", "const int *lengths"] + [
         "%s%s *restrict %s" % ("" if v in writable else "const ", ctype, v) for v in used]
-    definition = [comment_line, "static void %s(%s)" % (name, ", ".join(args)), "{",
+    definition = [comment_line, "%s void %s(%s)" % (kind, name, ", ".join(args)), "{",
                   "    (void)t; (void)lengths;"] + ["    " + ln for ln in body] + ["}"]
     return ["\n".join(definition)], ["%s(%s);" % (name, ", ".join(list(head) + used))]
 
@@ -306,7 +312,8 @@ def _ew_forward(g, L, n, printer, ctype):
     saved = {L.value[d.args[k]][0] for k in L.saved.get(n, {})}
     return as_function("fwd_" + L.value[n][0], forward_loop(g, L, n, printer, ctype),
                        ctype, L, writable={L.value[n][0]} | saved,
-                       head=STATIC_HEAD if n in L.static else ("t", "B", "lengths"))
+                       head=STATIC_HEAD if n in L.static else ("t", "B", "lengths"),
+                       kind="RNNC_EW")
 
 
 def pointers_used(lines, names):
@@ -491,18 +498,7 @@ def _forward(g, L, printer, ctype, p, threads=False, step_loop=False):
         "    return 0;",
         "}",
         "",
-    ] + ([
-        "/* One step over packed weights, a function of its own (inlined into the loop below,",
-        "   it ran slower). At batch 1 with weights that stay in L1, inference runs a step at a",
-        "   time: the input's product of a step then runs alongside the chain of sums and",
-        "   activations of the one before, where a chunk's hoisted products run apart from",
-        "   the steps (measured: an LSTM at H = 16 and 32, 65 and 117 ns a step against 77",
-        "   and 129). The same sums in the same order as a chunk's, so the same results. */",
-        "RNNC_NOINLINE int one_step(const {r} *params, const {r} *x_t, const {r} *state_in, {r} *y_t,",
-        "                    {r} *state_out, {r} *work)",
-        "{ return {p}_forward_steps(1, 1, params, x_t, NULL, state_in, y_t, state_out, work, 0, 1, 1); }",
-        "",
-    ] if step_loop else []) + [
+    ] + (_one_step(regions, pointers, body, update, ctype, L) if step_loop else []) + [
         "int {p}_run_forward(int T, int B, const {r} *params, const {r} *x, const int *lengths,",
         "                    const {r} *state0, {r} *y, {r} *state_T, {r} *work, int keep, int threads)",
         "{",
@@ -511,11 +507,14 @@ def _forward(g, L, printer, ctype, p, threads=False, step_loop=False):
         "    if (!params || !x || !y || !state_T || !work) return 2;",
     ] + ([
         "    if (!keep && B == 1 && !lengths) {      /* inference at batch 1: a step at a time */",
-        "        pack_weights(params, work);",
-        "        for (int t = 0; t < T; ++t)",
-        "            one_step(params, x + (ptrdiff_t)t * %d, t ? state_T : state0, y + (ptrdiff_t)t * %d,"
-        % (L.I, L.O),
-        "                     state_T, work);",
+        "        const int CH = 1;                   /* the workspace laid out for one step */",
+    ] + ["    " + ln for ln in regions] + [
+        "        (void)CH;",
+    ] + ["        (void)%s;" % v for v in _declared(regions)] + [
+        "        pack_weights(params, pack);",
+        "        rows_to_states(1, state0, %s);" % hist_args,
+        "        for (int t = 0; t < T; ++t) one_step(params, x, y, work, t);",
+        "        states_to_rows(1, %s, state_T);" % last,
         "        return 0;",
         "    }",
     ] if step_loop else []) + [
@@ -567,10 +566,11 @@ EW_COST = 8          # operations a unit of an elementwise value costs, roughly
 # as their edges in 64ths of the chunk: large first (a GEMM over few rows spends its time
 # packing the weights: 16 blocks of 128 rows at B=1 ran 1.3x the CPU time of two halves),
 # small last, so that the thread done first with its own work still finds some left.
-# Every edge but the last falls on a multiple of BLOCK_ROWS rows from the chunk's start:
-# a GEMM takes its rows in groups (up to 32) and the rows left over by another kernel,
-# and a block must give each row the place in those groups that the whole chunk does
-# (OpenBLAS's dgemm summed the last 6 rows of a block differently otherwise).
+# Every edge but the last falls on a multiple of BLOCK_ROWS rows from the chunk's start,
+# so that a GEMM's groups of rows (up to 32) fall alike in a block and in the whole chunk
+# (OpenBLAS's dgemm summed the last 6 rows of a block otherwise); OpenBLAS's own cuts of
+# a chunk's rows can still differ, so two threads agree with one to rounding, and with
+# themselves to the bit.
 BLOCK_EDGES = (0, 16, 32, 40, 48, 52, 56, 58, 60, 61, 62, 63, 64)
 BLOCK_ROWS = 32
 
@@ -589,6 +589,39 @@ JOB_STRUCT = ("/* a chunk's work, as another thread takes it */\n"
               % ", ".join(map(str, BLOCK_EDGES)))
 
 
+def _declared(regions):
+    """The pointers that region lines declare."""
+    return [ln.split("=")[0].split()[-1].lstrip("*") for ln in regions if "=" in ln]
+
+
+def _one_step(regions, pointers, body, update, ctype, L):
+    """one_step: step t of inference at batch 1 over the workspace laid out for one step,
+    its states in the two slots a chunk of steps alternates (t & 1 in, the other out), so
+    that they stay there from step to step."""
+    return [
+        "/* Step t of inference at batch 1, a function of its own (inlined into the loop of",
+        "   {p}_run_forward, it ran slower), over packed weights. With weights that stay in L1",
+        "   inference runs a step at a time: the input's product of a step then runs alongside",
+        "   the chain of sums and activations of the one before, where a chunk's hoisted",
+        "   products run apart from the steps (an LSTM at H = 16 and 32: 65 and 117 ns a step",
+        "   against 77 and 129). The states stay in the workspace's two slots from step to",
+        "   step (step t reads slot t & 1 and writes the other): copied in and out of a state",
+        "   row at each step, as {p}_step does, they cost 12 of 71 ns at H = 16. The same sums",
+        "   in the same order as a chunk's, so the same results. */",
+        "RNNC_NOINLINE void one_step(const {r} *params, const {r} *x, {r} *y, {r} *work, int t)",
+        "{",
+        "    const int T = 1, B = 1, keep = 0, CH = 1, cb = t;       /* one step's layout */",
+        "    const int *lengths = NULL;",
+        "    (void)T; (void)keep; (void)CH; (void)cb; (void)lengths;",
+    ] + regions + ["    (void)%s;" % v for v in _declared(regions)] + [
+        "    before_steps_split(1, 1, t, t, 1, 0, 1, NULL, params, x, work, NULL);",
+        "    {r} *restrict y_t = y + (ptrdiff_t)t * B * %d;" % L.O,
+    ] + ["    " + ln.strip() for ln in pointers] + ["    " + ln for blk in (body, update) for ln in blk] + [
+        "}",
+        "",
+    ]
+
+
 def _chunk_function(name, what, regions, code, ctype, L, split, work=0):
     """A chunk's work that reads no state, as a function of the steps t0..t0+tc-1 it does
     (slot 0 of the chunk's buffers holds step c0), and NAME_split, which runs steps
@@ -604,7 +637,7 @@ def _chunk_function(name, what, regions, code, ctype, L, split, work=0):
             "                     const {r} *params, const {r} *x, {r} *work, {r} *dparams)",
             "{ (void)T; (void)B; (void)c0; (void)t0; (void)tc; (void)keep; (void)threads; (void)lengths;"
             " (void)params; (void)x; (void)work; (void)dparams; }"]).replace("{r}", ctype)
-    declared = [ln.split("=")[0].split()[-1].lstrip("*") for ln in regions if "=" in ln]
+    declared = _declared(regions)
     args = ("int T, int B, int c0, int t0, int tc, int keep, int threads, const int *lengths, "
             "const {r} *params, const {r} *x, {r} *work, {r} *dparams")
     lines = ["/* %s */" % what,
@@ -655,7 +688,7 @@ def _after_chunk_blocks(regions, with_static, groups, ctype):
     backward, for the threads to share: first BLOCKS blocks of after_steps (with_static),
     then, once they are all done, the groups of blocks of the chunk's GEMMs
     (linear.chunk_backward_blocks). AFTER_BLOCKS and AFTER_LATER count them."""
-    declared = [ln.split("=")[0].split()[-1].lstrip("*") for ln in regions if "=" in ln]
+    declared = _declared(regions)
     first = "BLOCKS" if with_static else "0"
     counts = [str(n) for n, _ in groups]
     lines = ["#define AFTER_LATER %s" % first,
