@@ -665,8 +665,9 @@ RNNC_INLINE int rnnc_forward_steps(int T, int B, const float *params, const floa
         for (int t = t0; t < t0 + tc; ++t) {
             float *restrict y_t = y + (ptrdiff_t)t * B * 4;
             const float *restrict x_t = x + (ptrdiff_t)t * B * 3; (void)x_t;
-            const float *restrict s_h = hist0 + (ptrdiff_t)(keep ? t : (t & 1)) * B * 4;
-            float *restrict next_h = hist0 + (ptrdiff_t)(keep ? t + 1 : ((t + 1) & 1)) * B * 4;
+            const ptrdiff_t slot = keep ? t : (t & 1), next_slot = keep ? t + 1 : ((t + 1) & 1);
+            const float *restrict s_h = hist0 + slot * B * 4;
+            float *restrict next_h = hist0 + next_slot * B * 4;
             float *restrict L0 = A_L0 + (ptrdiff_t)(keep ? t : t - cb) * B * 8; (void)L0;
             float *restrict L1 = A_L1 + (ptrdiff_t)(keep ? t : t - cb) * B * 4; (void)L1;
             float *restrict L2 = A_L2 + (ptrdiff_t)(keep ? t : 0) * B * 4; (void)L2;

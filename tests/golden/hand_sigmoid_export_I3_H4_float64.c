@@ -731,8 +731,9 @@ RNNC_INLINE int hand_sigmoid_forward_steps(int T, int B, const double *params, c
         for (int t = t0; t < t0 + tc; ++t) {
             double *restrict y_t = y + (ptrdiff_t)t * B * 4;
             const double *restrict x_t = x + (ptrdiff_t)t * B * 3; (void)x_t;
-            const double *restrict s_h = hist0 + (ptrdiff_t)(keep ? t : (t & 1)) * B * 4;
-            double *restrict next_h = hist0 + (ptrdiff_t)(keep ? t + 1 : ((t + 1) & 1)) * B * 4;
+            const ptrdiff_t slot = keep ? t : (t & 1), next_slot = keep ? t + 1 : ((t + 1) & 1);
+            const double *restrict s_h = hist0 + slot * B * 4;
+            double *restrict next_h = hist0 + next_slot * B * 4;
             double *restrict L0 = A_L0 + (ptrdiff_t)(keep ? t : t - cb) * B * 4; (void)L0;
             double *restrict L1 = A_L1 + (ptrdiff_t)(keep ? t : 0) * B * 4; (void)L1;
             /* L0 = bias + x_t W_x^T + s_h W_1^T */
@@ -755,13 +756,14 @@ RNNC_INLINE int hand_sigmoid_forward_steps(int T, int B, const double *params, c
    the chain of sums and activations of the one before, where a chunk's hoisted
    products run apart from the steps (an LSTM at H = 16 and 32: 65 and 117 ns a step
    against 77 and 129). The states stay in the workspace's two slots from step to
-   step (step t reads slot t & 1 and writes the other): copied in and out of a state
-   row at each step, as hand_sigmoid_step does, they cost 12 of 71 ns at H = 16. The same sums
-   in the same order as a chunk's, so the same results. */
-RNNC_NOINLINE void one_step(const double *params, const double *x, double *y, double *work, int t)
+   step (step t reads slot s and writes the other): copied in and out of a state row
+   at each step they cost 12 of 71 ns at H = 16. The same sums in the same order as a
+   chunk's, so the same results. */
+RNNC_NOINLINE void one_step(const double *params, const double *x_t, double *y_t, double *work, int t, int s)
 {
     const int T = 1, B = 1, keep = 0, CH = 1, cb = t;       /* one step's layout */
     const int *lengths = NULL;
+    const ptrdiff_t slot = s, next_slot = 1 - s;
     (void)T; (void)keep; (void)CH; (void)cb; (void)lengths;
     double *pack = work;
     double *hist0 = pack + RNNC_PACK_SIZE;
@@ -771,11 +773,9 @@ RNNC_NOINLINE void one_step(const double *params, const double *x, double *y, do
     (void)hist0;
     (void)A_L0;
     (void)A_L1;
-    before_steps_split(1, 1, t, t, 1, 0, 1, NULL, params, x, work, NULL);
-    double *restrict y_t = y + (ptrdiff_t)t * B * 4;
-    const double *restrict x_t = x + (ptrdiff_t)t * B * 3; (void)x_t;
-    const double *restrict s_h = hist0 + (ptrdiff_t)(keep ? t : (t & 1)) * B * 4;
-    double *restrict next_h = hist0 + (ptrdiff_t)(keep ? t + 1 : ((t + 1) & 1)) * B * 4;
+    before_steps_split(1, 1, 0, 0, 1, 0, 1, NULL, params, x_t, work, NULL);
+    const double *restrict s_h = hist0 + slot * B * 4;
+    double *restrict next_h = hist0 + next_slot * B * 4;
     double *restrict L0 = A_L0 + (ptrdiff_t)(keep ? t : t - cb) * B * 4; (void)L0;
     double *restrict L1 = A_L1 + (ptrdiff_t)(keep ? t : 0) * B * 4; (void)L1;
     /* L0 = bias + x_t W_x^T + s_h W_1^T */
@@ -807,7 +807,8 @@ int hand_sigmoid_run_forward(int T, int B, const double *params, const double *x
         (void)A_L1;
         pack_weights(params, pack);
         rows_to_states(1, state0, hist0);
-        for (int t = 0; t < T; ++t) one_step(params, x, y, work, t);
+        for (int t = 0; t < T; ++t)
+            one_step(params, x + (ptrdiff_t)t * 3, y + (ptrdiff_t)t * 4, work, t, t & 1);
         states_to_rows(1, hist0 + (ptrdiff_t)(keep ? T : (T & 1)) * B * 4, state_T);
         return 0;
     }

@@ -404,11 +404,13 @@ def _step_index(a, keep_expr="keep", chunk="t0"):
 def _forward(g, L, printer, ctype, p, threads=False, step_loop=False):
     ind = " " * 8
     regions, _ = _forward_regions(L, ctype, keep=None)
-    pointers = ["%sconst %s *restrict x_t = x + (ptrdiff_t)t * B * %d; (void)x_t;" % (ind, ctype, L.I)]
+    x_line = "%sconst %s *restrict x_t = x + (ptrdiff_t)t * B * %d; (void)x_t;" % (ind, ctype, L.I)
+    # a state's slots: on the tape, t and t + 1; else the two slots a chunk alternates
+    pointers = [x_line, ind + "const ptrdiff_t slot = keep ? t : (t & 1), next_slot = keep ? t + 1 : ((t + 1) & 1);"]
     for k, (_, size, _, _, _) in enumerate(L.states):
-        pointers.append("%sconst %s *restrict %s = hist%d + (ptrdiff_t)(keep ? t : (t & 1)) * B * %d;"
+        pointers.append("%sconst %s *restrict %s = hist%d + slot * B * %d;"
                         % (ind, ctype, L.prev[k], k, size))
-        pointers.append("%s%s *restrict %s = hist%d + (ptrdiff_t)(keep ? t + 1 : ((t + 1) & 1)) * B * %d;"
+        pointers.append("%s%s *restrict %s = hist%d + next_slot * B * %d;"
                         % (ind, ctype, L.next[k], k, size))
     named = {}
     for a in L.arrays:
@@ -498,7 +500,7 @@ def _forward(g, L, printer, ctype, p, threads=False, step_loop=False):
         "    return 0;",
         "}",
         "",
-    ] + (_one_step(regions, pointers, body, update, ctype, L) if step_loop else []) + [
+    ] + (_one_step(regions, pointers[2:], body, update, ctype, L) if step_loop else []) + [
         "int {p}_run_forward(int T, int B, const {r} *params, const {r} *x, const int *lengths,",
         "                    const {r} *state0, {r} *y, {r} *state_T, {r} *work, int keep, int threads)",
         "{",
@@ -513,7 +515,9 @@ def _forward(g, L, printer, ctype, p, threads=False, step_loop=False):
     ] + ["        (void)%s;" % v for v in _declared(regions)] + [
         "        pack_weights(params, pack);",
         "        rows_to_states(1, state0, %s);" % hist_args,
-        "        for (int t = 0; t < T; ++t) one_step(params, x, y, work, t);",
+        "        for (int t = 0; t < T; ++t)",
+        "            one_step(params, x + (ptrdiff_t)t * %d, y + (ptrdiff_t)t * %d, work, t, t & 1);"
+        % (L.I, L.O),
         "        states_to_rows(1, %s, state_T);" % last,
         "        return 0;",
         "    }",
@@ -539,6 +543,7 @@ def _forward(g, L, printer, ctype, p, threads=False, step_loop=False):
         "{",
         "    if (!params || !x_t || !y_t || !state_out || !work) return 2;",
         "    return {p}_forward_steps(1, 1, params, x_t, NULL, state_in, y_t, state_out, work, 0, 1, 1);",
+    ] + [
         "}",
         "",
         "int {p}_forward(int T, int B, const {r} *params, const {r} *x, const int *lengths,",
@@ -596,8 +601,9 @@ def _declared(regions):
 
 def _one_step(regions, pointers, body, update, ctype, L):
     """one_step: step t of inference at batch 1 over the workspace laid out for one step,
-    its states in the two slots a chunk of steps alternates (t & 1 in, the other out), so
-    that they stay there from step to step."""
+    its states in the two slots a chunk of steps alternates (slot s in, the other out),
+    so that they stay there from step to step; `pointers` are the step's own, past x_t
+    and the slots."""
     return [
         "/* Step t of inference at batch 1, a function of its own (inlined into the loop of",
         "   {p}_run_forward, it ran slower), over packed weights. With weights that stay in L1",
@@ -605,17 +611,17 @@ def _one_step(regions, pointers, body, update, ctype, L):
         "   the chain of sums and activations of the one before, where a chunk's hoisted",
         "   products run apart from the steps (an LSTM at H = 16 and 32: 65 and 117 ns a step",
         "   against 77 and 129). The states stay in the workspace's two slots from step to",
-        "   step (step t reads slot t & 1 and writes the other): copied in and out of a state",
-        "   row at each step, as {p}_step does, they cost 12 of 71 ns at H = 16. The same sums",
-        "   in the same order as a chunk's, so the same results. */",
-        "RNNC_NOINLINE void one_step(const {r} *params, const {r} *x, {r} *y, {r} *work, int t)",
+        "   step (step t reads slot s and writes the other): copied in and out of a state row",
+        "   at each step they cost 12 of 71 ns at H = 16. The same sums in the same order as a",
+        "   chunk's, so the same results. */",
+        "RNNC_NOINLINE void one_step(const {r} *params, const {r} *x_t, {r} *y_t, {r} *work, int t, int s)",
         "{",
         "    const int T = 1, B = 1, keep = 0, CH = 1, cb = t;       /* one step's layout */",
         "    const int *lengths = NULL;",
+        "    const ptrdiff_t slot = s, next_slot = 1 - s;",
         "    (void)T; (void)keep; (void)CH; (void)cb; (void)lengths;",
     ] + regions + ["    (void)%s;" % v for v in _declared(regions)] + [
-        "    before_steps_split(1, 1, t, t, 1, 0, 1, NULL, params, x, work, NULL);",
-        "    {r} *restrict y_t = y + (ptrdiff_t)t * B * %d;" % L.O,
+        "    before_steps_split(1, 1, 0, 0, 1, 0, 1, NULL, params, x_t, work, NULL);",
     ] + ["    " + ln.strip() for ln in pointers] + ["    " + ln for blk in (body, update) for ln in blk] + [
         "}",
         "",
