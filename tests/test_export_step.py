@@ -138,3 +138,38 @@ def test_the_header_documents_the_streaming_entry_points(streams):
                  "int s_lstm_pack(const", "int s_lstm_step(const"):
         assert decl in header
     assert "real-time safe" in header
+
+
+@pytest.mark.parametrize("name", sorted(CELLS))
+def test_a_step_reads_the_state_row_it_is_given(streams, name):
+    """NAME_step may read a state from the workspace's slot that the last step wrote when
+    the row passed in holds its bits; any other row (the state before the last step, which
+    the other slot holds, a changed one, zeros) gives what a fresh workspace gives."""
+    table, dtype = streams
+    s, exp = table[name]
+    cell, sizes = CELLS[name]
+    kern = rc.compile(cell, I, H, dtype, sizes=sizes)
+    flat = np.ascontiguousarray(exp.flat_params(kern.init_params(seed=4)), dtype)
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((6, s.I)).astype(dtype)
+
+    def step(work, x_t, state):
+        y, out = np.zeros(s.O, dtype), np.zeros(s.S, dtype)
+        assert s.fn["step"](s.p(flat), s.p(x_t), s.p(state), s.p(y), s.p(out), s.p(work)) == 0
+        return y, out
+
+    def packed():
+        work = np.full(s.fn["step_workspace_size"](), np.nan, dtype)
+        assert s.fn["pack"](s.p(flat), s.p(work)) == 0
+        return work
+
+    work, rows = packed(), [(0.5 * rng.standard_normal(s.S)).astype(dtype)]
+    for t in range(4):
+        rows.append(step(work, x[t], rows[-1])[1])
+    for given in (rows[-2], rows[-1], rows[0], rows[-1] + 0.25, -rows[-1], None):
+        got = step(work, x[4], given)
+        want = step(packed(), x[4], given)
+        np.testing.assert_array_equal(got[0], want[0])
+        np.testing.assert_array_equal(got[1], want[1])
+        if given is not None:
+            rows.append(got[1])

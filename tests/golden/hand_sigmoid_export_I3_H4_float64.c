@@ -788,6 +788,19 @@ RNNC_NOINLINE void one_step(const double *params, const double *x_t, double *y_t
         y_t[b * 4 + j] = VALID(b) ? next_h[b * 4 + j] : 0;
 }
 
+/* whether the n reals at a and b hold the same bits (no early exit: vectorised) */
+RNNC_INLINE int same_bits(const double *a, const double *b, int n)
+{
+    int same = 1;
+    for (int j = 0; j < n; ++j) {
+        RNNC_INT u, v;
+        memcpy(&u, a + j, sizeof u);
+        memcpy(&v, b + j, sizeof v);
+        same &= u == v;
+    }
+    return same;
+}
+
 int hand_sigmoid_run_forward(int T, int B, const double *params, const double *x, const int *lengths,
                     const double *state0, double *y, double *state_T, double *work, int keep, int threads)
 {
@@ -823,6 +836,7 @@ int hand_sigmoid_pack(const double *params, double *work)
 {
     if (!params || !work) return 2;
     pack_weights(params, work);
+    memset(work + RNNC_PACK_SIZE, 0, sizeof(double) * 8);   /* the state slots */
     return 0;
 }
 
@@ -832,7 +846,30 @@ int hand_sigmoid_step(const double *params, const double *x_t, const double *sta
              double *state_out, double *work)
 {
     if (!params || !x_t || !y_t || !state_out || !work) return 2;
-    return hand_sigmoid_forward_steps(1, 1, params, x_t, NULL, state_in, y_t, state_out, work, 0, 1, 1);
+    const int T = 1, B = 1, keep = 0, CH = 1;  /* one step's layout */
+    (void)T; (void)B; (void)keep; (void)CH;
+    double *pack = work;
+    double *hist0 = pack + RNNC_PACK_SIZE;
+    double *A_L0 = hist0 + (ptrdiff_t)(keep ? ((ptrdiff_t)T + 1) : 2) * B * 4;
+    double *A_L1 = A_L0 + (ptrdiff_t)(keep ? T : CH) * B * 4;
+    (void)pack;
+    (void)hist0;
+    (void)A_L0;
+    (void)A_L1;
+    /* the state row the last step wrote to slot 1: read there, write slot 0. Which
+       slot is a branch the processor predicts (a stream alternates), where a copy
+       into a slot puts a store and a load on the chain from step to step (LSTM at
+       H = 16: 60 against 70 ns a step) */
+    if (state_in && same_bits(state_in + RNNC_S_h, hist0 + 4, 4)) {
+        one_step(params, x_t, y_t, work, 0, 1);
+        memcpy(state_out + RNNC_S_h, hist0 + 0, sizeof(double) * 4);
+        return 0;
+    }
+    if (!state_in) { memset(hist0, 0, sizeof(double) * 4); }
+    else if (!(same_bits(state_in + RNNC_S_h, hist0 + 0, 4))) { memcpy(hist0 + 0, state_in + RNNC_S_h, sizeof(double) * 4); }
+    one_step(params, x_t, y_t, work, 0, 0);
+    memcpy(state_out + RNNC_S_h, hist0 + 4, sizeof(double) * 4);
+    return 0;
 }
 
 int hand_sigmoid_forward(int T, int B, const double *params, const double *x, const int *lengths,
