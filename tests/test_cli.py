@@ -213,6 +213,7 @@ def test_a_torch_peer_only_for_cells_that_compute_what_torch_computes():
         assert torch_peer(cell, sizes) is None, cell.name
 
 
+@pytest.mark.slow
 def test_bench_without_a_peer_times_rnncompiler_alone(capsys):
     assert main(["bench", CELLS + ":elman", "--hidden", "4", "--steps", "3", "--batch", "2",
                  "--repeats", "1", "--dtype", "float64"]) == 0

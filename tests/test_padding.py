@@ -155,7 +155,7 @@ def test_check_finite_looks_only_at_the_valid_steps():
 
 # ---------------------------------------------------------------- exported C
 
-@pytest.mark.parametrize("blas", [False, "cblas"])
+@pytest.mark.parametrize("blas", [False, pytest.param("cblas", marks=pytest.mark.slow)])
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_exported_c_ignores_the_padding(dtype, blas, tmp_path):
     flags, extra = STRICT, []

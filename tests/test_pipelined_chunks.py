@@ -111,9 +111,16 @@ def _assert_runs_agree(a, b, rtol):
             np.testing.assert_array_equal(u, v, err_msg=name)
 
 
-@pytest.mark.parametrize("cell", [rc.cells.min_gru, rc.cells.min_lstm, two_input_decay,
-                                  scaled_decay], ids=lambda c: c.name)
-@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def _fast_or_slow(cases, fast):
+    """pytest params of `cases`, those not in `fast` marked slow (make test runs them)."""
+    return [pytest.param(*c, marks=() if c in fast else pytest.mark.slow,
+                         id="-".join(getattr(v, "name", str(v)) for v in c)) for c in cases]
+
+
+@pytest.mark.parametrize("cell, dtype", _fast_or_slow(
+    [(c, d) for c in (rc.cells.min_gru, rc.cells.min_lstm, two_input_decay, scaled_decay)
+     for d in ("float32", "float64")],
+    fast=[(rc.cells.min_gru, "float64"), (two_input_decay, "float32")]))
 def test_two_threads_agree_with_one_and_with_themselves(cell, dtype):
     """Two runs on two threads give the same bits (the blocks' edges are fixed; which
     thread runs a block changes nothing), and one thread's results but for the order of
@@ -129,8 +136,8 @@ def test_two_threads_agree_with_one_and_with_themselves(cell, dtype):
         np.testing.assert_array_equal(two[2][0], two[0].outputs)      # infer = forward
 
 
-@pytest.mark.parametrize("cell", [rc.cells.min_gru, two_input_decay, scaled_decay],
-                         ids=lambda c: c.name)
+@pytest.mark.parametrize("cell", _fast_or_slow(
+    [(rc.cells.min_gru,), (two_input_decay,), (scaled_decay,)], fast=[(two_input_decay,)]))
 def test_two_threads_match_the_reference_and_central_differences(cell):
     """float64 on two threads, pipelined: outputs and every gradient against the numpy
     reference evaluator, and the gradient along a random direction of the parameters

@@ -192,6 +192,7 @@ def test_every_variant_and_hoisted_path_is_correct(monkeypatch, variant, path):
     assert np.array_equal(got, again)
 
 
+@pytest.mark.slow
 def test_the_timing_program_builds_and_times():
     """The driver the tuning run builds: every path of every real type times a product."""
     first = tuning.variants()[0].name
