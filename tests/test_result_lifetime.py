@@ -123,6 +123,7 @@ def test_a_copy_of_a_batch_split_result_keeps_every_slice(threads):
     assert_same_grads(kern.backward(held, dy), want)
 
 
+@pytest.mark.slow      # 20 full collections of a large process: ~5 s
 def test_threads_sharing_a_kernel_never_write_over_a_held_copy(kern):
     n_threads, rounds = 4, 5
     cases = [data(kern, 10 + k) for k in range(n_threads)]
