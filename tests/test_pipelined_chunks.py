@@ -12,7 +12,7 @@ from rnncompiler.compiler.codegen import BLOCK_EDGES, render_c
 from rnncompiler.compiler.dsl import bind_sizes
 from rnncompiler.compiler.graph import build_graph, fuse_elementwise
 
-from test_hoisting import gated_decay
+from test_hoisting import _data, gated_decay
 
 
 @rc.cell(states=("h",))
@@ -71,14 +71,6 @@ def test_the_blocks_cover_a_chunk_once_large_first():
     for n in (1, 5, 63, 64, 65, 404, 2048, 4096 * 3 + 1):
         cuts = n * edges // 64                            # block_edge in the C
         assert cuts[0] == 0 and cuts[-1] == n and np.all(np.diff(cuts) >= 0)
-
-
-def _data(kern, T, B, seed=0):
-    rng = np.random.default_rng(seed)
-    p = kern.init_params(seed=seed)
-    x = rng.standard_normal((T, B, kern.input_size))
-    dy = rng.standard_normal((T, B, kern.output_size))
-    return p, x, dy
 
 
 def _run(kern, p, x, dy, threads):
