@@ -221,7 +221,7 @@ def chunk_backward_blocks(g, L, ctype, dx_beta=1):
     block i)]. Weight gradients by panels of their rows (each element summed over the
     chunk's rows as one call sums it), each bias on its own, dx by blocks of rows (every
     part's product in order, on one thread): no two blocks write the same memory."""
-    nr = 2 * NR_MAX[ctype]
+    nr = 2 * NR_MAX[ctype]       # rows of a weight gradient's block: two widest panels
     groups, dx_parts = [], []
     for b in L.bundles:
         d = "dch_" + b.name
@@ -238,7 +238,7 @@ def chunk_backward_blocks(g, L, ctype, dx_beta=1):
                             % (typed("gemm_tn", ctype), p.width, d, b.width, src, stride, dw,
                                p.width))
                 groups.append((-(-b.width // nr), [
-                    comment("d%s: rows %d i.. of dW += d%s^T v" % (b.name, nr, b.name)),
+                    comment("d%s: rows %d*i.. of dW += d%s^T v" % (b.name, nr, b.name)),
                     _chunk_adjoint(L, b, ctype),
                     "const int r0 = i * %d, m = %d - r0 < %d ? %d - r0 : %d;"
                     % (nr, b.width, nr, b.width, nr),
