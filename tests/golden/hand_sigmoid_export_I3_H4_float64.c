@@ -791,14 +791,14 @@ RNNC_NOINLINE void one_step(const double *params, const double *x_t, double *y_t
 /* whether the n reals at a and b hold the same bits (no early exit: vectorised) */
 RNNC_INLINE int same_bits(const double *a, const double *b, int n)
 {
-    int same = 1;
+    RNNC_INT diff = 0;
     for (int j = 0; j < n; ++j) {
         RNNC_INT u, v;
         memcpy(&u, a + j, sizeof u);
         memcpy(&v, b + j, sizeof v);
-        same &= u == v;
+        diff |= u ^ v;
     }
-    return same;
+    return diff == 0;
 }
 
 int hand_sigmoid_run_forward(int T, int B, const double *params, const double *x, const int *lengths,

@@ -650,14 +650,14 @@ def _slot_step(regions, L, ctype):
 SAME_BITS = """/* whether the n reals at a and b hold the same bits (no early exit: vectorised) */
 RNNC_INLINE int same_bits(const {r} *a, const {r} *b, int n)
 {
-    int same = 1;
+    RNNC_INT diff = 0;
     for (int j = 0; j < n; ++j) {
         RNNC_INT u, v;
         memcpy(&u, a + j, sizeof u);
         memcpy(&v, b + j, sizeof v);
-        same &= u == v;
+        diff |= u ^ v;
     }
-    return same;
+    return diff == 0;
 }
 """
 
