@@ -232,8 +232,7 @@ class Kernel:
         """forward on time-major arrays (x is put in time order first)."""
         args, n_work, used = self._prepare(params, x, state0, lengths, keep=True,
                                            batch_first=batch_first, context=context,
-                                           masks=masks, seed=seed, training=training,
-                                           copy_x=False)
+                                           masks=masks, seed=seed, training=training)
         T, B = args[0], args[1]
         spans = None if self._segmented(T) else self._spans(B)
         # the tape keeps its own x: the columns built one, else it is copied (after the
@@ -449,11 +448,11 @@ class Kernel:
             raise TypeError("%s: expected real numbers convertible to %s, got dtype %s"
                             % (name, self.dtype.name, dtype))
 
-    def _shaped(self, name, value, shape, copy=False):
+    def _shaped(self, name, value, shape):
         arr = self._array(name, value)
         if arr.shape != tuple(shape):
             raise ValueError("%s: expected shape %s, got %s" % (name, tuple(shape), arr.shape))
-        return np.array(arr, dtype=self.dtype, order="C", copy=True if copy else None)
+        return np.array(arr, dtype=self.dtype, order="C", copy=None)
 
     def _time_major(self, name, value, shape, batch_first):
         """A (T, B, ...) C-ordered array of the kernel's dtype from `value`, which has
@@ -468,10 +467,9 @@ class Kernel:
         return np.ascontiguousarray(arr.swapaxes(0, 1), dtype=self.dtype)
 
     def _prepare(self, params, x, state0, lengths, keep, batch_first=False, context=None,
-                 masks=None, seed=None, training=True, copy_x=None):
-        """(T, B, flat params, x, lengths, state rows) checked, converted and owned (x is
-        copied when the tape keeps it, unless copy_x=False: the caller copies it), the
-        workspace size, and the masks used (or None).
+                 masks=None, seed=None, training=True):
+        """(T, B, flat params, x, lengths, state rows) checked and converted (forward makes
+        the copy of x its tape keeps), the workspace size, and the masks used (or None).
         With batch_first, x comes as (B, T, I) and is put in time order. For a cell with
         context inputs or masks, x becomes the C's whole input row."""
         if isinstance(x, dict):
@@ -487,7 +485,7 @@ class Kernel:
             raise ValueError("x: T and B must be below 2**31, got %s" % (x.shape,))
         n_work = self._workspace_size(keep, T, B)
         cols = self.columns
-        x = self._shaped("x", x, x.shape, copy=(keep if copy_x is None else copy_x) and cols.plain)
+        x = self._shaped("x", x, x.shape)
         flat = self._flat_params(params)
         rows = self._state_rows("state0", state0, B) if state0 is not None else None
         x, used = cols.rows(x, B, context, masks, seed, training, self.dtype)

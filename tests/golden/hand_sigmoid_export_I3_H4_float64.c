@@ -761,10 +761,8 @@ RNNC_INLINE int hand_sigmoid_forward_steps(int T, int B, const double *params, c
    chunk's, so the same results. */
 RNNC_NOINLINE void one_step(const double *params, const double *x_t, double *y_t, double *work, int t, int s)
 {
-    const int T = 1, B = 1, keep = 0, CH = 1, cb = t;       /* one step's layout */
-    const int *lengths = NULL;
-    const ptrdiff_t slot = s, next_slot = 1 - s;
-    (void)T; (void)keep; (void)CH; (void)cb; (void)lengths;
+    const int T = 1, B = 1, keep = 0, CH = 1;  /* one step's layout */
+    (void)T; (void)B; (void)keep; (void)CH;
     double *pack = work;
     double *hist0 = pack + RNNC_PACK_SIZE;
     double *A_L0 = hist0 + (ptrdiff_t)(keep ? ((ptrdiff_t)T + 1) : 2) * B * 4;
@@ -773,6 +771,9 @@ RNNC_NOINLINE void one_step(const double *params, const double *x_t, double *y_t
     (void)hist0;
     (void)A_L0;
     (void)A_L1;
+    const int cb = t, *lengths = NULL;
+    const ptrdiff_t slot = s, next_slot = 1 - s;
+    (void)cb; (void)lengths;
     before_steps_split(1, 1, 0, 0, 1, 0, 1, NULL, params, x_t, work, NULL);
     const double *restrict s_h = hist0 + slot * B * 4;
     double *restrict next_h = hist0 + next_slot * B * 4;

@@ -472,8 +472,7 @@ def _forward(g, L, printer, ctype, p, threads=False, step_loop=False, slot_step=
         "    if (!packed) pack_weights(params, pack);",
     ] + [
         "    rows_to_states(B, state0, %s);" % hist_args,
-    ] + (pipe_flag(work) if L.pipelined else []) + [
-    ] + ([
+    ] + (pipe_flag(work) if L.pipelined else []) + ([
         "    for (int t0 = 0, k = 0; t0 < T; t0 += CS, ++k) {",
         "        /* cb: the step in slot 0 of this chunk's buffers (of the two that alternate",
         "           when pipelined) */",
@@ -550,7 +549,6 @@ def _forward(g, L, printer, ctype, p, threads=False, step_loop=False, slot_step=
     ] + (_slot_step(regions, L, ctype) if slot_step else [
         "    return {p}_forward_steps(1, 1, params, x_t, NULL, state_in, y_t, state_out, work, 0, 1, 1);",
     ]) + [
-    ] + [
         "}",
         "",
         "int {p}_forward(int T, int B, const {r} *params, const {r} *x, const int *lengths,",
@@ -626,10 +624,7 @@ def _slot_step(regions, L, ctype):
             for k, st in enumerate(L.states))
     zeros = " ".join("memset(hist%d, 0, sizeof({r}) * %d);" % (k, st[1])
                      for k, st in enumerate(L.states))
-    return [
-        "    const int T = 1, B = 1, keep = 0, CH = 1;  /* one step's layout */",
-        "    (void)T; (void)B; (void)keep; (void)CH;",
-    ] + regions + ["    (void)%s;" % v for v in _declared(regions)] + [
+    return _step_layout(regions) + [
         "    /* the state row the last step wrote to slot 1: read there, write slot 0. Which",
         "       slot is a branch the processor predicts (a stream alternates), where a copy",
         "       into a slot puts a store and a load on the chain from step to step (LSTM at",
@@ -662,6 +657,14 @@ RNNC_INLINE int same_bits(const {r} *a, const {r} *b, int n)
 """
 
 
+def _step_layout(regions):
+    """C declaring the workspace laid out for one step (T = B = 1, no tape, a chunk of one
+    step), and its regions."""
+    return ["    const int T = 1, B = 1, keep = 0, CH = 1;  /* one step's layout */",
+            "    (void)T; (void)B; (void)keep; (void)CH;"] + regions + [
+        "    (void)%s;" % v for v in _declared(regions)]
+
+
 def _declared(regions):
     """The pointers that region lines declare."""
     return [ln.split("=")[0].split()[-1].lstrip("*") for ln in regions if "=" in ln]
@@ -684,11 +687,10 @@ def _one_step(regions, pointers, body, update, ctype, L):
         "   chunk's, so the same results. */",
         "RNNC_NOINLINE void one_step(const {r} *params, const {r} *x_t, {r} *y_t, {r} *work, int t, int s)",
         "{",
-        "    const int T = 1, B = 1, keep = 0, CH = 1, cb = t;       /* one step's layout */",
-        "    const int *lengths = NULL;",
+    ] + _step_layout(regions) + [
+        "    const int cb = t, *lengths = NULL;",
         "    const ptrdiff_t slot = s, next_slot = 1 - s;",
-        "    (void)T; (void)keep; (void)CH; (void)cb; (void)lengths;",
-    ] + regions + ["    (void)%s;" % v for v in _declared(regions)] + [
+        "    (void)cb; (void)lengths;",
         "    before_steps_split(1, 1, 0, 0, 1, 0, 1, NULL, params, x_t, work, NULL);",
     ] + ["    " + ln.strip() for ln in pointers] + ["    " + ln for blk in (body, update) for ln in blk] + [
         "}",
@@ -1108,7 +1110,7 @@ def _backward(g, bwd, L, printer, ctype, p, threads=False):
         "        (void)tc;",
         "    }",
     ] + (["    if (pending) %s(&blocks, started);" % blocks[1]] if pipelined else []) + [
-    ] + ["    " + ln for ln in scatter] + [
+        "    " + ln for ln in scatter] + [
         "    if (dstate0) states_to_rows(B, %s, dstate0);" % dcarry_args,
         "    return 0;",
         "}",
