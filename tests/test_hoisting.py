@@ -137,24 +137,19 @@ def _run_on(kern, p, x, dy, threads):
         rc.set_num_threads(1)
 
 
-@pytest.mark.slow
-def test_the_helper_thread_serves_one_caller_at_a_time():
-    """Two threads calling a two-thread kernel at once: one gets the runtime's helper
-    thread, the other runs the halves itself; both give the bits of a run alone."""
+def on_two_callers(call, rounds=3):
+    """call() `rounds` times on each of two threads of the caller, at once, the kernels on
+    two threads: the results, in any order (an exception fails the test)."""
     import threading
-    kern = rc.compile(gated_decay, 32, 32, "float64")
-    p, x, dy = _data(kern, 2500, 1, seed=5)
-    alone_y, alone_g = _run_on(kern, p, x, dy, 2)
-    rc.set_num_threads(2)
     results, errors = [], []
 
     def run():
         try:
-            for _ in range(3):
-                res = kern.forward(p, x)
-                results.append((res.outputs, kern.backward(res, dy)))
+            for _ in range(rounds):
+                results.append(call())
         except Exception as exc:        # noqa: BLE001 (reported below)
             errors.append(exc)
+    rc.set_num_threads(2)
     try:
         workers = [threading.Thread(target=run) for _ in range(2)]
         for w in workers:
@@ -163,8 +158,22 @@ def test_the_helper_thread_serves_one_caller_at_a_time():
             w.join(120)
     finally:
         rc.set_num_threads(1)
-    assert not errors and len(results) == 6
-    for y, g in results:
+    assert not errors and len(results) == 2 * rounds
+    return results
+
+
+@pytest.mark.slow
+def test_the_helper_thread_serves_one_caller_at_a_time():
+    """Two threads calling a two-thread kernel at once: one gets the runtime's helper
+    thread, the other runs the halves itself; both give the bits of a run alone."""
+    kern = rc.compile(gated_decay, 32, 32, "float64")
+    p, x, dy = _data(kern, 2500, 1, seed=5)
+    alone_y, alone_g = _run_on(kern, p, x, dy, 2)
+
+    def call():
+        res = kern.forward(p, x)
+        return res.outputs, kern.backward(res, dy)
+    for y, g in on_two_callers(call):
         np.testing.assert_array_equal(y, alone_y)
         np.testing.assert_array_equal(g.x, alone_g.x)
         for name in g.params:

@@ -12,7 +12,7 @@ from rnncompiler.compiler.codegen import BLOCK_EDGES, render_c
 from rnncompiler.compiler.dsl import bind_sizes
 from rnncompiler.compiler.graph import build_graph, fuse_elementwise
 
-from test_hoisting import _data, gated_decay
+from test_hoisting import _data, gated_decay, on_two_callers
 
 
 @rc.cell(states=("h",))
@@ -166,29 +166,13 @@ def test_two_threads_match_the_reference_and_central_differences(cell):
 def test_two_callers_of_a_pipelined_kernel_get_a_lone_run_s_bits():
     """Two threads of the caller run a pipelined kernel on two threads at once: one gets
     the runtime's helper, the other takes every block itself; each gives a lone run's bits."""
-    import threading
     kern = rc.compile(rc.cells.min_gru, 64, 64, "float64")
     T, B = SHAPES[1]
     p, x, dy = _data(kern, T, B, seed=7)
     alone = _run(kern, p, x, dy, 2)
-    results, errors = [], []
 
-    def run():
-        try:
-            for _ in range(3):
-                res = kern.forward(p, x)
-                results.append((res, kern.backward(res, dy), kern.infer(p, x)))
-        except Exception as exc:        # noqa: BLE001 (reported below)
-            errors.append(exc)
-    rc.set_num_threads(2)
-    try:
-        workers = [threading.Thread(target=run) for _ in range(2)]
-        for w in workers:
-            w.start()
-        for w in workers:
-            w.join(120)
-    finally:
-        rc.set_num_threads(1)
-    assert not errors and len(results) == 6
-    for got in results:
+    def call():
+        res = kern.forward(p, x)
+        return res, kern.backward(res, dy), kern.infer(p, x)
+    for got in on_two_callers(call):
         _assert_runs_agree(got, alone, 0)
