@@ -109,16 +109,19 @@ def cache_key(cell, sizes, dtype, opt_level, blas, tuning=DEFAULT_TUNING):
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()
 
 
-def lower(cell, sizes, dtype, blas, prefix="rnnc", tuning=DEFAULT_TUNING):
+def lower(cell, sizes, dtype, blas, prefix="rnnc", tuning=DEFAULT_TUNING, batch1=False):
     """Cell -> (fused step graph, backward step, C source): the whole symbolic part;
-    tuning: what this core's products call (compile passes the measured one)."""
+    tuning: what this core's products call (compile passes the measured one); batch1: a
+    unit of its own for inference at batch 1 where the weights stay in L1."""
     from .autodiff import differentiate
-    from .codegen import render_c
+    from .codegen import render_c, with_batch1_unit
     from .graph import build_graph, format_graph, fuse_elementwise
     g = fuse_elementwise(build_graph(cell.spec, sizes))
     bwd = differentiate(g)
     csrc = render_c(g, bwd, dtype, prefix=prefix, blas=blas, fast_math=True, microkernel=True,
                     runtime=bool(blas), tuning=tuning)
+    if batch1:
+        csrc = with_batch1_unit(csrc, g, bwd)
     if options.debug_level() >= 1:
         print(format_graph(g), file=sys.stderr)
         print("backward: %s\ntape (per step): %s" % (", ".join(type(op).__name__ + "(" + op.node + ")"
@@ -135,7 +138,7 @@ def _meta(cell, g, bwd, sizes, dtype, csrc):
     from .recurrence import classify, to_meta
     columns = bind_columns(cell.spec, sizes)
     return {"name": cell.name, "dtype": dtype, "prefix": csrc.prefix, "cdef": csrc.cdef,
-            "runtime": csrc.runtime,
+            "runtime": csrc.runtime, "batch1": csrc.batch1,
             # the products call a tuned variant: the kernel links every variant's object
             "tuned": csrc.layout.variant is not None,
             "input_size": columns.step_width, "hidden_size": sizes["H"], "sizes": sizes,
@@ -222,7 +225,9 @@ def compile(cell, input_size, hidden_size, dtype="float32", *, sizes=None, opt_l
     generated = []
 
     def generate():
-        g, bwd, csrc = lower(cell, bound, dtype, blas, tuning=tuned)
+        # a batch-1 unit where speed is asked for (-O2, -O3; as the tuning): at -O0/-O1
+        # inference at batch 1 runs the kernel's own loop
+        g, bwd, csrc = lower(cell, bound, dtype, blas, tuning=tuned, batch1=opt_level >= 2)
         generated.append(True)
         return csrc, _meta(cell, g, bwd, bound, dtype, csrc)
 

@@ -50,6 +50,15 @@ def kernel_steps(kern, params, x, state0, lengths):
     return outputs, after
 
 
+def batch1_steps(kern, params, x, state0):
+    """kernel_steps of inference at batch 1 (x is (T, 1, I)), through kern.infer."""
+    outputs, states = kern.infer(params, x, state0)
+    after = [{s: np.asarray(v, np.float64) for s, v in kern.infer(params, x[:t + 1], state0)[1].items()}
+             for t in range(x.shape[0] - 1)]
+    return np.asarray(outputs, np.float64), after + [
+        {s: np.asarray(v, np.float64) for s, v in states.items()}]
+
+
 def reference_steps(g, params, x, state0, lengths, fns=None):
     """The same from the numpy evaluator of the unfused step graph `g` (`fns`: its nodes'
     numpy functions, made once and shared between runs)."""
@@ -96,6 +105,13 @@ def first_problem(kern, g, equations):
                         rtol, atol, "the numpy reference evaluator")
     if not fwd.ok:
         return _forward_problem(fwd, g, equations)
+    if kern._batch1:          # inference at batch 1 runs a unit of its own: row 0 alone
+        params, x, state0 = data[0], data[1][:, :1], {s: v[:1] for s, v in data[2].items()}
+        one = compare_steps(batch1_steps(kern, params, x, state0),
+                            reference_steps(g, params, x, state0, None, fns),
+                            rtol, atol, "the numpy reference evaluator")
+        if not one.ok:
+            return _forward_problem(one, g, equations, "its inference at batch 1")
     if _hand_written_derivatives(g):
         return None        # the user's derivatives may differ: rc.gradcheck names them
     return _backward_problem(kern, g, data, rtol, atol, equations, fns)
@@ -118,14 +134,14 @@ def _draw(kern):
     return params, x, state0, np.array(LENGTHS, np.intc), rng
 
 
-def _forward_problem(fwd, g, equations):
+def _forward_problem(fwd, g, equations, run="its forward pass"):
     name = fwd.what[len("state "):].strip("'") if fwd.what.startswith("state ") else \
         _output_name(g)
     where = ("the outputs at step %d" if fwd.what == "outputs" else fwd.what + " after step %d") \
         % fwd.step
-    return ("its forward pass differs from the reference evaluator first at %s (batch row %d, "
+    return ("%s differs from the reference evaluator first at %s (batch row %d, "
             "unit %d): the kernel computed %.9g, the reference %.9g; %s"
-            % (where, fwd.row, fwd.unit, fwd.kernel_value, fwd.reference_value,
+            % (run, where, fwd.row, fwd.unit, fwd.kernel_value, fwd.reference_value,
                _equations_of(equations["forward"], name + "[t]")))
 
 

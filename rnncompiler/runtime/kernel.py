@@ -115,6 +115,11 @@ class Kernel:
         self._fn = {n: getattr(self._lib, "%s_%s" % (p, n)) for n in
                     ("run_forward", "run_backward", "workspace_size", "infer_workspace_size",
                      "step", "pack", "step_workspace_size")}
+        # inference at batch 1 in a unit of its own (codegen.with_batch1_unit), if built
+        self._batch1 = bool(meta.get("batch1"))
+        if self._batch1:
+            self._fn.update({"b1_" + n: getattr(self._lib, "%s_b1_%s" % (p, n)) for n in
+                             ("infer", "infer_workspace_size", "step", "pack", "step_workspace_size")})
         if hasattr(self._lib, p + "_set_blas_threads"):
             getattr(self._lib, p + "_set_blas_threads")(1)
         self.name = meta["name"]
@@ -294,6 +299,8 @@ class Kernel:
         args, n_work, _ = self._prepare(params, x, state0, lengths, keep=False,
                                         batch_first=batch_first, context=context,
                                         training=False)
+        if self._batch1 and args[1] == 1:
+            return self._infer_batch1(args)
         spans = self._spans(args[1])
         if spans:
             y, rows, parts = parallel.forward(self, args, spans, keep=False)
@@ -304,6 +311,24 @@ class Kernel:
         try:
             y, rows = self._run_rows(0, args, work)
             return y, self._split_states(rows)
+        finally:
+            self._pool.give(work)
+
+    def _infer_batch1(self, args):
+        """infer at batch 1 through the batch-1 unit: a step at a time over the portable
+        microkernel (its sums in another order than the kernel's own: results within
+        rounding of forward's, not its bits)."""
+        T, B, params, x, lengths, state0 = args
+        work = self._pool.take(self._workspace_size(False, T, B, "b1_infer_workspace_size"),
+                               self.dtype)
+        try:
+            y = np.empty((T, B, self.output_size), self.dtype)
+            state_T = np.empty((B, self._S), self.dtype)
+            ptr = self._ptr
+            self._raise_on_code(self._fn["b1_infer"](
+                T, B, ptr(params), ptr(x), self._iptr(lengths), ptr(state0), ptr(y),
+                ptr(state_T), ptr(work)))
+            return y, self._split_states(state_T)
         finally:
             self._pool.give(work)
 
@@ -428,10 +453,10 @@ class Kernel:
         if rc:
             raise ValueError("the kernel rejected its arguments (code %d)" % rc)
 
-    def _workspace_size(self, keep, T, B):
-        """Scalars of workspace for (T, B), refused before anything is allocated when the
-        sizes overflow."""
-        n = self._fn["workspace_size" if keep else "infer_workspace_size"](T, B)
+    def _workspace_size(self, keep, T, B, fn=None):
+        """Scalars of workspace for (T, B) (by the C function `fn`, default the kernel's
+        own), refused before anything is allocated when the sizes overflow."""
+        n = self._fn[fn or ("workspace_size" if keep else "infer_workspace_size")](T, B)
         if n >= _SIZE_MAX or n * self.dtype.itemsize >= 2**62:
             raise ValueError("x: a sequence of T=%d steps and B=%d rows needs a workspace "
                              "beyond the address space; use shorter sequences or smaller "

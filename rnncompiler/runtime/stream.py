@@ -22,12 +22,16 @@ class Stream:
         blank = np.zeros((1, 1, cols.step_width), kern.dtype)
         row, _ = cols.rows(blank, 1, context, None, None, False, kern.dtype)
         self._row = np.array(row[0, 0])
-        self._work = aligned_empty(kern._fn["step_workspace_size"](), kern.dtype)
+        # the batch-1 unit's NAME_step where the kernel has one (codegen.with_batch1_unit)
+        fn = {n: kern._fn[("b1_" if kern._batch1 else "") + n]
+              for n in ("step_workspace_size", "pack", "step")}
+        self._step = fn["step"]
+        self._work = aligned_empty(fn["step_workspace_size"](), kern.dtype)
         self._state = np.zeros(kern._S, kern.dtype)
         self._y = np.empty(kern.output_size, kern.dtype)
         ptr = kern._ptr
         self._p = [ptr(a) for a in (self._flat, self._row, self._state, self._y, self._work)]
-        if kern._fn["pack"](self._p[0], self._p[4]):
+        if fn["pack"](self._p[0], self._p[4]):
             raise ValueError("the kernel rejected its parameters")   # not reached: checked
         self.reset(state0)
 
@@ -46,7 +50,7 @@ class Stream:
         self._kern._check_kind("x_t", x.dtype)
         self._row[:n] = x.reshape(n)
         p = self._p
-        self._kern._fn["step"](p[0], p[1], p[2], p[3], p[2], p[4])
+        self._step(p[0], p[1], p[2], p[3], p[2], p[4])
         return self._y.copy()
 
     @property

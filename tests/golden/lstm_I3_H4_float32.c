@@ -896,4 +896,17 @@ int rnnc_backward(int T, int B, const float *params, const float *x, const int *
                  float *dparams, float *dx, float *dstate0)
 { return rnnc_run_backward(T, B, params, x, lengths, state0, work, dy, dstate_T, dparams, dx, dstate0, NULL, 1); }
 
+/* a kernel without a batch-1 unit (with_batch1_unit): these stand in for its functions,
+   which the cffi wrapper of every kernel declares; the runtime never calls them (its
+   manifest says batch1: false), and they refuse (code 6) if it did */
+__attribute__((weak)) size_t rnnc_b1_infer_workspace_size(int T, int B) { (void)T; (void)B; return 0; }
+__attribute__((weak)) int rnnc_b1_infer(int T, int B, const float *params, const float *x,
+    const int *lengths, const float *state0, float *y, float *state_T, float *work)
+{ (void)T; (void)B; (void)params; (void)x; (void)lengths; (void)state0; (void)y; (void)state_T; (void)work; return 6; }
+__attribute__((weak)) size_t rnnc_b1_step_workspace_size(void) { return 0; }
+__attribute__((weak)) int rnnc_b1_pack(const float *params, float *work) { (void)params; (void)work; return 6; }
+__attribute__((weak)) int rnnc_b1_step(const float *params, const float *x_t, const float *state_in,
+    float *y_t, float *state_out, float *work)
+{ (void)params; (void)x_t; (void)state_in; (void)y_t; (void)state_out; (void)work; return 6; }
+
 void rnnc_set_blas_threads(int n) { scipy_openblas_set_num_threads(n); }

@@ -21,7 +21,7 @@ from . import linear
 from . import helpers
 from ..variants import DEFAULT as DEFAULT_TUNING
 
-__all__ = ["CSource", "render_c", "kept_source", "plan_layout", "Layout"]
+__all__ = ["CSource", "render_c", "with_batch1_unit", "kept_source", "plan_layout", "Layout"]
 
 
 @dataclass(frozen=True)
@@ -36,6 +36,7 @@ class CSource:
     runtime: bool = False      # links the runtime object (helpers are only declared)
     units: tuple = ()          # the text split into translation units for a parallel build
     runtime_source: tuple = ()  # the runtime object's C units when it links it (helpers.runtime_units)
+    batch1: bool = False       # a unit of its own infers at batch 1 (with_batch1_unit)
 
 
 SIGNATURES = """\
@@ -65,7 +66,7 @@ int {p}_step(const {r} *params, const {r} *x_t, const {r} *state_in, {r} *y_t,
 
 
 def render_c(g, bwd, dtype="float64", *, prefix="rnnc", blas=False, fast_math=False,
-             microkernel=False, runtime=False, tuning=DEFAULT_TUNING):
+             microkernel=False, runtime=False, tuning=DEFAULT_TUNING, forward_only=False):
     """C source for fused step graph g and its backward step bwd.
 
     blas: one of helpers.BLAS_FLAVOURS (True means "openblas"); fast_math: the
@@ -75,7 +76,8 @@ def render_c(g, bwd, dtype="float64", *, prefix="rnnc", blas=False, fast_math=Fa
     runtime: the helpers are declared, to be linked from the runtime object (needs
     blas="openblas" and microkernel), else defined in the file; tuning: the microkernel
     variant and the hoisted products' paths measured on this core (runtime kernels only:
-    a self-contained file has the default shape and no variants).
+    a self-contained file has the default shape and no variants); forward_only: the
+    backward pass is left out (a batch-1 unit's forward, with_batch1_unit).
     """
     blas = "openblas" if blas is True else blas
     if blas not in helpers.BLAS_FLAVOURS:
@@ -125,8 +127,7 @@ def render_c(g, bwd, dtype="float64", *, prefix="rnnc", blas=False, fast_math=Fa
     ] + (["#define BLOCKS %d\n#define BLOCK_ROWS %d\n%s" % (
         len(BLOCK_EDGES) - 1, BLOCK_ROWS, JOB_STRUCT.replace("{r}", ctype))] if threads else [])
     # exported kernels whose per-step weights stay in L1 infer at batch 1 a step at a time
-    step_loop = microkernel == "portable" and STEP_LOOP_BYTES >= sum(
-        b.width * p.width for b in L.bundles for p in b.parts) * SCALAR_BYTES[ctype]
+    step_loop = microkernel == "portable" and weights_fit_l1(L, ctype)
     common.append(
         "/* the forward's elementwise loops: inlined where an exported kernel runs a step at\n"
         "   a time (LSTM at H = 8: 60 -> 55 ns a step; a gate's activation then overlaps the\n"
@@ -137,9 +138,14 @@ def render_c(g, bwd, dtype="float64", *, prefix="rnnc", blas=False, fast_math=Fa
     # ... and whose states fit a vector register of 64 bytes stream from state slots
     slot_step = step_loop and max(st[1] for st in L.states) * SCALAR_BYTES[ctype] <= SLOT_STEP_BYTES
     forward = _forward(g, L, printer, ctype, prefix, threads, step_loop, slot_step)
-    backward = _backward(g, bwd, L, printer, ctype, prefix, threads)
+    backward = "" if forward_only else _backward(g, bwd, L, printer, ctype, prefix, threads)
     cdef = SIGNATURES.format(p=prefix, r=ctype)
     extra = []
+    if runtime:
+        # every runtime kernel declares the batch-1 unit's functions (one cffi wrapper for
+        # all kernels of a real type); weak stand-ins where the kernel has no such unit
+        cdef += BATCH1_SIGNATURES.format(p=prefix, r=ctype)
+        extra.append(BATCH1_STANDINS.format(p=prefix, r=ctype))
     if blas == "openblas":
         extra.append("void %s_set_blas_threads(int n) { scipy_openblas_set_num_threads(n); }"
                      % prefix)
@@ -153,13 +159,67 @@ def render_c(g, bwd, dtype="float64", *, prefix="rnnc", blas=False, fast_math=Fa
                    helpers.runtime_units(tuning.variant is not None, dtype) if runtime else ())
 
 
+def weights_fit_l1(L, ctype):
+    """Whether the weights of every product (STEP_LOOP_BYTES at most) stay in L1 from step
+    to step: inference at batch 1 then runs a step at a time."""
+    return STEP_LOOP_BYTES >= sum(
+        b.width * p.width for b in L.bundles for p in b.parts) * SCALAR_BYTES[ctype]
+
+
+# the kept text of a kernel with a batch-1 unit: the kernel's text, this line, the unit's
+UNIT_BREAK = "\n/* ==== a translation unit of its own from here: inference at batch 1 ==== */\n"
+
+BATCH1_SIGNATURES = """\
+size_t {p}_b1_infer_workspace_size(int T, int B);
+int {p}_b1_infer(int T, int B, const {r} *params, const {r} *x, const int *lengths,
+                 const {r} *state0, {r} *y, {r} *state_T, {r} *work);
+size_t {p}_b1_step_workspace_size(void);
+int {p}_b1_pack(const {r} *params, {r} *work);
+int {p}_b1_step(const {r} *params, const {r} *x_t, const {r} *state_in, {r} *y_t,
+                {r} *state_out, {r} *work);
+"""
+
+BATCH1_STANDINS = """\
+/* a kernel without a batch-1 unit (with_batch1_unit): these stand in for its functions,
+   which the cffi wrapper of every kernel declares; the runtime never calls them (its
+   manifest says batch1: false), and they refuse (code 6) if it did */
+__attribute__((weak)) size_t {p}_b1_infer_workspace_size(int T, int B) {{ (void)T; (void)B; return 0; }}
+__attribute__((weak)) int {p}_b1_infer(int T, int B, const {r} *params, const {r} *x,
+    const int *lengths, const {r} *state0, {r} *y, {r} *state_T, {r} *work)
+{{ (void)T; (void)B; (void)params; (void)x; (void)lengths; (void)state0; (void)y; (void)state_T; (void)work; return 6; }}
+__attribute__((weak)) size_t {p}_b1_step_workspace_size(void) {{ return 0; }}
+__attribute__((weak)) int {p}_b1_pack(const {r} *params, {r} *work) {{ (void)params; (void)work; return 6; }}
+__attribute__((weak)) int {p}_b1_step(const {r} *params, const {r} *x_t, const {r} *state_in,
+    {r} *y_t, {r} *state_out, {r} *work)
+{{ (void)params; (void)x_t; (void)state_in; (void)y_t; (void)state_out; (void)work; return 6; }}"""
+
+
+def with_batch1_unit(csrc, g, bwd):
+    """A runtime kernel's C with a translation unit of its own for inference at batch 1,
+    when its weights stay in L1: the forward of the exported kernel (the portable
+    microkernel inlined with constant sizes, a step at a time, the states kept in the
+    workspace's slots) under the prefix PREFIX_b1. The JIT's products take their sizes
+    at run time and its steps follow a chunk's hoisted products: an LSTM at H = 16 ran
+    71 ns a step there against 59. Else csrc unchanged."""
+    ctype = "float" if csrc.dtype == "float32" else "double"
+    if not (csrc.runtime and weights_fit_l1(csrc.layout, ctype)):
+        return csrc
+    unit = render_c(g, bwd, csrc.dtype, prefix=csrc.prefix + "_b1", fast_math=True,
+                    microkernel="portable", forward_only=True).units[0]
+    return replace(csrc, text=csrc.text + UNIT_BREAK + unit, units=csrc.units + (unit,),
+                   batch1=True)
+
+
 def kept_source(text, cdef, meta, blas):
     """The CSource of C text that render_c made earlier (kept with a cache entry, rebuilt
-    when the entry is gone): no layout, and the runtime's C if the kernel links it."""
+    when the entry is gone): no layout, and the runtime's C if the kernel links it; a
+    batch-1 unit is a translation unit of its own again."""
     runtime = bool(meta.get("runtime", False))
+    main, _, unit = text.partition(UNIT_BREAK)
     return CSource(text, cdef, None, meta.get("prefix", "rnnc"), meta["dtype"], blas, runtime,
+                   units=(main, unit) if unit else (),
                    runtime_source=helpers.runtime_units(bool(meta.get("tuned")), meta["dtype"])
-                   if runtime else ())
+                   if runtime else (), batch1=bool(unit))
 
 
 def _join(parts):
