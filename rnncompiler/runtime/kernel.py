@@ -517,8 +517,19 @@ class Kernel:
         return (T, B, flat, x, self._lengths(lengths, T, B), rows), n_work, used
 
     def _flat_params(self, params):
+        """The flat parameter vector the C reads, a new array (params may change after)."""
         if not isinstance(params, dict):
             raise TypeError("params: expected a dict name -> array, got %s" % type(params).__name__)
+        if len(params) == len(self._param_slices):
+            # arrays of this dtype and shape (what init_params and training give): one
+            # concatenation, a third of the time of a copy per parameter at batch 1
+            try:
+                values = [params[name] for name in self._param_slices]
+            except KeyError:
+                values = ()
+            if values and all(type(v) is np.ndarray and v.dtype == self.dtype and v.shape == shape
+                              for v, (_, shape) in zip(values, self._param_slices.values())):
+                return np.concatenate([v.ravel() for v in values])
         unknown = [k for k in params if k not in self.param_shapes]
         if unknown:
             raise KeyError("params: unknown parameter %r; this kernel has %s"
