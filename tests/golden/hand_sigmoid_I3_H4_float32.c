@@ -628,7 +628,8 @@ int rnnc_run_forward(int T, int B, const float *params, const float *x, const in
     return rnnc_forward_steps(T, B, params, x, lengths, state0, y, state_T, work, keep, threads, 0);
 }
 
-/* the workspace of rnnc_step: the packed weights, then one step's values */
+/* the workspace of rnnc_step: the packed weights, then one step's values (and the
+   slot the last step wrote, in a kernel whose steps stream from its slots) */
 size_t rnnc_step_workspace_size(void) { return rnnc_infer_workspace_size(1, 1); }
 
 /* the weights packed into the start of work, for rnnc_step */

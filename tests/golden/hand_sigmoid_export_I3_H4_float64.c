@@ -829,8 +829,9 @@ int hand_sigmoid_run_forward(int T, int B, const double *params, const double *x
     return hand_sigmoid_forward_steps(T, B, params, x, lengths, state0, y, state_T, work, keep, threads, 0);
 }
 
-/* the workspace of hand_sigmoid_step: the packed weights, then one step's values */
-size_t hand_sigmoid_step_workspace_size(void) { return hand_sigmoid_infer_workspace_size(1, 1); }
+/* the workspace of hand_sigmoid_step: the packed weights, then one step's values (and the
+   slot the last step wrote, in a kernel whose steps stream from its slots) */
+size_t hand_sigmoid_step_workspace_size(void) { return hand_sigmoid_infer_workspace_size(1, 1) + 1; }
 
 /* the weights packed into the start of work, for hand_sigmoid_step */
 int hand_sigmoid_pack(const double *params, double *work)
@@ -838,6 +839,7 @@ int hand_sigmoid_pack(const double *params, double *work)
     if (!params || !work) return 2;
     pack_weights(params, work);
     memset(work + RNNC_PACK_SIZE, 0, sizeof(double) * 8);   /* the state slots */
+    work[hand_sigmoid_infer_workspace_size(1, 1)] = 0;   /* the slot the last step wrote */
     return 0;
 }
 
@@ -857,19 +859,15 @@ int hand_sigmoid_step(const double *params, const double *x_t, const double *sta
     (void)hist0;
     (void)A_L0;
     (void)A_L1;
-    /* the state row the last step wrote to slot 1: read there, write slot 0. Which
-       slot is a branch the processor predicts (a stream alternates), where a copy
-       into a slot puts a store and a load on the chain from step to step (LSTM at
-       H = 16: 60 against 70 ns a step) */
-    if (state_in && same_bits(state_in + RNNC_S_h, hist0 + 4, 4)) {
-        one_step(params, x_t, y_t, work, 0, 1);
-        memcpy(state_out + RNNC_S_h, hist0 + 0, sizeof(double) * 4);
-        return 0;
+    double *const last = work + hand_sigmoid_infer_workspace_size(1, 1);   /* s: 0 or 1 */
+    const int s = *last != 0;
+    one_step(params, x_t, y_t, work, 0, s);
+    if (!state_in || !(same_bits(state_in + RNNC_S_h, hist0 + s * 4, 4))) {     /* not the row the last step wrote */
+        if (state_in) { memcpy(hist0 + s * 4, state_in + RNNC_S_h, sizeof(double) * 4); } else { memset(hist0 + s * 4, 0, sizeof(double) * 4); }
+        one_step(params, x_t, y_t, work, 0, s);
     }
-    if (!state_in) { memset(hist0, 0, sizeof(double) * 4); }
-    else if (!(same_bits(state_in + RNNC_S_h, hist0 + 0, 4))) { memcpy(hist0 + 0, state_in + RNNC_S_h, sizeof(double) * 4); }
-    one_step(params, x_t, y_t, work, 0, 0);
-    memcpy(state_out + RNNC_S_h, hist0 + 4, sizeof(double) * 4);
+    memcpy(state_out + RNNC_S_h, hist0 + (1 - s) * 4, sizeof(double) * 4);
+    *last = (1 - s);
     return 0;
 }
 

@@ -587,8 +587,10 @@ def _forward(g, L, printer, ctype, p, threads=False, step_loop=False, slot_step=
         "    return {p}_forward_steps(T, B, params, x, lengths, state0, y, state_T, work, keep, threads, 0);",
         "}",
         "",
-        "/* the workspace of {p}_step: the packed weights, then one step's values */",
-        "size_t {p}_step_workspace_size(void) { return {p}_infer_workspace_size(1, 1); }",
+        "/* the workspace of {p}_step: the packed weights, then one step's values (and the",
+        "   slot the last step wrote, in a kernel whose steps stream from its slots) */",
+        "size_t {p}_step_workspace_size(void) { return {p}_infer_workspace_size(1, 1)%s; }"
+        % (" + 1" if slot_step else ""),
         "",
         "/* the weights packed into the start of work, for {p}_step */",
         "int {p}_pack(const {r} *params, {r} *work)",
@@ -596,7 +598,9 @@ def _forward(g, L, printer, ctype, p, threads=False, step_loop=False, slot_step=
         "    if (!params || !work) return 2;",
         "    pack_weights(params, work);",
     ] + (["    memset(work + RNNC_PACK_SIZE, 0, sizeof({r}) * %d);   /* the state slots */"
-          % (2 * sum(st[1] for st in L.states))] if slot_step else []) + [
+          % (2 * sum(st[1] for st in L.states)),
+          "    work[{p}_infer_workspace_size(1, 1)] = 0;   /* the slot the last step wrote */"]
+         if slot_step else []) + [
         "    return 0;",
         "}",
         "",
@@ -667,37 +671,30 @@ JOB_STRUCT = ("/* a chunk's work, as another thread takes it */\n"
 
 def _slot_step(regions, L, ctype):
     """The body of NAME_step in a kernel with slot_step: a stream passes back the state
-    row the last step wrote, which one of the workspace's two state slots still holds;
-    the step then reads that slot and writes the other, else the row is copied into slot
-    0 first. The state row out is a copy, off the chain from step to step."""
-    def same(slot):
-        return " && ".join("same_bits(state_in + %s, hist%d + %d, %d)"
-                           % (L.consts.state(st[0]), k, slot * st[1], st[1])
-                           for k, st in enumerate(L.states))
-
-    def copies(slot, into):
-        return " ".join(
-            ("memcpy(hist%d + %d, state_in + %s, sizeof({r}) * %d);" if into else
-             "memcpy(state_out + %s, hist%d + %d, sizeof({r}) * %d);")
-            % ((k, slot * st[1], L.consts.state(st[0]), st[1]) if into else
-               (L.consts.state(st[0]), k, slot * st[1], st[1]))
-            for k, st in enumerate(L.states))
-    zeros = " ".join("memset(hist%d, 0, sizeof({r}) * %d);" % (k, st[1])
+    row the last step wrote, which the workspace's slot s still holds (s kept after the
+    slots); the step reads that slot and writes the other, and only then checks that the
+    row holds the slot's bits: if not (another state, zeros, a first step), the step runs
+    again from the row copied into slot s. Checked before the step, the test waited on
+    the store of the row the last step wrote and held up everything after it (a GRU at
+    H = 16: 59 ns a step against 53). The state row out is a copy, off the chain."""
+    same = " && ".join("same_bits(state_in + %s, hist%d + s * %d, %d)"
+                       % (L.consts.state(st[0]), k, st[1], st[1]) for k, st in enumerate(L.states))
+    copy_in = " ".join("memcpy(hist%d + s * %d, state_in + %s, sizeof({r}) * %d);"
+                       % (k, st[1], L.consts.state(st[0]), st[1]) for k, st in enumerate(L.states))
+    zeros = " ".join("memset(hist%d + s * %d, 0, sizeof({r}) * %d);" % (k, st[1], st[1])
                      for k, st in enumerate(L.states))
+    copy_out = " ".join("memcpy(state_out + %s, hist%d + (1 - s) * %d, sizeof({r}) * %d);"
+                        % (L.consts.state(st[0]), k, st[1], st[1]) for k, st in enumerate(L.states))
     return _step_layout(regions) + [
-        "    /* the state row the last step wrote to slot 1: read there, write slot 0. Which",
-        "       slot is a branch the processor predicts (a stream alternates), where a copy",
-        "       into a slot puts a store and a load on the chain from step to step (LSTM at",
-        "       H = 16: 60 against 70 ns a step) */",
-        "    if (state_in && %s) {" % same(1),
-        "        one_step(params, x_t, y_t, work, 0, 1);",
-        "        %s" % copies(0, False),
-        "        return 0;",
+        "    {r} *const last = work + {p}_infer_workspace_size(1, 1);   /* s: 0 or 1 */",
+        "    const int s = *last != 0;",
+        "    one_step(params, x_t, y_t, work, 0, s);",
+        "    if (!state_in || !(%s)) {     /* not the row the last step wrote */" % same,
+        "        if (state_in) { %s } else { %s }" % (copy_in, zeros),
+        "        one_step(params, x_t, y_t, work, 0, s);",
         "    }",
-        "    if (!state_in) { %s }" % zeros,
-        "    else if (!(%s)) { %s }" % (same(0), copies(0, True)),
-        "    one_step(params, x_t, y_t, work, 0, 0);",
-        "    %s" % copies(1, False),
+        "    %s" % copy_out,
+        "    *last = (1 - s);",
         "    return 0;",
     ]
 
