@@ -4,6 +4,9 @@ constant sizes, a step at a time) under PREFIX_b1, and kern.infer at B=1, kern.s
 B=1 and kern.stream run it. The stage on its own (which kernels get the unit, its C, the
 kept text split again), then end to end against the numpy reference evaluator, forward's
 outputs and the stream, and the stand-ins of a kernel without it."""
+import os
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -96,10 +99,11 @@ def _counting(kern, name):
     return calls
 
 
-# a cell written out by hand, masks, several inputs and a context in the fast tests
+# a cell written out by hand in the fast tests; masks, several inputs and a context in
+# the whole suite
 CELLS = [pytest.param((c, sizes), id=c.name, marks=() if fast else pytest.mark.slow)
          for c, sizes, fast in [
-             (written_out_lstm, {}, True), (zoneout_lstm, {}, True), (two_inputs, {"E": 2}, True),
+             (written_out_lstm, {}, True), (zoneout_lstm, {}, False), (two_inputs, {"E": 2}, False),
              (rc.cells.lstm, {}, False), (rc.cells.gru, {}, False),
              (rc.cells.peephole_lstm, {}, False), (rc.cells.min_gru, {}, False)]]
 
@@ -160,6 +164,7 @@ def test_step_and_stream_run_the_unit_and_give_infer_s_bits(built):
         np.testing.assert_array_equal(s.states[name], st[name][0])
 
 
+@pytest.mark.slow
 def test_float32_at_batch1_is_forward_to_rounding():
     kern = rc.compile(rc.cells.lstm, 16, 32, "float32", opt_level=2)
     assert kern._batch1
@@ -192,3 +197,55 @@ def test_a_kernel_built_at_o1_has_no_unit_and_its_stand_ins_refuse():
     assert lib.rnnc_b1_infer(3, 1, null, null, null, null, null, null, null) == 6
     assert lib.rnnc_b1_pack(null, null) == 6
     assert lib.rnnc_b1_step(null, null, null, null, null, null) == 6
+
+
+@pytest.mark.slow
+def test_a_wrong_batch1_unit_is_refused_by_the_check(tmp_path, monkeypatch):
+    """A fault planted in the batch-1 unit alone (every step reads the first sample):
+    forward agrees with the reference, inference at batch 1 does not, and the kernel is
+    refused and not cached."""
+    from rnncompiler.compiler import codegen
+    from rnncompiler.errors import CompileError
+    monkeypatch.setenv("RNNC_CACHE_DIR", str(tmp_path / "cache"))
+    real = codegen.with_batch1_unit
+    loop = "one_step(params, x + (ptrdiff_t)t * "
+
+    def planted(csrc, g, bwd):
+        out = real(csrc, g, bwd)
+        assert out.units[-1].count(loop) == 1
+        unit = out.units[-1].replace(loop, "one_step(params, x + (ptrdiff_t)0 * ")
+        return replace(out, units=out.units[:-1] + (unit,),
+                       text=out.text.partition(UNIT_BREAK)[0] + UNIT_BREAK + unit)
+    monkeypatch.setattr(codegen, "with_batch1_unit", planted)
+    with pytest.raises(CompileError, match=r"its inference at batch 1 differs from the "
+                       r"reference evaluator first at the outputs at step 1"):
+        rc.compile(rc.cells.gru, 3, 4, "float64", opt_level=2)
+    def entries():
+        return [f for f in os.listdir(tmp_path / "cache") if f.endswith((".json", ".so", ".c"))
+                and not f.startswith(("runtime-", "wrapper-", "tuning-"))]
+    assert not entries()
+    monkeypatch.undo()
+    monkeypatch.setenv("RNNC_CACHE_DIR", str(tmp_path / "cache"))
+    assert rc.compile(rc.cells.gru, 3, 4, "float64", opt_level=2)._batch1 and entries()
+
+
+@pytest.mark.slow
+def test_a_kernel_whose_entry_is_gone_is_rebuilt_with_its_unit(tmp_path, monkeypatch):
+    """Unpickled after its cache entry was removed, a kernel is built again from the C it
+    kept (the unit a translation unit of its own again) and infers at batch 1 as before."""
+    import pickle
+
+    from rnncompiler.compiler import build
+    monkeypatch.setenv("RNNC_CACHE_DIR", str(tmp_path / "cache"))
+    kern = rc.compile(rc.cells.lstm, 3, 4, "float64", opt_level=2)
+    p, x = kern.init_params(seed=6), np.random.default_rng(6).standard_normal((9, 1, 3))
+    y, _ = kern.infer(p, x)
+    blob = pickle.dumps(kern)
+    build.discard(kern._key)
+    assert build.load_cached(kern._key) is None
+    again = pickle.loads(blob)
+    assert build.load_cached(kern._key) is not None             # built again
+    assert again._batch1 and again.loaded_from_cache is None
+    calls = _counting(again, "b1_infer")
+    np.testing.assert_array_equal(again.infer(p, x)[0], y)
+    assert calls == [1]
