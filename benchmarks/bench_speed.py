@@ -373,7 +373,10 @@ def core_section(run):
         lines += ["", "| compile of an LSTM, in a fresh process after import | seconds |", "|---|---|"]
         lines += ["| %s | %.3f |" % (c["case"], c["s"]) for c in run["compiles"]]
         lines += ["", "A cold compile traces the cell, derives its backward pass, prints the C and "
-                  "runs gcc on its two translation units in parallel. The first one in a process "
+                  "runs gcc on its translation units in parallel: forward and backward, and in "
+                  "runs from 2026-12-07 on, for a cell whose weights fit 32 KB (H=32 here, not "
+                  "H=33), the unit that infers at batch 1 (docs/getting-started.md; about 0.3 s "
+                  "more). The first one in a process "
                   "also loads sympy and networkx, which `import rnncompiler` leaves to the first "
                   "compile that needs them; a cache hit never loads them."]
     return lines
