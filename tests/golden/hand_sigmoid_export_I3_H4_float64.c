@@ -784,9 +784,8 @@ RNNC_NOINLINE void one_step(const double *params, const double *x_t, double *y_t
     /* L1 = bias + s_h W_0^T */
     rnnc_d_mk_gemm(B, 4, 4, s_h, 4, pack + RNNC_PANEL_NT_L1_s_h, NULL, 0, L1, 4);
     fwd_next_h(t, B, lengths, s_h, L0, L1, next_h);
-    /* the new states; rows past their length keep the old ones */
-    for (ptrdiff_t b = 0; b < B; ++b) for (ptrdiff_t j = 0; j < 4; ++j)
-        y_t[b * 4 + j] = VALID(b) ? next_h[b * 4 + j] : 0;
+    /* the new states and the output (batch 1, every row valid) */
+    memcpy(y_t, next_h, sizeof(double) * 4);
 }
 
 /* whether the n reals at a and b hold the same bits (no early exit: vectorised) */

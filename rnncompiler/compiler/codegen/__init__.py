@@ -497,6 +497,14 @@ def _forward(g, L, printer, ctype, p, threads=False, step_loop=False, slot_step=
                    % (L.next[k], size, src, stride, L.prev[k], size)]
     update += ["for (ptrdiff_t b = 0; b < B; ++b) for (ptrdiff_t j = 0; j < %d; ++j)" % L.O,
                "    y_t[b * %d + j] = VALID(b) ? %s[b * %d + j] : 0;" % (L.O, out, ostride)]
+    # the same at batch 1 without lengths (one_step): whole rows by memcpy, which gcc
+    # moves as vectors, where it copies the loop above a scalar at a time (y_t may
+    # alias a value): a GRU at H = 16, 59 -> 56 ns a step, an LSTM at H = 8, 49 -> 48
+    update1 = [comment("the new states and the output (batch 1, every row valid)")]
+    for k, (_, size, _, _, node) in enumerate(L.states):
+        if L.direct_states.get(node) != k:
+            update1.append("memcpy(%s, %s, sizeof(%s) * %d);" % (L.next[k], ref(L, node)[0], ctype, size))
+    update1.append("memcpy(y_t, %s, sizeof(%s) * %d);" % (out, ctype, L.O))
     pack = [ln for b in L.bundles for ln in linear.pack_weights(g, L, b, ctype)]
     hoisted = [ln for b in L.bundles if b.hoisted for ln in linear.hoisted_forward(L, b, ctype)]
     work = (sum(b.width * p.width for b in L.bundles for p in b.parts if p.static)
@@ -561,7 +569,7 @@ def _forward(g, L, printer, ctype, p, threads=False, step_loop=False, slot_step=
         "    return 0;",
         "}",
         "",
-    ] + (_one_step(regions, pointers[2:], body, update, ctype, L) if step_loop else []) + (
+    ] + (_one_step(regions, pointers[2:], body, update1, ctype, L) if step_loop else []) + (
         [SAME_BITS] if slot_step else []) + [
         "int {p}_run_forward(int T, int B, const {r} *params, const {r} *x, const int *lengths,",
         "                    const {r} *state0, {r} *y, {r} *state_T, {r} *work, int keep, int threads)",
