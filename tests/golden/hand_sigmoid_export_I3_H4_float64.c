@@ -859,14 +859,17 @@ int hand_sigmoid_step(const double *params, const double *x_t, const double *sta
     (void)A_L0;
     (void)A_L1;
     double *const last = work + hand_sigmoid_infer_workspace_size(1, 1);   /* s: 0 or 1 */
-    const int s = *last != 0;
+    RNNC_INT s_bits;                 /* kept as an integer's bits: no conversion */
+    memcpy(&s_bits, last, sizeof s_bits);
+    const int s = s_bits != 0;
     one_step(params, x_t, y_t, work, 0, s);
     if (!state_in || !(same_bits(state_in + RNNC_S_h, hist0 + s * 4, 4))) {     /* not the row the last step wrote */
         if (state_in) { memcpy(hist0 + s * 4, state_in + RNNC_S_h, sizeof(double) * 4); } else { memset(hist0 + s * 4, 0, sizeof(double) * 4); }
         one_step(params, x_t, y_t, work, 0, s);
     }
     memcpy(state_out + RNNC_S_h, hist0 + (1 - s) * 4, sizeof(double) * 4);
-    *last = (1 - s);
+    s_bits = 1 - s;
+    memcpy(last, &s_bits, sizeof s_bits);
     return 0;
 }
 

@@ -695,14 +695,17 @@ def _slot_step(regions, L, ctype):
                         % (L.consts.state(st[0]), k, st[1], st[1]) for k, st in enumerate(L.states))
     return _step_layout(regions) + [
         "    {r} *const last = work + {p}_infer_workspace_size(1, 1);   /* s: 0 or 1 */",
-        "    const int s = *last != 0;",
+        "    RNNC_INT s_bits;                 /* kept as an integer's bits: no conversion */",
+        "    memcpy(&s_bits, last, sizeof s_bits);",
+        "    const int s = s_bits != 0;",
         "    one_step(params, x_t, y_t, work, 0, s);",
         "    if (!state_in || !(%s)) {     /* not the row the last step wrote */" % same,
         "        if (state_in) { %s } else { %s }" % (copy_in, zeros),
         "        one_step(params, x_t, y_t, work, 0, s);",
         "    }",
         "    %s" % copy_out,
-        "    *last = (1 - s);",
+        "    s_bits = 1 - s;",
+        "    memcpy(last, &s_bits, sizeof s_bits);",
         "    return 0;",
     ]
 
