@@ -600,3 +600,30 @@ def test_random_cell_over_chunks_agrees_on_one_thread_two_threads_and_step_by_st
         assert_close(other.x, g1.x, "d x, " + how)
         for name in kern.param_shapes:
             assert_close(other.params[name], g1.params[name], "d params[%r], %s" % (name, how))
+
+
+BATCH1_FUZZ = settings(FUZZ, max_examples=int(os.environ.get("RNNC_FUZZ_EXAMPLES", "6")))
+
+
+@pytest.mark.slow
+@BATCH1_FUZZ
+@given(prog=programs(hand=True), seed=st.integers(0, 3))
+def test_random_cell_infers_at_batch1_as_the_reference(prog, seed):
+    """A kernel built at -O2 runs inference at batch 1 through a unit of its own (the
+    exported kernel's forward, when the weights fit 32 KB): its outputs and final states
+    equal the reference evaluator's, for cells written by hand."""
+    note(prog.describe())
+    cell = prog.cell()
+    hidden = prog.state_sizes[0]
+    kern = rc.compile(cell, prog.input_size, hidden, "float64", opt_level=2)
+    assert kern._batch1                 # these cells' weights are far below 32 KB
+    params, x, state0, _, _, _ = gradcheck_data(kern, T, 1, seed, None)
+    rng = np.random.default_rng(seed)
+    context = {c: rng.standard_normal((1, n)) for c, n in kern.context.items()} or None
+    y, states = kern.infer(params, x, state0, context=context)
+    assume(finite_and_sane(y, *states.values()))
+    y_ref, states_ref = rc.reference(cell, prog.input_size, hidden).infer(
+        params, x, state0, context=context)
+    assert_close(y, y_ref, "outputs")
+    for s in kern.state_sizes:
+        assert_close(states[s], states_ref[s], "states[%r]" % s)
