@@ -172,9 +172,12 @@ def test_the_portable_microkernel_multiplies_as_numpy_does(dtype, tmp_path):
     tol = 1e-5 if dtype == "float32" else 1e-12
     for nn in (0, 1):
         # a group of 4 panels and one of 1-3 after it, depths on either side of the
-        # partial sums' switch (K = 32) and ending inside their unrolled loop
+        # partial sums' switch (K = 32) and ending inside their unrolled loop, and depths
+        # over several blocks of k (MK_KB: 64 with 4 panels a group, 256 with 1), the last
+        # one short
         for M, N, K in ((1, 5, 3), (2, 33, 7), (5, 64, 9), (9, 17, 1), (1, 200, 33),
-                        (3, 130, 32), (2, 96, 31), (1, 128, 8), (4, 257, 65)):
+                        (3, 130, 32), (2, 96, 31), (1, 128, 8), (4, 257, 65), (3, 70, 300),
+                        (1, 129, 130)):
             lda = K + 2                              # A read with a stride
             A = rng.standard_normal((M, lda)).astype(dtype)
             W = rng.standard_normal((K, N) if nn else (N, K)).astype(dtype)
@@ -198,7 +201,7 @@ def test_a_row_of_the_portable_microkernel_is_the_same_bits_whatever_the_rows(dt
     fn = portable_mk_check(dtype, tmp_path, "-march=native")
     rng = np.random.default_rng(2)
     ptr = lambda a: None if a is None else a.ctypes.data_as(ctypes.c_void_p)   # noqa: E731
-    for N, K in ((32, 8), (64, 16), (96, 32), (128, 32), (160, 33), (512, 128)):
+    for N, K in ((32, 8), (64, 16), (96, 32), (128, 32), (160, 33), (512, 128), (96, 150)):
         A = rng.standard_normal((7, K)).astype(dtype)
         W = rng.standard_normal((N, K)).astype(dtype)
         bias, C0 = rng.standard_normal(N).astype(dtype), rng.standard_normal((7, N)).astype(dtype)

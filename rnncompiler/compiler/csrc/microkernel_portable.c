@@ -17,6 +17,11 @@
 #else
 #define MK_NP 1         /* 16 registers or fewer: one panel, MK_KU partial sums */
 #endif
+/* k a group's panels span at a time: 32 KB of them, which stay in L1 while every row of a
+   hoisted product goes through them (an LSTM at H = 128, whose 64 KB did not: NAME_infer
+   3.3 -> 2.35 us a step, a GRU 2.4 -> 1.8). Blocks depend on K only, so a row's sums do
+   not depend on M. */
+#define MK_KB ((ptrdiff_t)(32768 / (MK_NP * MK_NR * sizeof(RNNC_REAL))))
 #if defined(__GNUC__)
 #define MK_INLINE static inline __attribute__((always_inline))
 #define MK_API RNNC_API __attribute__((unused))    /* a kernel may need only some of them */
@@ -125,12 +130,17 @@ MK_INLINE void RNNC_T(mk_gemm)(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const RNNC
         const int np = (nc + MK_NR - 1) / MK_NR;
         const RNNC_REAL *Pj = P + (j0 / MK_NR) * K * MK_NR;
         const RNNC_REAL *bj = bias ? bias + j0 : NULL;
-        for (ptrdiff_t i = 0; i < M; ++i)
-            RNNC_T(mk_group)(np, K, A + i * lda, Pj, bj, beta, C + i * ldc + j0, nc);
+        for (ptrdiff_t k0 = 0; k0 < K; k0 += MK_KB) {      /* one block of k, then C += */
+            const ptrdiff_t kb = K - k0 < MK_KB ? K - k0 : MK_KB;
+            for (ptrdiff_t i = 0; i < M; ++i)
+                RNNC_T(mk_group)(np, kb, A + i * lda + k0, Pj + k0 * np * MK_NR, k0 ? NULL : bj,
+                                 k0 ? 1 : beta, C + i * ldc + j0, nc);
+        }
     }
 }
 #undef MK_NR
 #undef MK_KU
+#undef MK_KB
 #undef MK_NP
 #undef MK_INLINE
 #undef MK_API
