@@ -213,6 +213,25 @@ def test_float32_exports_match_the_float32_kernel(tmp_path):
     compare_all(exports, lib, "float32")
 
 
+@pytest.mark.parametrize("dtype, size", [pytest.param("float64", 70, marks=pytest.mark.slow),
+                                         ("float32", 64)])
+def test_exports_over_several_blocks_of_k_build_at_o3_and_match_python(dtype, size, tmp_path,
+                                                                       monkeypatch):
+    """I = H = 70 or 64: products over K = 140 or 128 forward and 280 or 256 backward (the
+    portable microkernel's blocks of k are 64 long: the last one short or whole), widths
+    that end inside a panel, built at -O3 (-march=native on x86-64, where gcc warned of
+    loops it could not bound) with every warning an error; forward and backward against
+    Python."""
+    import platform
+    monkeypatch.setitem(globals(), "I", size)
+    monkeypatch.setitem(globals(), "H", size)
+    cells = {n: TEST_CELLS[n] for n in ("lstm", "gru")}
+    exports = export_all(cells, str(tmp_path), dtype, prefix="k_")
+    o3 = STRICT + ["-O3"] + (["-march=native"] if platform.machine() in ("x86_64", "AMD64") else [])
+    lib = build_shared(str(tmp_path), [e.source for e, _, _ in exports.values()], flags=o3)
+    compare_all(exports, lib, dtype)
+
+
 def test_cblas_exports_match_python_with_any_cblas(tmp_path):
     """--blas: standard cblas_?gemm calls; here scipy-openblas32's CBLAS, whose symbols
     carry a scipy_ prefix, stands in for a system one."""
