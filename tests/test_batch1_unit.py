@@ -104,8 +104,7 @@ def _counting(kern, name):
 CELLS = [pytest.param((c, sizes), id=c.name, marks=() if fast else pytest.mark.slow)
          for c, sizes, fast in [
              (written_out_lstm, {}, True), (zoneout_lstm, {}, False), (two_inputs, {"E": 2}, False),
-             (rc.cells.lstm, {}, False), (rc.cells.gru, {}, False),
-             (rc.cells.peephole_lstm, {}, False), (rc.cells.min_gru, {}, False)]]
+             (rc.cells.gru, {}, False), (rc.cells.min_gru, {}, False)]]
 
 
 @pytest.fixture(scope="module", params=CELLS)

@@ -225,7 +225,7 @@ def test_exports_over_several_blocks_of_k_build_at_o3_and_match_python(dtype, si
     import platform
     monkeypatch.setitem(globals(), "I", size)
     monkeypatch.setitem(globals(), "H", size)
-    cells = {n: TEST_CELLS[n] for n in ("lstm", "gru")}
+    cells = {n: TEST_CELLS[n] for n in (("lstm", "gru") if dtype == "float32" else ("gru",))}
     exports = export_all(cells, str(tmp_path), dtype, prefix="k_")
     o3 = STRICT + ["-O3"] + (["-march=native"] if platform.machine() in ("x86_64", "AMD64") else [])
     lib = build_shared(str(tmp_path), [e.source for e, _, _ in exports.values()], flags=o3)

@@ -602,7 +602,7 @@ def test_random_cell_over_chunks_agrees_on_one_thread_two_threads_and_step_by_st
             assert_close(other.params[name], g1.params[name], "d params[%r], %s" % (name, how))
 
 
-BATCH1_FUZZ = settings(FUZZ, max_examples=int(os.environ.get("RNNC_FUZZ_EXAMPLES", "6")))
+BATCH1_FUZZ = settings(FUZZ, max_examples=int(os.environ.get("RNNC_FUZZ_EXAMPLES", "4")))
 
 
 @pytest.mark.slow
