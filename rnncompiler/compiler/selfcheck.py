@@ -37,26 +37,22 @@ class ForwardCheck:
     reference_value: float = 0.0
 
 
-def kernel_steps(kern, params, x, state0, lengths):
+def kernel_steps(kern, params, x, state0, lengths, infer=False):
     """The kernel's outputs (T, B, O) and, per step t, its states after step t (float64),
-    from runs over the prefixes x[:t+1] (forward keeps only the final states)."""
+    from runs over the prefixes x[:t+1] (forward keeps only the final states); infer:
+    through kern.infer (at batch 1, the batch-1 unit's path) instead of forward."""
+    def run(xs, cut):
+        if infer:
+            return kern.infer(params, xs, state0, cut)
+        res = kern.forward(params, xs, state0, cut)
+        return res.outputs, res.states
     T = x.shape[0]
-    outputs = np.asarray(kern.forward(params, x, state0, lengths).outputs, np.float64)
+    outputs = np.asarray(run(x, lengths)[0], np.float64)
     after = []
     for t in range(T):
         cut = None if lengths is None else np.minimum(np.asarray(lengths), t + 1).astype(np.intc)
-        res = kern.forward(params, x[:t + 1], state0, cut)
-        after.append({s: np.asarray(v, np.float64) for s, v in res.states.items()})
+        after.append({s: np.asarray(v, np.float64) for s, v in run(x[:t + 1], cut)[1].items()})
     return outputs, after
-
-
-def batch1_steps(kern, params, x, state0):
-    """kernel_steps of inference at batch 1 (x is (T, 1, I)), through kern.infer."""
-    outputs, states = kern.infer(params, x, state0)
-    after = [{s: np.asarray(v, np.float64) for s, v in kern.infer(params, x[:t + 1], state0)[1].items()}
-             for t in range(x.shape[0] - 1)]
-    return np.asarray(outputs, np.float64), after + [
-        {s: np.asarray(v, np.float64) for s, v in states.items()}]
 
 
 def reference_steps(g, params, x, state0, lengths, fns=None):
@@ -107,7 +103,7 @@ def first_problem(kern, g, equations):
         return _forward_problem(fwd, g, equations)
     if kern._batch1:          # inference at batch 1 runs a unit of its own: row 0 alone
         params, x, state0 = data[0], data[1][:, :1], {s: v[:1] for s, v in data[2].items()}
-        one = compare_steps(batch1_steps(kern, params, x, state0),
+        one = compare_steps(kernel_steps(kern, params, x, state0, None, infer=True),
                             reference_steps(g, params, x, state0, None, fns),
                             rtol, atol, "the numpy reference evaluator")
         if not one.ok:

@@ -299,9 +299,7 @@ class Kernel:
         args, n_work, _ = self._prepare(params, x, state0, lengths, keep=False,
                                         batch_first=batch_first, context=context,
                                         training=False)
-        if self._batch1 and args[1] == 1:
-            return self._infer_batch1(args)
-        spans = self._spans(args[1])
+        spans = self._spans(args[1])          # None at batch 1
         if spans:
             y, rows, parts = parallel.forward(self, args, spans, keep=False)
             for _, work in parts:
@@ -309,28 +307,16 @@ class Kernel:
             return y, self._split_states(rows)
         work = self._pool.take(n_work, self.dtype)
         try:
-            y, rows = self._run_rows(0, args, work)
+            y, rows = self._run_rows(0, args, work, batch1=self._infers_batch1(False, args[1]))
             return y, self._split_states(rows)
         finally:
             self._pool.give(work)
 
-    def _infer_batch1(self, args):
-        """infer at batch 1 through the batch-1 unit: a step at a time over the portable
-        microkernel (its sums in another order than the kernel's own: results within
-        rounding of forward's, not its bits)."""
-        T, B, params, x, lengths, state0 = args
-        work = self._pool.take(self._workspace_size(False, T, B, "b1_infer_workspace_size"),
-                               self.dtype)
-        try:
-            y = np.empty((T, B, self.output_size), self.dtype)
-            state_T = np.empty((B, self._S), self.dtype)
-            ptr = self._ptr
-            self._raise_on_code(self._fn["b1_infer"](
-                T, B, ptr(params), ptr(x), self._iptr(lengths), ptr(state0), ptr(y),
-                ptr(state_T), ptr(work)))
-            return y, self._split_states(state_T)
-        finally:
-            self._pool.give(work)
+    def _infers_batch1(self, keep, B):
+        """Whether a run goes through the batch-1 unit (codegen.with_batch1_unit): inference
+        at batch 1, a step at a time over the portable microkernel (its sums in another
+        order than the kernel's own loop: forward's results to rounding, not its bits)."""
+        return self._batch1 and not keep and B == 1
 
     def step(self, params, x_t, states=None, *, context=None):
         """One step: x_t (B, I) -> (y_t (B, O), new states). `states` is None on the first
@@ -408,16 +394,17 @@ class Kernel:
 
     # ------------------------------------------------------------ helpers
 
-    def _run_rows(self, keep, args, work, threads=None):
+    def _run_rows(self, keep, args, work, threads=None, batch1=False):
         """One call of the compiled forward: (outputs, final state rows); `threads` for its
-        big GEMMs (default: the setting)."""
+        big GEMMs (default: the setting); batch1: the batch-1 unit's inference instead."""
         T, B, params, x, lengths, state0 = args
         y = np.empty((T, B, self.output_size), self.dtype)
         state_T = np.empty((B, self._S), self.dtype)
         ptr = self._ptr
-        rc = self._fn["run_forward"](T, B, ptr(params), ptr(x), self._iptr(lengths),
-                                     ptr(state0), ptr(y), ptr(state_T), ptr(work), keep,
-                                     threads or _threads.get_num_threads())
+        common = (T, B, ptr(params), ptr(x), self._iptr(lengths), ptr(state0), ptr(y),
+                  ptr(state_T), ptr(work))
+        rc = (self._fn["b1_infer"](*common) if batch1 else
+              self._fn["run_forward"](*common, keep, threads or _threads.get_num_threads()))
         self._raise_on_code(rc)
         return y, state_T
 
@@ -453,10 +440,11 @@ class Kernel:
         if rc:
             raise ValueError("the kernel rejected its arguments (code %d)" % rc)
 
-    def _workspace_size(self, keep, T, B, fn=None):
-        """Scalars of workspace for (T, B) (by the C function `fn`, default the kernel's
-        own), refused before anything is allocated when the sizes overflow."""
-        n = self._fn[fn or ("workspace_size" if keep else "infer_workspace_size")](T, B)
+    def _workspace_size(self, keep, T, B, batch1=False):
+        """Scalars of workspace for (T, B) (batch1: the batch-1 unit's inference), refused
+        before anything is allocated when the sizes overflow."""
+        n = self._fn["b1_infer_workspace_size" if batch1 else
+                     "workspace_size" if keep else "infer_workspace_size"](T, B)
         if n >= _SIZE_MAX or n * self.dtype.itemsize >= 2**62:
             raise ValueError("x: a sequence of T=%d steps and B=%d rows needs a workspace "
                              "beyond the address space; use shorter sequences or smaller "
@@ -508,7 +496,7 @@ class Kernel:
         T, B = x.shape[0], x.shape[1]
         if T > _INT_MAX or B > _INT_MAX:
             raise ValueError("x: T and B must be below 2**31, got %s" % (x.shape,))
-        n_work = self._workspace_size(keep, T, B)
+        n_work = self._workspace_size(keep, T, B, self._infers_batch1(keep, B))
         cols = self.columns
         x = self._shaped("x", x, x.shape)
         flat = self._flat_params(params)

@@ -569,7 +569,7 @@ def _forward(g, L, printer, ctype, p, threads=False, step_loop=False, slot_step=
         "    return 0;",
         "}",
         "",
-    ] + (_one_step(regions, pointers[2:], body, update1, ctype, L) if step_loop else []) + (
+    ] + (_one_step(regions, pointers[2:], body, update1) if step_loop else []) + (
         [SAME_BITS] if slot_step else []) + [
         "int {p}_run_forward(int T, int B, const {r} *params, const {r} *x, const int *lengths,",
         "                    const {r} *state0, {r} *y, {r} *state_T, {r} *work, int keep, int threads)",
@@ -618,7 +618,7 @@ def _forward(g, L, printer, ctype, p, threads=False, step_loop=False, slot_step=
         "             {r} *state_out, {r} *work)",
         "{",
         "    if (!params || !x_t || !y_t || !state_out || !work) return 2;",
-    ] + (_slot_step(regions, L, ctype) if slot_step else [
+    ] + (_slot_step(regions, L) if slot_step else [
         "    return {p}_forward_steps(1, 1, params, x_t, NULL, state_in, y_t, state_out, work, 0, 1, 1);",
     ]) + [
         "}",
@@ -640,8 +640,8 @@ STEP_LOOP_BYTES = 32 * 1024
 
 # the largest state (bytes) for which an exported kernel's NAME_step reads the state slot
 # the last step wrote rather than a copy of the state row: at 64 bytes (one AVX-512
-# register) an LSTM's step at H = 16 took 60 ns against 70; at 128 (H = 32) 121 against
-# 115, and a GRU's 104 against 97
+# register) an LSTM's step at H = 16 took 60 ns against 70; at 128 (H = 32) 117.8 against
+# 116.2, and a GRU's 99.9 against 97.2
 SLOT_STEP_BYTES = 64
 
 # a chunk's work (rows x multiply-adds or elementwise operations per row) below which a
@@ -677,7 +677,7 @@ JOB_STRUCT = ("/* a chunk's work, as another thread takes it */\n"
               % ", ".join(map(str, BLOCK_EDGES)))
 
 
-def _slot_step(regions, L, ctype):
+def _slot_step(regions, L):
     """The body of NAME_step in a kernel with slot_step: a stream passes back the state
     row the last step wrote, which the workspace's slot s still holds (s kept after the
     slots); the step reads that slot and writes the other, and only then checks that the
@@ -685,14 +685,14 @@ def _slot_step(regions, L, ctype):
     again from the row copied into slot s. Checked before the step, the test waited on
     the store of the row the last step wrote and held up everything after it (a GRU at
     H = 16: 59 ns a step against 56). The state row out is a copy, off the chain."""
-    same = " && ".join("same_bits(state_in + %s, hist%d + s * %d, %d)"
-                       % (L.consts.state(st[0]), k, st[1], st[1]) for k, st in enumerate(L.states))
-    copy_in = " ".join("memcpy(hist%d + s * %d, state_in + %s, sizeof({r}) * %d);"
-                       % (k, st[1], L.consts.state(st[0]), st[1]) for k, st in enumerate(L.states))
-    zeros = " ".join("memset(hist%d + s * %d, 0, sizeof({r}) * %d);" % (k, st[1], st[1])
-                     for k, st in enumerate(L.states))
-    copy_out = " ".join("memcpy(state_out + %s, hist%d + (1 - s) * %d, sizeof({r}) * %d);"
-                        % (L.consts.state(st[0]), k, st[1], st[1]) for k, st in enumerate(L.states))
+    def each(fmt, sep=" "):
+        """fmt for every state: {row} its place in a state row, {k} its index, {n} its size."""
+        return sep.join(fmt.format(row=L.consts.state(name), k=k, n=size, r="{r}")
+                        for k, (name, size, _, _, _) in enumerate(L.states))
+    same = each("same_bits(state_in + {row}, hist{k} + s * {n}, {n})", " && ")
+    copy_in = each("memcpy(hist{k} + s * {n}, state_in + {row}, sizeof({r}) * {n});")
+    zeros = each("memset(hist{k} + s * {n}, 0, sizeof({r}) * {n});")
+    copy_out = each("memcpy(state_out + {row}, hist{k} + (1 - s) * {n}, sizeof({r}) * {n});")
     return _step_layout(regions) + [
         "    {r} *const last = work + {p}_infer_workspace_size(1, 1);   /* s: 0 or 1 */",
         "    RNNC_INT s_bits;                 /* kept as an integer's bits: no conversion */",
@@ -738,7 +738,7 @@ def _declared(regions):
     return [ln.split("=")[0].split()[-1].lstrip("*") for ln in regions if "=" in ln]
 
 
-def _one_step(regions, pointers, body, update, ctype, L):
+def _one_step(regions, pointers, body, update):
     """one_step: step t of inference at batch 1 over the workspace laid out for one step,
     its states in the two slots a chunk of steps alternates (slot s in, the other out),
     so that they stay there from step to step; `pointers` are the step's own, past x_t
