@@ -147,6 +147,8 @@ class Kernel:
             off += n
         self._param_count = off
         self._ctype = "float" if self.dtype == np.float32 else "double"
+        self._buffer_type = self._ctype + "[]"
+        self._shapes = tuple(shape for _, shape in self._param_slices.values())
         self._S = sum(self.state_sizes.values())
         self._pool = WorkspacePool()
 
@@ -279,6 +281,8 @@ class Kernel:
 
     def _spans(self, B):
         """Row slices to run on threads at once (parallel.py), or None."""
+        if B < 2 * parallel.MIN_ROWS:     # one slice at most: the settings need not be read
+            return None
         return parallel.spans(B, self.hidden_size, _threads.loop_threads())
 
     def _split_history(self, parts):
@@ -430,7 +434,7 @@ class Kernel:
         # cffi itself would accept float32 memory as double[]: check before every call
         if arr.dtype != self.dtype or not arr.flags.c_contiguous:
             raise TypeError("internal: a %s buffer reached a %s kernel" % (arr.dtype, self.dtype))
-        return self._ffi.from_buffer(self._ctype + "[]", arr)
+        return self._ffi.from_buffer(self._buffer_type, arr)
 
     def _iptr(self, lengths):
         return self._ffi.NULL if lengths is None else self._ffi.from_buffer("int[]", lengths)
@@ -457,7 +461,7 @@ class Kernel:
         return arr
 
     def _check_kind(self, name, dtype):
-        if dtype != self.dtype and not np.can_cast(dtype, self.dtype, casting="same_kind"):
+        if dtype is not self.dtype and dtype != self.dtype and not np.can_cast(dtype, self.dtype, casting="same_kind"):
             raise TypeError("%s: expected real numbers convertible to %s, got dtype %s"
                             % (name, self.dtype.name, dtype))
 
@@ -515,9 +519,13 @@ class Kernel:
                 values = [params[name] for name in self._param_slices]
             except KeyError:
                 values = ()
-            if values and all(type(v) is np.ndarray and v.dtype == self.dtype and v.shape == shape
-                              for v, (_, shape) in zip(values, self._param_slices.values())):
-                return np.concatenate([v.ravel() for v in values])
+            dtype = self.dtype
+            for v, shape in zip(values, self._shapes):     # a loop: half all()'s time
+                if type(v) is not np.ndarray or v.dtype != dtype or v.shape != shape:
+                    break
+            else:
+                if values:
+                    return np.concatenate(values, axis=None)
         unknown = [k for k in params if k not in self.param_shapes]
         if unknown:
             raise KeyError("params: unknown parameter %r; this kernel has %s"
@@ -540,6 +548,16 @@ class Kernel:
         if not isinstance(states, dict):
             raise TypeError("%s: expected a dict state name -> array, got %s"
                             % (name, type(states).__name__))
+        if len(states) == len(self.state_sizes):
+            # every state given as a (B, size) array of this dtype (what infer and step
+            # return): one concatenation, half the time of the loop below at batch 1
+            values = [states.get(s) for s in self.state_sizes]
+            for v, size in zip(values, self.state_sizes.values()):
+                if type(v) is not np.ndarray or v.dtype != self.dtype or v.shape != (B, size):
+                    break
+            else:
+                rows = np.concatenate(values, axis=1)     # in the inputs' order
+                return rows if rows.flags.c_contiguous else np.ascontiguousarray(rows)
         rows = np.zeros((B, self._S), self.dtype)
         off = 0
         for s, size in self.state_sizes.items():

@@ -26,16 +26,19 @@ class WorkspacePool:
 
     def __init__(self):
         self._free, self._lock = {}, threading.Lock()
+        self._held = 0           # bytes in self._free
 
     def take(self, n, dtype):
         with self._lock:
             free = self._free.get(n)
             if free:
-                return free.pop()
+                arr = free.pop()
+                self._held -= arr.nbytes
+                return arr
         return aligned_empty(n, dtype)
 
     def give(self, arr):
         with self._lock:
-            held = sum(a.nbytes for lst in self._free.values() for a in lst)
-            if held + arr.nbytes <= _POOL_BYTES and not self._free.get(arr.size):
+            if self._held + arr.nbytes <= _POOL_BYTES and not self._free.get(arr.size):
                 self._free.setdefault(arr.size, []).append(arr)
+                self._held += arr.nbytes
