@@ -10,10 +10,11 @@ import pytest
 from rnncompiler.compiler import mathfn
 
 BOUNDS = {("float32", "exp"): 1, ("float64", "exp"): 1,
+          ("float32", "exp_nonpos"): 1, ("float64", "exp_nonpos"): 1,
           ("float32", "tanh"): 1, ("float64", "tanh"): 1,
           ("float32", "sigmoid"): 3, ("float64", "sigmoid"): 3,
           ("float32", "log"): 2, ("float64", "log"): 1, ("float32", "log1p"): 2, ("float64", "log1p"): 1}
-FUNCTIONS = ("exp", "tanh", "sigmoid", "log", "log1p")
+FUNCTIONS = ("exp", "tanh", "sigmoid", "log", "log1p", "exp_nonpos")
 
 
 @pytest.fixture(scope="module")
@@ -77,10 +78,13 @@ def inputs(fn, dtype):
     if fn == "log1p":
         p = positive_sweep(dtype)
         return np.concatenate([p, -p[p < 1], np.linspace(-0.999, 0.999, 200001, dtype=dtype)])
+    if fn == "exp_nonpos":             # e^x for x <= 0 only (sigmoid's and softplus's e^-|u|)
+        x = sweep(dtype)
+        return x[x <= 0]
     return sweep(dtype)
 
 
-REFERENCE = {"exp": np.exp, "tanh": np.tanh, "sigmoid": lambda v: 1 / (1 + np.exp(-v)),
+REFERENCE = {"exp": np.exp, "exp_nonpos": np.exp, "tanh": np.tanh, "sigmoid": lambda v: 1 / (1 + np.exp(-v)),
              "log": np.log, "log1p": np.log1p}
 
 
@@ -142,6 +146,16 @@ def test_nan_propagates(modules, dtype):
         assert np.isnan(y[0]) and np.isfinite(y[1]), fn
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_exp_of_a_nonpositive_argument_has_the_bits_of_exp(modules, dtype):
+    """The shortcut sigmoid and softplus take (no upper clamp, NaN through the arithmetic)
+    gives exp's bits wherever it is used, subnormal results and -inf included."""
+    x = inputs("exp_nonpos", dtype)
+    x = np.concatenate([x, -np.geomspace(80, 760, 20001).astype(dtype)])
+    assert np.array_equal(run(modules[dtype], "exp_nonpos", x).view("u%d" % x.itemsize),
+                          run(modules[dtype], "exp", x).view("u%d" % x.itemsize))
+
+
 def test_math_helpers_are_always_inlined_in_a_big_cells_kernel(tmp_path):
     """A 4-layer LSTM written as one cell, its C compiled with -fno-inline (gcc then inlines
     only what it must): no math helper is left as a function of its own — gcc once called
@@ -174,6 +188,6 @@ def test_math_helpers_are_always_inlined_in_a_big_cells_kernel(tmp_path):
     cmd = build.compiler_command(str(c_file), str(obj), 2, True, compile_only=True)
     subprocess.run(cmd + ["-fno-inline"], check=True, capture_output=True)
     symbols = subprocess.run(["nm", str(obj)], capture_output=True, text=True, check=True).stdout
-    math = ("exp", "exp_reduced", "tanh", "log", "log1p", "sigmoid", "pow2i", "max", "min", "clip")
+    math = ("exp", "exp_reduced", "exp_clamped", "exp_nonpos", "tanh", "log", "log1p", "sigmoid", "pow2i", "max", "min", "clip")
     helpers = [s for s in symbols.split() if s.rstrip("f") in ["rnnc_" + m for m in math]]
     assert helpers == []

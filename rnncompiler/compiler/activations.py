@@ -27,7 +27,8 @@ class Activation:
     Softplus, Clip, ...), u the argument, y the function's value at u, the bound names and
     the `where` names. The C body is the body of `static inline real rnnc_<sympy_name
     lowercased>(real u)`, with EXP, LOG1P, FABS, FMAX, FMIN and CBRT for the math
-    functions (the kernels' own exp and log1p in fast-math builds) and `real` the type.
+    functions (the kernels' own exp and log1p in fast-math builds), EXP_NONPOS for exp of an
+    argument <= 0 (-|u|: the kernels' has fewer clamps) and `real` the type.
     """
     name: str                    # rc.<name>, the text in error messages and docs
     sympy_name: str              # the traced call's name and the sympy Function class's
@@ -68,7 +69,7 @@ TABLE = (
         value_doc="σ(u) = 1 / (1 + e^−u)", derivative_doc="σ(u)(1 − σ(u))",
         # one division of e or 1 (chosen while e + 1 is added): a step at batch 1 waits
         # on it, and a multiply after the division would add its latency
-        c_body="const real e = EXP(-FABS(u)); return (u >= 0 ? 1 : e) / (1 + e);",
+        c_body="const real e = EXP_NONPOS(-FABS(u)); return (u >= 0 ? 1 : e) / (1 + e);",
         numpy=lambda u: np.where(u >= 0, 1 / (1 + np.exp(-np.abs(u))),
                                  np.exp(-np.abs(u)) / (1 + np.exp(-np.abs(u)))),
         torch=lambda torch, u: torch.sigmoid(u),
@@ -93,7 +94,7 @@ TABLE = (
         doc="softplus(u) = log(1 + e^u) of each element of a vector, without overflow.",
         value_doc="ln(1 + e^u), computed as max(u, 0) + log1p(e^−\\|u\\|)",
         derivative_doc="σ(u)",
-        c_body="return (u > 0 ? u : 0) + LOG1P(EXP(-FABS(u)));",
+        c_body="return (u > 0 ? u : 0) + LOG1P(EXP_NONPOS(-FABS(u)));",
         numpy=lambda u: np.maximum(u, 0) + np.log1p(np.exp(-np.abs(u))),
         torch=lambda torch, u: torch.nn.functional.softplus(u),
         latex=r"\operatorname{softplus}%(power)s\left(%(arg)s\right)"),
@@ -152,7 +153,7 @@ TABLE = (
         derivative_doc="σ(w)(1 + u w′(u)(1 − σ(w))), w′(u) = √(8/π)(1 + 0.134145u²); u w′(u) "
                        "read at u clipped to ±30, where σ(w)(1 − σ(w)) is 0 already: no overflow",
         c_body="const real w = (real)1.5957691216057308 * (u + (real)0.044715 * u * u * u); "
-               "const real e = EXP(-FABS(w)), s = 1 / (1 + e); return u * (w >= 0 ? s : e * s);",
+               "const real e = EXP_NONPOS(-FABS(w)), s = 1 / (1 + e); return u * (w >= 0 ? s : e * s);",
         torch=lambda torch, u: torch.nn.functional.gelu(u, approximate="tanh")),
     Activation(
         "mish", "Mish", forward="u*tanh(Softplus(u))",
@@ -160,7 +161,7 @@ TABLE = (
         doc="mish(u) = u tanh(softplus(u)) of each element of a vector.",
         value_doc="u tanh(softplus(u))", derivative_doc="t + u σ(u)(1 − t²), t = tanh(softplus(u))",
         # tanh(log(1 + e^u)) = n/(n + 2), n = e^u (e^u + 2): one exp of -|u|, no overflow
-        c_body="const real e = EXP(-FABS(u)); const real n = u >= 0 ? 1 + 2 * e : e * (e + 2); "
+        c_body="const real e = EXP_NONPOS(-FABS(u)); const real n = u >= 0 ? 1 + 2 * e : e * (e + 2); "
                "const real d = u >= 0 ? n + 2 * e * e : n + 2; return u * (n / d);",
         torch=lambda torch, u: torch.nn.functional.mish(u)),
 )

@@ -165,7 +165,9 @@ def c_helpers(dtype, fast=False, prelude=True):
     suffix = "f" if f else ""
     ctype = "float" if f else "double"
     exp = "rnnc_exp" if fast else "exp"
-    macros = {"EXP": exp, "LOG1P": "rnnc_log1p" if fast else "log1p", "FABS": "fabs",
+    # EXP_NONPOS: e^x of an x <= 0 (fastmath.h's has fewer clamps and tests)
+    macros = {"EXP": exp, "EXP_NONPOS": "rnnc_exp_nonpos" if fast else "exp",
+              "LOG1P": "rnnc_log1p" if fast else "log1p", "FABS": "fabs",
               "FMAX": "fmax", "FMIN": "fmin", "CBRT": "cbrt"}
     out = []
     for row in TABLE:

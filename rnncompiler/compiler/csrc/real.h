@@ -4,6 +4,7 @@
 #undef RNNC_REAL
 #undef RNNC_REAL_SIZE
 #undef RNNC_INT
+#undef RNNC_UINT
 #undef RNNC_F
 #undef RNNC_L
 #undef RNNC_L_
@@ -12,6 +13,7 @@
 #define RNNC_REAL double
 #define RNNC_REAL_SIZE 8            /* sizeof(RNNC_REAL), for #if */
 #define RNNC_INT int64_t            /* an integer as wide: the bits of a real */
+#define RNNC_UINT uint64_t
 #define RNNC_F(name) name           /* the names of libm and the helpers: exp, rnnc_exp */
 #define RNNC_L(lit) lit             /* a literal of the type, lit or a macro of its digits */
 #define RNNC_T(name) rnnc_d_##name  /* the GEMM helpers' names: rnnc_d_gemm_nt */
@@ -19,6 +21,7 @@
 #define RNNC_REAL float
 #define RNNC_REAL_SIZE 4
 #define RNNC_INT int32_t
+#define RNNC_UINT uint32_t
 #define RNNC_F(name) name##f        /* expf, rnnc_expf */
 #define RNNC_L(lit) RNNC_L_(lit)    /* 0.5 -> 0.5f, after expanding a macro */
 #define RNNC_L_(lit) lit##f
