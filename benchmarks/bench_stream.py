@@ -8,8 +8,9 @@ run, interleaved, min and median of the repeats:
 - the JIT kernel: kern.infer over T=1000 (one C call), the time of a kern.infer call at
   T=1 in µs ("call": Python's share of a call, checks, parameter vector and workspace,
   with the weights' packing and one step of C), kern.step per sample (each a Python call that checks, converts and
-  packs everything: its overhead is in the figure), and kern.stream(params).step per
-  sample (weights packed once; one C call a sample);
+  packs everything: its overhead is in the figure), kern.stream(params).step per
+  sample (weights packed once; one C call a sample), and its steps over T=1000 samples
+  (one C call a block);
 - torch, one thread: torch.nn.LSTM/GRU over (T, 1, I) per call, and torch.nn.LSTMCell /
   GRUCell per sample.
 
@@ -135,7 +136,7 @@ def jit_ns(kern, H, reps):
     x = np.random.default_rng(0).standard_normal((T, 1, H)).astype(np.float32)
     kern.infer(params, x)
     stream = kern.stream(params)
-    infer, step, streamed, call = [], [], [], []
+    infer, step, streamed, call, blocks = [], [], [], [], []
     x1 = np.ascontiguousarray(x[:1])
     for _ in range(reps):
         infer.append(_timed(lambda: kern.infer(params, x)) / T * 1e9)
@@ -156,7 +157,8 @@ def jit_ns(kern, H, reps):
             for t in range(T):
                 stream.step(x[t, 0])
         streamed.append(_timed(streams) / T * 1e9)
-    return infer, step, streamed, call
+        blocks.append(_timed(lambda: stream.steps(x[:, 0])) / T * 1e9)
+    return infer, step, streamed, call, blocks
 
 
 def torch_ns(name, H, reps):
@@ -193,9 +195,10 @@ def main(argv=None):
     print(machine_line())
     print("ns per step, float32, batch 1, one thread: min / median of %d interleaved repeats; "
           "GFLOP/s of the exported C's step\n" % args.repeats)
-    print("%-10s %4s  %-17s %-17s %-7s  %-17s %-11s %-17s %-17s  %-17s %-17s" % (
+    print("%-10s %4s  %-17s %-17s %-7s  %-17s %-11s %-17s %-17s %-17s  %-17s %-17s" % (
         "cell", "H", "export T=1000", "export step", "GFLOP/s", "JIT T=1000", "call (us)",
-        "JIT kern.step", "JIT stream.step", "torch T=1000", "torch cell/step"))
+        "JIT kern.step", "JIT stream.step", "stream.steps 1000", "torch T=1000",
+        "torch cell/step"))
     with tempfile.TemporaryDirectory() as tmp:
         for cname in args.cells:
             cell = CELLS[cname]()
@@ -204,15 +207,15 @@ def main(argv=None):
                 os.makedirs(out)
                 kern = rc.compile(cell, input_size=H, hidden_size=H, dtype="float32")
                 e_inf, e_step = exported_ns(cell, H, args.repeats, out)
-                j_inf, j_step, j_stream, j_call = jit_ns(kern, H, args.repeats)
+                j_inf, j_step, j_stream, j_call, j_blocks = jit_ns(kern, H, args.repeats)
                 t_inf, t_step = torch_ns(cname, H, args.repeats)
 
                 def mm(v):
                     return "-" if v is None else "%7.0f / %-7.0f" % (min(v), np.median(v))
                 gf = flops_per_step(kern) / min(e_step)
-                print("%-10s %4d  %-17s %-17s %-7.1f  %-17s %-11s %-17s %-17s  %-17s %-17s" % (
+                print("%-10s %4d  %-17s %-17s %-7.1f  %-17s %-11s %-17s %-17s %-17s  %-17s %-17s" % (
                     cname, H, mm(e_inf), mm(e_step), gf, mm(j_inf), "%.1f" % min(j_call),
-                    mm(j_step), mm(j_stream), mm(t_inf), mm(t_step)))
+                    mm(j_step), mm(j_stream), mm(j_blocks), mm(t_inf), mm(t_step)))
                 sys.stdout.flush()
 
 

@@ -154,6 +154,10 @@ def test_step_and_stream_run_the_unit_and_give_infer_s_bits(built):
     s = kern.stream(p, context=context)
     np.testing.assert_array_equal(np.stack([s.step(x[t, 0]) for t in range(12)]), y[:, 0])
     assert len(stepped) == 12
+    blocks = _counting(kern, "b1_steps")
+    s2 = kern.stream(p, context=context)
+    np.testing.assert_array_equal(np.concatenate([s2.steps(x[:5, 0]), s2.steps(x[5:, 0])]), y[:, 0])
+    assert len(blocks) == 2
     states = None
     for t in range(12):
         y_t, states = kern.step(p, x[t], states, context=context)
@@ -196,6 +200,7 @@ def test_a_kernel_built_at_o1_has_no_unit_and_its_stand_ins_refuse():
     assert lib.rnnc_b1_infer(3, 1, null, null, null, null, null, null, null) == 6
     assert lib.rnnc_b1_pack(null, null) == 6
     assert lib.rnnc_b1_step(null, null, null, null, null, null) == 6
+    assert lib.rnnc_b1_steps(1, null, null, null, null, null, null) == 6
 
 
 @pytest.mark.slow

@@ -1,6 +1,7 @@
 """The streaming entry points of exported kernels: NAME_pack once, then NAME_step per sample
 (batch 1, state carried) gives what NAME_infer gives over the whole sequence, in place or
-not, from zeros or a given state; NULLs are refused with code 2."""
+not, from zeros or a given state, and NAME_steps over blocks of samples what NAME_step
+gives sample by sample; NULLs are refused with code 2, T < 1 with 1."""
 import ctypes
 
 import numpy as np
@@ -27,6 +28,7 @@ class Stream:
                 "param_count": ([], ctypes.c_size_t), "state_size": ([], ctypes.c_size_t),
                 "output_size": ([], ctypes.c_size_t), "input_size": ([], ctypes.c_size_t),
                 "pack": ([P, P], i), "step": ([P, P, P, P, P, P], i),
+                "steps": ([i, P, P, P, P, P, P], i),
                 "infer": ([i, i, P, P, IP, P, P, P, P], i)}
         self.fn = {}
         for name, (args, res) in sigs.items():
@@ -128,6 +130,11 @@ def test_step_refuses_null_pointers(streams):
         args = [p(params), p(x), p(st), p(y), p(st), p(work)]
         args[k] = None
         assert s.fn["step"](*args) == 2
+        assert s.fn["steps"](1, *args) == 2
+    y[:] = 7
+    for T in (0, -1):
+        assert s.fn["steps"](T, p(params), p(x), p(st), p(y), p(st), p(work)) == 1
+    assert (y == 7).all()
 
 
 def test_the_header_documents_the_streaming_entry_points(streams):
@@ -135,7 +142,7 @@ def test_the_header_documents_the_streaming_entry_points(streams):
     _, exp = table["lstm"]
     header = open(exp.header).read()
     for decl in ("size_t s_lstm_step_workspace_size(void);",
-                 "int s_lstm_pack(const", "int s_lstm_step(const"):
+                 "int s_lstm_pack(const", "int s_lstm_step(const", "int s_lstm_steps(int T, const"):
         assert decl in header
     assert "real-time safe" in header
 
@@ -173,3 +180,62 @@ def test_a_step_reads_the_state_row_it_is_given(streams, name):
         np.testing.assert_array_equal(got[1], want[1])
         if given is not None:
             rows.append(got[1])
+
+
+@pytest.mark.parametrize("name", sorted(CELLS))
+@pytest.mark.parametrize("from_zeros", [False, True])
+def test_blocks_of_samples_are_the_samples_one_by_one(streams, name, from_zeros):
+    """NAME_steps over blocks of 1, 4 and 6 samples (in place, then not) gives the bits
+    of NAME_step sample by sample, and NAME_step after it goes on from the state it
+    left."""
+    table, dtype = streams
+    s, exp = table[name]
+    cell, sizes = CELLS[name]
+    kern = rc.compile(cell, I, H, dtype, sizes=sizes)
+    flat = np.ascontiguousarray(exp.flat_params(kern.init_params(seed=6)), dtype)
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((12, 1, s.I)).astype(dtype)
+    state0 = None if from_zeros else (0.5 * rng.standard_normal(s.S)).astype(dtype)
+    y_one, s_one = s.stream(flat, x, state0, in_place=False)
+    work = np.full(s.fn["step_workspace_size"](), np.nan, dtype)
+    assert s.fn["pack"](s.p(flat), s.p(work)) == 0
+    state, ys = state0, []
+    for t0, t1, in_place in ((0, 1, False), (1, 5, True), (5, 11, False)):
+        y = np.full((t1 - t0, s.O), np.nan, dtype)
+        out = state if (in_place and state is not None) else np.full(s.S, np.nan, dtype)
+        xs = np.ascontiguousarray(x[t0:t1, 0])
+        assert s.fn["steps"](t1 - t0, s.p(flat), s.p(xs), s.p(state), s.p(y), s.p(out),
+                             s.p(work)) == 0
+        ys.append(y)
+        state = out
+    y_last, s_last = np.zeros(s.O, dtype), np.zeros(s.S, dtype)
+    assert s.fn["step"](s.p(flat), s.p(np.ascontiguousarray(x[11, 0])), s.p(state),
+                        s.p(y_last), s.p(s_last), s.p(work)) == 0
+    np.testing.assert_array_equal(np.concatenate(ys + [y_last[None]]), y_one)
+    np.testing.assert_array_equal(s_last, s_one)
+
+
+def test_blocks_of_samples_where_weights_outgrow_l1(tmp_path):
+    """A kernel whose weights outgrow L1 (no step at a time: NAME_steps runs forward's
+    loop a sample at a time, the state through state_out): blocks, their state passed
+    apart from the one they write, give the bits of NAME_step sample by sample."""
+    exp = rc.export_c(rc.cells.lstm, str(tmp_path), 4, 48, "float64", name="big")
+    assert "steps_b1" not in open(exp.source).read()
+    s = Stream(build_shared(str(tmp_path), [exp.source]), "big", "float64")
+    kern = rc.compile(rc.cells.lstm, 4, 48, "float64")
+    flat = np.ascontiguousarray(exp.flat_params(kern.init_params(seed=8)))
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((9, 1, 4))
+    state0 = 0.5 * rng.standard_normal(s.S)
+    y_one, s_one = s.stream(flat, x, state0, in_place=False)
+    work = np.full(s.fn["step_workspace_size"](), np.nan)
+    assert s.fn["pack"](s.p(flat), s.p(work)) == 0
+    state, ys = state0.copy(), []
+    for t0, t1 in ((0, 4), (4, 9)):
+        y, out = np.full((t1 - t0, s.O), np.nan), np.full(s.S, np.nan)
+        assert s.fn["steps"](t1 - t0, s.p(flat), s.p(np.ascontiguousarray(x[t0:t1, 0])),
+                             s.p(state), s.p(y), s.p(out), s.p(work)) == 0
+        ys.append(y)
+        state = out
+    np.testing.assert_array_equal(np.concatenate(ys), y_one)
+    np.testing.assert_array_equal(state, s_one)

@@ -1,6 +1,7 @@
 """kern.stream(params): a sequence one sample at a time over weights packed once gives what
 kern.infer gives for the whole sequence, for plain cells, cells with context inputs and
-masks (at their expectations), and several inputs; bad samples are named."""
+masks (at their expectations), and several inputs; blocks of samples (`steps`) give the
+bits of the samples one by one; bad samples are named."""
 import numpy as np
 import pytest
 
@@ -43,6 +44,27 @@ def test_a_stream_with_context_and_several_inputs():
         k2.stream(k2.init_params())
 
 
+@pytest.mark.parametrize("cell", [rc.cells.gru, zoneout_lstm, two_inputs])
+def test_blocks_of_samples_are_the_samples_one_by_one(cell):
+    """steps over blocks of 1, 5 and 3 samples, mixed with step, from a given state: the
+    bits of step sample by sample, outputs and states (masks at their expectations and a
+    context in every row of a block)."""
+    sizes = {"E": E} if cell is two_inputs else None
+    kern = rc.compile(cell, input_size=I, hidden_size=H, sizes=sizes, dtype="float64")
+    params, rng = kern.init_params(seed=3), np.random.default_rng(2)
+    context = {"e": rng.standard_normal(E)} if cell is two_inputs else None
+    width = kern.input_size
+    x = rng.standard_normal((10, width))
+    state0 = {s: rng.standard_normal(n) for s, n in kern.state_sizes.items()}
+    y, one = _run(kern, params, x, state0, context=context)
+    s = kern.stream(params, state0, context=context)
+    got = [s.steps(x[:1]), s.steps(x[1:6]), s.step(x[6])[None], s.steps(x[7:])]
+    np.testing.assert_array_equal(np.concatenate(got), y)
+    for name in kern.state_sizes:
+        np.testing.assert_array_equal(s.states[name], one.states[name])
+    assert s.steps(x[:2].astype(np.float32)).dtype == np.float64
+
+
 def test_bad_samples_are_named():
     kern = rc.compile(rc.cells.lstm, input_size=I, hidden_size=H, dtype="float32")
     s = kern.stream(kern.init_params())
@@ -52,3 +74,8 @@ def test_bad_samples_are_named():
         s.step(np.zeros(3, complex))
     with pytest.raises(KeyError, match="params"):
         kern.stream({})
+    for bad in (np.zeros((2, 4)), np.zeros(3), np.zeros((0, 3))):
+        with pytest.raises(ValueError, match=r"x: expected shape \(T, 3\) with 1 <= T"):
+            s.steps(bad)
+    with pytest.raises(TypeError, match="x"):
+        s.steps(np.zeros((2, 3), complex))

@@ -394,11 +394,15 @@ int {p}_backward(int T, int B, const {r} *params, const {r} *x,
    {p}_step reads x_t (I reals) and state_in (S reals, NULL for zeros; it may be
    state_out), and writes y_t (O reals) and state_out (S reals). Pack again after
    changing params; {p}_step reads the vectors and scalars of params directly. Return 0,
-   or 2 for a NULL among params, x_t, y_t, state_out and work. */
+   or 2 for a NULL among params, x_t, y_t, state_out and work. {p}_steps runs T samples
+   (x: T*I reals, y: T*O) in one call, as T calls of {p}_step would, to the bit (a block
+   of audio); it returns 1 for T < 1, 2 for a NULL among params, x, y, state_out, work. */
 size_t {p}_step_workspace_size(void);
 int {p}_pack(const {r} *params, {r} *work);
 int {p}_step(const {r} *params, const {r} *x_t, const {r} *state_in, {r} *y_t,
              {r} *state_out, {r} *work);
+int {p}_steps(int T, const {r} *params, const {r} *x, const {r} *state_in, {r} *y,
+              {r} *state_out, {r} *work);
 
 /* Forward without a tape (inference): arguments and results as {p}_forward, but work
    holds {p}_infer_workspace_size(T, B) reals, which grows with B only (T up to 64

@@ -114,12 +114,12 @@ class Kernel:
         p = meta["prefix"]
         self._fn = {n: getattr(self._lib, "%s_%s" % (p, n)) for n in
                     ("run_forward", "run_backward", "workspace_size", "infer_workspace_size",
-                     "step", "pack", "step_workspace_size")}
+                     "step", "steps", "pack", "step_workspace_size")}
         # inference at batch 1 in a unit of its own (codegen.with_batch1_unit), if built
         self._batch1 = bool(meta.get("batch1"))
         if self._batch1:
             self._fn.update({"b1_" + n: getattr(self._lib, "%s_b1_%s" % (p, n)) for n in
-                             ("infer", "infer_workspace_size", "step", "pack", "step_workspace_size")})
+                             ("infer", "infer_workspace_size", "step", "steps", "pack", "step_workspace_size")})
         if hasattr(self._lib, p + "_set_blas_threads"):
             getattr(self._lib, p + "_set_blas_threads")(1)
         self.name = meta["name"]
@@ -339,9 +339,10 @@ class Kernel:
 
     def stream(self, params, state0=None, *, context=None):
         """A Stream: this cell over one sequence one sample at a time, `s.step(x_t)` ->
-        y_t, the state carried; the weights packed once, one C call per sample (masks at
-        their expectations, as in infer). For batch 1 in a loop, where `step` would
-        check, copy and pack everything at every call."""
+        y_t, or a block at a time, `s.steps(x)` -> y (T, O), the state carried; the
+        weights packed once, one C call per sample or block (masks at their expectations,
+        as in infer). For batch 1 in a loop, where `step` would check, copy and pack
+        everything at every call."""
         from .stream import Stream
         return Stream(self, params, state0, context)
 

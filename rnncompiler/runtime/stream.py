@@ -1,7 +1,8 @@
 """`kern.stream(params)`: one sequence run one sample at a time (batch 1, the state carried
 from call to call), as audio and control loops run a network. The weights are packed once
 (the C's NAME_pack) and each `step` is one call of NAME_step over preallocated buffers:
-no workspace, parameter vector or packing per sample, as `kern.step` has."""
+no workspace, parameter vector or packing per sample, as `kern.step` has; `steps` runs a
+block of samples (an audio buffer) in one call of NAME_steps."""
 from __future__ import annotations
 
 import numpy as np
@@ -10,9 +11,10 @@ from .workspace import aligned_empty
 
 
 class Stream:
-    """A kernel's streaming state: `step(x_t)` -> y_t (O,), `states` (name -> (size,)),
-    `reset(state0=None)`. Made by `Kernel.stream`; one per sequence, not shared between
-    threads (its buffers are its own)."""
+    """A kernel's streaming state: `step(x_t)` -> y_t (O,), `steps(x)` -> y (T, O) for a
+    block of samples, `states` (name -> (size,)), `reset(state0=None)`. Made by
+    `Kernel.stream`; one per sequence, not shared between threads (its buffers are its
+    own)."""
 
     def __init__(self, kern, params, state0=None, context=None):
         self._kern = kern
@@ -24,8 +26,8 @@ class Stream:
         self._row = np.array(row[0, 0])
         # the batch-1 unit's NAME_step where the kernel has one (codegen.with_batch1_unit)
         fn = {n: kern._fn[("b1_" if kern._batch1 else "") + n]
-              for n in ("step_workspace_size", "pack", "step")}
-        self._step = fn["step"]
+              for n in ("step_workspace_size", "pack", "step", "steps")}
+        self._step, self._steps = fn["step"], fn["steps"]
         self._work = aligned_empty(fn["step_workspace_size"](), kern.dtype)
         self._state = np.zeros(kern._S, kern.dtype)
         self._y = np.empty(kern.output_size, kern.dtype)
@@ -52,6 +54,23 @@ class Stream:
         p = self._p
         self._step(p[0], p[1], p[2], p[3], p[2], p[4])
         return self._y.copy()
+
+    def steps(self, x):
+        """A block of samples, x (T, I) -> y (T, O), a new array: what T calls of `step`
+        give, to the bit, in one C call (NAME_steps); the state moves on past them."""
+        kern = self._kern
+        x = np.asarray(x)
+        n = kern.input_size
+        if x.ndim != 2 or x.shape[1] != n or not 1 <= x.shape[0] < 2**31:
+            raise ValueError("x: expected shape (T, %d) with 1 <= T < 2**31, got %s" % (n, x.shape))
+        kern._check_kind("x", x.dtype)
+        rows = np.empty((x.shape[0], self._row.size), kern.dtype)
+        rows[:, n:] = self._row[n:]          # contexts and masks: every row's tail
+        rows[:, :n] = x
+        y = np.empty((x.shape[0], kern.output_size), kern.dtype)
+        p, ptr = self._p, kern._ptr
+        kern._raise_on_code(self._steps(x.shape[0], p[0], ptr(rows), p[2], ptr(y), p[2], p[4]))
+        return y
 
     @property
     def states(self):

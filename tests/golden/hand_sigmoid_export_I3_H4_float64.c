@@ -766,7 +766,7 @@ RNNC_INLINE int hand_sigmoid_forward_steps(int T, int B, const double *params, c
 }
 
 /* Step t of inference at batch 1, a function of its own (inlined into the loop of
-   hand_sigmoid_run_forward, it ran slower), over packed weights. With weights that stay in L1
+   steps_b1, it ran slower), over packed weights. With weights that stay in L1
    inference runs a step at a time: the input's product of a step then runs alongside
    the chain of sums and activations of the one before, where a chunk's hoisted
    products run apart from the steps (an LSTM at H = 16 and 32: 65 and 117 ns a step
@@ -803,6 +803,28 @@ RNNC_NOINLINE void one_step(const double *params, const double *x_t, double *y_t
     memcpy(y_t, next_h, sizeof(double) * 4);
 }
 
+/* T steps of one sequence over packed weights, one_step at a time: the states
+   copied from state_in (NULL: zeros) into slot 0, and from the last slot to
+   state_out (which may be state_in) */
+static void steps_b1(int T, const double *params, const double *x, const double *state_in, double *y,
+                     double *state_out, double *work)
+{
+    const int B = 1, keep = 0, CH = 1;      /* the workspace laid out for one step */
+    (void)B; (void)keep; (void)CH;
+    double *pack = work;
+    double *hist0 = pack + RNNC_PACK_SIZE;
+    double *A_L0 = hist0 + (ptrdiff_t)(keep ? ((ptrdiff_t)T + 1) : 2) * B * 4;
+    double *A_L1 = A_L0 + (ptrdiff_t)(keep ? T : CH) * B * 4;
+    (void)pack;
+    (void)hist0;
+    (void)A_L0;
+    (void)A_L1;
+    rows_to_states(1, state_in, hist0);
+    for (int t = 0; t < T; ++t)
+        one_step(params, x + (ptrdiff_t)t * 3, y + (ptrdiff_t)t * 4, work, t, t & 1);
+    states_to_rows(1, hist0 + (ptrdiff_t)(keep ? T : (T & 1)) * B * 4, state_out);
+}
+
 /* whether the n reals at a and b hold the same bits (no early exit: vectorised) */
 RNNC_INLINE int same_bits(const double *a, const double *b, int n)
 {
@@ -823,21 +845,8 @@ int hand_sigmoid_run_forward(int T, int B, const double *params, const double *x
     if (rc) return rc;
     if (!params || !x || !y || !state_T || !work) return 2;
     if (!keep && B == 1 && !lengths) {      /* inference at batch 1: a step at a time */
-        const int CH = 1;                   /* the workspace laid out for one step */
-        double *pack = work;
-        double *hist0 = pack + RNNC_PACK_SIZE;
-        double *A_L0 = hist0 + (ptrdiff_t)(keep ? ((ptrdiff_t)T + 1) : 2) * B * 4;
-        double *A_L1 = A_L0 + (ptrdiff_t)(keep ? T : CH) * B * 4;
-        (void)CH;
-        (void)pack;
-        (void)hist0;
-        (void)A_L0;
-        (void)A_L1;
-        pack_weights(params, pack);
-        rows_to_states(1, state0, hist0);
-        for (int t = 0; t < T; ++t)
-            one_step(params, x + (ptrdiff_t)t * 3, y + (ptrdiff_t)t * 4, work, t, t & 1);
-        states_to_rows(1, hist0 + (ptrdiff_t)(keep ? T : (T & 1)) * B * 4, state_T);
+        pack_weights(params, work);
+        steps_b1(T, params, x, state0, y, state_T, work);
         return 0;
     }
     return hand_sigmoid_forward_steps(T, B, params, x, lengths, state0, y, state_T, work, keep, threads, 0);
@@ -885,6 +894,22 @@ int hand_sigmoid_step(const double *params, const double *x_t, const double *sta
     memcpy(state_out + RNNC_S_h, hist0 + (1 - s) * 4, sizeof(double) * 4);
     s_bits = 1 - s;
     memcpy(last, &s_bits, sizeof s_bits);
+    return 0;
+}
+
+/* T samples of one sequence over weights packed by hand_sigmoid_pack, in one call: what T
+   calls of hand_sigmoid_step give, to the bit. x: T*I reals, y: T*O; the state carried
+   from state_in (S reals, NULL: zeros; it may be state_out) to state_out. */
+int hand_sigmoid_steps(int T, const double *params, const double *x, const double *state_in, double *y,
+              double *state_out, double *work)
+{
+    if (T < 1) return 1;
+    if (!params || !x || !y || !state_out || !work) return 2;
+    steps_b1(T, params, x, state_in, y, state_out, work);
+    {   /* where hand_sigmoid_step finds the last state: slot T & 1 */
+        const RNNC_INT s_bits = T & 1;
+        memcpy(work + hand_sigmoid_infer_workspace_size(1, 1), &s_bits, sizeof s_bits);
+    }
     return 0;
 }
 

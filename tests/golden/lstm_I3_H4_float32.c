@@ -718,6 +718,20 @@ int rnnc_step(const float *params, const float *x_t, const float *state_in, floa
     return rnnc_forward_steps(1, 1, params, x_t, NULL, state_in, y_t, state_out, work, 0, 1, 1);
 }
 
+/* T samples of one sequence over weights packed by rnnc_pack, in one call: what T
+   calls of rnnc_step give, to the bit. x: T*I reals, y: T*O; the state carried
+   from state_in (S reals, NULL: zeros; it may be state_out) to state_out. */
+int rnnc_steps(int T, const float *params, const float *x, const float *state_in, float *y,
+              float *state_out, float *work)
+{
+    if (T < 1) return 1;
+    if (!params || !x || !y || !state_out || !work) return 2;
+    for (int t = 0; t < T; ++t)
+        rnnc_forward_steps(1, 1, params, x + (ptrdiff_t)t * 3, NULL, t ? state_out : state_in,
+                          y + (ptrdiff_t)t * 4, state_out, work, 0, 1, 1);
+    return 0;
+}
+
 int rnnc_forward(int T, int B, const float *params, const float *x, const int *lengths,
                 const float *state0, float *y, float *state_T, float *work)
 { return rnnc_run_forward(T, B, params, x, lengths, state0, y, state_T, work, 1, 1); }
@@ -930,5 +944,8 @@ __attribute__((weak)) int rnnc_b1_pack(const float *params, float *work) { (void
 __attribute__((weak)) int rnnc_b1_step(const float *params, const float *x_t, const float *state_in,
     float *y_t, float *state_out, float *work)
 { (void)params; (void)x_t; (void)state_in; (void)y_t; (void)state_out; (void)work; return 6; }
+__attribute__((weak)) int rnnc_b1_steps(int T, const float *params, const float *x, const float *state_in,
+    float *y, float *state_out, float *work)
+{ (void)T; (void)params; (void)x; (void)state_in; (void)y; (void)state_out; (void)work; return 6; }
 
 void rnnc_set_blas_threads(int n) { scipy_openblas_set_num_threads(n); }

@@ -62,6 +62,8 @@ size_t {p}_step_workspace_size(void);
 int {p}_pack(const {r} *params, {r} *work);
 int {p}_step(const {r} *params, const {r} *x_t, const {r} *state_in, {r} *y_t,
              {r} *state_out, {r} *work);
+int {p}_steps(int T, const {r} *params, const {r} *x, const {r} *state_in, {r} *y,
+              {r} *state_out, {r} *work);
 """
 
 
@@ -177,6 +179,8 @@ size_t {p}_b1_step_workspace_size(void);
 int {p}_b1_pack(const {r} *params, {r} *work);
 int {p}_b1_step(const {r} *params, const {r} *x_t, const {r} *state_in, {r} *y_t,
                 {r} *state_out, {r} *work);
+int {p}_b1_steps(int T, const {r} *params, const {r} *x, const {r} *state_in, {r} *y,
+                 {r} *state_out, {r} *work);
 """
 
 BATCH1_STANDINS = """\
@@ -191,7 +195,10 @@ __attribute__((weak)) size_t {p}_b1_step_workspace_size(void) {{ return 0; }}
 __attribute__((weak)) int {p}_b1_pack(const {r} *params, {r} *work) {{ (void)params; (void)work; return 6; }}
 __attribute__((weak)) int {p}_b1_step(const {r} *params, const {r} *x_t, const {r} *state_in,
     {r} *y_t, {r} *state_out, {r} *work)
-{{ (void)params; (void)x_t; (void)state_in; (void)y_t; (void)state_out; (void)work; return 6; }}"""
+{{ (void)params; (void)x_t; (void)state_in; (void)y_t; (void)state_out; (void)work; return 6; }}
+__attribute__((weak)) int {p}_b1_steps(int T, const {r} *params, const {r} *x, const {r} *state_in,
+    {r} *y, {r} *state_out, {r} *work)
+{{ (void)T; (void)params; (void)x; (void)state_in; (void)y; (void)state_out; (void)work; return 6; }}"""
 
 
 def with_batch1_unit(csrc, g, bwd):
@@ -569,7 +576,8 @@ def _forward(g, L, printer, ctype, p, threads=False, step_loop=False, slot_step=
         "    return 0;",
         "}",
         "",
-    ] + (_one_step(regions, pointers[2:], body, update1) if step_loop else []) + (
+    ] + (_one_step(regions, pointers[2:], body, update1) + _steps_b1(L, regions, hist_args, last)
+         if step_loop else []) + (
         [SAME_BITS] if slot_step else []) + [
         "int {p}_run_forward(int T, int B, const {r} *params, const {r} *x, const int *lengths,",
         "                    const {r} *state0, {r} *y, {r} *state_T, {r} *work, int keep, int threads)",
@@ -579,16 +587,8 @@ def _forward(g, L, printer, ctype, p, threads=False, step_loop=False, slot_step=
         "    if (!params || !x || !y || !state_T || !work) return 2;",
     ] + ([
         "    if (!keep && B == 1 && !lengths) {      /* inference at batch 1: a step at a time */",
-        "        const int CH = 1;                   /* the workspace laid out for one step */",
-    ] + ["    " + ln for ln in regions] + [
-        "        (void)CH;",
-    ] + ["        (void)%s;" % v for v in _declared(regions)] + [
-        "        pack_weights(params, pack);",
-        "        rows_to_states(1, state0, %s);" % hist_args,
-        "        for (int t = 0; t < T; ++t)",
-        "            one_step(params, x + (ptrdiff_t)t * %d, y + (ptrdiff_t)t * %d, work, t, t & 1);"
-        % (L.I, L.O),
-        "        states_to_rows(1, %s, state_T);" % last,
+        "        pack_weights(params, work);",
+        "        steps_b1(T, params, x, state0, y, state_T, work);",
         "        return 0;",
         "    }",
     ] if step_loop else []) + [
@@ -622,6 +622,8 @@ def _forward(g, L, printer, ctype, p, threads=False, step_loop=False, slot_step=
         "    return {p}_forward_steps(1, 1, params, x_t, NULL, state_in, y_t, state_out, work, 0, 1, 1);",
     ]) + [
         "}",
+        "",
+    ] + _steps(L, step_loop, slot_step) + [
         "",
         "int {p}_forward(int T, int B, const {r} *params, const {r} *x, const int *lengths,",
         "                const {r} *state0, {r} *y, {r} *state_T, {r} *work)",
@@ -675,6 +677,64 @@ JOB_STRUCT = ("/* a chunk's work, as another thread takes it */\n"
               "/* the steps of a block edge: BLOCK_ROWS rows, or a multiple of them, in whole steps */\n"
               "static ptrdiff_t block_steps(int B) { return BLOCK_ROWS / (B & -B < BLOCK_ROWS ? B & -B : BLOCK_ROWS); }"
               % ", ".join(map(str, BLOCK_EDGES)))
+
+
+def _steps_b1(L, regions, hist_args, last):
+    """steps_b1: T steps of inference at batch 1 over packed weights, one_step at a time,
+    the states in the step workspace's two slots from step to step (NAME_infer at batch
+    1 and NAME_steps)."""
+    return [
+        "/* T steps of one sequence over packed weights, one_step at a time: the states",
+        "   copied from state_in (NULL: zeros) into slot 0, and from the last slot to",
+        "   state_out (which may be state_in) */",
+        "static void steps_b1(int T, const {r} *params, const {r} *x, const {r} *state_in, {r} *y,",
+        "                     {r} *state_out, {r} *work)",
+        "{",
+        "    const int B = 1, keep = 0, CH = 1;      /* the workspace laid out for one step */",
+        "    (void)B; (void)keep; (void)CH;",
+    ] + regions + ["    (void)%s;" % v for v in _declared(regions)] + [
+        "    rows_to_states(1, state_in, %s);" % hist_args,
+        "    for (int t = 0; t < T; ++t)",
+        "        one_step(params, x + (ptrdiff_t)t * %d, y + (ptrdiff_t)t * %d, work, t, t & 1);"
+        % (L.I, L.O),
+        "    states_to_rows(1, %s, state_out);" % last,
+        "}",
+        ""]
+
+
+def _steps(L, step_loop, slot_step):
+    """NAME_steps: T samples of one sequence over packed weights in one call, as T calls
+    of NAME_step (a block of audio with the state carried): steps_b1 where the kernel
+    infers a step at a time (the slot index then left where NAME_step finds the last
+    state), else forward_steps a sample at a time, the state through state_out."""
+    head = [
+        "/* T samples of one sequence over weights packed by {p}_pack, in one call: what T",
+        "   calls of {p}_step give, to the bit. x: T*I reals, y: T*O; the state carried",
+        "   from state_in (S reals, NULL: zeros; it may be state_out) to state_out. */",
+        "int {p}_steps(int T, const {r} *params, const {r} *x, const {r} *state_in, {r} *y,",
+        "              {r} *state_out, {r} *work)",
+        "{",
+        "    if (T < 1) return 1;",
+        "    if (!params || !x || !y || !state_out || !work) return 2;",
+    ]
+    if not step_loop:
+        return head + [
+            "    for (int t = 0; t < T; ++t)",
+            "        {p}_forward_steps(1, 1, params, x + (ptrdiff_t)t * %d, NULL, t ? state_out : state_in,"
+            % L.I,
+            "                          y + (ptrdiff_t)t * %d, state_out, work, 0, 1, 1);" % L.O,
+            "    return 0;",
+            "}"]
+    return head + [
+        "    steps_b1(T, params, x, state_in, y, state_out, work);",
+    ] + ([
+        "    {   /* where {p}_step finds the last state: slot T & 1 */",
+        "        const RNNC_INT s_bits = T & 1;",
+        "        memcpy(work + {p}_infer_workspace_size(1, 1), &s_bits, sizeof s_bits);",
+        "    }",
+    ] if slot_step else []) + [
+        "    return 0;",
+        "}"]
 
 
 def _slot_step(regions, L):
@@ -745,7 +805,7 @@ def _one_step(regions, pointers, body, update):
     and the slots."""
     return [
         "/* Step t of inference at batch 1, a function of its own (inlined into the loop of",
-        "   {p}_run_forward, it ran slower), over packed weights. With weights that stay in L1",
+        "   steps_b1, it ran slower), over packed weights. With weights that stay in L1",
         "   inference runs a step at a time: the input's product of a step then runs alongside",
         "   the chain of sums and activations of the one before, where a chunk's hoisted",
         "   products run apart from the steps (an LSTM at H = 16 and 32: 65 and 117 ns a step",
