@@ -1,7 +1,7 @@
 """kern.stream(params): a sequence one sample at a time over weights packed once gives what
 kern.infer gives for the whole sequence, for plain cells, cells with context inputs and
-masks (at their expectations), and several inputs; blocks of samples (`steps`) give the
-bits of the samples one by one; bad samples are named."""
+masks (at their expectations), and several inputs; a block of samples (`steps`) is
+kern.infer from the stream's state; bad samples are named."""
 import numpy as np
 import pytest
 
@@ -45,23 +45,34 @@ def test_a_stream_with_context_and_several_inputs():
 
 
 @pytest.mark.parametrize("cell", [rc.cells.gru, zoneout_lstm, two_inputs])
-def test_blocks_of_samples_are_the_samples_one_by_one(cell):
-    """steps over blocks of 1, 5 and 3 samples, mixed with step, from a given state: the
-    bits of step sample by sample, outputs and states (masks at their expectations and a
-    context in every row of a block)."""
+def test_blocks_of_samples_are_infer_from_the_stream_s_state(cell):
+    """steps over blocks of 1, 5 and 3 samples, mixed with step, from a given state: each
+    block the bits of kern.infer from the state the stream had, and the whole the samples
+    one by one (to rounding: a kernel without a batch-1 unit hoists a block's products);
+    masks at their expectations and a context in every row of a block."""
     sizes = {"E": E} if cell is two_inputs else None
     kern = rc.compile(cell, input_size=I, hidden_size=H, sizes=sizes, dtype="float64")
     params, rng = kern.init_params(seed=3), np.random.default_rng(2)
     context = {"e": rng.standard_normal(E)} if cell is two_inputs else None
-    width = kern.input_size
-    x = rng.standard_normal((10, width))
+    x = rng.standard_normal((10, kern.input_size))
     state0 = {s: rng.standard_normal(n) for s, n in kern.state_sizes.items()}
     y, one = _run(kern, params, x, state0, context=context)
     s = kern.stream(params, state0, context=context)
-    got = [s.steps(x[:1]), s.steps(x[1:6]), s.step(x[6])[None], s.steps(x[7:])]
-    np.testing.assert_array_equal(np.concatenate(got), y)
+    got = []
+    for t0, t1 in ((0, 1), (1, 6), (6, 7), (7, 10)):
+        before = {k: v[None] for k, v in s.states.items()}
+        stepped = t0 == 6                  # step's sample: infer's to rounding
+        block = s.step(x[t0])[None] if stepped else s.steps(x[t0:t1])
+        want, after = kern.infer(params, x[t0:t1, None], before, context=context)
+        check = (lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)) \
+            if stepped else np.testing.assert_array_equal
+        check(block, want[:, 0])
+        for name in kern.state_sizes:
+            check(s.states[name], after[name][0])
+        got.append(block)
+    np.testing.assert_allclose(np.concatenate(got), y, rtol=1e-12, atol=1e-14)
     for name in kern.state_sizes:
-        np.testing.assert_array_equal(s.states[name], one.states[name])
+        np.testing.assert_allclose(s.states[name], one.states[name], rtol=1e-12, atol=1e-14)
     assert s.steps(x[:2].astype(np.float32)).dtype == np.float64
 
 
