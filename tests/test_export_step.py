@@ -52,9 +52,14 @@ class Stream:
                                 self.p(state0), self.p(y), self.p(sT), self.p(work)) == 0
         return y, sT
 
-    def stream(self, params, x, state0, in_place):
+    def packed(self, params):
+        """A step workspace (NaN where nothing is written) with params packed into it."""
         work = np.full(self.fn["step_workspace_size"](), np.nan, self.dtype)
         assert self.fn["pack"](self.p(params), self.p(work)) == 0
+        return work
+
+    def stream(self, params, x, state0, in_place):
+        work = self.packed(params)
         state = None if state0 is None else state0.copy()
         ys = []
         for t in range(x.shape[0]):
@@ -109,6 +114,15 @@ def test_step_by_step_is_the_sequence_run_at_once(streams, name, in_place, from_
                                atol=1e-6 if dtype == "float32" else 1e-14)
 
 
+def _exported(streams, name, seed):
+    """(the exported kernel's functions, dtype, its flat parameters drawn from seed)."""
+    table, dtype = streams
+    s, exp = table[name]
+    cell, sizes = CELLS[name]
+    kern = rc.compile(cell, I, H, dtype, sizes=sizes)
+    return s, dtype, np.ascontiguousarray(exp.flat_params(kern.init_params(seed=seed)), dtype)
+
+
 def _split(kern, row):
     out, off = {}, 0
     for name, size in kern.state_sizes.items():
@@ -152,11 +166,7 @@ def test_a_step_reads_the_state_row_it_is_given(streams, name):
     """NAME_step may read a state from the workspace's slot that the last step wrote when
     the row passed in holds its bits; any other row (the state before the last step, which
     the other slot holds, a changed one, zeros) gives what a fresh workspace gives."""
-    table, dtype = streams
-    s, exp = table[name]
-    cell, sizes = CELLS[name]
-    kern = rc.compile(cell, I, H, dtype, sizes=sizes)
-    flat = np.ascontiguousarray(exp.flat_params(kern.init_params(seed=4)), dtype)
+    s, dtype, flat = _exported(streams, name, seed=4)
     rng = np.random.default_rng(5)
     x = rng.standard_normal((6, s.I)).astype(dtype)
 
@@ -165,17 +175,12 @@ def test_a_step_reads_the_state_row_it_is_given(streams, name):
         assert s.fn["step"](s.p(flat), s.p(x_t), s.p(state), s.p(y), s.p(out), s.p(work)) == 0
         return y, out
 
-    def packed():
-        work = np.full(s.fn["step_workspace_size"](), np.nan, dtype)
-        assert s.fn["pack"](s.p(flat), s.p(work)) == 0
-        return work
-
-    work, rows = packed(), [(0.5 * rng.standard_normal(s.S)).astype(dtype)]
+    work, rows = s.packed(flat), [(0.5 * rng.standard_normal(s.S)).astype(dtype)]
     for t in range(4):
         rows.append(step(work, x[t], rows[-1])[1])
     for given in (rows[-2], rows[-1], rows[0], rows[-1] + 0.25, -rows[-1], None):
         got = step(work, x[4], given)
-        want = step(packed(), x[4], given)
+        want = step(s.packed(flat), x[4], given)
         np.testing.assert_array_equal(got[0], want[0])
         np.testing.assert_array_equal(got[1], want[1])
         if given is not None:
@@ -188,17 +193,12 @@ def test_blocks_of_samples_are_the_samples_one_by_one(streams, name, from_zeros)
     """NAME_steps over blocks of 1, 4 and 6 samples (in place, then not) gives the bits
     of NAME_step sample by sample, and NAME_step after it goes on from the state it
     left."""
-    table, dtype = streams
-    s, exp = table[name]
-    cell, sizes = CELLS[name]
-    kern = rc.compile(cell, I, H, dtype, sizes=sizes)
-    flat = np.ascontiguousarray(exp.flat_params(kern.init_params(seed=6)), dtype)
+    s, dtype, flat = _exported(streams, name, seed=6)
     rng = np.random.default_rng(7)
     x = rng.standard_normal((12, 1, s.I)).astype(dtype)
     state0 = None if from_zeros else (0.5 * rng.standard_normal(s.S)).astype(dtype)
     y_one, s_one = s.stream(flat, x, state0, in_place=False)
-    work = np.full(s.fn["step_workspace_size"](), np.nan, dtype)
-    assert s.fn["pack"](s.p(flat), s.p(work)) == 0
+    work = s.packed(flat)
     state, ys = state0, []
     for t0, t1, in_place in ((0, 1, False), (1, 5, True), (5, 11, False)):
         y = np.full((t1 - t0, s.O), np.nan, dtype)
@@ -228,8 +228,7 @@ def test_blocks_of_samples_where_weights_outgrow_l1(tmp_path):
     x = rng.standard_normal((9, 1, 4))
     state0 = 0.5 * rng.standard_normal(s.S)
     y_one, s_one = s.stream(flat, x, state0, in_place=False)
-    work = np.full(s.fn["step_workspace_size"](), np.nan)
-    assert s.fn["pack"](s.p(flat), s.p(work)) == 0
+    work = s.packed(flat)
     state, ys = state0.copy(), []
     for t0, t1 in ((0, 4), (4, 9)):
         y, out = np.full((t1 - t0, s.O), np.nan), np.full(s.S, np.nan)
