@@ -462,7 +462,7 @@ class Kernel:
         return arr
 
     def _check_kind(self, name, dtype):
-        if dtype is not self.dtype and dtype != self.dtype and not np.can_cast(dtype, self.dtype, casting="same_kind"):
+        if dtype != self.dtype and not np.can_cast(dtype, self.dtype, casting="same_kind"):
             raise TypeError("%s: expected real numbers convertible to %s, got dtype %s"
                             % (name, self.dtype.name, dtype))
 

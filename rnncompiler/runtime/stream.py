@@ -2,7 +2,7 @@
 from call to call), as audio and control loops run a network. The weights are packed once
 (the C's NAME_pack) and each `step` is one call of NAME_step over preallocated buffers:
 no workspace, parameter vector or packing per sample, as `kern.step` has; `steps` runs a
-block of samples (an audio buffer) in one call of NAME_steps."""
+block of samples (an audio buffer) in one C call."""
 from __future__ import annotations
 
 import numpy as np
