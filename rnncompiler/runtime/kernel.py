@@ -12,6 +12,7 @@ import numpy as np
 from . import checkpoint, finite, parallel
 from .inputs import Columns, row_view
 from .meta import Equations, from_meta
+from .stream import STREAM_FUNCTIONS, Stream
 from .workspace import WorkspacePool
 from . import threads as _threads
 
@@ -113,13 +114,13 @@ class Kernel:
         self.checkpoint = checkpoint   # k: forward keeps states every k steps (checkpoint.py)
         p = meta["prefix"]
         self._fn = {n: getattr(self._lib, "%s_%s" % (p, n)) for n in
-                    ("run_forward", "run_backward", "workspace_size", "infer_workspace_size",
-                     "step", "steps", "pack", "step_workspace_size")}
+                    ("run_forward", "run_backward", "workspace_size", "infer_workspace_size")
+                    + STREAM_FUNCTIONS}
         # inference at batch 1 in a unit of its own (codegen.with_batch1_unit), if built
         self._batch1 = bool(meta.get("batch1"))
         if self._batch1:
             self._fn.update({"b1_" + n: getattr(self._lib, "%s_b1_%s" % (p, n)) for n in
-                             ("infer", "infer_workspace_size", "step", "steps", "pack", "step_workspace_size")})
+                             ("infer", "infer_workspace_size") + STREAM_FUNCTIONS})
         if hasattr(self._lib, p + "_set_blas_threads"):
             getattr(self._lib, p + "_set_blas_threads")(1)
         self.name = meta["name"]
@@ -309,10 +310,15 @@ class Kernel:
             for _, work in parts:
                 self._pool.give(work)
             return y, self._split_states(rows)
+        y, rows = self._infer_rows(args, n_work)
+        return y, self._split_states(rows)
+
+    def _infer_rows(self, args, n_work):
+        """Inference over checked args (_prepare's) on this thread, in a workspace of n_work
+        scalars from the pool: (outputs, final state rows)."""
         work = self._pool.take(n_work, self.dtype)
         try:
-            y, rows = self._run_rows(0, args, work, batch1=self._infers_batch1(False, args[1]))
-            return y, self._split_states(rows)
+            return self._run_rows(0, args, work, batch1=self._infers_batch1(False, args[1]))
         finally:
             self._pool.give(work)
 
@@ -343,7 +349,6 @@ class Kernel:
         weights packed once, one C call per sample or block (masks at their expectations,
         as in infer). For batch 1 in a loop, where `step` would check, copy and pack
         everything at every call."""
-        from .stream import Stream
         return Stream(self, params, state0, context)
 
     def backward(self, result, d_outputs=None, d_states=None, *, state_grads=False,

@@ -9,6 +9,9 @@ import numpy as np
 
 from .workspace import aligned_empty
 
+# the C functions a stream calls: the batch-1 unit's (b1_ ...) where the kernel has one
+STREAM_FUNCTIONS = ("step_workspace_size", "pack", "step", "steps")
+
 
 class Stream:
     """A kernel's streaming state: `step(x_t)` -> y_t (O,), `steps(x)` -> y (T, O) for a
@@ -25,8 +28,7 @@ class Stream:
         row, _ = cols.rows(blank, 1, context, None, None, False, kern.dtype)
         self._row = np.array(row[0, 0])
         # the batch-1 unit's NAME_step where the kernel has one (codegen.with_batch1_unit)
-        fn = {n: kern._fn[("b1_" if kern._batch1 else "") + n]
-              for n in ("step_workspace_size", "pack", "step", "steps")}
+        fn = {n: kern._fn[("b1_" if kern._batch1 else "") + n] for n in STREAM_FUNCTIONS}
         # a block: the unit's NAME_steps, a step at a time over the packed weights; a
         # kernel without the unit runs its own inference (the input's products hoisted
         # over the block: an LSTM at H=128, 2.0 us a sample against 3.6 step by step)
@@ -74,12 +76,8 @@ class Stream:
         rows[:, :n] = x
         if self._steps is None:
             T = x.shape[0]
-            work = kern._pool.take(kern._workspace_size(False, T, 1), kern.dtype)
-            try:
-                y, state_T = kern._run_rows(0, (T, 1, self._flat, rows[:, None], None,
-                                                self._state[None]), work)
-            finally:
-                kern._pool.give(work)
+            y, state_T = kern._infer_rows((T, 1, self._flat, rows[:, None], None, self._state[None]),
+                                          kern._workspace_size(False, T, 1))
             self._state[:] = state_T[0]
             return y[:, 0]
         y = np.empty((x.shape[0], kern.output_size), kern.dtype)

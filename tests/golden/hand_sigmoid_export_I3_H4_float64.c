@@ -809,7 +809,7 @@ RNNC_NOINLINE void one_step(const double *params, const double *x_t, double *y_t
 static void steps_b1(int T, const double *params, const double *x, const double *state_in, double *y,
                      double *state_out, double *work)
 {
-    const int B = 1, keep = 0, CH = 1;      /* the workspace laid out for one step */
+    const int B = 1, keep = 0, CH = 1;  /* one step's layout */
     (void)B; (void)keep; (void)CH;
     double *pack = work;
     double *hist0 = pack + RNNC_PACK_SIZE;
@@ -823,6 +823,21 @@ static void steps_b1(int T, const double *params, const double *x, const double 
     for (int t = 0; t < T; ++t)
         one_step(params, x + (ptrdiff_t)t * 3, y + (ptrdiff_t)t * 4, work, t, t & 1);
     states_to_rows(1, hist0 + (ptrdiff_t)(keep ? T : (T & 1)) * B * 4, state_out);
+}
+
+/* the state slot the last step wrote (0 or 1), kept in the real `at` (LAST_SLOT: past
+   one step's layout) as an integer's bits, with no conversion on the step's path */
+#define LAST_SLOT(work) ((work) + hand_sigmoid_infer_workspace_size(1, 1))
+RNNC_INLINE int last_slot(const double *at)
+{
+    RNNC_INT s;
+    memcpy(&s, at, sizeof s);
+    return s != 0;
+}
+RNNC_INLINE void set_last_slot(double *at, int slot)
+{
+    const RNNC_INT s = slot;
+    memcpy(at, &s, sizeof s);
 }
 
 /* whether the n reals at a and b hold the same bits (no early exit: vectorised) */
@@ -862,7 +877,7 @@ int hand_sigmoid_pack(const double *params, double *work)
     if (!params || !work) return 2;
     pack_weights(params, work);
     memset(work + RNNC_PACK_SIZE, 0, sizeof(double) * 8);   /* the state slots */
-    work[hand_sigmoid_infer_workspace_size(1, 1)] = 0;   /* the slot the last step wrote */
+    set_last_slot(LAST_SLOT(work), 0);
     return 0;
 }
 
@@ -882,18 +897,15 @@ int hand_sigmoid_step(const double *params, const double *x_t, const double *sta
     (void)hist0;
     (void)A_L0;
     (void)A_L1;
-    double *const last = work + hand_sigmoid_infer_workspace_size(1, 1);   /* s: 0 or 1 */
-    RNNC_INT s_bits;                 /* kept as an integer's bits: no conversion */
-    memcpy(&s_bits, last, sizeof s_bits);
-    const int s = s_bits != 0;
+    double *const last = LAST_SLOT(work);
+    const int s = last_slot(last);
     one_step(params, x_t, y_t, work, 0, s);
     if (!state_in || !(same_bits(state_in + RNNC_S_h, hist0 + s * 4, 4))) {     /* not the row the last step wrote */
         if (state_in) { memcpy(hist0 + s * 4, state_in + RNNC_S_h, sizeof(double) * 4); } else { memset(hist0 + s * 4, 0, sizeof(double) * 4); }
         one_step(params, x_t, y_t, work, 0, s);
     }
     memcpy(state_out + RNNC_S_h, hist0 + (1 - s) * 4, sizeof(double) * 4);
-    s_bits = 1 - s;
-    memcpy(last, &s_bits, sizeof s_bits);
+    set_last_slot(last, 1 - s);
     return 0;
 }
 
@@ -906,10 +918,7 @@ int hand_sigmoid_steps(int T, const double *params, const double *x, const doubl
     if (T < 1) return 1;
     if (!params || !x || !y || !state_out || !work) return 2;
     steps_b1(T, params, x, state_in, y, state_out, work);
-    {   /* where hand_sigmoid_step finds the last state: slot T & 1 */
-        const RNNC_INT s_bits = T & 1;
-        memcpy(work + hand_sigmoid_infer_workspace_size(1, 1), &s_bits, sizeof s_bits);
-    }
+    set_last_slot(LAST_SLOT(work), T & 1);   /* where hand_sigmoid_step finds the state */
     return 0;
 }
 

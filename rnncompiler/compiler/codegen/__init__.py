@@ -607,7 +607,7 @@ def _forward(g, L, printer, ctype, p, threads=False, step_loop=False, slot_step=
         "    pack_weights(params, work);",
     ] + (["    memset(work + RNNC_PACK_SIZE, 0, sizeof({r}) * %d);   /* the state slots */"
           % (2 * sum(st[1] for st in L.states)),
-          "    work[{p}_infer_workspace_size(1, 1)] = 0;   /* the slot the last step wrote */"]
+          "    set_last_slot(LAST_SLOT(work), 0);"]
          if slot_step else []) + [
         "    return 0;",
         "}",
@@ -690,9 +690,7 @@ def _steps_b1(L, regions, hist_args, last):
         "static void steps_b1(int T, const {r} *params, const {r} *x, const {r} *state_in, {r} *y,",
         "                     {r} *state_out, {r} *work)",
         "{",
-        "    const int B = 1, keep = 0, CH = 1;      /* the workspace laid out for one step */",
-        "    (void)B; (void)keep; (void)CH;",
-    ] + regions + ["    (void)%s;" % v for v in _declared(regions)] + [
+    ] + _step_layout(regions, steps=None) + [
         "    rows_to_states(1, state_in, %s);" % hist_args,
         "    for (int t = 0; t < T; ++t)",
         "        one_step(params, x + (ptrdiff_t)t * %d, y + (ptrdiff_t)t * %d, work, t, t & 1);"
@@ -727,12 +725,8 @@ def _steps(L, step_loop, slot_step):
             "}"]
     return head + [
         "    steps_b1(T, params, x, state_in, y, state_out, work);",
-    ] + ([
-        "    {   /* where {p}_step finds the last state: slot T & 1 */",
-        "        const RNNC_INT s_bits = T & 1;",
-        "        memcpy(work + {p}_infer_workspace_size(1, 1), &s_bits, sizeof s_bits);",
-        "    }",
-    ] if slot_step else []) + [
+    ] + (["    set_last_slot(LAST_SLOT(work), T & 1);   /* where {p}_step finds the state */"]
+         if slot_step else []) + [
         "    return 0;",
         "}"]
 
@@ -754,23 +748,35 @@ def _slot_step(regions, L):
     zeros = each("memset(hist{k} + s * {n}, 0, sizeof({r}) * {n});")
     copy_out = each("memcpy(state_out + {row}, hist{k} + (1 - s) * {n}, sizeof({r}) * {n});")
     return _step_layout(regions) + [
-        "    {r} *const last = work + {p}_infer_workspace_size(1, 1);   /* s: 0 or 1 */",
-        "    RNNC_INT s_bits;                 /* kept as an integer's bits: no conversion */",
-        "    memcpy(&s_bits, last, sizeof s_bits);",
-        "    const int s = s_bits != 0;",
+        "    {r} *const last = LAST_SLOT(work);",
+        "    const int s = last_slot(last);",
         "    one_step(params, x_t, y_t, work, 0, s);",
         "    if (!state_in || !(%s)) {     /* not the row the last step wrote */" % same,
         "        if (state_in) { %s } else { %s }" % (copy_in, zeros),
         "        one_step(params, x_t, y_t, work, 0, s);",
         "    }",
         "    %s" % copy_out,
-        "    s_bits = 1 - s;",
-        "    memcpy(last, &s_bits, sizeof s_bits);",
+        "    set_last_slot(last, 1 - s);",
         "    return 0;",
     ]
 
 
-SAME_BITS = """/* whether the n reals at a and b hold the same bits (no early exit: vectorised) */
+SAME_BITS = """/* the state slot the last step wrote (0 or 1), kept in the real `at` (LAST_SLOT: past
+   one step's layout) as an integer's bits, with no conversion on the step's path */
+#define LAST_SLOT(work) ((work) + {p}_infer_workspace_size(1, 1))
+RNNC_INLINE int last_slot(const {r} *at)
+{
+    RNNC_INT s;
+    memcpy(&s, at, sizeof s);
+    return s != 0;
+}
+RNNC_INLINE void set_last_slot({r} *at, int slot)
+{
+    const RNNC_INT s = slot;
+    memcpy(at, &s, sizeof s);
+}
+
+/* whether the n reals at a and b hold the same bits (no early exit: vectorised) */
 RNNC_INLINE int same_bits(const {r} *a, const {r} *b, int n)
 {
     RNNC_INT diff = 0;
@@ -785,11 +791,14 @@ RNNC_INLINE int same_bits(const {r} *a, const {r} *b, int n)
 """
 
 
-def _step_layout(regions):
-    """C declaring the workspace laid out for one step (T = B = 1, no tape, a chunk of one
-    step), and its regions."""
-    return ["    const int T = 1, B = 1, keep = 0, CH = 1;  /* one step's layout */",
-            "    (void)T; (void)B; (void)keep; (void)CH;"] + regions + [
+def _step_layout(regions, steps=1):
+    """C declaring the workspace laid out for one step (B = 1, no tape, a chunk of one
+    step), and its regions; T = steps, or None where T is the function's argument (the
+    layout reads it only for a tape)."""
+    names = (["T"] if steps is not None else []) + ["B", "keep", "CH"]
+    return ["    const int %sB = 1, keep = 0, CH = 1;  /* one step's layout */"
+            % ("T = %d, " % steps if steps is not None else ""),
+            "    %s" % " ".join("(void)%s;" % n for n in names)] + regions + [
         "    (void)%s;" % v for v in _declared(regions)]
 
 
