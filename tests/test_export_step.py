@@ -215,6 +215,7 @@ def test_blocks_of_samples_are_the_samples_one_by_one(streams, name, from_zeros)
     np.testing.assert_array_equal(s_last, s_one)
 
 
+@pytest.mark.slow
 def test_blocks_of_samples_where_weights_outgrow_l1(tmp_path):
     """A kernel whose weights outgrow L1 (no step at a time: NAME_steps runs forward's
     loop a sample at a time, the state through state_out): blocks, their state passed
